@@ -1,0 +1,31 @@
+//! Stamps `QUANTUM_BUILD` ("<version> (<commit>)") into every crate that
+//! uses this script, so `INFO quantum` and the tests can tell which build is loaded.
+use std::path::Path;
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn main() {
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=QUANTUM_BUILD={version} ({commit})");
+
+    // Re-stamp when HEAD moves (a commit or a checkout); outside git the commit is "unknown".
+    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        println!(
+            "cargo:rerun-if-changed={}",
+            Path::new(&git_dir).join("HEAD").display()
+        );
+        if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            let path = Path::new(&git_dir).join(head_ref);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+}

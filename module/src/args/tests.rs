@@ -1,0 +1,125 @@
+use super::*;
+
+fn defaults() -> Defaults {
+    Defaults {
+        to: b"recovery".to_vec(),
+        quarantine: b"quarantine".to_vec(),
+        mode_key: b"quantum:mode".to_vec(),
+        min_idle: 60_000,
+        count: 100,
+        scan: 1_000,
+        zombie_idle: 3_600_000,
+        delete_limit: 1_000,
+        max_deliveries: 0,
+    }
+}
+
+fn parse(line: &str) -> Result<RecoverRequest, ArgError> {
+    let argv: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+    parse_recover(&argv, &defaults())
+}
+
+fn error(line: &str) -> String {
+    match parse(line) {
+        Err(ArgError::Invalid(message)) => message,
+        other => panic!("{line}: expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn defaults_apply_when_no_option_is_given() {
+    let request = parse("QUANTUM.RECOVER s g").unwrap();
+    assert_eq!(request.to, b"recovery");
+    assert_eq!(
+        (request.min_idle, request.count, request.scan),
+        (60_000, 100, 1_000)
+    );
+    assert_eq!(request.cursor, None);
+    assert!(!request.dry_run);
+}
+
+#[test]
+fn every_option_in_any_order_and_case() {
+    let request = parse(
+        "x s g dryrun Modekey m:{s} quarantine q maxdeliveries 5 deletelimit 0 zombieidle 9 cursor 17-3 scan 50 count 50 minidle 1 to r",
+    )
+    .unwrap();
+    assert_eq!(request.to, b"r");
+    assert_eq!(request.quarantine, b"q");
+    assert_eq!(request.mode_key, b"m:{s}");
+    assert_eq!(request.mode_key_pos, Some(5));
+    assert_eq!((request.min_idle, request.count, request.scan), (1, 50, 50));
+    assert_eq!(request.cursor, Some(StreamId { ms: 17, seq: 3 }));
+    assert_eq!(
+        (
+            request.zombie_idle,
+            request.delete_limit,
+            request.max_deliveries
+        ),
+        (9, 0, 5)
+    );
+    assert!(request.dry_run);
+}
+
+#[test]
+fn arity() {
+    assert_eq!(parse("x s"), Err(ArgError::WrongArity));
+}
+
+#[test]
+fn bad_input_names_the_option() {
+    for (line, expected) in [
+        ("x s g MINIDLE 0", "MINIDLE must be an integer from 1 to"),
+        (
+            "x s g COUNT 0",
+            "COUNT must be an integer from 1 to 10000, got '0'",
+        ),
+        (
+            "x s g COUNT 10001",
+            "COUNT must be an integer from 1 to 10000",
+        ),
+        ("x s g COUNT -5", "got '-5'"),
+        ("x s g COUNT +5", "got '+5'"),
+        ("x s g COUNT 5x", "got '5x'"),
+        (
+            "x s g MINIDLE 99999999999999999999",
+            "MINIDLE must be an integer",
+        ),
+        (
+            "x s g COUNT 200 SCAN 100",
+            "SCAN 100 must be at least COUNT 200",
+        ),
+        (
+            "x s g COUNT 2000",
+            "SCAN 1000 (from quantum.scan) must be at least COUNT 2000",
+        ),
+        ("x s g CURSOR abc", "CURSOR must be a stream ID"),
+        ("x s g CURSOR 1-2-3", "CURSOR must be a stream ID"),
+        ("x s g FOO 1", "unknown option 'FOO'"),
+        ("x s g COUNT 5 count 6", "COUNT given more than once"),
+        ("x s g DRYRUN DRYRUN", "DRYRUN given more than once"),
+        ("x s g COUNT", "COUNT needs a value"),
+        ("x s g TO ", "TO must not be empty"),
+        (
+            "x s g TO quarantine",
+            "TO and QUARANTINE must name different consumers",
+        ),
+    ] {
+        let message = error(line);
+        assert!(message.starts_with("ERR "), "{line}: {message}");
+        assert!(message.contains(expected), "{line}: {message}");
+    }
+}
+
+#[test]
+fn stream_ids() {
+    assert_eq!(StreamId::parse(b"5"), Some(StreamId { ms: 5, seq: 0 }));
+    assert_eq!(
+        StreamId::parse(b"18446744073709551615-18446744073709551615"),
+        Some(StreamId::MAX)
+    );
+    assert_eq!(StreamId::parse(b"18446744073709551616-0"), None);
+    assert_eq!(StreamId::parse(b"-1"), None);
+    assert_eq!(StreamId::parse(b""), None);
+    assert_eq!(StreamId { ms: 5, seq: 1 }.to_string(), "5-1");
+}

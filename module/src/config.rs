@@ -1,0 +1,82 @@
+//! The `quantum.*` configs: the defaults of every QUANTUM.RECOVER option plus
+//! `quantum.allowed-modes`. Redis owns them (CONFIG SET/GET, redis.conf lines);
+//! these statics are where Redis stores them and where each call reads them.
+
+use crate::args::Defaults;
+use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
+use redis_module::{RedisError, RedisString};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
+pub const DEFAULT_TARGET: &str = "recovery";
+pub const DEFAULT_QUARANTINE: &str = "quarantine";
+pub const DEFAULT_MODE_KEY: &str = "quantum:mode";
+pub const DEFAULT_ALLOWED_MODES: &str = "TESTNET";
+pub const DEFAULT_MIN_IDLE: i64 = 60_000;
+pub const DEFAULT_COUNT: i64 = 100;
+pub const DEFAULT_SCAN: i64 = 1_000;
+pub const DEFAULT_ZOMBIE_IDLE: i64 = 3_600_000;
+pub const DEFAULT_DELETE_LIMIT: i64 = 1_000;
+pub const DEFAULT_MAX_DELIVERIES: i64 = 0;
+
+pub static MIN_IDLE: AtomicI64 = AtomicI64::new(DEFAULT_MIN_IDLE);
+pub static COUNT: AtomicI64 = AtomicI64::new(DEFAULT_COUNT);
+pub static SCAN: AtomicI64 = AtomicI64::new(DEFAULT_SCAN);
+pub static ZOMBIE_IDLE: AtomicI64 = AtomicI64::new(DEFAULT_ZOMBIE_IDLE);
+pub static DELETE_LIMIT: AtomicI64 = AtomicI64::new(DEFAULT_DELETE_LIMIT);
+pub static MAX_DELIVERIES: AtomicI64 = AtomicI64::new(DEFAULT_MAX_DELIVERIES);
+
+pub static TARGET: TextConfig = TextConfig::new(false);
+pub static QUARANTINE: TextConfig = TextConfig::new(false);
+pub static MODE_KEY: TextConfig = TextConfig::new(false);
+/// Comma list; empty allows nothing (fail closed).
+pub static ALLOWED_MODES: TextConfig = TextConfig::new(true);
+
+/// A string config; names of consumers and keys may not be empty.
+pub struct TextConfig {
+    value: Mutex<String>,
+    may_be_empty: bool,
+}
+
+impl TextConfig {
+    const fn new(may_be_empty: bool) -> Self {
+        TextConfig {
+            value: Mutex::new(String::new()),
+            may_be_empty,
+        }
+    }
+
+    pub fn get_string(&self) -> String {
+        self.value.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ConfigurationValue<RedisString> for TextConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, self.get_string())
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, value: RedisString) -> Result<(), RedisError> {
+        let text = value.try_as_str()?;
+        if text.is_empty() && !self.may_be_empty {
+            return Err(RedisError::Str("must not be empty"));
+        }
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = text.to_string();
+        Ok(())
+    }
+}
+
+/// The configs as they are now, as RECOVER's defaults.
+pub fn recover_defaults() -> Defaults {
+    Defaults {
+        to: TARGET.get_string().into_bytes(),
+        quarantine: QUARANTINE.get_string().into_bytes(),
+        mode_key: MODE_KEY.get_string().into_bytes(),
+        min_idle: MIN_IDLE.load(Ordering::Relaxed),
+        count: COUNT.load(Ordering::Relaxed),
+        scan: SCAN.load(Ordering::Relaxed),
+        zombie_idle: ZOMBIE_IDLE.load(Ordering::Relaxed),
+        delete_limit: DELETE_LIMIT.load(Ordering::Relaxed),
+        max_deliveries: MAX_DELIVERIES.load(Ordering::Relaxed),
+    }
+}

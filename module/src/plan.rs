@@ -1,0 +1,213 @@
+//! The planning core: given a slice of a group's Pending Entries List and its
+//! consumers, decide which entries move to TO, which are parked in QUARANTINE and
+//! which consumers are deleted. Pure data in, pure data out: no Redis here, so
+//! every rule is unit- and property-tested without a server.
+
+use std::collections::{HashMap, HashSet};
+
+/// One PEL entry as XPENDING's extended form reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingEntry {
+    pub id: String,
+    pub owner: Vec<u8>,
+    pub idle_ms: i64,
+    pub deliveries: i64,
+}
+
+/// One consumer as XINFO CONSUMERS reports it (`idle`, never `inactive`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consumer {
+    pub name: Vec<u8>,
+    pub pending: i64,
+    pub idle_ms: i64,
+}
+
+/// The two consumers that hold recovered entries; neither is ever re-claimed from or deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keepers {
+    pub to: Vec<u8>,
+    pub quarantine: Vec<u8>,
+}
+
+impl Keepers {
+    fn holds(&self, name: &[u8]) -> bool {
+        name == self.to.as_slice() || name == self.quarantine.as_slice()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClaimRules {
+    pub min_idle_ms: i64,
+    pub count: usize,
+    pub scan: usize,
+    /// `None` when MAXDELIVERIES is 0 (off).
+    pub max_deliveries: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Target,
+    Quarantine,
+}
+
+/// A planned move: which entry, from whom, to where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Move {
+    pub id: String,
+    pub owner: Vec<u8>,
+    pub destination: Destination,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimPlan {
+    pub moves: Vec<Move>,
+    /// PEL entries examined.
+    pub scanned: usize,
+    /// Where the next call continues; `None` when the end of the PEL was reached.
+    pub cursor: Option<String>,
+}
+
+impl ClaimPlan {
+    pub fn ids_to(&self, destination: Destination) -> Vec<&str> {
+        self.moves
+            .iter()
+            .filter(|m| m.destination == destination)
+            .map(|m| m.id.as_str())
+            .collect()
+    }
+}
+
+/// Plans the claim step over `pel`, the first at most SCAN entries after the
+/// cursor, in ID order. Stops after COUNT moves or SCAN examined entries.
+pub fn plan_claims(pel: &[PendingEntry], rules: &ClaimRules, keepers: &Keepers) -> ClaimPlan {
+    let mut plan = ClaimPlan::default();
+    for entry in pel.iter().take(rules.scan) {
+        if plan.moves.len() == rules.count {
+            break;
+        }
+        plan.scanned += 1;
+        if entry.idle_ms < rules.min_idle_ms || keepers.holds(&entry.owner) {
+            continue;
+        }
+        let poisoned = rules
+            .max_deliveries
+            .is_some_and(|max| entry.deliveries >= max);
+        plan.moves.push(Move {
+            id: entry.id.clone(),
+            owner: entry.owner.clone(),
+            destination: if poisoned {
+                Destination::Quarantine
+            } else {
+                Destination::Target
+            },
+        });
+    }
+    // Fewer entries than SCAN came back and all were examined: the PEL ended here.
+    let reached_end = plan.scanned == pel.len() && pel.len() < rules.scan;
+    if !reached_end {
+        plan.cursor = plan.scanned.checked_sub(1).map(|last| pel[last].id.clone());
+    }
+    plan
+}
+
+#[derive(Clone, Debug)]
+pub struct DeleteRules {
+    pub zombie_idle_ms: i64,
+    pub delete_limit: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeletionPlan {
+    /// Consumers to delete: idle > ZOMBIEIDLE and nothing pending (S2).
+    pub delete: Vec<Vec<u8>>,
+    /// Consumers idle > ZOMBIEIDLE that still hold entries.
+    pub kept: Vec<Vec<u8>>,
+}
+
+/// Plans the delete step over the consumers as they are after the claim step.
+/// TO and QUARANTINE are never deleted nor listed as kept: holding entries is their job.
+pub fn plan_deletions(
+    consumers: &[Consumer],
+    rules: &DeleteRules,
+    keepers: &Keepers,
+) -> DeletionPlan {
+    let mut plan = DeletionPlan::default();
+    for consumer in consumers {
+        if consumer.idle_ms <= rules.zombie_idle_ms || keepers.holds(&consumer.name) {
+            continue;
+        }
+        if consumer.pending > 0 {
+            plan.kept.push(consumer.name.clone());
+        } else if plan.delete.len() < rules.delete_limit {
+            plan.delete.push(consumer.name.clone());
+        }
+    }
+    plan
+}
+
+/// What happened, or would happen, to each planned move.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimOutcome {
+    pub claimed: Vec<String>,
+    pub quarantined: Vec<String>,
+    /// Entries that left the PEL because their stream entry is gone.
+    pub dropped: Vec<String>,
+}
+
+impl ClaimOutcome {
+    /// Splits `plan` given which of its entries no longer exist in the stream.
+    pub fn from_plan(plan: &ClaimPlan, is_gone: impl Fn(&str) -> bool) -> Self {
+        let mut outcome = Self::default();
+        for m in &plan.moves {
+            let list = match (is_gone(&m.id), m.destination) {
+                (true, _) => &mut outcome.dropped,
+                (false, Destination::Target) => &mut outcome.claimed,
+                (false, Destination::Quarantine) => &mut outcome.quarantined,
+            };
+            list.push(m.id.clone());
+        }
+        outcome
+    }
+}
+
+/// The consumers as they will be once `plan` is carried out with `outcome`
+/// (entries leave their owners; TO and QUARANTINE are created on their first
+/// entry, as XCLAIM does). DRYRUN uses it to predict the delete step exactly.
+pub fn consumers_after_claims(
+    mut consumers: Vec<Consumer>,
+    plan: &ClaimPlan,
+    outcome: &ClaimOutcome,
+    keepers: &Keepers,
+) -> Vec<Consumer> {
+    let gone: HashSet<&str> = outcome.dropped.iter().map(String::as_str).collect();
+    let mut index: HashMap<Vec<u8>, usize> = consumers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.clone(), i))
+        .collect();
+    let mut add_pending = |name: &[u8], delta: i64| match index.get(name) {
+        Some(&i) => consumers[i].pending += delta,
+        None => {
+            index.insert(name.to_vec(), consumers.len());
+            consumers.push(Consumer {
+                name: name.to_vec(),
+                pending: delta,
+                idle_ms: 0,
+            });
+        }
+    };
+    for m in &plan.moves {
+        add_pending(&m.owner, -1);
+        if !gone.contains(m.id.as_str()) {
+            let keeper = match m.destination {
+                Destination::Target => &keepers.to,
+                Destination::Quarantine => &keepers.quarantine,
+            };
+            add_pending(keeper, 1);
+        }
+    }
+    consumers
+}
+
+#[cfg(test)]
+mod tests;

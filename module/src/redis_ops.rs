@@ -1,0 +1,299 @@
+//! The thin layer that talks to Redis. Every stream command goes through
+//! `call_ext` with the caller's ACL (S7) and errors as replies; writes are
+//! replicated to replicas and the AOF (S4). Replies are parsed by field name,
+//! never by position, so Redis 7.0 and 7.2+ (which adds `inactive`) both work.
+
+use crate::args::StreamId;
+use crate::mode::ModeValue;
+use crate::plan::{Consumer, PendingEntry};
+use redis_module::{
+    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, KeyType, RedisError,
+    RedisString,
+};
+use std::os::raw::c_int;
+
+fn unexpected(command: &str) -> RedisError {
+    RedisError::String(format!("ERR unexpected reply from {command}"))
+}
+
+/// Reads the mode key directly (about 10x cheaper than calling GET).
+pub fn read_mode(ctx: &Context, mode_key: &[u8]) -> Result<ModeValue, RedisError> {
+    let name = RedisString::create_from_slice(ctx.ctx, mode_key);
+    let key = ctx.open_key(&name);
+    Ok(match key.key_type() {
+        KeyType::Empty => ModeValue::Missing,
+        KeyType::String => ModeValue::Value(key.read()?.unwrap_or_default().to_vec()),
+        KeyType::List => ModeValue::NotString("list"),
+        KeyType::Hash => ModeValue::NotString("hash"),
+        KeyType::Set => ModeValue::NotString("set"),
+        KeyType::ZSet => ModeValue::NotString("zset"),
+        KeyType::Stream => ModeValue::NotString("stream"),
+        KeyType::Module => ModeValue::NotString("module type"),
+    })
+}
+
+/// The key must hold a stream; the group is checked by the first stream command (NOGROUP).
+pub fn check_stream(ctx: &Context, key: &[u8]) -> Result<(), RedisError> {
+    let name = RedisString::create_from_slice(ctx.ctx, key);
+    match ctx.open_key(&name).key_type() {
+        KeyType::Stream => Ok(()),
+        KeyType::Empty => Err(RedisError::Str("ERR no such key")),
+        _ => Err(RedisError::WrongType),
+    }
+}
+
+/// The calling user, for the ACL checks that `call_ext` cannot make on its own:
+/// the mode key is read directly, and a delete after a claim must not fail half way.
+pub struct CallerAcl {
+    user: *mut raw::RedisModuleUser,
+}
+
+impl CallerAcl {
+    pub fn of(ctx: &Context) -> Result<Self, RedisError> {
+        let no_user = || RedisError::Str("NOPERM no user is attached to this call");
+        let name = unsafe { raw::RedisModule_GetCurrentUserName.ok_or_else(no_user)?(ctx.ctx) };
+        if name.is_null() {
+            return Err(no_user());
+        }
+        let name = RedisString::from_redis_module_string(ctx.ctx, name);
+        let user =
+            unsafe { raw::RedisModule_GetModuleUserFromUserName.ok_or_else(no_user)?(name.inner) };
+        if user.is_null() {
+            return Err(no_user());
+        }
+        Ok(CallerAcl { user })
+    }
+
+    pub fn check_read_key(&self, key: &[u8], what: &str) -> Result<(), RedisError> {
+        let name = RedisString::create_from_slice(std::ptr::null_mut(), key);
+        let status = unsafe {
+            raw::RedisModule_ACLCheckKeyPermissions.map(|check| {
+                check(
+                    self.user,
+                    name.inner,
+                    raw::REDISMODULE_CMD_KEY_ACCESS as c_int,
+                )
+            })
+        };
+        match status {
+            Some(s) if s == raw::REDISMODULE_OK as c_int => Ok(()),
+            _ => Err(RedisError::String(format!(
+                "NOPERM this user has no permissions to read {what}"
+            ))),
+        }
+    }
+
+    pub fn check_command(&self, argv: &[&[u8]]) -> Result<(), RedisError> {
+        let strings: Vec<RedisString> = argv
+            .iter()
+            .map(|a| RedisString::create_from_slice(std::ptr::null_mut(), a))
+            .collect();
+        let mut raw_argv: Vec<*mut raw::RedisModuleString> =
+            strings.iter().map(|s| s.inner).collect();
+        let status = unsafe {
+            raw::RedisModule_ACLCheckCommandPermissions
+                .map(|check| check(self.user, raw_argv.as_mut_ptr(), raw_argv.len() as c_int))
+        };
+        match status {
+            Some(s) if s == raw::REDISMODULE_OK as c_int => Ok(()),
+            _ => Err(RedisError::String(format!(
+                "NOPERM this user has no permissions to run the '{}' command on this key",
+                argv.iter()
+                    .take(2)
+                    .map(|a| String::from_utf8_lossy(a).to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join("|")
+            ))),
+        }
+    }
+}
+
+impl Drop for CallerAcl {
+    fn drop(&mut self) {
+        if let Some(free) = unsafe { raw::RedisModule_FreeModuleUser } {
+            unsafe { free(self.user) };
+        }
+    }
+}
+
+/// One consumer group of one stream, as seen through its stream commands.
+pub struct Group<'a> {
+    ctx: &'a Context,
+    key: &'a [u8],
+    group: &'a [u8],
+    read: CallOptions,
+    write: CallOptions,
+}
+
+impl<'a> Group<'a> {
+    pub fn new(ctx: &'a Context, key: &'a [u8], group: &'a [u8]) -> Self {
+        Group {
+            ctx,
+            key,
+            group,
+            read: CallOptionsBuilder::new()
+                .verify_acl()
+                .errors_as_replies()
+                .build(),
+            write: CallOptionsBuilder::new()
+                .replicate()
+                .verify_acl()
+                .errors_as_replies()
+                .build(),
+        }
+    }
+
+    fn call(
+        &self,
+        write: bool,
+        command: &str,
+        args: &[&[u8]],
+    ) -> Result<CallReply<'static>, RedisError> {
+        let options = if write { &self.write } else { &self.read };
+        let result: CallResult<'static> = self.ctx.call_ext(command, options, args);
+        result.map_err(|e| RedisError::String(String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+
+    /// XPENDING extended form: at most `count` entries after `after` (or from the start).
+    pub fn pending_after(
+        &self,
+        after: Option<StreamId>,
+        count: usize,
+    ) -> Result<Vec<PendingEntry>, RedisError> {
+        let start = match after {
+            None => "-".to_string(),
+            // Nothing can follow the largest ID, and "(" of it is an error.
+            Some(StreamId::MAX) => return Ok(Vec::new()),
+            Some(id) => format!("({id}"),
+        };
+        let count = count.to_string();
+        let reply = self.call(
+            false,
+            "XPENDING",
+            &[
+                self.key,
+                self.group,
+                start.as_bytes(),
+                b"+",
+                count.as_bytes(),
+            ],
+        )?;
+        let CallReply::Array(rows) = reply else {
+            return Err(unexpected("XPENDING"));
+        };
+        rows.iter()
+            .map(|row| match row {
+                Ok(CallReply::Array(fields)) if fields.len() == 4 => Ok(PendingEntry {
+                    id: string_at(&fields.get(0)).ok_or_else(|| unexpected("XPENDING"))?,
+                    owner: bytes_at(&fields.get(1)).ok_or_else(|| unexpected("XPENDING"))?,
+                    idle_ms: int_at(&fields.get(2)).ok_or_else(|| unexpected("XPENDING"))?,
+                    deliveries: int_at(&fields.get(3)).ok_or_else(|| unexpected("XPENDING"))?,
+                }),
+                _ => Err(unexpected("XPENDING")),
+            })
+            .collect()
+    }
+
+    /// XCLAIM … JUSTID: moves `ids` idle ≥ `min_idle` to `consumer` without
+    /// counting a delivery. Returns the IDs moved; an ID whose stream entry is
+    /// gone is not returned, and XCLAIM removes it from the PEL.
+    pub fn claim(
+        &self,
+        consumer: &[u8],
+        min_idle: i64,
+        ids: &[&str],
+    ) -> Result<Vec<String>, RedisError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let min_idle = min_idle.to_string();
+        let mut args: Vec<&[u8]> = vec![self.key, self.group, consumer, min_idle.as_bytes()];
+        args.extend(ids.iter().map(|id| id.as_bytes()));
+        args.push(b"JUSTID");
+        match self.call(true, "XCLAIM", &args)? {
+            CallReply::Array(moved) => moved
+                .iter()
+                .map(|id| string_at(&Some(id)).ok_or_else(|| unexpected("XCLAIM")))
+                .collect(),
+            _ => Err(unexpected("XCLAIM")),
+        }
+    }
+
+    /// Whether the stream still holds entry `id` (for DRYRUN's prediction of `dropped`).
+    pub fn entry_exists(&self, id: &str) -> Result<bool, RedisError> {
+        match self.call(false, "XRANGE", &[self.key, id.as_bytes(), id.as_bytes()])? {
+            CallReply::Array(entries) => Ok(entries.len() > 0),
+            _ => Err(unexpected("XRANGE")),
+        }
+    }
+
+    /// XINFO CONSUMERS, read by field name.
+    pub fn consumers(&self) -> Result<Vec<Consumer>, RedisError> {
+        let CallReply::Array(rows) =
+            self.call(false, "XINFO", &[b"CONSUMERS", self.key, self.group])?
+        else {
+            return Err(unexpected("XINFO CONSUMERS"));
+        };
+        rows.iter()
+            .map(|row| {
+                let Ok(CallReply::Array(fields)) = row else {
+                    return Err(unexpected("XINFO CONSUMERS"));
+                };
+                let (mut name, mut pending, mut idle) = (None, None, None);
+                for i in (0..fields.len()).step_by(2) {
+                    let value = fields.get(i + 1);
+                    match bytes_at(&fields.get(i)).as_deref() {
+                        Some(b"name") => name = bytes_at(&value),
+                        Some(b"pending") => pending = int_at(&value),
+                        Some(b"idle") => idle = int_at(&value),
+                        _ => {}
+                    }
+                }
+                match (name, pending, idle) {
+                    (Some(name), Some(pending), Some(idle_ms)) => Ok(Consumer {
+                        name,
+                        pending,
+                        idle_ms,
+                    }),
+                    _ => Err(unexpected("XINFO CONSUMERS")),
+                }
+            })
+            .collect()
+    }
+
+    /// The ACL check a delete makes, without deleting: run before the first claim
+    /// so a user who may claim but not delete is refused before anything changes.
+    pub fn check_delete_allowed(&self, acl: &CallerAcl) -> Result<(), RedisError> {
+        acl.check_command(&[b"XGROUP", b"DELCONSUMER", self.key, self.group, b"-"])
+    }
+
+    /// XGROUP DELCONSUMER; returns the pending count the consumer had (0 when the plan is right).
+    pub fn delete_consumer(&self, name: &[u8]) -> Result<i64, RedisError> {
+        match self.call(
+            true,
+            "XGROUP",
+            &[b"DELCONSUMER", self.key, self.group, name],
+        )? {
+            CallReply::I64(n) => Ok(n.to_i64()),
+            _ => Err(unexpected("XGROUP DELCONSUMER")),
+        }
+    }
+}
+
+fn bytes_at(item: &Option<CallResult<'_>>) -> Option<Vec<u8>> {
+    match item {
+        Some(Ok(CallReply::String(s))) => Some(s.as_bytes().to_vec()),
+        _ => None,
+    }
+}
+
+fn string_at(item: &Option<CallResult<'_>>) -> Option<String> {
+    bytes_at(item).and_then(|b| String::from_utf8(b).ok())
+}
+
+fn int_at(item: &Option<CallResult<'_>>) -> Option<i64> {
+    match item {
+        Some(Ok(CallReply::I64(n))) => Some(n.to_i64()),
+        _ => None,
+    }
+}

@@ -1,0 +1,57 @@
+//! Client bytes made safe to show: in error replies (quoted, cut short) and in
+//! the server log, whose `RedisModule_Log` treats the message as a printf format.
+
+use std::fmt::Write;
+
+/// Printable ASCII as is, anything else (and `'`, `\`) escaped; at most `limit` bytes shown.
+pub fn printable(bytes: &[u8], limit: usize) -> String {
+    let mut out = String::with_capacity(bytes.len().min(limit) + 3);
+    for &b in bytes.iter().take(limit) {
+        match b {
+            b'\'' | b'\\' => {
+                let _ = write!(out, "\\{}", b as char);
+            }
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+    if bytes.len() > limit {
+        out.push_str("...");
+    }
+    out
+}
+
+/// For error replies: quoted and cut at 64 bytes so a huge argument cannot bloat the reply.
+pub fn quote(bytes: &[u8]) -> String {
+    format!("'{}'", printable(bytes, 64))
+}
+
+/// For the server log: `%` doubled so a consumer named `exec-%s` cannot read the stack.
+pub fn log_safe(text: &str) -> String {
+    text.replace('%', "%%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_quote_and_high_bytes() {
+        assert_eq!(
+            printable(b"a'b\\c\0\xff\n", 64),
+            "a\\'b\\\\c\\x00\\xff\\x0a"
+        );
+    }
+
+    #[test]
+    fn cuts_long_input() {
+        assert_eq!(quote(&[b'x'; 70]), format!("'{}...'", "x".repeat(64)));
+    }
+
+    #[test]
+    fn log_safe_doubles_percent() {
+        assert_eq!(log_safe("exec-%s%n%x%%"), "exec-%%s%%n%%x%%%%");
+    }
+}
