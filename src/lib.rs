@@ -1,0 +1,252 @@
+//! Test harness: real `redis-server` processes with the built module loaded.
+//!
+//! The server binary comes from `REDIS_SERVER` or `PATH`, so the same tests run
+//! against other server versions; the module from `QUANTUM_MODULE` or the newest
+//! `libquantum.so` under the target directory (build it first: `cargo build`).
+
+use redis::{Connection, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+pub mod reply;
+pub mod scenario;
+pub use reply::Recovery;
+
+/// The build stamp this harness was compiled with; the loaded module must match it.
+pub const BUILD: &str = env!("QUANTUM_BUILD");
+
+pub fn redis_server_binary() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+pub fn module_path() -> PathBuf {
+    if let Ok(path) = std::env::var("QUANTUM_MODULE") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let newest = ["debug", "release"]
+        .iter()
+        .map(|profile| target.join(profile).join("libquantum.so"))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max_by_key(|(modified, _)| *modified);
+    match newest {
+        Some((_, path)) => path,
+        None => panic!(
+            "no libquantum.so under {}: run `cargo build` first (or set QUANTUM_MODULE)",
+            target.display()
+        ),
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let path = std::env::temp_dir().join(format!(
+            "quantum-{label}-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How to start a server.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Extra `--name value` settings (e.g. `appendonly yes`).
+    pub config: Vec<(String, String)>,
+    /// Arguments after the module path on the loadmodule line.
+    pub module_args: Vec<String>,
+    /// Listen on a TCP port too (replication needs one).
+    pub tcp: bool,
+    /// Start without the module.
+    pub without_module: bool,
+}
+
+pub struct Server {
+    child: Child,
+    options: Options,
+    dir: TempDir,
+    pub port: Option<u16>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Server {
+    /// A server with the module loaded, on a unix socket in a temp dir.
+    pub fn start() -> Server {
+        Server::with(Options::default())
+    }
+
+    pub fn with(options: Options) -> Server {
+        let dir = TempDir::new("redis");
+        Server::start_in(dir, options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a server; `Err` carries the server's log when it did not come up.
+    pub fn try_with(options: Options) -> Result<Server, String> {
+        Server::start_in(TempDir::new("redis"), options)
+    }
+
+    fn start_in(dir: TempDir, options: Options) -> Result<Server, String> {
+        let port = options.tcp.then(free_port);
+        let mut command = Command::new(redis_server_binary());
+        command
+            .arg("--port")
+            .arg(port.unwrap_or(0).to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--unixsocket")
+            .arg(dir.path().join("redis.sock"))
+            .arg("--unixsocketperm")
+            .arg("700")
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(dir.path().join("redis.log"))
+            .args(["--save", "", "--daemonize", "no", "--loglevel", "verbose"]);
+        if !options.without_module {
+            command
+                .arg("--loadmodule")
+                .arg(module_path())
+                .args(&options.module_args);
+        }
+        for (name, value) in &options.config {
+            command.arg(format!("--{name}")).arg(value);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", redis_server_binary()))?;
+        let mut server = Server {
+            child,
+            options,
+            dir,
+            port,
+        };
+        server.wait_until_ready()?;
+        Ok(server)
+    }
+
+    fn wait_until_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("redis-server exited ({status}):\n{}", self.log()));
+            }
+            if let Ok(mut con) = self.try_connect() {
+                let loaded: redis::RedisResult<String> = redis::cmd("PING").query(&mut con);
+                if loaded.is_ok() {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "redis-server did not answer in 20 s:\n{}",
+            self.log()
+        ))
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn try_connect(&self) -> redis::RedisResult<Connection> {
+        let url = format!("unix://{}", self.socket().display());
+        redis::Client::open(url)?.get_connection()
+    }
+
+    /// A RESP2 connection.
+    pub fn connect(&self) -> Connection {
+        self.try_connect().expect("connect to the test server")
+    }
+
+    /// A RESP3 connection.
+    pub fn connect_resp3(&self) -> Connection {
+        let url = format!("unix://{}?protocol=resp3", self.socket().display());
+        redis::Client::open(url)
+            .and_then(|c| c.get_connection())
+            .expect("connect with RESP3")
+    }
+
+    /// A connection as `user` (ACL tests).
+    pub fn connect_as(&self, user: &str, password: &str) -> Connection {
+        let url = format!(
+            "unix://{}?user={user}&pass={password}",
+            self.socket().display()
+        );
+        redis::Client::open(url)
+            .and_then(|c| c.get_connection())
+            .expect("connect as an ACL user")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running (it must survive every test).
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the server (SHUTDOWN NOSAVE, then kill) and starts it again on the
+    /// same directory and options, so it reloads its AOF.
+    pub fn restart(mut self) -> Server {
+        self.stop();
+        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
+        let options = self.options.clone();
+        Server::start_in(dir, options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn stop(&mut self) {
+        if let Ok(mut con) = self.try_connect() {
+            let _: redis::RedisResult<Value> = redis::cmd("SHUTDOWN").arg("NOSAVE").query(&mut con);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && self.is_alive() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

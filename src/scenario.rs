@@ -1,0 +1,97 @@
+//! Building consumer-group scenarios with plain stream commands.
+
+use crate::reply::{run, texts};
+use redis::{Connection, Value};
+
+pub const STREAM: &str = "quantum:stream:trade.intent";
+pub const GROUP: &str = "quantum:group:execution:trade.intent";
+
+/// The mode key set to `mode` and an empty stream with the group.
+pub fn group_with_mode(con: &mut Connection, mode: &str) {
+    run(con, &["SET", "quantum:mode", mode]).unwrap();
+    run(con, &["XGROUP", "CREATE", STREAM, GROUP, "$", "MKSTREAM"]).unwrap();
+}
+
+/// Appends `n` entries (pipelined) and returns their IDs.
+pub fn add_entries(con: &mut Connection, n: usize) -> Vec<String> {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("XADD").arg(STREAM).arg("*").arg("n").arg(i);
+    }
+    let ids: Vec<String> = pipe.query(con).expect("XADD");
+    ids
+}
+
+/// `consumer` reads up to `count` new entries; returns the IDs it now holds.
+pub fn read_as(con: &mut Connection, consumer: &str, count: usize) -> Vec<String> {
+    let count = count.to_string();
+    let reply = run(
+        con,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            GROUP,
+            consumer,
+            "COUNT",
+            &count,
+            "STREAMS",
+            STREAM,
+            ">",
+        ],
+    )
+    .expect("XREADGROUP");
+    match reply {
+        Value::Nil => Vec::new(),
+        Value::Array(streams) => match &streams[0] {
+            Value::Array(stream) => match &stream[1] {
+                Value::Array(entries) => entries
+                    .iter()
+                    .map(|e| match e {
+                        Value::Array(parts) => crate::reply::text(&parts[0]),
+                        other => panic!("entry {other:?}"),
+                    })
+                    .collect(),
+                other => panic!("entries {other:?}"),
+            },
+            other => panic!("stream {other:?}"),
+        },
+        other => panic!("XREADGROUP {other:?}"),
+    }
+}
+
+/// Re-reads `consumer`'s own pending entries (history read, ID 0): counts a delivery each.
+pub fn reread_history(con: &mut Connection, consumer: &str) {
+    run(
+        con,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            GROUP,
+            consumer,
+            "COUNT",
+            "100000",
+            "STREAMS",
+            STREAM,
+            "0",
+        ],
+    )
+    .expect("history read");
+}
+
+/// Makes `ids` (owned by `owner`) look idle for `idle_ms` without a delivery.
+/// This refreshes `owner`'s own idle time, as any claim by it would.
+pub fn age_entries(con: &mut Connection, owner: &str, ids: &[String], idle_ms: u64) {
+    if ids.is_empty() {
+        return;
+    }
+    let idle = idle_ms.to_string();
+    let mut words = vec!["XCLAIM", STREAM, GROUP, owner, "0"];
+    words.extend(ids.iter().map(String::as_str));
+    words.extend(["IDLE", idle.as_str(), "JUSTID"]);
+    let moved = texts(&run(con, &words).expect("XCLAIM IDLE"));
+    assert_eq!(moved.len(), ids.len(), "aging must keep every entry");
+}
+
+pub fn sleep_ms(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}

@@ -1,0 +1,226 @@
+//! QUANTUM.RECOVER's claim step against a real redis-server (issue items 1, 3-7).
+
+use quantum_integration::reply::{assert_same_ids, consumer_names, pel, recover, run};
+use quantum_integration::scenario::*;
+use quantum_integration::Server;
+
+#[test]
+fn dead_consumers_idle_entries_move_and_fresh_ones_stay() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 3);
+    let dead = read_as(&mut con, "exec-101", 2);
+    age_entries(&mut con, "exec-101", &dead, 120_000);
+    add_entries(&mut con, 2);
+    let live = read_as(&mut con, "exec-202", 2);
+
+    let r = recover(&mut con, STREAM, GROUP, &["MINIDLE", "60000"]).unwrap();
+    assert_eq!(r.claimed, dead);
+    assert_eq!(r.scanned, 4);
+    assert_eq!(r.cursor, "0-0");
+    assert_eq!(r.pending, 4);
+    let owners = pel(&mut con, STREAM, GROUP);
+    for (id, owner, _) in &owners {
+        let expected = if live.contains(id) {
+            "exec-202"
+        } else {
+            "recovery"
+        };
+        assert_eq!(owner, expected, "{id}");
+    }
+
+    // MINIDLE 0 would steal a live consumer's work (S8): refused, nothing moves.
+    let err = recover(&mut con, STREAM, GROUP, &["MINIDLE", "0"]).unwrap_err();
+    assert!(err.contains("MINIDLE must be an integer from 1"), "{err}");
+    assert_eq!(pel(&mut con, STREAM, GROUP), owners);
+}
+
+#[test]
+fn a_zombie_emptied_by_the_claim_is_deleted_by_the_same_call() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 2);
+    let ids = read_as(&mut con, "exec-1", 2);
+    sleep_ms(150);
+
+    let r = recover(
+        &mut con,
+        STREAM,
+        GROUP,
+        &["MINIDLE", "100", "ZOMBIEIDLE", "100"],
+    )
+    .unwrap();
+    assert_eq!(r.claimed, ids);
+    assert_eq!(r.deleted, ["exec-1"]);
+    assert!(r.kept.is_empty());
+    assert_eq!(consumer_names(&mut con, STREAM, GROUP), ["recovery"]);
+    assert_eq!((r.pending, r.consumers), (2, 1));
+}
+
+#[test]
+fn entries_held_by_to_or_quarantine_are_never_claimed_again() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 3);
+    let ids = read_as(&mut con, "exec-1", 3);
+    // One entry already parked in quarantine by an earlier run.
+    run(
+        &mut con,
+        &[
+            "XCLAIM",
+            STREAM,
+            GROUP,
+            "quarantine",
+            "0",
+            &ids[2],
+            "JUSTID",
+        ],
+    )
+    .unwrap();
+    sleep_ms(30);
+
+    let first = recover(&mut con, STREAM, GROUP, &["MINIDLE", "10"]).unwrap();
+    assert_eq!(first.claimed, ids[..2]);
+    sleep_ms(30);
+    let second = recover(&mut con, STREAM, GROUP, &["MINIDLE", "10"]).unwrap();
+    assert!(
+        second.claimed.is_empty(),
+        "the old script re-claimed every run: {second:?}"
+    );
+    assert!(second.quarantined.is_empty());
+    assert_eq!(second.scanned, 3);
+}
+
+#[test]
+fn poison_entries_go_to_quarantine_and_moves_do_not_count_as_deliveries() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 2);
+    let ids = read_as(&mut con, "exec-1", 2);
+    // Deliver the first entry twice more (3 in all); the second stays at 1.
+    run(
+        &mut con,
+        &["XCLAIM", STREAM, GROUP, "exec-1", "0", &ids[1], "JUSTID"],
+    )
+    .unwrap();
+    run(&mut con, &["XACK", STREAM, GROUP, &ids[1]]).unwrap();
+    reread_history(&mut con, "exec-1");
+    reread_history(&mut con, "exec-1");
+    let ids_after_ack: Vec<_> = pel(&mut con, STREAM, GROUP);
+    assert_eq!(ids_after_ack, [(ids[0].clone(), "exec-1".into(), 3)]);
+    add_entries(&mut con, 1);
+    let fresh = read_as(&mut con, "exec-1", 1);
+    sleep_ms(30);
+
+    let r = recover(
+        &mut con,
+        STREAM,
+        GROUP,
+        &["MINIDLE", "10", "MAXDELIVERIES", "3"],
+    )
+    .unwrap();
+    assert_eq!(r.quarantined, [ids[0].clone()]);
+    assert_eq!(r.claimed, fresh);
+    assert_eq!(
+        pel(&mut con, STREAM, GROUP),
+        [
+            (ids[0].clone(), "quarantine".into(), 3),
+            (fresh[0].clone(), "recovery".into(), 1)
+        ],
+        "a move leaves the delivery counter as it was"
+    );
+    reread_history(&mut con, "recovery");
+    assert_eq!(
+        pel(&mut con, STREAM, GROUP)[1],
+        (fresh[0].clone(), "recovery".into(), 2),
+        "the new owner's read counts"
+    );
+}
+
+#[test]
+fn entries_deleted_from_the_stream_are_dropped_from_the_pel() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 3);
+    let ids = read_as(&mut con, "exec-1", 3);
+    run(&mut con, &["XDEL", STREAM, &ids[1]]).unwrap();
+    sleep_ms(30);
+
+    let r = recover(&mut con, STREAM, GROUP, &["MINIDLE", "10"]).unwrap();
+    assert_eq!(r.claimed, [ids[0].clone(), ids[2].clone()]);
+    assert_eq!(r.dropped, [ids[1].clone()]);
+    assert_eq!(r.pending, 2);
+    let left: Vec<String> = pel(&mut con, STREAM, GROUP)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(left, [ids[0].clone(), ids[2].clone()]);
+}
+
+#[test]
+fn a_big_backlog_drains_in_bounded_calls_moving_each_entry_once() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    let ids = add_entries(&mut con, 10_000);
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let consumer = format!("exec-{i}");
+        let ids = read_as(&mut con, &consumer, 1_000);
+        age_entries(&mut con, &consumer, &ids, 120_000);
+        held.extend(ids);
+    }
+    assert_same_ids(&held, &ids, "the dead consumers hold every entry");
+    // A live consumer's fresh entries sit at the end of the PEL and must be skipped.
+    add_entries(&mut con, 500);
+    let live = read_as(&mut con, "exec-live", 500);
+
+    let mut moved: Vec<String> = Vec::new();
+    let mut cursor = "0-0".to_string();
+    let mut calls = 0;
+    loop {
+        let r = recover(
+            &mut con,
+            STREAM,
+            GROUP,
+            &[
+                "MINIDLE", "60000", "COUNT", "700", "SCAN", "900", "CURSOR", &cursor,
+            ],
+        )
+        .unwrap();
+        calls += 1;
+        assert!(
+            r.claimed.len() <= 700,
+            "COUNT exceeded: {}",
+            r.claimed.len()
+        );
+        assert!(r.scanned <= 900, "SCAN exceeded: {}", r.scanned);
+        moved.extend(r.claimed);
+        cursor = r.cursor;
+        if cursor == "0-0" {
+            break;
+        }
+        assert!(calls < 100, "the cursor never reached the end");
+    }
+    assert_same_ids(
+        &moved,
+        &ids,
+        "every idle entry moved exactly once, in order",
+    );
+    assert!(
+        calls >= 15,
+        "10,000 entries at COUNT 700 need at least 15 calls, took {calls}"
+    );
+    let owners = pel(&mut con, STREAM, GROUP);
+    assert_eq!(owners.iter().filter(|e| e.1 == "recovery").count(), 10_000);
+    assert!(owners
+        .iter()
+        .filter(|e| e.1 == "exec-live")
+        .map(|e| &e.0)
+        .eq(live.iter()));
+}
