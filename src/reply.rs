@@ -111,13 +111,22 @@ impl Recovery {
     }
 }
 
-/// Runs a command given as words; server errors come back as `Err(text)`.
+/// Runs a command given as words; a server error comes back as `Err` holding
+/// its line as sent (`CODE message`).
 pub fn run(con: &mut Connection, words: &[&str]) -> Result<Value, String> {
     let mut cmd = redis::cmd(words[0]);
     for word in &words[1..] {
         cmd.arg(*word);
     }
-    cmd.query::<Value>(con).map_err(|e| e.to_string())
+    cmd.query::<Value>(con).map_err(|e| error_line(&e))
+}
+
+pub fn error_line(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
+    }
 }
 
 /// QUANTUM.RECOVER key group <options...>, parsed.

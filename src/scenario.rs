@@ -95,3 +95,8 @@ pub fn age_entries(con: &mut Connection, owner: &str, ids: &[String], idle_ms: u
 pub fn sleep_ms(ms: u64) {
     std::thread::sleep(std::time::Duration::from_millis(ms));
 }
+
+/// A consumer that has read nothing (XREADGROUP on an empty stream does not create one).
+pub fn create_consumer(con: &mut Connection, name: &str) {
+    run(con, &["XGROUP", "CREATECONSUMER", STREAM, GROUP, name]).expect("XGROUP CREATECONSUMER");
+}

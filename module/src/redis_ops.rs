@@ -151,7 +151,9 @@ impl<'a> Group<'a> {
     ) -> Result<CallReply<'static>, RedisError> {
         let options = if write { &self.write } else { &self.read };
         let result: CallResult<'static> = self.ctx.call_ext(command, options, args);
-        result.map_err(|e| RedisError::String(String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        result.map_err(|e| {
+            RedisError::String(error_reply(command, &String::from_utf8_lossy(e.as_bytes())))
+        })
     }
 
     /// XPENDING extended form: at most `count` entries after `after` (or from the start).
@@ -277,6 +279,21 @@ impl<'a> Group<'a> {
             CallReply::I64(n) => Ok(n.to_i64()),
             _ => Err(unexpected("XGROUP DELCONSUMER")),
         }
+    }
+}
+
+/// An internal call's error as our reply: RM_Call's "acl verification failed"
+/// becomes NOPERM naming the refused command; Redis's own errors (`NOGROUP …`)
+/// pass through; anything without an error code gets ERR.
+fn error_reply(command: &str, text: &str) -> String {
+    let code = text.split(' ').next().unwrap_or("");
+    if text.contains("acl verification failed") {
+        let reason = text.strip_prefix("ERR ").unwrap_or(text);
+        format!("NOPERM {command} refused by ACL: {reason}")
+    } else if !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase()) {
+        text.to_string()
+    } else {
+        format!("ERR {command}: {text}")
     }
 }
 

@@ -1,0 +1,102 @@
+//! S4: every change reaches replicas and the AOF.
+
+use quantum_integration::reply::{consumers, pel, recover, run};
+use quantum_integration::scenario::*;
+use quantum_integration::{Options, Server};
+use redis::Connection;
+use std::time::{Duration, Instant};
+
+/// A recovery that claims, quarantines, drops and deletes.
+fn recover_everything(con: &mut Connection) {
+    group_with_mode(con, "TESTNET");
+    create_consumer(con, "exec-zombie");
+    add_entries(con, 6);
+    let poison = read_as(con, "exec-poison", 2);
+    reread_history(con, "exec-poison");
+    let dead = read_as(con, "exec-dead", 3);
+    run(con, &["XDEL", STREAM, &dead[2]]).unwrap();
+    read_as(con, "exec-gone", 1);
+    sleep_ms(150);
+    run(
+        con,
+        &["XGROUP", "CREATECONSUMER", STREAM, GROUP, "exec-new"],
+    )
+    .unwrap();
+    let r = recover(
+        con,
+        STREAM,
+        GROUP,
+        &["MINIDLE", "100", "ZOMBIEIDLE", "100", "MAXDELIVERIES", "2"],
+    )
+    .unwrap();
+    assert_eq!(r.quarantined, poison);
+    assert_eq!(r.claimed.len(), 3, "{r:?}");
+    assert_eq!(r.dropped.len(), 1);
+    assert_eq!(r.deleted.len(), 4, "{r:?}");
+}
+
+/// PEL owners and delivery counts, and consumer names with their pending counts.
+type GroupView = (Vec<(String, String, i64)>, Vec<(String, i64)>);
+
+fn view(con: &mut Connection) -> GroupView {
+    let names = consumers(con, STREAM, GROUP)
+        .into_iter()
+        .map(|(n, p, _)| (n, p))
+        .collect();
+    (pel(con, STREAM, GROUP), names)
+}
+
+#[test]
+fn a_replica_holds_the_same_group_state() {
+    let primary = Server::with(Options {
+        tcp: true,
+        ..Options::default()
+    });
+    let replica = Server::with(Options {
+        tcp: true,
+        ..Options::default()
+    });
+    let mut p = primary.connect();
+    let mut r = replica.connect();
+    let port = primary.port.unwrap().to_string();
+    run(&mut r, &["REPLICAOF", "127.0.0.1", &port]).unwrap();
+    wait_for(|| {
+        run(&mut r, &["INFO", "replication"])
+            .map(|v| format!("{v:?}").contains("master_link_status:up"))
+            .unwrap_or(false)
+    });
+
+    recover_everything(&mut p);
+    let expected = view(&mut p);
+    run(&mut p, &["WAIT", "1", "5000"]).unwrap();
+    wait_for(|| view(&mut r) == expected);
+    assert_eq!(view(&mut r), expected);
+}
+
+#[test]
+fn a_restart_from_the_aof_holds_the_same_group_state() {
+    let options = Options {
+        config: vec![
+            ("appendonly".into(), "yes".into()),
+            ("appendfsync".into(), "always".into()),
+        ],
+        ..Options::default()
+    };
+    let server = Server::with(options);
+    let mut con = server.connect();
+    recover_everything(&mut con);
+    let expected = view(&mut con);
+    drop(con);
+
+    let server = server.restart();
+    let mut con = server.connect();
+    assert_eq!(view(&mut con), expected);
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
