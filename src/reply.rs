@@ -87,27 +87,14 @@ impl Recovery {
         }
     }
 
-    /// Everything a call changes or would change, for comparing DRYRUN with a real call.
-    pub fn effects(
-        &self,
-    ) -> (
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        i64,
-        i64,
-    ) {
-        (
-            self.claimed.clone(),
-            self.quarantined.clone(),
-            self.dropped.clone(),
-            self.deleted.clone(),
-            self.kept.clone(),
-            self.pending,
-            self.consumers,
-        )
+    /// The reply without `mode` and `dry-run`: what a DRYRUN and the real call
+    /// right after it must agree on.
+    pub fn effects(&self) -> Recovery {
+        Recovery {
+            mode: None,
+            dry_run: false,
+            ..self.clone()
+        }
     }
 }
 
@@ -197,7 +184,7 @@ fn without_times(value: &Value) -> Value {
     };
     let is_key = |v: &Value| matches!(v, Value::BulkString(b) if b.iter().all(|c| c.is_ascii_lowercase() || *c == b'-'));
     // A flat key/value array (XINFO's RESP2 maps): drop the `*-time` pairs.
-    if items.len() % 2 == 0 && !items.is_empty() && items.iter().step_by(2).all(is_key) {
+    if items.len().is_multiple_of(2) && !items.is_empty() && items.iter().step_by(2).all(is_key) {
         let mut kept = Vec::new();
         for kv in items.chunks(2) {
             if !text(&kv[0]).ends_with("-time") {

@@ -188,7 +188,7 @@ mod registration {
     /// config and a bad one fails the load instead of being ignored.
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         let argv = as_bytes(args);
-        let result = if argv.len() % 2 != 0 {
+        let result = if !argv.len().is_multiple_of(2) {
             Err("loadmodule arguments must be name value pairs".to_string())
         } else {
             argv.chunks(2)
