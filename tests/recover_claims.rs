@@ -224,3 +224,87 @@ fn a_big_backlog_drains_in_bounded_calls_moving_each_entry_once() {
         .map(|e| &e.0)
         .eq(live.iter()));
 }
+
+/// S1: a recovery only ever runs these commands, so it cannot ack, delete or
+/// trim entries, nor touch another key.
+#[test]
+fn a_recovery_never_acks_deletes_or_trims() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    run(&mut con, &["SET", "unrelated", "v"]).unwrap();
+    add_entries(&mut con, 5);
+    let ids = read_as(&mut con, "exec-1", 5);
+    reread_history(&mut con, "exec-1");
+    run(&mut con, &["XDEL", STREAM, &ids[4]]).unwrap();
+    create_consumer(&mut con, "exec-zombie");
+    sleep_ms(150);
+    let entries_before = run(&mut con, &["XRANGE", STREAM, "-", "+"]).unwrap();
+    run(&mut con, &["CONFIG", "RESETSTAT"]).unwrap();
+
+    let opts = [
+        "MINIDLE",
+        "100",
+        "ZOMBIEIDLE",
+        "100",
+        "MAXDELIVERIES",
+        "2",
+        "COUNT",
+        "2",
+        "SCAN",
+        "2",
+    ];
+    recover(&mut con, STREAM, GROUP, &opts).unwrap();
+    let r = recover(
+        &mut con,
+        STREAM,
+        GROUP,
+        &["MINIDLE", "100", "ZOMBIEIDLE", "100", "DRYRUN"],
+    )
+    .unwrap();
+    assert!(
+        !r.claimed.is_empty() && !r.dropped.is_empty(),
+        "the dry run checks existence: {r:?}"
+    );
+    recover(
+        &mut con,
+        STREAM,
+        GROUP,
+        &["MINIDLE", "100", "ZOMBIEIDLE", "100"],
+    )
+    .unwrap();
+
+    let stats =
+        quantum_integration::reply::text(&run(&mut con, &["INFO", "commandstats"]).unwrap());
+    let mut called: Vec<&str> = stats
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_")?.split(':').next())
+        .filter(|c| *c != "config|resetstat")
+        .collect();
+    called.sort();
+    assert_eq!(
+        called,
+        [
+            "quantum.recover",
+            "xclaim",
+            "xgroup|delconsumer",
+            "xinfo|consumers",
+            "xpending",
+            "xrange"
+        ]
+    );
+    assert_eq!(
+        run(&mut con, &["XRANGE", STREAM, "-", "+"]).unwrap(),
+        entries_before,
+        "stream entries changed"
+    );
+    assert_eq!(
+        pel(&mut con, STREAM, GROUP).len(),
+        4,
+        "only the deleted entry left the PEL"
+    );
+    assert_eq!(
+        quantum_integration::reply::text(&run(&mut con, &["GET", "unrelated"]).unwrap()),
+        "v"
+    );
+}
