@@ -22,60 +22,47 @@ pub fn add_entries(con: &mut Connection, n: usize) -> Vec<String> {
     ids
 }
 
+fn xreadgroup(con: &mut Connection, consumer: &str, count: usize, from: &str) -> Value {
+    let count = count.to_string();
+    let words = [
+        "XREADGROUP",
+        "GROUP",
+        GROUP,
+        consumer,
+        "COUNT",
+        &count,
+        "STREAMS",
+        STREAM,
+        from,
+    ];
+    run(con, &words).expect("XREADGROUP")
+}
+
 /// `consumer` reads up to `count` new entries; returns the IDs it now holds.
 pub fn read_as(con: &mut Connection, consumer: &str, count: usize) -> Vec<String> {
-    let count = count.to_string();
-    let reply = run(
-        con,
-        &[
-            "XREADGROUP",
-            "GROUP",
-            GROUP,
-            consumer,
-            "COUNT",
-            &count,
-            "STREAMS",
-            STREAM,
-            ">",
-        ],
-    )
-    .expect("XREADGROUP");
-    match reply {
-        Value::Nil => Vec::new(),
-        Value::Array(streams) => match &streams[0] {
-            Value::Array(stream) => match &stream[1] {
-                Value::Array(entries) => entries
-                    .iter()
-                    .map(|e| match e {
-                        Value::Array(parts) => crate::reply::text(&parts[0]),
-                        other => panic!("entry {other:?}"),
-                    })
-                    .collect(),
-                other => panic!("entries {other:?}"),
-            },
-            other => panic!("stream {other:?}"),
+    let entries = match xreadgroup(con, consumer, count, ">") {
+        Value::Nil => return Vec::new(),
+        Value::Array(streams) => match &streams[..] {
+            [Value::Array(stream)] => stream[1].clone(),
+            other => panic!("XREADGROUP streams {other:?}"),
         },
         other => panic!("XREADGROUP {other:?}"),
+    };
+    match entries {
+        Value::Array(entries) => entries
+            .iter()
+            .map(|e| match e {
+                Value::Array(parts) => crate::reply::text(&parts[0]),
+                other => panic!("entry {other:?}"),
+            })
+            .collect(),
+        other => panic!("entries {other:?}"),
     }
 }
 
 /// Re-reads `consumer`'s own pending entries (history read, ID 0): counts a delivery each.
 pub fn reread_history(con: &mut Connection, consumer: &str) {
-    run(
-        con,
-        &[
-            "XREADGROUP",
-            "GROUP",
-            GROUP,
-            consumer,
-            "COUNT",
-            "100000",
-            "STREAMS",
-            STREAM,
-            "0",
-        ],
-    )
-    .expect("history read");
+    xreadgroup(con, consumer, 100_000, "0");
 }
 
 /// Makes `ids` (owned by `owner`) look idle for `idle_ms` without a delivery.
