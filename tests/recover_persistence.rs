@@ -6,7 +6,7 @@ use quantum_integration::{Options, Server};
 use redis::Connection;
 use std::time::{Duration, Instant};
 
-/// A recovery that claims, quarantines, drops and deletes.
+/// A recovery that claims, quarantines, drops and deletes, then a RETIRE.
 fn recover_everything(con: &mut Connection) {
     group_with_mode(con, "TESTNET");
     create_consumer(con, "exec-zombie");
@@ -33,6 +33,24 @@ fn recover_everything(con: &mut Connection) {
     assert_eq!(r.claimed.len(), 3, "{r:?}");
     assert_eq!(r.dropped.len(), 1);
     assert_eq!(r.deleted.len(), 4, "{r:?}");
+    // A graceful hand-off replicates too.
+    add_entries(con, 1);
+    read_as(con, "exec-stopping", 1);
+    run(
+        con,
+        &[
+            "QUANTUM.RETIRE",
+            STREAM,
+            GROUP,
+            "exec-stopping",
+            "TO",
+            "exec-next",
+        ],
+    )
+    .unwrap();
+    assert!(consumers(con, STREAM, GROUP)
+        .iter()
+        .any(|c| c.0 == "exec-next" && c.1 == 1));
 }
 
 /// PEL owners and delivery counts, and consumer names with their pending counts.

@@ -63,14 +63,134 @@ fn parse_digits<T: std::str::FromStr>(text: &str) -> Option<T> {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArgError {
+    WrongArity,
+    Invalid(String),
+}
+
+fn invalid(message: String) -> ArgError {
+    ArgError::Invalid(format!("ERR {message}"))
+}
+
+/// The options after a command's fixed arguments, checked for unknown,
+/// repeated and missing values; typed accessors check each value.
+struct Options<'a> {
+    /// `(KEYWORD, index of its value in argv)`; flags have no value.
+    given: Vec<(String, Option<usize>)>,
+    argv: &'a [&'a [u8]],
+}
+
+impl<'a> Options<'a> {
+    fn collect(
+        argv: &'a [&'a [u8]],
+        first: usize,
+        command: &str,
+        valued: &[&str],
+        flags: &[&str],
+    ) -> Result<Self, ArgError> {
+        let mut given: Vec<(String, Option<usize>)> = Vec::new();
+        let mut i = first;
+        while i < argv.len() {
+            let keyword = String::from_utf8_lossy(argv[i]).to_ascii_uppercase();
+            if given.iter().any(|(k, _)| *k == keyword) {
+                return Err(invalid(format!("{keyword} given more than once")));
+            }
+            if flags.contains(&keyword.as_str()) {
+                given.push((keyword, None));
+                i += 1;
+            } else if valued.contains(&keyword.as_str()) {
+                if i + 1 >= argv.len() {
+                    return Err(invalid(format!("{keyword} needs a value")));
+                }
+                given.push((keyword, Some(i + 1)));
+                i += 2;
+            } else {
+                return Err(invalid(format!(
+                    "unknown option {} for {command}",
+                    quote(argv[i])
+                )));
+            }
+        }
+        Ok(Options { given, argv })
+    }
+
+    fn position(&self, keyword: &str) -> Option<usize> {
+        self.given
+            .iter()
+            .find(|(k, _)| k == keyword)
+            .and_then(|(_, pos)| *pos)
+    }
+
+    fn raw(&self, keyword: &str) -> Option<&'a [u8]> {
+        self.position(keyword).map(|pos| self.argv[pos])
+    }
+
+    fn has(&self, keyword: &str) -> bool {
+        self.given.iter().any(|(k, _)| k == keyword)
+    }
+
+    fn number(&self, keyword: &str, default: i64, (min, max): (i64, i64)) -> Result<i64, ArgError> {
+        let Some(value) = self.raw(keyword) else {
+            return Ok(default);
+        };
+        std::str::from_utf8(value)
+            .ok()
+            .and_then(parse_digits::<i64>)
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{keyword} must be an integer from {min} to {max}, got {}",
+                    quote(value)
+                ))
+            })
+    }
+
+    /// A consumer or key name: any bytes but empty.
+    fn name(&self, keyword: &str, default: &[u8]) -> Result<Vec<u8>, ArgError> {
+        match self.raw(keyword) {
+            None => Ok(default.to_vec()),
+            Some([]) => Err(invalid(format!("{keyword} must not be empty"))),
+            Some(value) => Ok(value.to_vec()),
+        }
+    }
+
+    fn stream_id(&self, keyword: &str) -> Result<Option<StreamId>, ArgError> {
+        self.raw(keyword)
+            .map(|value| {
+                StreamId::parse(value).ok_or_else(|| {
+                    invalid(format!(
+                        "{keyword} must be a stream ID like 1700000000000-0 (the cursor an earlier call returned), got {}",
+                        quote(value)
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// The mode key: MODEKEY or the configured one, and where MODEKEY sits in argv (for getkeys-api).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeKey {
+    pub name: Vec<u8>,
+    pub argv_pos: Option<usize>,
+}
+
+impl ModeKey {
+    fn from(options: &Options, defaults: &Defaults) -> Result<ModeKey, ArgError> {
+        Ok(ModeKey {
+            name: options.name("MODEKEY", &defaults.mode_key)?,
+            argv_pos: options.position("MODEKEY"),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoverRequest {
     pub key: Vec<u8>,
     pub group: Vec<u8>,
     pub to: Vec<u8>,
     pub quarantine: Vec<u8>,
-    pub mode_key: Vec<u8>,
-    /// Index in argv of the MODEKEY value, when given (for getkeys-api).
-    pub mode_key_pos: Option<usize>,
+    pub mode_key: ModeKey,
     pub min_idle: i64,
     pub count: i64,
     pub scan: i64,
@@ -81,115 +201,50 @@ pub struct RecoverRequest {
     pub dry_run: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ArgError {
-    WrongArity,
-    Invalid(String),
-}
-
-fn invalid(message: String) -> ArgError {
-    ArgError::Invalid(format!("ERR {message}"))
-}
-
-fn parse_number(option: &str, value: &[u8], (min, max): (i64, i64)) -> Result<i64, ArgError> {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(parse_digits::<i64>)
-        .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| {
-            invalid(format!(
-                "{option} must be an integer from {min} to {max}, got {}",
-                quote(value)
-            ))
-        })
-}
-
-fn non_empty(option: &str, value: &[u8]) -> Result<Vec<u8>, ArgError> {
-    if value.is_empty() {
-        return Err(invalid(format!("{option} must not be empty")));
-    }
-    Ok(value.to_vec())
-}
-
 /// Parses `QUANTUM.RECOVER key group [option ...]`; `argv[0]` is the command name.
 pub fn parse_recover(argv: &[&[u8]], defaults: &Defaults) -> Result<RecoverRequest, ArgError> {
     if argv.len() < 3 {
         return Err(ArgError::WrongArity);
     }
-    let mut request = RecoverRequest {
+    let options = Options::collect(
+        argv,
+        3,
+        "QUANTUM.RECOVER",
+        &[
+            "TO",
+            "MINIDLE",
+            "COUNT",
+            "SCAN",
+            "CURSOR",
+            "ZOMBIEIDLE",
+            "DELETELIMIT",
+            "MAXDELIVERIES",
+            "QUARANTINE",
+            "MODEKEY",
+        ],
+        &["DRYRUN"],
+    )?;
+    let request = RecoverRequest {
         key: argv[1].to_vec(),
         group: argv[2].to_vec(),
-        to: defaults.to.clone(),
-        quarantine: defaults.quarantine.clone(),
-        mode_key: defaults.mode_key.clone(),
-        mode_key_pos: None,
-        min_idle: defaults.min_idle,
-        count: defaults.count,
-        scan: defaults.scan,
-        cursor: None,
-        zombie_idle: defaults.zombie_idle,
-        delete_limit: defaults.delete_limit,
-        max_deliveries: defaults.max_deliveries,
-        dry_run: false,
+        to: options.name("TO", &defaults.to)?,
+        quarantine: options.name("QUARANTINE", &defaults.quarantine)?,
+        mode_key: ModeKey::from(&options, defaults)?,
+        min_idle: options.number("MINIDLE", defaults.min_idle, MIN_IDLE_RANGE)?,
+        count: options.number("COUNT", defaults.count, COUNT_RANGE)?,
+        scan: options.number("SCAN", defaults.scan, SCAN_RANGE)?,
+        cursor: options.stream_id("CURSOR")?,
+        zombie_idle: options.number("ZOMBIEIDLE", defaults.zombie_idle, ZOMBIE_IDLE_RANGE)?,
+        delete_limit: options.number("DELETELIMIT", defaults.delete_limit, DELETE_LIMIT_RANGE)?,
+        max_deliveries: options.number(
+            "MAXDELIVERIES",
+            defaults.max_deliveries,
+            MAX_DELIVERIES_RANGE,
+        )?,
+        dry_run: options.has("DRYRUN"),
     };
-    let mut seen: Vec<String> = Vec::new();
-    let mut explicit_scan = false;
-    let mut i = 3;
-    while i < argv.len() {
-        let keyword = String::from_utf8_lossy(argv[i]).to_ascii_uppercase();
-        if seen.contains(&keyword) {
-            return Err(invalid(format!("{keyword} given more than once")));
-        }
-        let value = || {
-            argv.get(i + 1)
-                .copied()
-                .ok_or_else(|| invalid(format!("{keyword} needs a value")))
-        };
-        match keyword.as_str() {
-            "DRYRUN" => request.dry_run = true,
-            "TO" => request.to = non_empty("TO", value()?)?,
-            "QUARANTINE" => request.quarantine = non_empty("QUARANTINE", value()?)?,
-            "MODEKEY" => {
-                request.mode_key = non_empty("MODEKEY", value()?)?;
-                request.mode_key_pos = Some(i + 1);
-            }
-            "MINIDLE" => request.min_idle = parse_number("MINIDLE", value()?, MIN_IDLE_RANGE)?,
-            "COUNT" => request.count = parse_number("COUNT", value()?, COUNT_RANGE)?,
-            "SCAN" => {
-                request.scan = parse_number("SCAN", value()?, SCAN_RANGE)?;
-                explicit_scan = true;
-            }
-            "ZOMBIEIDLE" => {
-                request.zombie_idle = parse_number("ZOMBIEIDLE", value()?, ZOMBIE_IDLE_RANGE)?
-            }
-            "DELETELIMIT" => {
-                request.delete_limit = parse_number("DELETELIMIT", value()?, DELETE_LIMIT_RANGE)?
-            }
-            "MAXDELIVERIES" => {
-                request.max_deliveries =
-                    parse_number("MAXDELIVERIES", value()?, MAX_DELIVERIES_RANGE)?
-            }
-            "CURSOR" => {
-                let text = value()?;
-                request.cursor = Some(StreamId::parse(text).ok_or_else(|| {
-                    invalid(format!(
-                        "CURSOR must be a stream ID like 1700000000000-0 (the cursor an earlier call returned), got {}",
-                        quote(text)
-                    ))
-                })?);
-            }
-            _ => {
-                return Err(invalid(format!(
-                    "unknown option {} for QUANTUM.RECOVER",
-                    quote(argv[i])
-                )))
-            }
-        }
-        i += if keyword == "DRYRUN" { 1 } else { 2 };
-        seen.push(keyword);
-    }
     if request.scan < request.count {
-        let source = if explicit_scan {
+        let source = if options.has("SCAN") {
             ""
         } else {
             " (from quantum.scan)"
@@ -202,6 +257,62 @@ pub fn parse_recover(argv: &[&[u8]], defaults: &Defaults) -> Result<RecoverReque
     if request.to == request.quarantine {
         return Err(invalid(format!(
             "TO and QUARANTINE must name different consumers, both are {}",
+            quote(&request.to)
+        )));
+    }
+    Ok(request)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRequest {
+    pub key: Vec<u8>,
+    pub group: Vec<u8>,
+    pub zombie_idle: i64,
+    pub mode_key: ModeKey,
+}
+
+/// Parses `QUANTUM.STATUS key group [ZOMBIEIDLE ms] [MODEKEY key]`.
+pub fn parse_status(argv: &[&[u8]], defaults: &Defaults) -> Result<StatusRequest, ArgError> {
+    if argv.len() < 3 {
+        return Err(ArgError::WrongArity);
+    }
+    let options = Options::collect(argv, 3, "QUANTUM.STATUS", &["ZOMBIEIDLE", "MODEKEY"], &[])?;
+    Ok(StatusRequest {
+        key: argv[1].to_vec(),
+        group: argv[2].to_vec(),
+        zombie_idle: options.number("ZOMBIEIDLE", defaults.zombie_idle, ZOMBIE_IDLE_RANGE)?,
+        mode_key: ModeKey::from(&options, defaults)?,
+    })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetireRequest {
+    pub key: Vec<u8>,
+    pub group: Vec<u8>,
+    pub consumer: Vec<u8>,
+    pub to: Vec<u8>,
+    pub mode_key: ModeKey,
+}
+
+/// Parses `QUANTUM.RETIRE key group consumer [TO consumer] [MODEKEY key]`.
+pub fn parse_retire(argv: &[&[u8]], defaults: &Defaults) -> Result<RetireRequest, ArgError> {
+    if argv.len() < 4 {
+        return Err(ArgError::WrongArity);
+    }
+    let options = Options::collect(argv, 4, "QUANTUM.RETIRE", &["TO", "MODEKEY"], &[])?;
+    let request = RetireRequest {
+        key: argv[1].to_vec(),
+        group: argv[2].to_vec(),
+        consumer: argv[3].to_vec(),
+        to: options.name("TO", &defaults.to)?,
+        mode_key: ModeKey::from(&options, defaults)?,
+    };
+    if request.consumer.is_empty() {
+        return Err(invalid("consumer must not be empty".into()));
+    }
+    if request.consumer == request.to {
+        return Err(invalid(format!(
+            "the retiring consumer and TO must differ, both are {}",
             quote(&request.to)
         )));
     }

@@ -10,20 +10,22 @@
 
 mod args;
 mod config;
+mod guard;
 mod mode;
 mod plan;
 mod recover;
 mod redis_ops;
 mod reply;
+mod retire;
 mod stats;
+mod status;
 mod text;
 
-use recover::Failure;
+use guard::Failure;
 use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
+use reply::Reply;
 use stats::{bump, STATS};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The text of a panic caught by `catch_panic`.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -40,62 +42,24 @@ fn catch_panic(body: impl FnOnce() -> RedisResult) -> Result<RedisResult, String
     catch_unwind(AssertUnwindSafe(body)).map_err(|payload| panic_text(&*payload))
 }
 
-fn guarded(ctx: &Context, command: &str, body: impl FnOnce() -> RedisResult) -> RedisResult {
-    catch_panic(body).unwrap_or_else(|panic| {
-        bump(&STATS.errors, 1);
-        ctx.log_warning(&text::log_safe(&format!(
-            "internal error in {command}: {}",
-            text::printable(panic.as_bytes(), 500)
-        )));
-        Err(RedisError::Str("ERR internal error"))
-    })
+/// One QUANTUM.* command: its body, and where MODEKEY sits in its argv.
+struct Command {
+    name: &'static str,
+    body: fn(&Context, &[&[u8]]) -> Result<Reply, Failure>,
+    mode_key_pos: fn(&[&[u8]]) -> Option<usize>,
 }
 
-fn as_bytes(args: &[RedisString]) -> Vec<&[u8]> {
-    args.iter().map(RedisString::as_slice).collect()
-}
-
-/// Cluster routing and ACL learn the keys from here: the stream, and the mode
-/// key when MODEKEY names it (read only). The default mode key is not in argv,
-/// so `recover` checks the caller's read permission on it itself.
-fn declare_keys(ctx: &Context, argv: &[&[u8]]) {
-    if argv.len() < 2 {
-        return;
-    }
-    ctx.key_at_pos(1);
-    if let Ok(request) = recover::parse(argv) {
-        if let (Some(pos), Some(key_at_pos)) = (request.mode_key_pos, unsafe {
-            raw::RedisModule_KeyAtPosWithFlags
-        }) {
-            let flags = raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS;
-            unsafe { key_at_pos(ctx.ctx, pos as i32, flags as i32) };
-        }
-    }
-}
-
-/// ```text
-/// QUANTUM.RECOVER key group [TO consumer] [MINIDLE ms] [COUNT n] [SCAN n] [CURSOR id]
-///                 [ZOMBIEIDLE ms] [DELETELIMIT n] [MAXDELIVERIES n] [QUARANTINE consumer]
-///                 [MODEKEY key] [DRYRUN]
-/// ```
-/// Moves entries idle ≥ MINIDLE from dead consumers to TO (or QUARANTINE when
-/// delivered ≥ MAXDELIVERIES times), then deletes consumers idle > ZOMBIEIDLE
-/// with nothing pending. Mode-guarded unless DRYRUN. Replies with a map:
-/// mode, dry-run, claimed, quarantined, dropped, deleted, kept, scanned, cursor,
-/// pending, consumers.
-fn quantum_recover(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    guarded(ctx, "QUANTUM.RECOVER", || {
-        let argv = as_bytes(&args);
+/// Runs `command` under the panic guard, answers key-position requests, counts
+/// failures in `INFO quantum` and sends the reply.
+fn dispatch(ctx: &Context, command: Command, args: &[RedisString]) -> RedisResult {
+    let outcome = catch_panic(|| {
+        let argv: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
         if ctx.is_keys_position_request() {
-            declare_keys(ctx, &argv);
+            declare_keys(ctx, &argv, (command.mode_key_pos)(&argv));
             return Ok(RedisValue::NoReply);
         }
-        let started = Instant::now();
-        match recover::recover(ctx, &argv) {
-            Ok(report) => {
-                record_run(ctx, &argv, &report, started);
-                reply::ordered_map(ctx, reply::recover_fields(&report))
-            }
+        match (command.body)(ctx, &argv) {
+            Ok(reply) => reply::reply(ctx, reply),
             Err(Failure::Refused(message)) => {
                 bump(&STATS.refused, 1);
                 Err(RedisError::String(message))
@@ -105,60 +69,59 @@ fn quantum_recover(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 Err(e)
             }
         }
+    });
+    outcome.unwrap_or_else(|panic| {
+        bump(&STATS.errors, 1);
+        ctx.log_warning(&text::log_safe(&format!(
+            "internal error in {}: {}",
+            command.name,
+            text::printable(panic.as_bytes(), 500)
+        )));
+        Err(RedisError::Str("ERR internal error"))
     })
 }
 
-/// Counts a completed call in `INFO quantum` and logs what a real one changed.
-fn record_run(ctx: &Context, argv: &[&[u8]], report: &recover::Report, started: Instant) {
-    if report.dry_run {
-        bump(&STATS.dry_runs, 1);
+/// Cluster routing and ACL learn the keys from here: the stream, and the mode
+/// key when MODEKEY names it (read only). The default mode key is not in argv,
+/// so `guard::read_mode` checks the caller's read permission on it itself.
+fn declare_keys(ctx: &Context, argv: &[&[u8]], mode_key_pos: Option<usize>) {
+    if argv.len() < 2 {
         return;
     }
-    let outcome = &report.outcome;
-    bump(&STATS.runs, 1);
-    bump(&STATS.claimed, outcome.claimed.len());
-    bump(&STATS.quarantined, outcome.quarantined.len());
-    bump(&STATS.dropped, outcome.dropped.len());
-    bump(&STATS.deleted, report.deletions.delete.len());
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    STATS.last_run_unix_ms.store(now_ms, Relaxed);
-    STATS
-        .last_run_duration_us
-        .store(started.elapsed().as_micros() as u64, Relaxed);
+    ctx.key_at_pos(1);
+    if let (Some(pos), Some(key_at_pos)) =
+        (mode_key_pos, unsafe { raw::RedisModule_KeyAtPosWithFlags })
+    {
+        let flags = raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS;
+        unsafe { key_at_pos(ctx.ctx, pos as i32, flags as i32) };
+    }
+}
 
-    let changed = outcome.claimed.len()
-        + outcome.quarantined.len()
-        + outcome.dropped.len()
-        + report.deletions.delete.len();
-    if changed == 0 {
-        return;
-    }
-    let deleted: Vec<String> = report
-        .deletions
-        .delete
-        .iter()
-        .take(20)
-        .map(|name| format!("'{}'", text::printable(name, 200)))
-        .collect();
-    let more = report.deletions.delete.len().saturating_sub(deleted.len());
-    let more = if more > 0 {
-        format!(" +{more} more")
-    } else {
-        String::new()
+fn quantum_recover(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let command = Command {
+        name: "QUANTUM.RECOVER",
+        body: recover::run,
+        mode_key_pos: recover::mode_key_pos,
     };
-    ctx.log_notice(&text::log_safe(&format!(
-        "recovered stream='{}' group='{}' claimed={} quarantined={} dropped={} deleted={} kept={} deleted_consumers=[{}]{more}",
-        text::printable(argv[1], 200),
-        text::printable(argv[2], 200),
-        outcome.claimed.len(),
-        outcome.quarantined.len(),
-        outcome.dropped.len(),
-        report.deletions.delete.len(),
-        report.deletions.kept.len(),
-        deleted.join(", "),
-    )));
+    dispatch(ctx, command, &args)
+}
+
+fn quantum_status(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let command = Command {
+        name: "QUANTUM.STATUS",
+        body: status::run,
+        mode_key_pos: status::mode_key_pos,
+    };
+    dispatch(ctx, command, &args)
+}
+
+fn quantum_retire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let command = Command {
+        name: "QUANTUM.RETIRE",
+        body: retire::run,
+        mode_key_pos: retire::mode_key_pos,
+    };
+    dispatch(ctx, command, &args)
 }
 
 /// `INFO quantum`: the counters since load and the build stamp.
@@ -187,7 +150,7 @@ mod registration {
     /// `quantum.` prefix) through CONFIG SET, so they get the same checks as any
     /// config and a bad one fails the load instead of being ignored.
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
-        let argv = as_bytes(args);
+        let argv: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
         let result = if !argv.len().is_multiple_of(2) {
             Err("loadmodule arguments must be name value pairs".to_string())
         } else {
@@ -234,6 +197,8 @@ mod registration {
         commands: [
             // Legacy key tuple (loads on Redis 7.0) plus getkeys-api for MODEKEY.
             ["quantum.recover", quantum_recover, "write getkeys-api", 1, 1, 1, ""],
+            ["quantum.retire", quantum_retire, "write getkeys-api", 1, 1, 1, ""],
+            ["quantum.status", quantum_status, "readonly getkeys-api", 1, 1, 1, ""],
         ],
         configurations: [
             i64: [

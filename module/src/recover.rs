@@ -2,14 +2,18 @@
 //! Redis runs a module command to completion without serving anyone else, so
 //! the check before each delete and the delete itself cannot be separated (S2).
 
-use crate::args::{self, ArgError, RecoverRequest};
+use crate::args::{self, RecoverRequest};
+use crate::guard::{self, Failure};
 use crate::plan::{
     self, ClaimOutcome, ClaimPlan, ClaimRules, DeleteRules, DeletionPlan, Destination, Keepers,
 };
 use crate::redis_ops::{self, CallerAcl, Group};
-use crate::{config, mode};
+use crate::reply::Reply;
+use crate::stats::{self, bump, STATS};
+use crate::text;
 use redis_module::{Context, RedisError};
 use std::collections::HashSet;
+use std::time::Instant;
 
 /// What one call did (or, with DRYRUN, would do).
 #[derive(Debug)]
@@ -25,47 +29,42 @@ pub struct Report {
     pub consumers: usize,
 }
 
-pub enum Failure {
-    /// The mode guard said no (S3): nothing was touched.
-    Refused(String),
-    Error(RedisError),
+/// ```text
+/// QUANTUM.RECOVER key group [TO consumer] [MINIDLE ms] [COUNT n] [SCAN n] [CURSOR id]
+///                 [ZOMBIEIDLE ms] [DELETELIMIT n] [MAXDELIVERIES n] [QUARANTINE consumer]
+///                 [MODEKEY key] [DRYRUN]
+/// ```
+/// Moves entries idle ≥ MINIDLE from dead consumers to TO (or QUARANTINE when
+/// delivered ≥ MAXDELIVERIES times), then deletes consumers idle > ZOMBIEIDLE
+/// with nothing pending. Mode-guarded unless DRYRUN. Replies with a map:
+/// mode, dry-run, claimed, quarantined, dropped, deleted, kept, scanned, cursor,
+/// pending, consumers.
+pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<Reply, Failure> {
+    let started = Instant::now();
+    let request = guard::parse(argv, args::parse_recover)?;
+    let report = recover(ctx, &request)?;
+    record(ctx, &request, &report, started);
+    Ok(reply_of(&report))
 }
 
-impl From<RedisError> for Failure {
-    fn from(e: RedisError) -> Self {
-        Failure::Error(e)
-    }
+pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
+    guard::parse(argv, args::parse_recover)
+        .ok()?
+        .mode_key
+        .argv_pos
 }
 
-pub fn parse(argv: &[&[u8]]) -> Result<RecoverRequest, RedisError> {
-    args::parse_recover(argv, &config::recover_defaults()).map_err(|e| match e {
-        ArgError::WrongArity => RedisError::WrongArity,
-        ArgError::Invalid(message) => RedisError::String(message),
-    })
-}
-
-pub fn recover(ctx: &Context, argv: &[&[u8]]) -> Result<Report, Failure> {
-    let request = parse(argv)?;
+fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
     let acl = CallerAcl::of(ctx)?;
-    acl.check_read_key(&request.mode_key, "the mode key")?;
-    let mode_value = redis_ops::read_mode(ctx, &request.mode_key)?;
-    if !request.dry_run {
-        mode::check(
-            &mode_value,
-            &config::ALLOWED_MODES.get_string(),
-            &request.mode_key,
-        )
-        .map_err(Failure::Refused)?;
-    }
+    let mode_value = guard::read_mode(ctx, &acl, &request.mode_key, !request.dry_run)?;
     redis_ops::check_stream(ctx, &request.key)?;
-
     let group = Group::new(ctx, &request.key, &request.group);
     let keepers = Keepers {
         to: request.to.clone(),
         quarantine: request.quarantine.clone(),
     };
-    let pel = group.pending_after(request.cursor, request.scan as usize)?;
-    let claim_plan = plan::plan_claims(&pel, &claim_rules(&request), &keepers);
+    let pel = group.pending(request.cursor, request.scan as usize, None)?;
+    let claim_plan = plan::plan_claims(&pel, &claim_rules(request), &keepers);
 
     let (outcome, consumers) = if request.dry_run {
         let outcome = predict_claims(&group, &claim_plan)?;
@@ -76,7 +75,7 @@ pub fn recover(ctx: &Context, argv: &[&[u8]]) -> Result<Report, Failure> {
         if !claim_plan.moves.is_empty() {
             group.check_delete_allowed(&acl)?;
         }
-        let outcome = execute_claims(&group, &claim_plan, &request)?;
+        let outcome = execute_claims(&group, &claim_plan, request)?;
         // Read after the claims: a zombie they emptied is deleted by this same call.
         (outcome, group.consumers()?)
     };
@@ -147,4 +146,68 @@ fn predict_claims(group: &Group, plan: &ClaimPlan) -> Result<ClaimOutcome, Redis
         }
     }
     Ok(ClaimOutcome::from_plan(plan, |id| gone.contains(id)))
+}
+
+fn reply_of(report: &Report) -> Reply {
+    Reply::Map(vec![
+        ("mode", Reply::nil_or_bytes(report.mode.as_deref())),
+        ("dry-run", Reply::int(report.dry_run.into())),
+        ("claimed", Reply::ids(&report.outcome.claimed)),
+        ("quarantined", Reply::ids(&report.outcome.quarantined)),
+        ("dropped", Reply::ids(&report.outcome.dropped)),
+        ("deleted", Reply::names(&report.deletions.delete)),
+        ("kept", Reply::names(&report.deletions.kept)),
+        ("scanned", Reply::int(report.scanned as i64)),
+        (
+            "cursor",
+            Reply::bytes(report.cursor.as_deref().unwrap_or("0-0").as_bytes()),
+        ),
+        ("pending", Reply::int(report.pending)),
+        ("consumers", Reply::int(report.consumers as i64)),
+    ])
+}
+
+/// Counts a completed call in `INFO quantum` and logs what a real one changed.
+fn record(ctx: &Context, request: &RecoverRequest, report: &Report, started: Instant) {
+    if report.dry_run {
+        bump(&STATS.dry_runs, 1);
+        return;
+    }
+    let outcome = &report.outcome;
+    let deleted = &report.deletions.delete;
+    bump(&STATS.runs, 1);
+    bump(&STATS.claimed, outcome.claimed.len());
+    bump(&STATS.quarantined, outcome.quarantined.len());
+    bump(&STATS.dropped, outcome.dropped.len());
+    bump(&STATS.deleted, deleted.len());
+    let last = stats::LastRun {
+        unix_ms: stats::now_unix_ms(),
+        claimed: outcome.claimed.len(),
+        quarantined: outcome.quarantined.len(),
+        dropped: outcome.dropped.len(),
+        deleted: deleted.len(),
+    };
+    stats::record_run(&request.key, &request.group, last, started);
+
+    if outcome.claimed.is_empty()
+        && outcome.quarantined.is_empty()
+        && outcome.dropped.is_empty()
+        && deleted.is_empty()
+    {
+        return;
+    }
+    guard::log_notice(
+        ctx,
+        &format!(
+            "recovered stream='{}' group='{}' claimed={} quarantined={} dropped={} deleted={} kept={} deleted_consumers=[{}]",
+            text::printable(&request.key, 200),
+            text::printable(&request.group, 200),
+            outcome.claimed.len(),
+            outcome.quarantined.len(),
+            outcome.dropped.len(),
+            deleted.len(),
+            report.deletions.kept.len(),
+            text::name_list(deleted, 20),
+        ),
+    );
 }

@@ -156,11 +156,13 @@ impl<'a> Group<'a> {
         })
     }
 
-    /// XPENDING extended form: at most `count` entries after `after` (or from the start).
-    pub fn pending_after(
+    /// XPENDING extended form: at most `count` entries after `after` (or from
+    /// the start), of every consumer or only of `owner`.
+    pub fn pending(
         &self,
         after: Option<StreamId>,
         count: usize,
+        owner: Option<&[u8]>,
     ) -> Result<Vec<PendingEntry>, RedisError> {
         let start = match after {
             None => "-".to_string(),
@@ -169,18 +171,15 @@ impl<'a> Group<'a> {
             Some(id) => format!("({id}"),
         };
         let count = count.to_string();
-        let reply = self.call(
-            false,
-            "XPENDING",
-            &[
-                self.key,
-                self.group,
-                start.as_bytes(),
-                b"+",
-                count.as_bytes(),
-            ],
-        )?;
-        let CallReply::Array(rows) = reply else {
+        let mut args: Vec<&[u8]> = vec![
+            self.key,
+            self.group,
+            start.as_bytes(),
+            b"+",
+            count.as_bytes(),
+        ];
+        args.extend(owner);
+        let CallReply::Array(rows) = self.call(false, "XPENDING", &args)? else {
             return Err(unexpected("XPENDING"));
         };
         rows.iter()
@@ -194,6 +193,37 @@ impl<'a> Group<'a> {
                 _ => Err(unexpected("XPENDING")),
             })
             .collect()
+    }
+
+    /// This group's line of XINFO GROUPS: `(pending, lag)`; `lag` is `None`
+    /// when the server does not know it (or, before 7.0, report it).
+    pub fn pending_and_lag(&self) -> Result<(i64, Option<i64>), RedisError> {
+        let CallReply::Array(groups) = self.call(false, "XINFO", &[b"GROUPS", self.key])? else {
+            return Err(unexpected("XINFO GROUPS"));
+        };
+        for group in groups.iter() {
+            let Ok(CallReply::Array(fields)) = group else {
+                return Err(unexpected("XINFO GROUPS"));
+            };
+            let field = |name: &[u8]| {
+                (0..fields.len())
+                    .step_by(2)
+                    .find(|&i| bytes_at(&fields.get(i)).as_deref() == Some(name))
+                    .map(|i| fields.get(i + 1))
+            };
+            if field(b"name").and_then(|v| bytes_at(&v)).as_deref() != Some(self.group) {
+                continue;
+            }
+            let pending = field(b"pending")
+                .and_then(|v| int_at(&v))
+                .ok_or_else(|| unexpected("XINFO GROUPS"))?;
+            return Ok((pending, field(b"lag").and_then(|v| int_at(&v))));
+        }
+        Err(RedisError::String(format!(
+            "NOGROUP No such consumer group {} for key name {}",
+            crate::text::quote(self.group),
+            crate::text::quote(self.key)
+        )))
     }
 
     /// XCLAIM … JUSTID: moves `ids` idle ≥ `min_idle` to `consumer` without

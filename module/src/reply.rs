@@ -1,58 +1,61 @@
-//! Reply shaping: a map under RESP3, a flat key/value array under RESP2 (like
-//! XINFO), keys in the order SPEC.md gives. `RM_ReplyWithMap` does both.
+//! Reply shaping: maps go out with `RM_ReplyWithMap`, which is a map under
+//! RESP3 and a flat key/value array under RESP2 (like XINFO), keys in the order
+//! given here, as SPEC.md lists them.
 
-use crate::recover::Report;
 use redis_module::{raw, Context, RedisResult, RedisValue};
 use std::os::raw::c_long;
 
-fn ids(ids: &[String]) -> RedisValue {
-    RedisValue::Array(
-        ids.iter()
-            .map(|id| RedisValue::BulkString(id.clone()))
-            .collect(),
-    )
+pub enum Reply {
+    Value(RedisValue),
+    Map(Vec<(&'static str, Reply)>),
+    List(Vec<Reply>),
 }
 
-fn names(names: &[Vec<u8>]) -> RedisValue {
-    RedisValue::Array(
-        names
-            .iter()
-            .map(|n| RedisValue::StringBuffer(n.clone()))
-            .collect(),
-    )
-}
-
-/// Sends `fields` as an ordered map and tells the caller nothing is left to send.
-pub fn ordered_map(ctx: &Context, fields: Vec<(&str, RedisValue)>) -> RedisResult {
-    raw::reply_with_map(ctx.ctx, fields.len() as c_long);
-    for (key, value) in fields {
-        ctx.reply(Ok(RedisValue::BulkString(key.to_string())));
-        ctx.reply(Ok(value));
+impl Reply {
+    pub fn int(n: i64) -> Reply {
+        Reply::Value(RedisValue::Integer(n))
     }
-    Ok(RedisValue::NoReply)
+
+    pub fn bytes(b: &[u8]) -> Reply {
+        Reply::Value(RedisValue::StringBuffer(b.to_vec()))
+    }
+
+    pub fn nil_or_bytes(b: Option<&[u8]>) -> Reply {
+        b.map_or(Reply::Value(RedisValue::Null), Reply::bytes)
+    }
+
+    pub fn ids(ids: &[String]) -> Reply {
+        Reply::List(ids.iter().map(|id| Reply::bytes(id.as_bytes())).collect())
+    }
+
+    pub fn names(names: &[Vec<u8>]) -> Reply {
+        Reply::List(names.iter().map(|n| Reply::bytes(n)).collect())
+    }
 }
 
-pub fn recover_fields(report: &Report) -> Vec<(&'static str, RedisValue)> {
-    vec![
-        (
-            "mode",
-            report
-                .mode
-                .clone()
-                .map_or(RedisValue::Null, RedisValue::StringBuffer),
-        ),
-        ("dry-run", RedisValue::Integer(report.dry_run.into())),
-        ("claimed", ids(&report.outcome.claimed)),
-        ("quarantined", ids(&report.outcome.quarantined)),
-        ("dropped", ids(&report.outcome.dropped)),
-        ("deleted", names(&report.deletions.delete)),
-        ("kept", names(&report.deletions.kept)),
-        ("scanned", RedisValue::Integer(report.scanned as i64)),
-        (
-            "cursor",
-            RedisValue::BulkString(report.cursor.clone().unwrap_or_else(|| "0-0".into())),
-        ),
-        ("pending", RedisValue::Integer(report.pending)),
-        ("consumers", RedisValue::Integer(report.consumers as i64)),
-    ]
+fn send(ctx: &Context, reply: Reply) {
+    match reply {
+        Reply::Value(value) => {
+            ctx.reply(Ok(value));
+        }
+        Reply::Map(fields) => {
+            raw::reply_with_map(ctx.ctx, fields.len() as c_long);
+            for (key, value) in fields {
+                ctx.reply(Ok(RedisValue::BulkString(key.to_string())));
+                send(ctx, value);
+            }
+        }
+        Reply::List(items) => {
+            raw::reply_with_array(ctx.ctx, items.len() as c_long);
+            for item in items {
+                send(ctx, item);
+            }
+        }
+    }
+}
+
+/// Sends `reply` and tells the command glue nothing is left to send.
+pub fn reply(ctx: &Context, reply: Reply) -> RedisResult {
+    send(ctx, reply);
+    Ok(RedisValue::NoReply)
 }

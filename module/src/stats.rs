@@ -1,7 +1,10 @@
 //! Cumulative counters since the module loaded, reported by `INFO quantum`.
 //! Redis runs module commands on its main thread; atomics just make the statics safe.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub struct Stats {
     /// Completed RECOVER calls that were allowed to change state.
@@ -13,6 +16,8 @@ pub struct Stats {
     pub quarantined: AtomicU64,
     pub dropped: AtomicU64,
     pub deleted: AtomicU64,
+    /// Completed RETIRE calls.
+    pub retires: AtomicU64,
     /// Calls that ended in any other error (bad input, ACL, missing group, internal).
     pub errors: AtomicU64,
     pub last_run_unix_ms: AtomicU64,
@@ -27,6 +32,7 @@ pub static STATS: Stats = Stats {
     quarantined: AtomicU64::new(0),
     dropped: AtomicU64::new(0),
     deleted: AtomicU64::new(0),
+    retires: AtomicU64::new(0),
     errors: AtomicU64::new(0),
     last_run_unix_ms: AtomicU64::new(0),
     last_run_duration_us: AtomicU64::new(0),
@@ -38,7 +44,7 @@ pub fn bump(counter: &AtomicU64, by: usize) {
 
 impl Stats {
     /// `(name, value)` pairs in the order `INFO quantum` shows them.
-    pub fn fields(&self) -> [(&'static str, u64); 10] {
+    pub fn fields(&self) -> [(&'static str, u64); 11] {
         [
             ("runs", self.runs.load(Relaxed)),
             ("dry_runs", self.dry_runs.load(Relaxed)),
@@ -47,6 +53,7 @@ impl Stats {
             ("quarantined", self.quarantined.load(Relaxed)),
             ("dropped", self.dropped.load(Relaxed)),
             ("deleted", self.deleted.load(Relaxed)),
+            ("retires", self.retires.load(Relaxed)),
             ("errors", self.errors.load(Relaxed)),
             ("last_run_unix_ms", self.last_run_unix_ms.load(Relaxed)),
             (
@@ -55,4 +62,49 @@ impl Stats {
             ),
         ]
     }
+}
+
+/// The last real RECOVER of one stream and group, for QUANTUM.STATUS.
+#[derive(Clone, Copy, Debug)]
+pub struct LastRun {
+    pub unix_ms: u64,
+    pub claimed: usize,
+    pub quarantined: usize,
+    pub dropped: usize,
+    pub deleted: usize,
+}
+
+type GroupName = (Vec<u8>, Vec<u8>);
+
+/// Bounded so that calls on ever new groups cannot grow it without end.
+const MAX_GROUPS_REMEMBERED: usize = 10_000;
+static LAST_RUNS: Mutex<Option<HashMap<GroupName, LastRun>>> = Mutex::new(None);
+
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn record_run(key: &[u8], group: &[u8], last: LastRun, started: Instant) {
+    STATS.last_run_unix_ms.store(last.unix_ms, Relaxed);
+    STATS
+        .last_run_duration_us
+        .store(started.elapsed().as_micros() as u64, Relaxed);
+    let mut runs = LAST_RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    let runs = runs.get_or_insert_with(HashMap::new);
+    let name = (key.to_vec(), group.to_vec());
+    if runs.len() >= MAX_GROUPS_REMEMBERED && !runs.contains_key(&name) {
+        let oldest = runs
+            .iter()
+            .min_by_key(|(_, run)| run.unix_ms)
+            .map(|(name, _)| name.clone());
+        oldest.map(|name| runs.remove(&name));
+    }
+    runs.insert(name, last);
+}
+
+pub fn last_run(key: &[u8], group: &[u8]) -> Option<LastRun> {
+    let runs = LAST_RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    runs.as_ref()?.get(&(key.to_vec(), group.to_vec())).copied()
 }

@@ -33,6 +33,19 @@ pub fn log_safe(text: &str) -> String {
     text.replace('%', "%%")
 }
 
+/// Names for a log line: `'a', 'b' +3 more`, at most `max` shown.
+pub fn name_list(names: &[Vec<u8>], max: usize) -> String {
+    let mut list: Vec<String> = names
+        .iter()
+        .take(max)
+        .map(|n| format!("'{}'", printable(n, 200)))
+        .collect();
+    if names.len() > max {
+        list.push(format!("+{} more", names.len() - max));
+    }
+    list.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +61,16 @@ mod tests {
     #[test]
     fn cuts_long_input() {
         assert_eq!(quote(&[b'x'; 70]), format!("'{}...'", "x".repeat(64)));
+    }
+
+    #[test]
+    fn name_lists_are_cut() {
+        let names: Vec<Vec<u8>> = ["a", "b", "c"]
+            .iter()
+            .map(|n| n.as_bytes().to_vec())
+            .collect();
+        assert_eq!(name_list(&names, 2), "'a', 'b', +1 more");
+        assert_eq!(name_list(&names[..1], 2), "'a'");
     }
 
     #[test]

@@ -46,8 +46,8 @@ fn every_option_in_any_order_and_case() {
     .unwrap();
     assert_eq!(request.to, b"r");
     assert_eq!(request.quarantine, b"q");
-    assert_eq!(request.mode_key, b"m:{s}");
-    assert_eq!(request.mode_key_pos, Some(5));
+    assert_eq!(request.mode_key.name, b"m:{s}");
+    assert_eq!(request.mode_key.argv_pos, Some(5));
     assert_eq!((request.min_idle, request.count, request.scan), (1, 50, 50));
     assert_eq!(request.cursor, Some(StreamId { ms: 17, seq: 3 }));
     assert_eq!(
@@ -122,4 +122,44 @@ fn stream_ids() {
     assert_eq!(StreamId::parse(b"-1"), None);
     assert_eq!(StreamId::parse(b""), None);
     assert_eq!(StreamId { ms: 5, seq: 1 }.to_string(), "5-1");
+}
+
+#[test]
+fn status_and_retire_arguments() {
+    let argv: Vec<&[u8]> = vec![b"x", b"s", b"g", b"zombieidle", b"5", b"MODEKEY", b"m"];
+    let status = parse_status(&argv, &defaults()).unwrap();
+    assert_eq!((status.zombie_idle, status.mode_key.argv_pos), (5, Some(6)));
+    assert!(matches!(
+        parse_status(&argv[..2], &defaults()),
+        Err(ArgError::WrongArity)
+    ));
+    assert!(
+        matches!(parse_status(&[b"x", b"s", b"g", b"TO", b"r"], &defaults()), Err(ArgError::Invalid(m)) if m.contains("unknown option 'TO' for QUANTUM.STATUS"))
+    );
+
+    let retire = parse_retire(
+        &[b"x", b"s", b"g", b"exec-1", b"to", b"adopter"],
+        &defaults(),
+    )
+    .unwrap();
+    assert_eq!(
+        (retire.consumer.as_slice(), retire.to.as_slice()),
+        (&b"exec-1"[..], &b"adopter"[..])
+    );
+    assert_eq!(
+        parse_retire(&[b"x", b"s", b"g", b"c"], &defaults())
+            .unwrap()
+            .to,
+        b"recovery"
+    );
+    assert!(matches!(
+        parse_retire(&[b"x", b"s", b"g"], &defaults()),
+        Err(ArgError::WrongArity)
+    ));
+    assert!(
+        matches!(parse_retire(&[b"x", b"s", b"g", b"recovery"], &defaults()), Err(ArgError::Invalid(m)) if m.contains("must differ"))
+    );
+    assert!(
+        matches!(parse_retire(&[b"x", b"s", b"g", b""], &defaults()), Err(ArgError::Invalid(m)) if m.contains("consumer must not be empty"))
+    );
 }

@@ -1,0 +1,92 @@
+//! QUANTUM.STATUS: read-only health of one group, allowed in any mode.
+
+use crate::args::{self, StatusRequest};
+use crate::guard::{self, Failure};
+use crate::mode;
+use crate::plan::Consumer;
+use crate::redis_ops::{self, CallerAcl, Group};
+use crate::reply::Reply;
+use crate::{config, stats};
+use redis_module::{Context, RedisValue};
+
+/// ```text
+/// QUANTUM.STATUS key group [ZOMBIEIDLE ms] [MODEKEY key]
+/// ```
+/// Replies with a map: mode, allowed (0/1), pending, lag (nil when unknown),
+/// oldest-idle (ms of the oldest pending entry, nil when none), consumers (each
+/// name, pending, idle, state: live, zombie, stuck, target or quarantine), and
+/// last-run (the last real QUANTUM.RECOVER of this key and group since load, or nil).
+pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<Reply, Failure> {
+    let request = guard::parse(argv, args::parse_status)?;
+    let acl = CallerAcl::of(ctx)?;
+    let mode_value = guard::read_mode(ctx, &acl, &request.mode_key, false)?;
+    redis_ops::check_stream(ctx, &request.key)?;
+    let group = Group::new(ctx, &request.key, &request.group);
+    let (pending, lag) = group.pending_and_lag()?;
+    let oldest = group.pending(None, 1, None)?;
+    let consumers = group.consumers()?;
+
+    let defaults = config::recover_defaults();
+    let consumers = consumers
+        .iter()
+        .map(|c| {
+            Reply::Map(vec![
+                ("name", Reply::bytes(&c.name)),
+                ("pending", Reply::int(c.pending)),
+                ("idle", Reply::int(c.idle_ms)),
+                (
+                    "state",
+                    Reply::bytes(state(c, &request, &defaults.to, &defaults.quarantine).as_bytes()),
+                ),
+            ])
+        })
+        .collect();
+    let nil = || Reply::Value(RedisValue::Null);
+    let last_run = stats::last_run(&request.key, &request.group).map_or_else(nil, |run| {
+        Reply::Map(vec![
+            ("unix-ms", Reply::int(run.unix_ms as i64)),
+            ("claimed", Reply::int(run.claimed as i64)),
+            ("quarantined", Reply::int(run.quarantined as i64)),
+            ("dropped", Reply::int(run.dropped as i64)),
+            ("deleted", Reply::int(run.deleted as i64)),
+        ])
+    });
+    Ok(Reply::Map(vec![
+        ("mode", Reply::nil_or_bytes(mode_value.as_bytes())),
+        (
+            "allowed",
+            Reply::int(mode::is_allowed(&mode_value, &config::ALLOWED_MODES.get_string()).into()),
+        ),
+        ("pending", Reply::int(pending)),
+        ("lag", lag.map_or_else(nil, Reply::int)),
+        (
+            "oldest-idle",
+            oldest.first().map_or_else(nil, |e| Reply::int(e.idle_ms)),
+        ),
+        ("consumers", Reply::List(consumers)),
+        ("last-run", last_run),
+    ]))
+}
+
+pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
+    guard::parse(argv, args::parse_status)
+        .ok()?
+        .mode_key
+        .argv_pos
+}
+
+fn state(
+    consumer: &Consumer,
+    request: &StatusRequest,
+    to: &[u8],
+    quarantine: &[u8],
+) -> &'static str {
+    let idle_too_long = consumer.idle_ms > request.zombie_idle;
+    match () {
+        _ if consumer.name == to => "target",
+        _ if consumer.name == quarantine => "quarantine",
+        _ if idle_too_long && consumer.pending == 0 => "zombie",
+        _ if idle_too_long => "stuck",
+        _ => "live",
+    }
+}
