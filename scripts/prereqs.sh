@@ -7,6 +7,9 @@ missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# promtool checks the trigger's metrics file and the example alert rules.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # bindgen (through redis-module) needs libclang at build time.
 if command -v dpkg >/dev/null 2>&1; then
     dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)

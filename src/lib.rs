@@ -1,8 +1,9 @@
 //! Test harness: real `redis-server` processes with the built module loaded.
 //!
 //! The server binary comes from `REDIS_SERVER` or `PATH`, so the same tests run
-//! against other server versions; the module from `QUANTUM_MODULE` or the newest
-//! `libquantum.so` under the target directory (build it first: `cargo build`).
+//! against other server versions; the module from `QUANTUM_MODULE` and the
+//! trigger from `QUANTUM_TRIGGER`, or else the newest build under the target
+//! directory (build first: `cargo build`).
 
 use redis::{Connection, Value};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub mod reply;
 pub mod scenario;
+pub mod trigger;
 pub use reply::Recovery;
 
 /// The build stamp this harness was compiled with; the loaded module must match it.
@@ -21,8 +23,9 @@ pub fn redis_server_binary() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
 }
 
-pub fn module_path() -> PathBuf {
-    if let Ok(path) = std::env::var("QUANTUM_MODULE") {
+/// The newest `file` under target/{debug,release}, unless `override_var` names one.
+fn built_artifact(file: &str, override_var: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(override_var) {
         return PathBuf::from(path);
     }
     let target = std::env::var("CARGO_TARGET_DIR")
@@ -30,16 +33,24 @@ pub fn module_path() -> PathBuf {
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
     let newest = ["debug", "release"]
         .iter()
-        .map(|profile| target.join(profile).join("libquantum.so"))
+        .map(|profile| target.join(profile).join(file))
         .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
         .max_by_key(|(modified, _)| *modified);
     match newest {
         Some((_, path)) => path,
         None => panic!(
-            "no libquantum.so under {}: run `cargo build` first (or set QUANTUM_MODULE)",
+            "no {file} under {}: run `cargo build` first (or set {override_var})",
             target.display()
         ),
     }
+}
+
+pub fn module_path() -> PathBuf {
+    built_artifact("libquantum.so", "QUANTUM_MODULE")
+}
+
+pub fn trigger_path() -> PathBuf {
+    built_artifact("quantum-stream-recover", "QUANTUM_TRIGGER")
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -164,8 +175,9 @@ impl Server {
                 return Err(format!("redis-server exited ({status}):\n{}", self.log()));
             }
             if let Ok(mut con) = self.try_connect() {
-                let loaded: redis::RedisResult<String> = redis::cmd("PING").query(&mut con);
-                if loaded.is_ok() {
+                // NOAUTH is an answer too: the server is up and wants a password.
+                let answer: redis::RedisResult<String> = redis::cmd("PING").query(&mut con);
+                if answer.is_ok() || answer.is_err_and(|e| e.code() == Some("NOAUTH")) {
                     return Ok(());
                 }
             }

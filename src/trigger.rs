@@ -1,0 +1,42 @@
+//! Running the built `quantum-stream-recover` binary as systemd would.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub struct TriggerRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl TriggerRun {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs the trigger with `args` and only `env` (plus PATH) in its environment.
+pub fn run_trigger(args: &[&str], env: &[(&str, &str)]) -> TriggerRun {
+    let started = Instant::now();
+    let out = Command::new(crate::trigger_path())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run quantum-stream-recover");
+    TriggerRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// `unix://` URL of a test server's socket.
+pub fn url_of(socket: &Path) -> String {
+    format!("unix://{}", socket.display())
+}

@@ -1,0 +1,252 @@
+//! The three verbs as Redis calls: `run` follows QUANTUM.RECOVER's cursor in
+//! batches (each its own atomic call), `status` and `retire` are one call each.
+
+use crate::cli::Cli;
+use crate::connect;
+use crate::failure::{self, Failure};
+use redis::{Connection, Value};
+use std::time::Instant;
+
+/// How a call that reached the module ended, when it did not fail.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    Done(T),
+    /// The mode guard said no; nothing changed.
+    Refused(String),
+    /// The stream or the group does not exist (yet): nothing to do.
+    Absent(String),
+}
+
+impl<T> Outcome<T> {
+    /// Converts a `Done` value; the other outcomes pass through.
+    fn and_then<U>(self, f: impl FnOnce(T) -> Result<U, Failure>) -> Result<Outcome<U>, Failure> {
+        Ok(match self {
+            Outcome::Done(value) => Outcome::Done(f(value)?),
+            Outcome::Refused(m) => Outcome::Refused(m),
+            Outcome::Absent(m) => Outcome::Absent(m),
+        })
+    }
+}
+
+/// The batches of one `run`, summed.
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    pub mode: Option<String>,
+    pub dry_run: bool,
+    pub claimed: Vec<String>,
+    pub quarantined: Vec<String>,
+    pub dropped: Vec<String>,
+    pub deleted: Vec<String>,
+    /// As the last batch saw them.
+    pub kept: Vec<String>,
+    pub scanned: i64,
+    pub batches: u64,
+    pub cursor: String,
+    pub pending: i64,
+    pub consumers: i64,
+}
+
+/// A module reply's map (RESP2 flat array) as `(key, value)` pairs.
+pub fn pairs(value: Value) -> Result<Vec<(String, Value)>, Failure> {
+    let Value::Array(items) = value else {
+        return Err(failure::unexpected("expected a map"));
+    };
+    if !items.len().is_multiple_of(2) {
+        return Err(failure::unexpected("odd map length"));
+    }
+    let mut items = items.into_iter();
+    let mut out = Vec::new();
+    while let (Some(key), Some(value)) = (items.next(), items.next()) {
+        out.push((text(&key)?, value));
+    }
+    Ok(out)
+}
+
+pub fn text(value: &Value) -> Result<String, Failure> {
+    match value {
+        Value::BulkString(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Ok(s.clone()),
+        _ => Err(failure::unexpected("expected a string")),
+    }
+}
+
+pub fn int(value: &Value) -> Result<i64, Failure> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        _ => Err(failure::unexpected("expected an integer")),
+    }
+}
+
+pub fn texts(value: &Value) -> Result<Vec<String>, Failure> {
+    match value {
+        Value::Array(items) => items.iter().map(text).collect(),
+        _ => Err(failure::unexpected("expected an array")),
+    }
+}
+
+pub fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Result<&'a Value, Failure> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .ok_or_else(|| failure::unexpected(&format!("no '{name}' in the reply")))
+}
+
+/// Calls a QUANTUM.* command; the mode guard's and a missing stream's answers
+/// are outcomes, not failures.
+fn call(
+    con: &mut Connection,
+    cmd: &redis::Cmd,
+    deadline: Instant,
+) -> Result<Outcome<Value>, Failure> {
+    match connect::query(con, cmd, deadline) {
+        Ok(value) => Ok(Outcome::Done(value)),
+        Err(f) if f.message.starts_with("MODE ") => Ok(Outcome::Refused(f.message)),
+        Err(f) if f.message.starts_with("NOGROUP") || f.message.starts_with("ERR no such key") => {
+            Ok(Outcome::Absent(f.message))
+        }
+        Err(f) => Err(f),
+    }
+}
+
+fn recover_command(cli: &Cli, cursor: Option<&str>) -> redis::Cmd {
+    let mut cmd = redis::cmd("QUANTUM.RECOVER");
+    cmd.arg(&cli.stream).arg(&cli.group);
+    let names = [
+        ("TO", &cli.to),
+        ("QUARANTINE", &cli.quarantine),
+        ("MODEKEY", &cli.mode_key),
+    ];
+    for (keyword, value) in names {
+        if let Some(value) = value {
+            cmd.arg(keyword).arg(value);
+        }
+    }
+    let numbers = [
+        ("MINIDLE", cli.min_idle),
+        ("COUNT", cli.count),
+        ("SCAN", cli.scan),
+        ("ZOMBIEIDLE", cli.zombie_idle),
+        ("DELETELIMIT", cli.delete_limit),
+        ("MAXDELIVERIES", cli.max_deliveries),
+    ];
+    for (keyword, value) in numbers {
+        if let Some(value) = value {
+            cmd.arg(keyword).arg(value);
+        }
+    }
+    if let Some(cursor) = cursor {
+        cmd.arg("CURSOR").arg(cursor);
+    }
+    if cli.dry_run {
+        cmd.arg("DRYRUN");
+    }
+    cmd
+}
+
+/// Follows the cursor until the end of the PEL or `--max-batches`. A DRYRUN
+/// changes nothing, so following its cursor would only repeat the same plan:
+/// it stops after one batch.
+pub fn run(
+    cli: &Cli,
+    con: &mut Connection,
+    deadline: Instant,
+) -> Result<Outcome<RunSummary>, Failure> {
+    let mut summary = RunSummary::default();
+    let mut cursor: Option<String> = None;
+    loop {
+        let fields =
+            match call(con, &recover_command(cli, cursor.as_deref()), deadline)?.and_then(pairs)? {
+                Outcome::Done(fields) => fields,
+                other => return other.and_then(|_| Ok(RunSummary::default())),
+            };
+        summary.mode = match field(&fields, "mode")? {
+            Value::Nil => None,
+            v => Some(text(v)?),
+        };
+        summary.dry_run = int(field(&fields, "dry-run")?)? == 1;
+        summary.claimed.extend(texts(field(&fields, "claimed")?)?);
+        summary
+            .quarantined
+            .extend(texts(field(&fields, "quarantined")?)?);
+        summary.dropped.extend(texts(field(&fields, "dropped")?)?);
+        summary.deleted.extend(texts(field(&fields, "deleted")?)?);
+        summary.kept = texts(field(&fields, "kept")?)?;
+        summary.scanned += int(field(&fields, "scanned")?)?;
+        summary.cursor = text(field(&fields, "cursor")?)?;
+        summary.pending = int(field(&fields, "pending")?)?;
+        summary.consumers = int(field(&fields, "consumers")?)?;
+        summary.batches += 1;
+        if summary.cursor == "0-0" || summary.batches >= cli.max_batches || cli.dry_run {
+            return Ok(Outcome::Done(summary));
+        }
+        cursor = Some(summary.cursor.clone());
+    }
+}
+
+pub fn status(
+    cli: &Cli,
+    con: &mut Connection,
+    deadline: Instant,
+) -> Result<Outcome<Vec<(String, Value)>>, Failure> {
+    let mut cmd = redis::cmd("QUANTUM.STATUS");
+    cmd.arg(&cli.stream).arg(&cli.group);
+    if let Some(ms) = cli.zombie_idle {
+        cmd.arg("ZOMBIEIDLE").arg(ms);
+    }
+    if let Some(key) = &cli.mode_key {
+        cmd.arg("MODEKEY").arg(key);
+    }
+    call(con, &cmd, deadline)?.and_then(pairs)
+}
+
+/// `(moved, dropped, deleted)` of QUANTUM.RETIRE.
+pub type Retired = (Vec<String>, Vec<String>, bool);
+
+pub fn retire(
+    cli: &Cli,
+    con: &mut Connection,
+    deadline: Instant,
+) -> Result<Outcome<Retired>, Failure> {
+    let consumer = cli.consumer.as_ref().ok_or_else(|| {
+        Failure::new(
+            failure::USAGE,
+            "retire needs --consumer (or QUANTUM_CONSUMER)",
+        )
+    })?;
+    let mut cmd = redis::cmd("QUANTUM.RETIRE");
+    cmd.arg(&cli.stream).arg(&cli.group).arg(consumer);
+    if let Some(to) = &cli.to {
+        cmd.arg("TO").arg(to);
+    }
+    if let Some(key) = &cli.mode_key {
+        cmd.arg("MODEKEY").arg(key);
+    }
+    call(con, &cmd, deadline)?.and_then(|reply| {
+        let fields = pairs(reply)?;
+        Ok((
+            texts(field(&fields, "moved")?)?,
+            texts(field(&fields, "dropped")?)?,
+            int(field(&fields, "deleted")?)? == 1,
+        ))
+    })
+}
+
+/// `INFO quantum` counters, for the metrics file.
+pub fn module_counters(
+    con: &mut Connection,
+    deadline: Instant,
+) -> Result<Vec<(String, u64)>, Failure> {
+    let info = connect::query(con, redis::cmd("INFO").arg("quantum"), deadline)?;
+    let info = text(&info).or_else(|_| match &info {
+        Value::VerbatimString { text, .. } => Ok(text.clone()),
+        _ => Err(failure::unexpected("INFO")),
+    })?;
+    Ok(info
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.strip_prefix("quantum_")?.split_once(':')?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect())
+}

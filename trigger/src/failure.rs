@@ -1,0 +1,112 @@
+//! Why a run failed, as a sysexits code a systemd unit and an operator can act on.
+
+use redis::RedisError;
+
+pub const USAGE: u8 = 64;
+pub const MODULE_MISSING: u8 = 69;
+pub const UNAVAILABLE: u8 = 75;
+pub const PROTOCOL: u8 = 76;
+pub const NO_PERMISSION: u8 = 77;
+pub const CONFIG: u8 = 78;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Server errors by their code; I/O trouble (refused, timeout, dropped) is temporary.
+pub fn from_redis(e: &RedisError) -> Failure {
+    let line = match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        _ => e.to_string(),
+    };
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return Failure::new(NO_PERMISSION, format!("authentication failed: {line}"));
+    }
+    if e.is_timeout() {
+        return Failure::new(UNAVAILABLE, format!("Redis did not answer in time: {line}"));
+    }
+    if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        return Failure::new(UNAVAILABLE, format!("Redis unreachable: {line}"));
+    }
+    let code = server_error_code(e.code().unwrap_or(""), &line);
+    let hint = match code {
+        UNAVAILABLE if line.starts_with("READONLY") => {
+            " (this server is a replica: point --url at the primary)"
+        }
+        MODULE_MISSING => " (is the quantum module loaded? MODULE LIST)",
+        _ => "",
+    };
+    Failure::new(code, format!("{line}{hint}"))
+}
+
+/// The exit code for a server error reply `line` with error code `code`.
+fn server_error_code(code: &str, line: &str) -> u8 {
+    match code {
+        "LOADING" | "READONLY" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => UNAVAILABLE,
+        "NOAUTH" | "WRONGPASS" | "NOPERM" => NO_PERMISSION,
+        "ERR" if line.contains("unknown command") => MODULE_MISSING,
+        // The module answers ERR for arguments it refuses (e.g. SCAN below COUNT from its configs).
+        "ERR" if !line.contains("internal error") && !line.contains("unexpected reply") => USAGE,
+        _ => PROTOCOL,
+    }
+}
+
+pub fn unexpected(what: &str) -> Failure {
+    Failure::new(PROTOCOL, format!("unexpected reply: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_follow_the_exit_code_table() {
+        for (code, line, exit) in [
+            (
+                "ERR",
+                "ERR unknown command 'QUANTUM.RECOVER', with args beginning with:",
+                MODULE_MISSING,
+            ),
+            (
+                "ERR",
+                "ERR COUNT must be an integer from 1 to 10000, got '0'",
+                USAGE,
+            ),
+            ("ERR", "ERR internal error", PROTOCOL),
+            (
+                "LOADING",
+                "LOADING Redis is loading the dataset in memory",
+                UNAVAILABLE,
+            ),
+            (
+                "READONLY",
+                "READONLY You can't write against a read only replica.",
+                UNAVAILABLE,
+            ),
+            ("NOPERM", "NOPERM XCLAIM refused by ACL", NO_PERMISSION),
+            (
+                "WRONGPASS",
+                "WRONGPASS invalid username-password pair",
+                NO_PERMISSION,
+            ),
+            (
+                "WRONGTYPE",
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+                PROTOCOL,
+            ),
+        ] {
+            assert_eq!(server_error_code(code, line), exit, "{line}");
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! What a run leaves behind besides its exit code: the `--log-file` line, the
+//! `--metrics-file` textfile for node_exporter, and the `--json` object.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// `success`, `refused` or `error`: the `result` label of the metrics and the JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunResult {
+    Success,
+    Refused,
+    Error,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::Refused => "refused",
+            RunResult::Error => "error",
+        }
+    }
+
+    fn level(self) -> &'static str {
+        match self {
+            RunResult::Success => "INFO",
+            RunResult::Refused => "WARN",
+            RunResult::Error => "ERROR",
+        }
+    }
+}
+
+/// Appends `<RFC 3339 ms UTC> [LEVEL] <fields>` to `path`, opened for append
+/// on each run so logrotate can move the file between runs.
+pub fn append_log_line(path: &Path, result: RunResult, fields: &str) -> std::io::Result<()> {
+    let now = humantime::format_rfc3339_millis(SystemTime::now());
+    let line = format!("{now} [{}] {fields}\n", result.level());
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(line.as_bytes())
+}
+
+const PREFIX: &str = "quantum_stream_recovery_";
+
+/// What this run measured. Whatever it could not measure (counters when Redis
+/// was unreachable, the last success after a failure) is carried over from
+/// the previous file, so a failed run never resets a series.
+pub struct Metrics {
+    pub result: RunResult,
+    pub started_unix_s: f64,
+    pub duration_s: f64,
+    /// Cumulative counters from `INFO quantum`: claimed, quarantined, dropped, deleted.
+    pub counters: Option<[u64; 4]>,
+    /// Group gauges after the run: pending, consumers.
+    pub gauges: Option<(i64, i64)>,
+}
+
+/// `(name, help, type)` of every metric, in file order.
+const SERIES: [(&str, &str, &str); 10] = [
+    (
+        "claimed_total",
+        "Entries moved to the recovery consumer since the module loaded.",
+        "counter",
+    ),
+    (
+        "quarantined_total",
+        "Entries parked in the quarantine consumer since the module loaded.",
+        "counter",
+    ),
+    (
+        "dropped_total",
+        "PEL entries whose stream entry was gone, since the module loaded.",
+        "counter",
+    ),
+    (
+        "deleted_total",
+        "Dead consumers deleted since the module loaded.",
+        "counter",
+    ),
+    (
+        "last_run_timestamp_seconds",
+        "When the last run started.",
+        "gauge",
+    ),
+    (
+        "last_success_timestamp_seconds",
+        "When the last successful run started.",
+        "gauge",
+    ),
+    (
+        "last_run_duration_seconds",
+        "How long the last run took.",
+        "gauge",
+    ),
+    (
+        "last_run_result",
+        "1 for the last run's result, 0 for the others.",
+        "gauge",
+    ),
+    (
+        "pending",
+        "The group's pending entries after the last run.",
+        "gauge",
+    ),
+    (
+        "consumers",
+        "The group's consumers after the last run.",
+        "gauge",
+    ),
+];
+
+/// A textfile's values: `series (name and labels) -> value`.
+fn parse_values(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(series, value)| (series.to_string(), value.to_string()))
+        .collect()
+}
+
+pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) -> String {
+    let mut values: BTreeMap<String, String> = previous.clone();
+    let mut set = |name: &str, value: String| {
+        values.insert(format!("{PREFIX}{name}"), value);
+    };
+    if let Some(counters) = metrics.counters {
+        for (name, value) in [
+            "claimed_total",
+            "quarantined_total",
+            "dropped_total",
+            "deleted_total",
+        ]
+        .iter()
+        .zip(counters)
+        {
+            set(name, value.to_string());
+        }
+    }
+    set(
+        "last_run_timestamp_seconds",
+        format!("{:.3}", metrics.started_unix_s),
+    );
+    if metrics.result == RunResult::Success {
+        set(
+            "last_success_timestamp_seconds",
+            format!("{:.3}", metrics.started_unix_s),
+        );
+    }
+    set(
+        "last_run_duration_seconds",
+        format!("{:.6}", metrics.duration_s),
+    );
+    for result in [RunResult::Success, RunResult::Refused, RunResult::Error] {
+        let flag = u8::from(result == metrics.result);
+        set(
+            &format!("last_run_result{{result=\"{}\"}}", result.as_str()),
+            flag.to_string(),
+        );
+    }
+    if let Some((pending, consumers)) = metrics.gauges {
+        set("pending", pending.to_string());
+        set("consumers", consumers.to_string());
+    }
+
+    let mut out = String::new();
+    for (name, help, kind) in SERIES {
+        let full = format!("{PREFIX}{name}");
+        let lines: Vec<String> = values
+            .iter()
+            .filter(|(series, _)| *series == &full || series.starts_with(&format!("{full}{{")))
+            .map(|(series, value)| format!("{series} {value}\n"))
+            .collect();
+        if !lines.is_empty() {
+            out.push_str(&format!("# HELP {full} {help}\n# TYPE {full} {kind}\n"));
+            out.extend(lines);
+        }
+    }
+    out
+}
+
+/// Writes the textfile atomically: a temp file in the same folder, mode 0644, then rename.
+pub fn write_metrics(path: &Path, metrics: &Metrics) -> std::io::Result<()> {
+    let previous = parse_values(&fs::read_to_string(path).unwrap_or_default());
+    let text = render_metrics(metrics, &previous);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        fs::write(&temp, text)?;
+        fs::set_permissions(&temp, fs::Permissions::from_mode(0o644))?;
+        fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(result: RunResult, counters: Option<[u64; 4]>) -> Metrics {
+        Metrics {
+            result,
+            started_unix_s: 1_700_000_000.5,
+            duration_s: 0.002,
+            counters,
+            gauges: counters.map(|_| (3, 2)),
+        }
+    }
+
+    #[test]
+    fn a_failed_run_keeps_the_counters_and_last_success_of_the_previous_file() {
+        let first = render_metrics(
+            &metrics(RunResult::Success, Some([1, 2, 3, 4])),
+            &BTreeMap::new(),
+        );
+        assert!(first.contains("quantum_stream_recovery_claimed_total 1\n"));
+        assert!(first
+            .contains("quantum_stream_recovery_last_success_timestamp_seconds 1700000000.500\n"));
+        assert!(first.contains("quantum_stream_recovery_last_run_result{result=\"success\"} 1\n"));
+        assert!(first.contains("# TYPE quantum_stream_recovery_deleted_total counter\n"));
+
+        let previous = parse_values(&first);
+        let mut failed = metrics(RunResult::Error, None);
+        failed.started_unix_s = 1_700_000_100.0;
+        let second = render_metrics(&failed, &previous);
+        assert!(second.contains("quantum_stream_recovery_claimed_total 1\n"));
+        assert!(second
+            .contains("quantum_stream_recovery_last_success_timestamp_seconds 1700000000.500\n"));
+        assert!(
+            second.contains("quantum_stream_recovery_last_run_timestamp_seconds 1700000100.000\n")
+        );
+        assert!(second.contains("quantum_stream_recovery_last_run_result{result=\"error\"} 1\n"));
+        assert!(second.contains("quantum_stream_recovery_last_run_result{result=\"success\"} 0\n"));
+    }
+}

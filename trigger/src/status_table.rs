@@ -1,0 +1,153 @@
+//! `status`: QUANTUM.STATUS as a table a person can scan, or as JSON.
+
+use crate::commands::{field, int, pairs, text};
+use crate::failure::{self, Failure};
+use redis::Value;
+use serde_json::json;
+use std::fmt::Write;
+use std::time::{Duration, UNIX_EPOCH};
+
+pub struct ConsumerRow {
+    pub name: String,
+    pub pending: i64,
+    pub idle_ms: i64,
+    pub state: String,
+}
+
+pub struct Status {
+    pub mode: Option<String>,
+    pub allowed: bool,
+    pub pending: i64,
+    pub lag: Option<i64>,
+    pub oldest_idle_ms: Option<i64>,
+    pub consumers: Vec<ConsumerRow>,
+    /// unix ms, claimed, quarantined, dropped, deleted
+    pub last_run: Option<[i64; 5]>,
+}
+
+fn optional<T>(
+    value: &Value,
+    read: impl Fn(&Value) -> Result<T, Failure>,
+) -> Result<Option<T>, Failure> {
+    match value {
+        Value::Nil => Ok(None),
+        v => read(v).map(Some),
+    }
+}
+
+impl Status {
+    pub fn from_reply(fields: &[(String, Value)]) -> Result<Status, Failure> {
+        let Value::Array(rows) = field(fields, "consumers")? else {
+            return Err(failure::unexpected("consumers"));
+        };
+        let consumers = rows
+            .iter()
+            .map(|row| {
+                let c = pairs(row.clone())?;
+                Ok(ConsumerRow {
+                    name: text(field(&c, "name")?)?,
+                    pending: int(field(&c, "pending")?)?,
+                    idle_ms: int(field(&c, "idle")?)?,
+                    state: text(field(&c, "state")?)?,
+                })
+            })
+            .collect::<Result<_, Failure>>()?;
+        let last_run = optional(field(fields, "last-run")?, |v| {
+            let run = pairs(v.clone())?;
+            let mut values = [0; 5];
+            for (slot, name) in
+                values
+                    .iter_mut()
+                    .zip(["unix-ms", "claimed", "quarantined", "dropped", "deleted"])
+            {
+                *slot = int(field(&run, name)?)?;
+            }
+            Ok(values)
+        })?;
+        Ok(Status {
+            mode: optional(field(fields, "mode")?, text)?,
+            allowed: int(field(fields, "allowed")?)? == 1,
+            pending: int(field(fields, "pending")?)?,
+            lag: optional(field(fields, "lag")?, int)?,
+            oldest_idle_ms: optional(field(fields, "oldest-idle")?, int)?,
+            consumers,
+            last_run,
+        })
+    }
+
+    pub fn table(&self, stream: &str, group: &str) -> String {
+        let ms = |ms: i64| {
+            humantime::format_duration(Duration::from_millis(ms.max(0) as u64)).to_string()
+        };
+        let mut out = String::new();
+        let mode = self.mode.as_deref().unwrap_or("(missing)");
+        let allowed = if self.allowed {
+            "recovery allowed"
+        } else {
+            "recovery refused"
+        };
+        let _ = writeln!(out, "stream       {stream}");
+        let _ = writeln!(out, "group        {group}");
+        let _ = writeln!(out, "mode         {mode} ({allowed})");
+        let _ = writeln!(
+            out,
+            "pending      {}   lag {}   oldest pending idle {}",
+            self.pending,
+            self.lag.map_or("unknown".into(), |l| l.to_string()),
+            self.oldest_idle_ms.map_or("-".into(), ms)
+        );
+        let last = match self.last_run {
+            None => "none since the module loaded".to_string(),
+            Some([at, claimed, quarantined, dropped, deleted]) => format!(
+                "{} claimed={claimed} quarantined={quarantined} dropped={dropped} deleted={deleted}",
+                humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at.max(0) as u64))
+            ),
+        };
+        let _ = writeln!(out, "last run     {last}");
+        let width = self
+            .consumers
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0)
+            .max("CONSUMER".len());
+        let _ = writeln!(
+            out,
+            "\n{:<width$}  {:<10}  {:>8}  IDLE",
+            "CONSUMER", "STATE", "PENDING"
+        );
+        for c in &self.consumers {
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:<10}  {:>8}  {}",
+                c.name,
+                c.state,
+                c.pending,
+                ms(c.idle_ms)
+            );
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let consumers: Vec<_> = self
+            .consumers
+            .iter()
+            .map(|c| json!({"name": c.name, "pending": c.pending, "idle_ms": c.idle_ms, "state": c.state}))
+            .collect();
+        let last_run = self.last_run.map(|[at, claimed, quarantined, dropped, deleted]| {
+            json!({"unix_ms": at, "claimed": claimed, "quarantined": quarantined, "dropped": dropped, "deleted": deleted})
+        });
+        json!({
+            "result": "success",
+            "mode": self.mode,
+            "allowed": self.allowed,
+            "pending": self.pending,
+            "lag": self.lag,
+            "oldest_idle_ms": self.oldest_idle_ms,
+            "consumers": consumers,
+            "last_run": last_run,
+            "exit_code": 0,
+        })
+    }
+}
