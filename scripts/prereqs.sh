@@ -10,6 +10,9 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # promtool checks the trigger's metrics file and the example alert rules.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# systemd-analyze checks the units; systemd-nspawn boots them end to end.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 # bindgen (through redis-module) needs libclang at build time.
 if command -v dpkg >/dev/null 2>&1; then
     dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
