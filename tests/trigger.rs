@@ -506,3 +506,49 @@ fn tls_urls_work_with_the_ca_from_ssl_cert_file() {
     let out = run_trigger(&args(&url, &[]), &[]);
     assert_eq!(out.code, 75, "an unknown CA is refused: {}", out.stderr);
 }
+
+/// The README's least-privilege ACL user can do everything the trigger does.
+#[test]
+fn the_readme_acl_user_is_enough_for_every_verb() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let rule = readme
+        .lines()
+        .find(|l| l.starts_with("ACL SETUSER quantum-recover "))
+        .expect("README shows the ACL SETUSER line");
+    let server = Server::start();
+    zombie_scenario(&server);
+    let mut con = server.connect();
+    let words: Vec<&str> = rule
+        .split_whitespace()
+        .map(|w| if w == ">CHANGE-ME" { ">pw" } else { w })
+        .collect();
+    run(&mut con, &words).unwrap();
+    let url = format!("unix://{}?user=quantum-recover", server.socket().display());
+    let dir = TempDir::new("acl-metrics");
+    let metrics = dir.path().join("m.prom");
+    let env = [("REDISCLI_AUTH", "pw")];
+    for verb in [
+        &["status"][..],
+        &["run", "--dry-run"],
+        &["run", "--metrics-file", metrics.to_str().unwrap()],
+        &["retire", "--consumer", "exec-4242"],
+    ] {
+        let mut argv = args(&url, verb);
+        argv.push("--json");
+        let out = run_trigger(&argv, &env);
+        assert_eq!(out.code, 0, "{verb:?}: {}", out.stderr);
+        assert_eq!(out.json()["result"], "success", "{verb:?}: {}", out.stdout);
+    }
+    assert!(std::fs::read_to_string(&metrics)
+        .unwrap()
+        .contains("quantum_stream_recovery_claimed_total 3"));
+    // ... and no more: it cannot touch other keys or ack.
+    let mut limited = server.connect_as("quantum-recover", "pw");
+    assert!(run(&mut limited, &["XACK", STREAM, GROUP, "0-1"])
+        .unwrap_err()
+        .starts_with("NOPERM"));
+    assert!(run(&mut limited, &["SET", "quantum:mode", "TESTNET"])
+        .unwrap_err()
+        .starts_with("NOPERM"));
+}
