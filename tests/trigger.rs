@@ -269,6 +269,15 @@ fn exit_codes_follow_the_table() {
         assert_eq!(out.code, 64, "{bad:?}: {}", out.stderr);
     }
     assert_eq!(run_trigger(&["--help"], &[]).code, 0);
+
+    // A reply the trigger cannot use: the stream key holds a string (WRONGTYPE).
+    let odd = Server::start();
+    let mut con = odd.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    run(&mut con, &["SET", STREAM, "not a stream"]).unwrap();
+    let out = run_trigger(&["--url", &url_of(&odd.socket())], &[]);
+    assert_eq!(out.code, 76, "{}", out.stderr);
+    assert!(out.stderr.contains("WRONGTYPE"), "{}", out.stderr);
 }
 
 #[test]

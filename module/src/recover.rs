@@ -90,9 +90,9 @@ fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
             let lost = group.delete_consumer(name)?;
             if lost != 0 {
                 // Cannot happen: the count was 0 a moment ago in this same atomic call.
-                ctx.log_warning(&crate::text::log_safe(&format!(
+                ctx.log_warning(&text::log_safe(&format!(
                     "consumer '{}' had {lost} pending entries when deleted",
-                    crate::text::printable(name, 200)
+                    text::printable(name, 200)
                 )));
             }
         }
