@@ -43,6 +43,7 @@ fn catch_panic(body: impl FnOnce() -> RedisResult) -> Result<RedisResult, String
 }
 
 /// One QUANTUM.* command: its body, and where MODEKEY sits in its argv.
+#[derive(Clone, Copy)]
 struct Command {
     name: &'static str,
     body: fn(&Context, &[&[u8]]) -> Result<Reply, Failure>,
@@ -97,32 +98,21 @@ fn declare_keys(ctx: &Context, argv: &[&[u8]], mode_key_pos: Option<usize>) {
     }
 }
 
-fn quantum_recover(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    let command = Command {
-        name: "QUANTUM.RECOVER",
-        body: recover::run,
-        mode_key_pos: recover::mode_key_pos,
-    };
-    dispatch(ctx, command, &args)
-}
-
-fn quantum_status(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    let command = Command {
-        name: "QUANTUM.STATUS",
-        body: status::run,
-        mode_key_pos: status::mode_key_pos,
-    };
-    dispatch(ctx, command, &args)
-}
-
-fn quantum_retire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    let command = Command {
-        name: "QUANTUM.RETIRE",
-        body: retire::run,
-        mode_key_pos: retire::mode_key_pos,
-    };
-    dispatch(ctx, command, &args)
-}
+const RECOVER: Command = Command {
+    name: "QUANTUM.RECOVER",
+    body: recover::run,
+    mode_key_pos: recover::mode_key_pos,
+};
+const STATUS: Command = Command {
+    name: "QUANTUM.STATUS",
+    body: status::run,
+    mode_key_pos: status::mode_key_pos,
+};
+const RETIRE: Command = Command {
+    name: "QUANTUM.RETIRE",
+    body: retire::run,
+    mode_key_pos: retire::mode_key_pos,
+};
 
 /// `INFO quantum`: the counters since load and the build stamp.
 fn add_info(ctx: &redis_module::InfoContext, _for_crash_report: bool) {
@@ -196,9 +186,9 @@ mod registration {
         info: add_info,
         commands: [
             // Legacy key tuple (loads on Redis 7.0) plus getkeys-api for MODEKEY.
-            ["quantum.recover", quantum_recover, "write getkeys-api", 1, 1, 1, ""],
-            ["quantum.retire", quantum_retire, "write getkeys-api", 1, 1, 1, ""],
-            ["quantum.status", quantum_status, "readonly getkeys-api", 1, 1, 1, ""],
+            ["quantum.recover", |ctx: &Context, args: Vec<RedisString>| dispatch(ctx, RECOVER, &args), "write getkeys-api", 1, 1, 1, ""],
+            ["quantum.retire", |ctx: &Context, args: Vec<RedisString>| dispatch(ctx, RETIRE, &args), "write getkeys-api", 1, 1, 1, ""],
+            ["quantum.status", |ctx: &Context, args: Vec<RedisString>| dispatch(ctx, STATUS, &args), "readonly getkeys-api", 1, 1, 1, ""],
         ],
         configurations: [
             i64: [
