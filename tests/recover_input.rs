@@ -288,7 +288,7 @@ fn info_counters_are_the_sums_of_the_replies() {
     let info = info_quantum(&mut con);
     assert!(
         info.iter().any(|(k, v)| k == "build" && v == BUILD),
-        "{info:?}"
+        "the loaded module is not from this build ({BUILD}); run `cargo build` first: {info:?}"
     );
 }
 
