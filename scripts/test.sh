@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, unit and property tests of the
-# planning core, and the integration tests against real redis-server processes
-# (REDIS_SERVER=/path/to/redis-server picks another server version).
+# planning core, the integration tests against real redis-server processes —
+# Debian's (or REDIS_SERVER's) and then a Redis 8.x — the trigger, the systemd
+# units and an end-to-end boot in systemd-nspawn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/prereqs.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo build   # libquantum.so, which the integration tests load
+cargo build   # libquantum.so and the trigger, which the integration tests run
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+echo "== tests against $("${REDIS_SERVER:-redis-server}" --version)"
 cargo test 2>&1 | tee "$log"
+
+# Version matrix: the integration tests again on Redis 8.x (the systemd boot
+# runs Debian's server inside the container, so it is not repeated).
+redis8=$(scripts/redis8.sh)
+echo "== tests against $("$redis8" --version)"
+REDIS_SERVER="$redis8" cargo test -p quantum-integration --tests -- \
+    --skip timer_and_execstartpre_recover_in_a_real_systemd 2>&1 | tee -a "$log"
+
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
