@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 pub mod reply;
+pub mod rng;
 pub mod scenario;
 pub mod trigger;
 pub use reply::Recovery;

@@ -163,3 +163,62 @@ fn status_and_retire_arguments() {
         matches!(parse_retire(&[b"x", b"s", b"g", b""], &defaults()), Err(ArgError::Invalid(m)) if m.contains("consumer must not be empty"))
     );
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arg() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "TO",
+                "to",
+                "MINIDLE",
+                "COUNT",
+                "count",
+                "SCAN",
+                "CURSOR",
+                "ZOMBIEIDLE",
+                "DELETELIMIT",
+                "MAXDELIVERIES",
+                "QUARANTINE",
+                "MODEKEY",
+                "DRYRUN",
+                "0",
+                "1",
+                "-1",
+                "10000",
+                "10001",
+                "99999999999999999999",
+                "1-1",
+                "",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+            prop::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+        /// Any argv: no panic, and whatever parses keeps every documented limit.
+        #[test]
+        fn parsers_never_panic_and_accept_only_valid_requests(argv in prop::collection::vec(arg(), 0..16)) {
+            let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+            if let Ok(r) = parse_recover(&argv, &defaults()) {
+                prop_assert!((1..=10_000).contains(&r.count) && r.scan >= r.count && r.scan <= 100_000);
+                prop_assert!(r.min_idle >= 1 && r.zombie_idle >= 1 && (0..=100_000).contains(&r.delete_limit));
+                prop_assert!(r.to != r.quarantine && !r.to.is_empty() && !r.mode_key.name.is_empty());
+                if let Some(pos) = r.mode_key.argv_pos {
+                    prop_assert_eq!(argv[pos], r.mode_key.name.as_slice());
+                }
+            }
+            if let Ok(r) = parse_status(&argv, &defaults()) {
+                prop_assert!(r.zombie_idle >= 1);
+            }
+            if let Ok(r) = parse_retire(&argv, &defaults()) {
+                prop_assert!(!r.consumer.is_empty() && r.consumer != r.to);
+            }
+        }
+    }
+}
