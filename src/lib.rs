@@ -236,6 +236,12 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server (SHUTDOWN NOSAVE, then kill) and starts it again on the
     /// same directory and options, so it reloads its AOF.
     pub fn restart(mut self) -> Server {

@@ -18,14 +18,21 @@ impl TriggerRun {
     }
 }
 
-/// Runs the trigger with `args` and only `env` (plus PATH) in its environment.
-pub fn run_trigger(args: &[&str], env: &[(&str, &str)]) -> TriggerRun {
-    let started = Instant::now();
-    let out = Command::new(crate::trigger_path())
+/// The trigger with `args` and only `env` (plus PATH) in its environment.
+pub fn trigger_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(crate::trigger_path());
+    command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    command
+}
+
+/// Runs the trigger to its end.
+pub fn run_trigger(args: &[&str], env: &[(&str, &str)]) -> TriggerRun {
+    let started = Instant::now();
+    let out = trigger_command(args, env)
         .output()
         .expect("run quantum-stream-recover");
     TriggerRun {
