@@ -237,3 +237,21 @@ pub fn assert_same_ids(actual: &[String], expected: &[String], what: &str) {
         first.map(|i| &expected[i]),
     );
 }
+
+/// Every PEL entry as `id -> (owner, deliveries, idle ms)`.
+pub fn pel_with_idle(
+    con: &mut Connection,
+    key: &str,
+    group: &str,
+) -> std::collections::BTreeMap<String, (String, i64, i64)> {
+    match run(con, &["XPENDING", key, group, "-", "+", "1000000"]).expect("XPENDING") {
+        Value::Array(rows) => rows
+            .iter()
+            .map(|row| match row {
+                Value::Array(f) => (text(&f[0]), (text(&f[1]), int(&f[3]), int(&f[2]))),
+                other => panic!("XPENDING row {other:?}"),
+            })
+            .collect(),
+        other => panic!("XPENDING {other:?}"),
+    }
+}

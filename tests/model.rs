@@ -1,0 +1,425 @@
+//! Model-based randomized test against a real server. Seeded sequences of
+//! XADD, XREADGROUP by consumers that die and are replaced under new PID-style
+//! names, XACK, XDEL, XTRIM, waits, mode flips, QUANTUM.RECOVER with random
+//! options (DRYRUN, CURSOR, MAXDELIVERIES …), RETIRE and STATUS. After every
+//! step the PEL is checked against the model: every delivered, unacked entry is
+//! still pending unless its stream entry was deleted; around every QUANTUM.*
+//! call: a refused, failed or DRYRUN call changed nothing; an accepted one moved
+//! only what it reported, within COUNT, SCAN and DELETELIMIT, deleted only
+//! consumers whose every entry it had just moved, and acked nothing.
+//!
+//! 1,000 sequences of 200 steps (QUANTUM_MODEL_SEQUENCES changes the number);
+//! a failure prints the sequence's seed, and QUANTUM_SEED=<seed> replays it.
+
+use quantum_integration::reply::{pairs, run, texts, Recovery};
+use quantum_integration::rng::{seed_from_env, Rng};
+use quantum_integration::scenario::*;
+use quantum_integration::Server;
+use redis::Connection;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+const STEPS: usize = 200;
+
+/// What the sequences exercised, so the test cannot pass by doing nothing:
+/// accepted recoveries, entries claimed, dropped, consumers deleted, RETIREs, refusals.
+static SEEN: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
+
+fn seen(what: usize, n: usize) {
+    SEEN[what].fetch_add(n, Ordering::Relaxed);
+}
+
+/// id -> (owner, deliveries, idle)
+type Pel = BTreeMap<String, (String, i64, i64)>;
+
+fn pel_now(con: &mut Connection) -> Pel {
+    quantum_integration::reply::pel_with_idle(con, STREAM, GROUP)
+}
+
+/// Owners and delivery counts: what must not change when nothing is done.
+fn shape(pel: &Pel) -> BTreeMap<String, (String, i64)> {
+    pel.iter()
+        .map(|(id, (o, d, _))| (id.clone(), (o.clone(), *d)))
+        .collect()
+}
+
+fn consumer_pending(con: &mut Connection) -> BTreeMap<String, i64> {
+    quantum_integration::reply::consumers(con, STREAM, GROUP)
+        .into_iter()
+        .map(|(name, pending, _)| (name, pending))
+        .collect()
+}
+
+struct Model {
+    rng: Rng,
+    /// Stream entries not deleted by XDEL or XTRIM, oldest first.
+    existing: Vec<String>,
+    delivered: BTreeSet<String>,
+    acked: BTreeSet<String>,
+    live: Vec<String>,
+    next_pid: u64,
+    cursor: Option<String>,
+    mode: &'static str,
+}
+
+impl Model {
+    fn check_no_loss(&self, pel: &Pel, seed: u64, step: usize) {
+        for id in self.delivered.difference(&self.acked) {
+            let gone = !self.existing.contains(id);
+            assert!(
+                pel.contains_key(id) || gone,
+                "seed {seed} step {step}: {id} left the PEL without an ack"
+            );
+        }
+        for id in pel.keys() {
+            assert!(
+                self.delivered.contains(id) && !self.acked.contains(id),
+                "seed {seed} step {step}: {id} pending unexpectedly"
+            );
+        }
+    }
+}
+
+fn quantum_options(rng: &mut Rng, cursor: Option<&String>) -> Vec<String> {
+    let count = 1 + rng.below(5);
+    let mut options: Vec<String> = vec![
+        "MINIDLE".into(),
+        rng.pick(&[1, 5, 10, 20]).to_string(),
+        "ZOMBIEIDLE".into(),
+        rng.pick(&[1, 5, 10, 30]).to_string(),
+        "COUNT".into(),
+        count.to_string(),
+        "SCAN".into(),
+        (count + rng.below(6)).to_string(),
+        "DELETELIMIT".into(),
+        rng.below(4).to_string(),
+        "MAXDELIVERIES".into(),
+        rng.below(4).to_string(),
+    ];
+    if rng.chance(50) {
+        if let Some(cursor) = cursor {
+            options.extend(["CURSOR".into(), cursor.clone()]);
+        }
+    }
+    if rng.chance(20) {
+        options.push("DRYRUN".into());
+    }
+    options
+}
+
+/// One RECOVER, RETIRE or STATUS with every check around it.
+fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize) {
+    let pre = pel_now(con);
+    let pre_consumers = consumer_pending(con);
+    let kind = model.rng.below(10);
+    let started = Instant::now();
+    let (words, options): (Vec<String>, Vec<String>) = match kind {
+        0..=6 => {
+            let options = quantum_options(&mut model.rng, model.cursor.as_ref());
+            (
+                vec!["QUANTUM.RECOVER".into(), STREAM.into(), GROUP.into()],
+                options,
+            )
+        }
+        7 | 8 => {
+            let names: Vec<String> = pre_consumers.keys().cloned().collect();
+            let consumer = if names.is_empty() {
+                "exec-0".to_string()
+            } else {
+                model.rng.pick(&names).clone()
+            };
+            let mut options = Vec::new();
+            if model.rng.chance(50) {
+                options.extend([
+                    "TO".to_string(),
+                    format!("exec-{}", model.rng.below(model.next_pid + 1)),
+                ]);
+            }
+            (
+                vec![
+                    "QUANTUM.RETIRE".into(),
+                    STREAM.into(),
+                    GROUP.into(),
+                    consumer,
+                ],
+                options,
+            )
+        }
+        _ => (
+            vec!["QUANTUM.STATUS".into(), STREAM.into(), GROUP.into()],
+            Vec::new(),
+        ),
+    };
+    let all: Vec<&str> = words.iter().chain(&options).map(String::as_str).collect();
+    let result = run(con, &all);
+    let elapsed_ms = started.elapsed().as_millis() as i64 + 1;
+    let post = pel_now(con);
+    let post_consumers = consumer_pending(con);
+    let what = format!("seed {seed} step {step}: {all:?}");
+    let dry = options.iter().any(|o| o == "DRYRUN");
+    let unchanged = |why: &str| {
+        assert_eq!(shape(&post), shape(&pre), "{what}: {why} changed the PEL");
+        assert_eq!(
+            post_consumers, pre_consumers,
+            "{what}: {why} changed the consumers"
+        );
+    };
+    let reply = match result {
+        Err(e) => {
+            if model.mode == "TESTNET" && words[0] != "QUANTUM.STATUS" {
+                assert!(!e.starts_with("ERR internal"), "{what}: {e}");
+            }
+            seen(5, 1);
+            return unchanged(&format!("the failed call ({e})"));
+        }
+        Ok(reply) => reply,
+    };
+    if words[0] == "QUANTUM.STATUS" {
+        return unchanged("STATUS");
+    }
+    if dry {
+        Recovery::from_value(&reply);
+        return unchanged("DRYRUN");
+    }
+    assert_eq!(model.mode, "TESTNET", "{what}: accepted in {}", model.mode);
+    // Nothing is acked: only dropped entries (gone from the stream) leave the PEL.
+    let left: BTreeSet<&String> = pre.keys().filter(|id| !post.contains_key(*id)).collect();
+
+    if words[0] == "QUANTUM.RETIRE" {
+        let fields = pairs(&reply);
+        let get = |k: &str| fields.iter().find(|(key, _)| key == k).unwrap().1.clone();
+        let (moved, dropped) = (texts(&get("moved")), texts(&get("dropped")));
+        let to = options.get(1).cloned().unwrap_or_else(|| "recovery".into());
+        let retired = &words[3];
+        for id in &moved {
+            assert_eq!(post[id].0, to, "{what}: {id} not with TO");
+            assert_eq!(post[id].1, pre[id].1, "{what}: a move counted a delivery");
+        }
+        assert_eq!(
+            left,
+            dropped.iter().collect(),
+            "{what}: PEL lost other entries"
+        );
+        assert!(
+            dropped.iter().all(|id| !model.existing.contains(id)),
+            "{what}: dropped an existing entry"
+        );
+        let owned: BTreeSet<&String> = pre
+            .iter()
+            .filter(|(_, e)| &e.0 == retired)
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            owned,
+            moved.iter().chain(&dropped).collect(),
+            "{what}: not every entry of the consumer moved"
+        );
+        assert!(
+            !post_consumers.contains_key(retired),
+            "{what}: the consumer is still there"
+        );
+        model.live.retain(|c| c != retired);
+        seen(4, 1);
+        return;
+    }
+
+    let r = Recovery::from_value(&reply);
+    let number = |name: &str| {
+        options
+            .iter()
+            .position(|o| o == name)
+            .map(|i| options[i + 1].parse::<i64>().unwrap())
+            .unwrap()
+    };
+    let moved = r.claimed.len() + r.quarantined.len() + r.dropped.len();
+    assert!(
+        moved as i64 <= number("COUNT"),
+        "{what}: COUNT exceeded: {r:?}"
+    );
+    assert!(r.scanned <= number("SCAN"), "{what}: SCAN exceeded: {r:?}");
+    assert!(
+        r.deleted.len() as i64 <= number("DELETELIMIT"),
+        "{what}: DELETELIMIT exceeded: {r:?}"
+    );
+    for (ids, keeper) in [(&r.claimed, "recovery"), (&r.quarantined, "quarantine")] {
+        for id in ids {
+            let (old_owner, deliveries, idle) = &pre[id];
+            assert!(
+                old_owner != "recovery" && old_owner != "quarantine",
+                "{what}: re-claimed {id} from {old_owner}"
+            );
+            assert!(
+                idle + elapsed_ms >= number("MINIDLE"),
+                "{what}: {id} idle {idle} < MINIDLE"
+            );
+            assert_eq!(
+                &post[id],
+                &(keeper.to_string(), *deliveries, post[id].2),
+                "{what}: {id}"
+            );
+        }
+    }
+    assert_eq!(
+        left,
+        r.dropped.iter().collect(),
+        "{what}: the PEL lost entries it did not report as dropped"
+    );
+    assert!(
+        r.dropped.iter().all(|id| !model.existing.contains(id)),
+        "{what}: dropped an existing entry"
+    );
+    let touched: BTreeSet<&String> = r
+        .claimed
+        .iter()
+        .chain(&r.quarantined)
+        .chain(&r.dropped)
+        .collect();
+    for (id, (owner, deliveries, _)) in &post {
+        if !touched.contains(id) {
+            assert_eq!(
+                (owner, deliveries),
+                (&pre[id].0, &pre[id].1),
+                "{what}: {id} changed without being reported"
+            );
+        }
+    }
+    for name in &r.deleted {
+        assert!(
+            name != "recovery" && name != "quarantine",
+            "{what}: deleted a keeper"
+        );
+        let held: Vec<&String> = pre
+            .iter()
+            .filter(|(_, e)| &e.0 == name)
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            held.iter().all(|id| touched.contains(id)),
+            "{what}: deleted {name} while it held {held:?}"
+        );
+        assert!(
+            !post_consumers.contains_key(name),
+            "{what}: {name} still there"
+        );
+    }
+    model.cursor = (r.cursor != "0-0").then(|| r.cursor.clone());
+    for (what, n) in [
+        (0, 1),
+        (1, r.claimed.len() + r.quarantined.len()),
+        (2, r.dropped.len()),
+        (3, r.deleted.len()),
+    ] {
+        seen(what, n);
+    }
+}
+
+fn run_sequence(con: &mut Connection, seed: u64) {
+    run(con, &["FLUSHALL"]).unwrap();
+    group_with_mode(con, "TESTNET");
+    let mut model = Model {
+        rng: Rng::new(seed),
+        existing: Vec::new(),
+        delivered: BTreeSet::new(),
+        acked: BTreeSet::new(),
+        live: vec!["exec-1".into(), "exec-2".into()],
+        next_pid: 3,
+        cursor: None,
+        mode: "TESTNET",
+    };
+    for step in 0..STEPS {
+        let op = model.rng.below(100);
+        match op {
+            0..=19 => {
+                let n = 1 + model.rng.below(3) as usize;
+                model.existing.extend(add_entries(con, n));
+            }
+            20..=34 if !model.live.is_empty() => {
+                let consumer = model.rng.pick(&model.live).clone();
+                let got = read_as(con, &consumer, 1 + model.rng.below(3) as usize);
+                model.delivered.extend(got);
+            }
+            35..=41 if !model.live.is_empty() => {
+                let consumer = model.rng.pick(&model.live).clone();
+                let owned: Vec<String> = pel_now(con)
+                    .into_iter()
+                    .filter(|(_, e)| e.0 == consumer)
+                    .map(|(id, _)| id)
+                    .collect();
+                if let Some(id) = owned.first() {
+                    run(con, &["XACK", STREAM, GROUP, id]).unwrap();
+                    model.acked.insert(id.clone());
+                }
+            }
+            42..=45 if !model.live.is_empty() => {
+                // A consumer dies for good; a new process takes a new PID-style name.
+                let i = model.rng.below(model.live.len() as u64) as usize;
+                model.live.remove(i);
+                model.live.push(format!("exec-{}", model.next_pid));
+                model.next_pid += 1;
+            }
+            46..=48 if !model.existing.is_empty() => {
+                let i = model.rng.below(model.existing.len() as u64) as usize;
+                let id = model.existing.remove(i);
+                run(con, &["XDEL", STREAM, &id]).unwrap();
+            }
+            49..=50 if model.existing.len() > 2 => {
+                let keep = model.existing.len() - 1 - model.rng.below(2) as usize;
+                run(con, &["XTRIM", STREAM, "MAXLEN", &keep.to_string()]).unwrap();
+                let cut = model.existing.len() - keep;
+                model.existing.drain(..cut);
+            }
+            51..=56 => sleep_ms(2 + model.rng.below(12)),
+            57..=59 => {
+                model.mode = if model.mode == "TESTNET" {
+                    "LIVE"
+                } else {
+                    "TESTNET"
+                };
+                run(con, &["SET", "quantum:mode", model.mode]).unwrap();
+            }
+            60..=99 => quantum_step(con, &mut model, seed, step),
+            _ => {}
+        }
+        model.check_no_loss(&pel_now(con), seed, step);
+    }
+}
+
+#[test]
+fn a_thousand_random_sequences_lose_nothing() {
+    let sequences: u64 = std::env::var("QUANTUM_MODEL_SEQUENCES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000);
+    let replay = std::env::var("QUANTUM_SEED").is_ok();
+    let base = seed_from_env();
+    eprintln!("model test: {sequences} sequences of {STEPS} steps from base seed {base}");
+    let workers = 2;
+    std::thread::scope(|scope| {
+        for worker in 0..workers {
+            scope.spawn(move || {
+                let server = Server::start();
+                let mut con = server.connect();
+                let mine = (0..sequences).filter(|i| i % workers == worker);
+                for i in mine {
+                    let seed = if replay { base } else { base.wrapping_add(i) };
+                    run_sequence(&mut con, seed);
+                    if replay {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let seen: Vec<usize> = SEEN.iter().map(|n| n.load(Ordering::Relaxed)).collect();
+    eprintln!(
+        "exercised: {} accepted recoveries moving {} entries, {} dropped, {} consumers deleted, {} retires, {} refused or failed calls",
+        seen[0], seen[1], seen[2], seen[3], seen[4], seen[5]
+    );
+    if !replay {
+        assert!(
+            seen.iter().all(|&n| n > 0),
+            "some behaviour was never exercised: {seen:?}"
+        );
+    }
+}
