@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod cluster;
 pub mod reply;
 pub mod rng;
 pub mod scenario;
@@ -93,6 +94,8 @@ pub struct Options {
     pub module_args: Vec<String>,
     /// Listen on a TCP port too (replication needs one).
     pub tcp: bool,
+    /// With `tcp`, this port rather than a free one (a cluster bus needs port + 10000 free too).
+    pub port: Option<u16>,
     /// Start without the module.
     pub without_module: bool,
 }
@@ -128,7 +131,7 @@ impl Server {
     }
 
     fn start_in(dir: TempDir, options: Options) -> Result<Server, String> {
-        let port = options.tcp.then(free_port);
+        let port = options.tcp.then(|| options.port.unwrap_or_else(free_port));
         let mut command = Command::new(redis_server_binary());
         command
             .arg("--port")

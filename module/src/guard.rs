@@ -5,7 +5,7 @@ use crate::args::{ArgError, Defaults, ModeKey};
 use crate::mode::{self, ModeValue};
 use crate::redis_ops::{self, CallerAcl};
 use crate::{config, text};
-use redis_module::{Context, RedisError};
+use redis_module::{Context, ContextFlags, RedisError};
 
 pub enum Failure {
     /// The mode guard said no (S3): nothing was touched.
@@ -39,6 +39,15 @@ pub fn read_mode(
     mode_key: &ModeKey,
     enforce: bool,
 ) -> Result<ModeValue, Failure> {
+    // In a cluster the configured mode key may live on another node, where this
+    // node would read it as missing: the call must name it, in the stream's slot.
+    if enforce && mode_key.argv_pos.is_none() && ctx.get_flags().contains(ContextFlags::CLUSTER) {
+        return Err(Failure::Error(RedisError::String(format!(
+            "ERR in a Redis Cluster pass MODEKEY with a key in the stream's hash slot, \
+             e.g. {{orders}}:mode for the stream {{orders}}:stream (quantum.mode-key {} is not in argv)",
+            text::quote(&mode_key.name)
+        ))));
+    }
     acl.check_read_key(&mode_key.name, "the mode key")?;
     let value = redis_ops::read_mode(ctx, &mode_key.name)?;
     if enforce {

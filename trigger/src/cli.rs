@@ -33,6 +33,10 @@ pub struct Cli {
     )]
     pub url: String,
 
+    /// Treat --url as a seed node of a Redis Cluster (also: redis+cluster://host:port)
+    #[arg(long, global = true, env = "QUANTUM_CLUSTER")]
+    pub cluster: bool,
+
     /// Stream key
     #[arg(
         long,

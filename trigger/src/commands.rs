@@ -2,9 +2,9 @@
 //! batches (each its own atomic call), `status` and `retire` are one call each.
 
 use crate::cli::Cli;
-use crate::connect;
+use crate::connect::Link;
 use crate::failure::{self, Failure};
-use redis::{Connection, Value};
+use redis::Value;
 use std::time::Instant;
 
 /// How a call that reached the module ended, when it did not fail.
@@ -94,12 +94,8 @@ pub fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Result<&'a Value,
 
 /// Calls a QUANTUM.* command; the mode guard's and a missing stream's answers
 /// are outcomes, not failures.
-fn call(
-    con: &mut Connection,
-    cmd: &redis::Cmd,
-    deadline: Instant,
-) -> Result<Outcome<Value>, Failure> {
-    match connect::query(con, cmd, deadline) {
+fn call(con: &mut Link, cmd: &redis::Cmd, deadline: Instant) -> Result<Outcome<Value>, Failure> {
+    match con.query(cmd, deadline) {
         Ok(value) => Ok(Outcome::Done(value)),
         Err(f) if f.message.starts_with("MODE ") => Ok(Outcome::Refused(f.message)),
         Err(f) if f.message.starts_with("NOGROUP") || f.message.starts_with("ERR no such key") => {
@@ -147,11 +143,7 @@ fn recover_command(cli: &Cli, cursor: Option<&str>) -> redis::Cmd {
 /// Follows the cursor until the end of the PEL or `--max-batches`. A DRYRUN
 /// changes nothing, so following its cursor would only repeat the same plan:
 /// it stops after one batch.
-pub fn run(
-    cli: &Cli,
-    con: &mut Connection,
-    deadline: Instant,
-) -> Result<Outcome<RunSummary>, Failure> {
+pub fn run(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<RunSummary>, Failure> {
     let mut summary = RunSummary::default();
     let mut cursor: Option<String> = None;
     loop {
@@ -186,7 +178,7 @@ pub fn run(
 
 pub fn status(
     cli: &Cli,
-    con: &mut Connection,
+    con: &mut Link,
     deadline: Instant,
 ) -> Result<Outcome<Vec<(String, Value)>>, Failure> {
     let mut cmd = redis::cmd("QUANTUM.STATUS");
@@ -203,11 +195,7 @@ pub fn status(
 /// `(moved, dropped, deleted)` of QUANTUM.RETIRE.
 pub type Retired = (Vec<String>, Vec<String>, bool);
 
-pub fn retire(
-    cli: &Cli,
-    con: &mut Connection,
-    deadline: Instant,
-) -> Result<Outcome<Retired>, Failure> {
+pub fn retire(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<Retired>, Failure> {
     let consumer = cli.consumer.as_ref().ok_or_else(|| {
         Failure::new(
             failure::USAGE,
@@ -232,21 +220,29 @@ pub fn retire(
     })
 }
 
-/// `INFO quantum` counters, for the metrics file.
-pub fn module_counters(
-    con: &mut Connection,
-    deadline: Instant,
-) -> Result<Vec<(String, u64)>, Failure> {
-    let info = connect::query(con, redis::cmd("INFO").arg("quantum"), deadline)?;
-    let info = text(&info).or_else(|_| match &info {
-        Value::VerbatimString { text, .. } => Ok(text.clone()),
-        _ => Err(failure::unexpected("INFO")),
-    })?;
-    Ok(info
-        .lines()
-        .filter_map(|line| {
-            let (name, value) = line.strip_prefix("quantum_")?.split_once(':')?;
-            Some((name.to_string(), value.trim().parse().ok()?))
-        })
-        .collect())
+/// `INFO quantum` counters, summed over every node, for the metrics file.
+pub fn module_counters(con: &mut Link, deadline: Instant) -> Result<Vec<(String, u64)>, Failure> {
+    let mut sums: Vec<(String, u64)> = Vec::new();
+    for info in con.info_of_every_node("quantum", deadline)? {
+        let info = text(&info).or_else(|_| match &info {
+            Value::VerbatimString { text, .. } => Ok(text.clone()),
+            _ => Err(failure::unexpected("INFO")),
+        })?;
+        for line in info.lines() {
+            let Some((name, value)) = line
+                .strip_prefix("quantum_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<u64>() else {
+                continue;
+            };
+            match sums.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sum)) => *sum += value,
+                None => sums.push((name.to_string(), value)),
+            }
+        }
+    }
+    Ok(sums)
 }

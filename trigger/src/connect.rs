@@ -1,9 +1,11 @@
 //! One connection to Redis within the run's deadline: redis://, rediss:// (TLS,
-//! system roots or SSL_CERT_FILE) or unix:// URLs; the password from a file or
+//! system roots or SSL_CERT_FILE) or unix:// URLs, or a Redis Cluster through a
+//! seed node (--cluster or redis+cluster://); the password from a file or
 //! REDISCLI_AUTH, never from the command line.
 
 use crate::failure::{self, Failure, CONFIG};
-use redis::{Connection, IntoConnectionInfo};
+use redis::cluster::{ClusterClientBuilder, ClusterConnection};
+use redis::{Connection, ConnectionLike, IntoConnectionInfo};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,14 +32,31 @@ fn password(password_file: Option<&Path>) -> Result<Option<String>, Failure> {
         .filter(|p| !p.is_empty()))
 }
 
+/// A connection to one server, or to a Redis Cluster through one seed node
+/// (commands go to the node owning their first key).
+pub enum Link {
+    Single(Connection),
+    Cluster(ClusterConnection),
+}
+
+/// `redis+cluster://…` and `rediss+cluster://…` name a cluster seed node.
+fn cluster_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("+cluster://")?;
+    matches!(scheme, "redis" | "rediss").then(|| format!("{scheme}://{rest}"))
+}
+
 pub fn connect(
     url: &str,
+    cluster: bool,
     password_file: Option<&Path>,
     deadline: Instant,
-) -> Result<Connection, Failure> {
-    let info = url
-        .into_connection_info()
-        .map_err(|e| Failure::new(CONFIG, format!("bad --url {url:?}: {e}")))?;
+) -> Result<Link, Failure> {
+    let (url, cluster) = match cluster_url(url) {
+        Some(seed) => (seed, true),
+        None => (url.to_string(), cluster),
+    };
+    let bad_url = |e: redis::RedisError| Failure::new(CONFIG, format!("bad --url {url:?}: {e}"));
+    let info = url.as_str().into_connection_info().map_err(bad_url)?;
     if info.redis_settings().password().is_some() {
         return Err(Failure::new(
             CONFIG,
@@ -45,19 +64,31 @@ pub fn connect(
              command lines are visible to every local user",
         ));
     }
+    let password = password(password_file)?;
+    let timeout = remaining(deadline)?.min(CONNECT_TIMEOUT);
+    if cluster {
+        let mut builder = ClusterClientBuilder::new([info])
+            .connection_timeout(timeout)
+            .response_timeout(timeout);
+        if let Some(password) = password {
+            builder = builder.password(password);
+        }
+        let client = builder.build().map_err(bad_url)?;
+        return client
+            .get_connection()
+            .map(Link::Cluster)
+            .map_err(|e| failure::from_redis(&e));
+    }
     // No CLIENT SETINFO round trip on connect: the run is short and starts often.
     let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
-    if let Some(password) = password(password_file)? {
+    if let Some(password) = password {
         settings = settings.set_password(password);
     }
-    let info = info.set_redis_settings(settings);
-    let client = redis::Client::open(info)
-        .map_err(|e| Failure::new(CONFIG, format!("bad --url {url:?}: {e}")))?;
-    let remaining = remaining(deadline)?;
-    let con = client
-        .get_connection_with_timeout(remaining.min(CONNECT_TIMEOUT))
-        .map_err(|e| failure::from_redis(&e))?;
-    Ok(con)
+    let client = redis::Client::open(info.set_redis_settings(settings)).map_err(bad_url)?;
+    client
+        .get_connection_with_timeout(timeout)
+        .map(Link::Single)
+        .map_err(|e| failure::from_redis(&e))
 }
 
 /// Time left before the deadline; none left is a timeout.
@@ -69,16 +100,38 @@ pub fn remaining(deadline: Instant) -> Result<Duration, Failure> {
     Ok(left)
 }
 
-/// Runs one command with the time left as its response timeout.
-pub fn query(
-    con: &mut Connection,
-    cmd: &redis::Cmd,
-    deadline: Instant,
-) -> Result<redis::Value, Failure> {
-    let left = remaining(deadline)?;
-    con.set_read_timeout(Some(left))
-        .map_err(|e| failure::from_redis(&e))?;
-    con.set_write_timeout(Some(left))
-        .map_err(|e| failure::from_redis(&e))?;
-    cmd.query(con).map_err(|e| failure::from_redis(&e))
+impl Link {
+    /// Runs one command with the time left as its response timeout.
+    pub fn query(&mut self, cmd: &redis::Cmd, deadline: Instant) -> Result<redis::Value, Failure> {
+        let left = Some(remaining(deadline)?);
+        let set = match self {
+            Link::Single(con) => con
+                .set_read_timeout(left)
+                .and_then(|_| con.set_write_timeout(left)),
+            Link::Cluster(con) => con
+                .set_read_timeout(left)
+                .and_then(|_| con.set_write_timeout(left)),
+        };
+        set.map_err(|e| failure::from_redis(&e))?;
+        let con: &mut dyn ConnectionLike = match self {
+            Link::Single(con) => con,
+            Link::Cluster(con) => con,
+        };
+        cmd.query(con).map_err(|e| failure::from_redis(&e))
+    }
+
+    /// `INFO <section>` of every node (one for a single server).
+    pub fn info_of_every_node(
+        &mut self,
+        section: &str,
+        deadline: Instant,
+    ) -> Result<Vec<redis::Value>, Failure> {
+        let reply = self.query(redis::cmd("INFO").arg(section), deadline)?;
+        Ok(match (self, reply) {
+            (Link::Cluster(_), redis::Value::Map(per_node)) => {
+                per_node.into_iter().map(|(_, info)| info).collect()
+            }
+            (_, reply) => vec![reply],
+        })
+    }
 }

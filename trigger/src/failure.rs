@@ -55,6 +55,8 @@ fn server_error_code(code: &str, line: &str) -> u8 {
     match code {
         "LOADING" | "READONLY" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => UNAVAILABLE,
         "NOAUTH" | "WRONGPASS" | "NOPERM" => NO_PERMISSION,
+        // A mode key outside the stream's cluster slot: a setting to fix.
+        "CROSSSLOT" => USAGE,
         "ERR" if line.contains("unknown command") => MODULE_MISSING,
         // The module answers ERR for arguments it refuses (e.g. SCAN below COUNT from its configs).
         "ERR" if !line.contains("internal error") && !line.contains("unexpected reply") => USAGE,

@@ -49,7 +49,12 @@ fn main() -> ExitCode {
     let verb = cli.command.unwrap_or(Verb::Run);
     let where_ = format!("stream={} group={}", cli.stream, cli.group);
 
-    let mut con = connect::connect(&cli.url, cli.password_file.as_deref(), deadline);
+    let mut con = connect::connect(
+        &cli.url,
+        cli.cluster,
+        cli.password_file.as_deref(),
+        deadline,
+    );
     let done = match &mut con {
         Ok(con) => match verb {
             Verb::Run => run(&cli, con, deadline, started),
@@ -148,7 +153,7 @@ fn not_done(message: String, result: RunResult) -> Done {
 
 fn run(
     cli: &Cli,
-    con: &mut redis::Connection,
+    con: &mut connect::Link,
     deadline: Instant,
     started: Instant,
 ) -> Result<Done, Failure> {
@@ -224,7 +229,7 @@ fn run_json(s: &RunSummary) -> serde_json::Value {
     })
 }
 
-fn status(cli: &Cli, con: &mut redis::Connection, deadline: Instant) -> Result<Done, Failure> {
+fn status(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done, Failure> {
     match commands::status(cli, con, deadline)? {
         Outcome::Done(fields) => {
             let status = status_table::Status::from_reply(&fields)?;
@@ -246,7 +251,7 @@ fn status(cli: &Cli, con: &mut redis::Connection, deadline: Instant) -> Result<D
     }
 }
 
-fn retire(cli: &Cli, con: &mut redis::Connection, deadline: Instant) -> Result<Done, Failure> {
+fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done, Failure> {
     match commands::retire(cli, con, deadline)? {
         Outcome::Done((moved, dropped, deleted)) => {
             let consumer = cli.consumer.as_deref().unwrap_or_default();
