@@ -36,7 +36,7 @@ fn password(password_file: Option<&Path>) -> Result<Option<String>, Failure> {
 /// (commands go to the node owning their first key).
 pub enum Link {
     Single(Connection),
-    Cluster(ClusterConnection),
+    Cluster(Box<ClusterConnection>),
 }
 
 /// `redis+cluster://…` and `rediss+cluster://…` name a cluster seed node.
