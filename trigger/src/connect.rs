@@ -76,7 +76,7 @@ pub fn connect(
         let client = builder.build().map_err(bad_url)?;
         return client
             .get_connection()
-            .map(Link::Cluster)
+            .map(|con| Link::Cluster(Box::new(con)))
             .map_err(|e| failure::from_redis(&e));
     }
     // No CLIENT SETINFO round trip on connect: the run is short and starts often.
