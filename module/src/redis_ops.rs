@@ -152,7 +152,7 @@ impl<'a> Group<'a> {
         let options = if write { &self.write } else { &self.read };
         let result: CallResult<'static> = self.ctx.call_ext(command, options, args);
         result.map_err(|e| {
-            RedisError::String(error_reply(command, &String::from_utf8_lossy(e.as_bytes())))
+            RedisError::String(error_reply(command, &crate::text::ascii(e.as_bytes())))
         })
     }
 

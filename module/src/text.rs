@@ -5,10 +5,22 @@ use std::fmt::Write;
 
 /// Printable ASCII as is, anything else (and `'`, `\`) escaped; at most `limit` bytes shown.
 pub fn printable(bytes: &[u8], limit: usize) -> String {
+    escape(bytes, limit, true)
+}
+
+/// Redis's own error text made safe to pass on: printable ASCII as is, every
+/// other byte (a client's binary key or group echoed back) escaped. Error
+/// replies must stay valid text: redis-module turns each non-ASCII char into
+/// one raw byte, and clients then fail to parse the line.
+pub fn ascii(bytes: &[u8]) -> String {
+    escape(bytes, usize::MAX, false)
+}
+
+fn escape(bytes: &[u8], limit: usize, quotes: bool) -> String {
     let mut out = String::with_capacity(bytes.len().min(limit) + 3);
     for &b in bytes.iter().take(limit) {
         match b {
-            b'\'' | b'\\' => {
+            b'\'' | b'\\' if quotes => {
                 let _ = write!(out, "\\{}", b as char);
             }
             0x20..=0x7e => out.push(b as char),
@@ -55,6 +67,14 @@ mod tests {
         assert_eq!(
             printable(b"a'b\\c\0\xff\n", 64),
             "a\\'b\\\\c\\x00\\xff\\x0a"
+        );
+    }
+
+    #[test]
+    fn ascii_keeps_quotes_and_escapes_the_rest() {
+        assert_eq!(
+            ascii(b"NOGROUP group 'g\xff\n'"),
+            "NOGROUP group 'g\\xff\\x0a'"
         );
     }
 
