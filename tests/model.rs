@@ -110,10 +110,11 @@ fn quantum_options(rng: &mut Rng, cursor: Option<&String>) -> Vec<String> {
 
 /// One RECOVER, RETIRE or STATUS with every check around it.
 fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize) {
+    // Timed from before the snapshot: an entry's idle can grow by this much before the call.
+    let started = Instant::now();
     let pre = pel_now(con);
     let pre_consumers = consumer_pending(con);
     let kind = model.rng.below(10);
-    let started = Instant::now();
     let (words, options): (Vec<String>, Vec<String>) = match kind {
         0..=6 => {
             let options = quantum_options(&mut model.rng, model.cursor.as_ref());
