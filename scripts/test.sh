@@ -2,13 +2,13 @@
 # Runs every check and test: formatting, clippy, unit and property tests of the
 # planning core, the integration tests against real redis-server processes —
 # Debian's (or REDIS_SERVER's) and then a Redis 8.x — the trigger, the systemd
-# units and an end-to-end boot in systemd-nspawn.
+# units, an end-to-end boot in systemd-nspawn, and a smoke run of the benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/prereqs.sh
 
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build   # libquantum.so and the trigger, which the integration tests run
 
 log=$(mktemp)
@@ -22,6 +22,12 @@ redis8=$(scripts/redis8.sh)
 echo "== tests against $("$redis8" --version)"
 REDIS_SERVER="$redis8" cargo test -p quantum-integration --tests -- \
     --skip timer_and_execstartpre_recover_in_a_real_systemd 2>&1 | tee -a "$log"
+
+# A small run of the benchmark, so it cannot rot (the real one: README, Benchmarks).
+bench_out=$(mktemp -d)
+cargo run -q -p quantum-bench -- --smoke --out "$bench_out"
+test -s "$bench_out/BENCHMARKS.md" && test -s "$bench_out/benchmarks/scaling.svg"
+rm -rf "$bench_out"
 
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
