@@ -77,16 +77,29 @@ impl ClaimPlan {
     }
 }
 
-/// Plans the claim step over `pel`, the first at most SCAN entries after the
-/// cursor, in ID order. Stops after COUNT moves or SCAN examined entries.
-pub fn plan_claims(pel: &[PendingEntry], rules: &ClaimRules, keepers: &Keepers) -> ClaimPlan {
+impl ClaimRules {
+    /// Whether the claim step moves `entry`: idle enough (S8) and not already with a keeper.
+    pub fn wants(&self, entry: &PendingEntry, keepers: &Keepers) -> bool {
+        entry.idle_ms >= self.min_idle_ms && !keepers.holds(&entry.owner)
+    }
+}
+
+/// Plans the claim step over `pel`, entries read in ID order after the cursor;
+/// `pel_ended` says nothing follows them. Stops after COUNT moves or SCAN
+/// examined entries.
+pub fn plan_claims(
+    pel: &[PendingEntry],
+    rules: &ClaimRules,
+    keepers: &Keepers,
+    pel_ended: bool,
+) -> ClaimPlan {
     let mut plan = ClaimPlan::default();
     for entry in pel.iter().take(rules.scan) {
         if plan.moves.len() == rules.count {
             break;
         }
         plan.scanned += 1;
-        if entry.idle_ms < rules.min_idle_ms || keepers.holds(&entry.owner) {
+        if !rules.wants(entry, keepers) {
             continue;
         }
         let poisoned = rules
@@ -102,8 +115,7 @@ pub fn plan_claims(pel: &[PendingEntry], rules: &ClaimRules, keepers: &Keepers) 
             },
         });
     }
-    // Fewer entries than SCAN came back and all were examined: the PEL ended here.
-    let reached_end = plan.scanned == pel.len() && pel.len() < rules.scan;
+    let reached_end = pel_ended && plan.scanned == pel.len();
     if !reached_end {
         plan.cursor = plan.scanned.checked_sub(1).map(|last| pel[last].id.clone());
     }

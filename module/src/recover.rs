@@ -2,10 +2,11 @@
 //! Redis runs a module command to completion without serving anyone else, so
 //! the check before each delete and the delete itself cannot be separated (S2).
 
-use crate::args::{self, RecoverRequest};
+use crate::args::{self, RecoverRequest, StreamId};
 use crate::guard::{self, Failure};
 use crate::plan::{
     self, ClaimOutcome, ClaimPlan, ClaimRules, DeleteRules, DeletionPlan, Destination, Keepers,
+    PendingEntry,
 };
 use crate::redis_ops::{self, CallerAcl, Group};
 use crate::reply::Reply;
@@ -63,8 +64,9 @@ fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
         to: request.to.clone(),
         quarantine: request.quarantine.clone(),
     };
-    let pel = group.pending(request.cursor, request.scan as usize, None)?;
-    let claim_plan = plan::plan_claims(&pel, &claim_rules(request), &keepers);
+    let rules = claim_rules(request);
+    let (pel, pel_ended) = read_pel(&group, request.cursor, &rules, &keepers)?;
+    let claim_plan = plan::plan_claims(&pel, &rules, &keepers, pel_ended);
 
     let (outcome, consumers) = if request.dry_run {
         let outcome = predict_claims(&group, &claim_plan)?;
@@ -108,6 +110,39 @@ fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
         consumers: consumers.len() - deletions.delete.len(),
         deletions,
     })
+}
+
+/// Smallest XPENDING page, so COUNT 1 with a large SCAN does not take a call per entry.
+const MIN_PAGE: usize = 64;
+
+/// Reads the PEL after `cursor` in pages only as far as the plan can use it:
+/// until COUNT entries the claim wants, SCAN entries, or the end of the PEL
+/// (then `true`). A backlog's first page usually suffices, where reading all
+/// SCAN entries at once would parse ten times what COUNT can move.
+fn read_pel(
+    group: &Group,
+    cursor: Option<StreamId>,
+    rules: &ClaimRules,
+    keepers: &Keepers,
+) -> Result<(Vec<PendingEntry>, bool), RedisError> {
+    let page = rules.count.max(MIN_PAGE);
+    let (mut pel, mut after, mut wanted) = (Vec::new(), cursor, 0);
+    loop {
+        let asked = page.min(rules.scan - pel.len());
+        let got = group.pending(after, asked, None)?;
+        let ended = got.len() < asked;
+        wanted += got.iter().filter(|e| rules.wants(e, keepers)).count();
+        if let Some(last) = got.last() {
+            after = Some(
+                StreamId::parse(last.id.as_bytes())
+                    .ok_or(RedisError::Str("ERR unexpected PEL entry ID"))?,
+            );
+        }
+        pel.extend(got);
+        if ended || wanted >= rules.count || pel.len() >= rules.scan {
+            return Ok((pel, ended));
+        }
+    }
 }
 
 fn claim_rules(request: &RecoverRequest) -> ClaimRules {
