@@ -23,7 +23,6 @@ mod text;
 
 use guard::Failure;
 use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
-use reply::Reply;
 use stats::{bump, STATS};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -46,7 +45,8 @@ fn catch_panic(body: impl FnOnce() -> RedisResult) -> Result<RedisResult, String
 #[derive(Clone, Copy)]
 struct Command {
     name: &'static str,
-    body: fn(&Context, &[&[u8]]) -> Result<Reply, Failure>,
+    /// Sends its own reply on success.
+    body: fn(&Context, &[&[u8]]) -> Result<(), Failure>,
     mode_key_pos: fn(&[&[u8]]) -> Option<usize>,
 }
 
@@ -60,7 +60,7 @@ fn dispatch(ctx: &Context, command: Command, args: &[RedisString]) -> RedisResul
             return Ok(RedisValue::NoReply);
         }
         match (command.body)(ctx, &argv) {
-            Ok(reply) => reply::reply(ctx, reply),
+            Ok(()) => Ok(RedisValue::NoReply),
             Err(Failure::Refused(message)) => {
                 bump(&STATS.refused, 1);
                 Err(RedisError::String(message))

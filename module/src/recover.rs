@@ -9,7 +9,7 @@ use crate::plan::{
     PendingEntry,
 };
 use crate::redis_ops::{self, CallerAcl, Group};
-use crate::reply::Reply;
+use crate::reply::{self, Reply};
 use crate::stats::{self, bump, STATS};
 use crate::text;
 use redis_module::{Context, RedisError};
@@ -40,12 +40,13 @@ pub struct Report {
 /// with nothing pending. Mode-guarded unless DRYRUN. Replies with a map:
 /// mode, dry-run, claimed, quarantined, dropped, deleted, kept, scanned, cursor,
 /// pending, consumers.
-pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<Reply, Failure> {
+pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let started = Instant::now();
     let request = guard::parse(argv, args::parse_recover)?;
     let report = recover(ctx, &request)?;
     record(ctx, &request, &report, started);
-    Ok(reply_of(&report))
+    reply::reply(ctx, reply_of(&report));
+    Ok(())
 }
 
 pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
@@ -183,22 +184,22 @@ fn predict_claims(group: &Group, plan: &ClaimPlan) -> Result<ClaimOutcome, Redis
     Ok(ClaimOutcome::from_plan(plan, |id| gone.contains(id)))
 }
 
-fn reply_of(report: &Report) -> Reply {
+fn reply_of(report: &Report) -> Reply<'_> {
     Reply::Map(vec![
         ("mode", Reply::nil_or_bytes(report.mode.as_deref())),
-        ("dry-run", Reply::int(report.dry_run.into())),
+        ("dry-run", Reply::Int(report.dry_run.into())),
         ("claimed", Reply::ids(&report.outcome.claimed)),
         ("quarantined", Reply::ids(&report.outcome.quarantined)),
         ("dropped", Reply::ids(&report.outcome.dropped)),
         ("deleted", Reply::names(&report.deletions.delete)),
         ("kept", Reply::names(&report.deletions.kept)),
-        ("scanned", Reply::int(report.scanned as i64)),
+        ("scanned", Reply::Int(report.scanned as i64)),
         (
             "cursor",
-            Reply::bytes(report.cursor.as_deref().unwrap_or("0-0").as_bytes()),
+            Reply::Bytes(report.cursor.as_deref().unwrap_or("0-0").as_bytes()),
         ),
-        ("pending", Reply::int(report.pending)),
-        ("consumers", Reply::int(report.consumers as i64)),
+        ("pending", Reply::Int(report.pending)),
+        ("consumers", Reply::Int(report.consumers as i64)),
     ])
 }
 

@@ -1,47 +1,51 @@
 //! Reply shaping: maps go out with `RM_ReplyWithMap`, which is a map under
 //! RESP3 and a flat key/value array under RESP2 (like XINFO), keys in the order
-//! given here, as SPEC.md lists them.
+//! given here, as SPEC.md lists them. Values borrow what the call already holds
+//! and go straight to the RM_ReplyWith* functions: a recovery's reply carries up
+//! to COUNT IDs, and copying each one showed in the profile.
 
-use redis_module::{raw, Context, RedisResult, RedisValue};
-use std::os::raw::c_long;
+use redis_module::{raw, Context};
+use std::os::raw::{c_char, c_long};
 
-pub enum Reply {
-    Value(RedisValue),
-    Map(Vec<(&'static str, Reply)>),
-    List(Vec<Reply>),
+pub enum Reply<'a> {
+    Int(i64),
+    Nil,
+    Bytes(&'a [u8]),
+    Map(Vec<(&'static str, Reply<'a>)>),
+    List(Vec<Reply<'a>>),
 }
 
-impl Reply {
-    pub fn int(n: i64) -> Reply {
-        Reply::Value(RedisValue::Integer(n))
+impl<'a> Reply<'a> {
+    pub fn nil_or_bytes(b: Option<&'a [u8]>) -> Reply<'a> {
+        b.map_or(Reply::Nil, Reply::Bytes)
     }
 
-    pub fn bytes(b: &[u8]) -> Reply {
-        Reply::Value(RedisValue::StringBuffer(b.to_vec()))
+    pub fn ids(ids: &'a [String]) -> Reply<'a> {
+        Reply::List(ids.iter().map(|id| Reply::Bytes(id.as_bytes())).collect())
     }
 
-    pub fn nil_or_bytes(b: Option<&[u8]>) -> Reply {
-        b.map_or(Reply::Value(RedisValue::Null), Reply::bytes)
-    }
-
-    pub fn ids(ids: &[String]) -> Reply {
-        Reply::List(ids.iter().map(|id| Reply::bytes(id.as_bytes())).collect())
-    }
-
-    pub fn names(names: &[Vec<u8>]) -> Reply {
-        Reply::List(names.iter().map(|n| Reply::bytes(n)).collect())
+    pub fn names(names: &'a [Vec<u8>]) -> Reply<'a> {
+        Reply::List(names.iter().map(|n| Reply::Bytes(n)).collect())
     }
 }
 
-fn send(ctx: &Context, reply: Reply) {
+fn bytes(ctx: &Context, b: &[u8]) {
+    raw::reply_with_string_buffer(ctx.ctx, b.as_ptr().cast::<c_char>(), b.len());
+}
+
+fn send(ctx: &Context, reply: &Reply) {
     match reply {
-        Reply::Value(value) => {
-            ctx.reply(Ok(value));
+        Reply::Int(n) => {
+            raw::reply_with_long_long(ctx.ctx, *n);
         }
+        Reply::Nil => {
+            raw::reply_with_null(ctx.ctx);
+        }
+        Reply::Bytes(b) => bytes(ctx, b),
         Reply::Map(fields) => {
             raw::reply_with_map(ctx.ctx, fields.len() as c_long);
             for (key, value) in fields {
-                ctx.reply(Ok(RedisValue::BulkString(key.to_string())));
+                bytes(ctx, key.as_bytes());
                 send(ctx, value);
             }
         }
@@ -54,8 +58,7 @@ fn send(ctx: &Context, reply: Reply) {
     }
 }
 
-/// Sends `reply` and tells the command glue nothing is left to send.
-pub fn reply(ctx: &Context, reply: Reply) -> RedisResult {
-    send(ctx, reply);
-    Ok(RedisValue::NoReply)
+/// Sends `reply` to the caller.
+pub fn reply(ctx: &Context, reply: Reply) {
+    send(ctx, &reply);
 }

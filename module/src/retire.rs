@@ -4,7 +4,7 @@
 use crate::args::{self, RetireRequest};
 use crate::guard::{self, Failure};
 use crate::redis_ops::{self, CallerAcl, Group};
-use crate::reply::Reply;
+use crate::reply::{self, Reply};
 use crate::stats::{bump, STATS};
 use crate::text;
 use redis_module::{Context, RedisError};
@@ -20,7 +20,7 @@ const PAGE: usize = 1_000;
 /// (entries whose stream entry is gone leave the PEL instead), then deletes
 /// the consumer. Mode-guarded. Replies with a map: moved (IDs), dropped (IDs),
 /// deleted (0/1; 0 when there was no such consumer).
-pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<Reply, Failure> {
+pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let request = guard::parse(argv, args::parse_retire)?;
     let acl = CallerAcl::of(ctx)?;
     guard::read_mode(ctx, &acl, &request.mode_key, true)?;
@@ -59,11 +59,13 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<Reply, Failure> {
             ),
         );
     }
-    Ok(Reply::Map(vec![
+    let fields = vec![
         ("moved", Reply::ids(&moved)),
         ("dropped", Reply::ids(&dropped)),
-        ("deleted", Reply::int(deleted.into())),
-    ]))
+        ("deleted", Reply::Int(deleted.into())),
+    ];
+    reply::reply(ctx, Reply::Map(fields));
+    Ok(())
 }
 
 pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {

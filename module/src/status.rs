@@ -5,9 +5,9 @@ use crate::guard::{self, Failure};
 use crate::mode;
 use crate::plan::Consumer;
 use crate::redis_ops::{self, CallerAcl, Group};
-use crate::reply::Reply;
+use crate::reply::{self, Reply};
 use crate::{config, stats};
-use redis_module::{Context, RedisValue};
+use redis_module::Context;
 
 /// ```text
 /// QUANTUM.STATUS key group [ZOMBIEIDLE ms] [MODEKEY key]
@@ -16,7 +16,7 @@ use redis_module::{Context, RedisValue};
 /// oldest-idle (ms of the oldest pending entry, nil when none), consumers (each
 /// name, pending, idle, state: live, zombie, stuck, target or quarantine), and
 /// last-run (the last real QUANTUM.RECOVER of this key and group since load, or nil).
-pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<Reply, Failure> {
+pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let request = guard::parse(argv, args::parse_status)?;
     let acl = CallerAcl::of(ctx)?;
     let mode_value = guard::read_mode(ctx, &acl, &request.mode_key, false)?;
@@ -31,41 +31,46 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<Reply, Failure> {
         .iter()
         .map(|c| {
             Reply::Map(vec![
-                ("name", Reply::bytes(&c.name)),
-                ("pending", Reply::int(c.pending)),
-                ("idle", Reply::int(c.idle_ms)),
+                ("name", Reply::Bytes(&c.name)),
+                ("pending", Reply::Int(c.pending)),
+                ("idle", Reply::Int(c.idle_ms)),
                 (
                     "state",
-                    Reply::bytes(state(c, &request, &defaults.to, &defaults.quarantine).as_bytes()),
+                    Reply::Bytes(state(c, &request, &defaults.to, &defaults.quarantine).as_bytes()),
                 ),
             ])
         })
         .collect();
-    let nil = || Reply::Value(RedisValue::Null);
-    let last_run = stats::last_run(&request.key, &request.group).map_or_else(nil, |run| {
+    let last_run = stats::last_run(&request.key, &request.group).map_or(Reply::Nil, |run| {
         Reply::Map(vec![
-            ("unix-ms", Reply::int(run.unix_ms as i64)),
-            ("claimed", Reply::int(run.claimed as i64)),
-            ("quarantined", Reply::int(run.quarantined as i64)),
-            ("dropped", Reply::int(run.dropped as i64)),
-            ("deleted", Reply::int(run.deleted as i64)),
+            ("unix-ms", Reply::Int(run.unix_ms as i64)),
+            ("claimed", Reply::Int(run.claimed as i64)),
+            ("quarantined", Reply::Int(run.quarantined as i64)),
+            ("dropped", Reply::Int(run.dropped as i64)),
+            ("deleted", Reply::Int(run.deleted as i64)),
         ])
     });
-    Ok(Reply::Map(vec![
-        ("mode", Reply::nil_or_bytes(mode_value.as_bytes())),
-        (
-            "allowed",
-            Reply::int(mode::is_allowed(&mode_value, &config::ALLOWED_MODES.get_string()).into()),
-        ),
-        ("pending", Reply::int(pending)),
-        ("lag", lag.map_or_else(nil, Reply::int)),
-        (
-            "oldest-idle",
-            oldest.first().map_or_else(nil, |e| Reply::int(e.idle_ms)),
-        ),
-        ("consumers", Reply::List(consumers)),
-        ("last-run", last_run),
-    ]))
+    reply::reply(
+        ctx,
+        Reply::Map(vec![
+            ("mode", Reply::nil_or_bytes(mode_value.as_bytes())),
+            (
+                "allowed",
+                Reply::Int(
+                    mode::is_allowed(&mode_value, &config::ALLOWED_MODES.get_string()).into(),
+                ),
+            ),
+            ("pending", Reply::Int(pending)),
+            ("lag", lag.map_or(Reply::Nil, Reply::Int)),
+            (
+                "oldest-idle",
+                oldest.first().map_or(Reply::Nil, |e| Reply::Int(e.idle_ms)),
+            ),
+            ("consumers", Reply::List(consumers)),
+            ("last-run", last_run),
+        ]),
+    );
+    Ok(())
 }
 
 pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
