@@ -208,10 +208,10 @@ impl<'a> Group<'a> {
             let field = |name: &[u8]| {
                 (0..fields.len())
                     .step_by(2)
-                    .find(|&i| bytes_at(&fields.get(i)).as_deref() == Some(name))
+                    .find(|&i| key_bytes(&fields.get(i)) == Some(name))
                     .map(|i| fields.get(i + 1))
             };
-            if field(b"name").and_then(|v| bytes_at(&v)).as_deref() != Some(self.group) {
+            if field(b"name").as_ref().and_then(key_bytes) != Some(self.group) {
                 continue;
             }
             let pending = field(b"pending")
@@ -274,7 +274,9 @@ impl<'a> Group<'a> {
                 let (mut name, mut pending, mut idle) = (None, None, None);
                 for i in (0..fields.len()).step_by(2) {
                     let value = fields.get(i + 1);
-                    match bytes_at(&fields.get(i)).as_deref() {
+                    // Field names compared in place: a group can have 100,000 consumers.
+                    let key = fields.get(i);
+                    match key_bytes(&key) {
                         Some(b"name") => name = bytes_at(&value),
                         Some(b"pending") => pending = int_at(&value),
                         Some(b"idle") => idle = int_at(&value),
@@ -327,11 +329,15 @@ fn error_reply(command: &str, text: &str) -> String {
     }
 }
 
-fn bytes_at(item: &Option<CallResult<'_>>) -> Option<Vec<u8>> {
+fn key_bytes<'a>(item: &'a Option<CallResult<'_>>) -> Option<&'a [u8]> {
     match item {
-        Some(Ok(CallReply::String(s))) => Some(s.as_bytes().to_vec()),
+        Some(Ok(CallReply::String(s))) => Some(s.as_bytes()),
         _ => None,
     }
+}
+
+fn bytes_at(item: &Option<CallResult<'_>>) -> Option<Vec<u8>> {
+    key_bytes(item).map(<[u8]>::to_vec)
 }
 
 fn string_at(item: &Option<CallResult<'_>>) -> Option<String> {
