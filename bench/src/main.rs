@@ -70,7 +70,12 @@ fn main() {
     run(&mut con, &["CONFIG", "SET", "save", ""]).unwrap();
     servertime::load_lua(&mut con);
     let mut md = String::new();
-    let _ = writeln!(md, "# Benchmarks\n\nMachine: {}.\n", report::machine());
+    let _ = writeln!(
+        md,
+        "# Benchmarks\n\nWritten by `cargo build --release && cargo run --release -p quantum-bench` (about a \
+         minute and a half). Machine: {}.\n",
+        report::machine()
+    );
 
     // 1. Server time per call.
     let _ = writeln!(
@@ -219,6 +224,7 @@ fn main() {
         println!("PEL {n:>8}: {us:>10.1} µs per call");
     }
 
+    md.push_str(include_str!("../findings.md"));
     std::fs::create_dir_all(out.join("benchmarks")).unwrap();
     report::plot(&out.join("benchmarks/scaling.svg"), &by_consumers, &by_pel).unwrap();
     std::fs::write(out.join("BENCHMARKS.md"), md).unwrap();
