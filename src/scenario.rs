@@ -65,6 +65,14 @@ pub fn reread_history(con: &mut Connection, consumer: &str) {
     xreadgroup(con, consumer, 100_000, "0");
 }
 
+/// Hands `ids` to `consumer` without a delivery (as an earlier recovery would have).
+pub fn hand_to(con: &mut Connection, consumer: &str, ids: &[&str]) {
+    let mut words = vec!["XCLAIM", STREAM, GROUP, consumer, "0"];
+    words.extend_from_slice(ids);
+    words.push("JUSTID");
+    run(con, &words).expect("XCLAIM JUSTID");
+}
+
 /// Makes `ids` (owned by `owner`) look idle for `idle_ms` without a delivery.
 /// This refreshes `owner`'s own idle time, as any claim by it would.
 pub fn age_entries(con: &mut Connection, owner: &str, ids: &[String], idle_ms: u64) {

@@ -67,19 +67,7 @@ fn entries_held_by_to_or_quarantine_are_never_claimed_again() {
     add_entries(&mut con, 3);
     let ids = read_as(&mut con, "exec-1", 3);
     // One entry already parked in quarantine by an earlier run.
-    run(
-        &mut con,
-        &[
-            "XCLAIM",
-            STREAM,
-            GROUP,
-            "quarantine",
-            "0",
-            &ids[2],
-            "JUSTID",
-        ],
-    )
-    .unwrap();
+    hand_to(&mut con, "quarantine", &[&ids[2]]);
     sleep_ms(30);
 
     let first = recover(&mut con, STREAM, GROUP, &["MINIDLE", "10"]).unwrap();
@@ -102,11 +90,7 @@ fn poison_entries_go_to_quarantine_and_moves_do_not_count_as_deliveries() {
     add_entries(&mut con, 2);
     let ids = read_as(&mut con, "exec-1", 2);
     // Deliver the first entry twice more (3 in all); the second stays at 1.
-    run(
-        &mut con,
-        &["XCLAIM", STREAM, GROUP, "exec-1", "0", &ids[1], "JUSTID"],
-    )
-    .unwrap();
+    hand_to(&mut con, "exec-1", &[&ids[1]]);
     run(&mut con, &["XACK", STREAM, GROUP, &ids[1]]).unwrap();
     reread_history(&mut con, "exec-1");
     reread_history(&mut con, "exec-1");

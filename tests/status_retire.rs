@@ -47,19 +47,7 @@ fn status_reports_every_state_in_live_mode_and_changes_nothing() {
     create_consumer(&mut con, "exec-zombie");
     add_entries(&mut con, 4);
     let stuck = read_as(&mut con, "exec-stuck", 2);
-    run(
-        &mut con,
-        &[
-            "XCLAIM",
-            STREAM,
-            GROUP,
-            "quarantine",
-            "0",
-            &stuck[0],
-            "JUSTID",
-        ],
-    )
-    .unwrap();
+    hand_to(&mut con, "quarantine", &[&stuck[0]]);
     create_consumer(&mut con, "recovery");
     sleep_ms(250);
     read_as(&mut con, "exec-live", 1);

@@ -86,21 +86,9 @@ fn main() {
          Function doing the same guard, claim and safe delete (`bench/src/recover.lua`).\n\n\
          | scenario | calls | module µs | native floor µs | Lua µs | module / native | module / Lua |\n|---|---|---|---|---|---|---|"
     );
-    println!(
-        "{:<45} {:>10} {:>10} {:>10} {:>8} {:>8}",
-        "scenario", "module", "native", "lua", "/native", "/lua"
-    );
     for (name, dead, zombies, live, iterations) in &sizes.server_time {
         let scenario = build(&mut con, *dead, *zombies, *live);
         let t = servertime::server_time(&mut con, &scenario, *iterations);
-        println!(
-            "{name:<45} {:>10.1} {:>10.1} {:>10.1} {:>8.2} {:>8.2}",
-            t.module,
-            t.native,
-            t.lua,
-            t.module / t.native,
-            t.module / t.lua
-        );
         let _ = writeln!(
             md,
             "| {name} | {iterations} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
@@ -120,19 +108,6 @@ fn main() {
         .map_or("under 500 µs (none in SLOWLOG)".to_string(), |us| {
             format!("{us} µs")
         });
-    println!(
-        "drain {} entries: trigger {:.2}s, XAUTOCLAIM loop {:.2}s (ratio {:.2}); mean call {:.0} µs, longest {longest}; \
-         PING p50 {} µs p99 {} µs p99.9 {} µs max {} µs",
-        d.entries,
-        d.trigger.as_secs_f64(),
-        d.xautoclaim.as_secs_f64(),
-        d.trigger.as_secs_f64() / d.xautoclaim.as_secs_f64(),
-        d.mean_call_us,
-        d.ping_us[0],
-        d.ping_us[1],
-        d.ping_us[2],
-        d.ping_us[3]
-    );
     let _ = writeln!(
         md,
         "\n## Draining {} pending entries\n\nOne dead consumer holds them all; the trigger drains them at default settings \
@@ -156,10 +131,6 @@ fn main() {
     let empty = build(&mut con, 0, 0, 0);
     let one = build(&mut con, 1, 0, 0);
     let s = startup::startup(&server, &empty, &one, sizes.startup_runs);
-    println!(
-        "start to exit (median ms): redis-cli PING {:.2}, trigger idle {:.2}, trigger one zombie {:.2}, old script {:.2}; peak RSS {} KiB",
-        s.ping, s.idle, s.zombie, s.script, s.peak_rss_kb
-    );
     let _ = writeln!(
         md,
         "\n## The trigger, start to exit\n\nMedian of {} runs each, same server, unix socket.\n\n\
@@ -216,14 +187,14 @@ fn main() {
     );
     for (n, us) in &by_consumers {
         let _ = writeln!(md, "| {n} | {us:.1} |");
-        println!("consumers {n:>8}: {us:>10.1} µs per call");
     }
     let _ = writeln!(md, "\n| PEL size | µs per call |\n|---|---|");
     for (n, us) in &by_pel {
         let _ = writeln!(md, "| {n} | {us:.1} |");
-        println!("PEL {n:>8}: {us:>10.1} µs per call");
     }
 
+    // The tables as the report has them are the printed table too.
+    print!("{md}");
     md.push_str(include_str!("../findings.md"));
     std::fs::create_dir_all(out.join("benchmarks")).unwrap();
     report::plot(&out.join("benchmarks/scaling.svg"), &by_consumers, &by_pel).unwrap();
