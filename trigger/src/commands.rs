@@ -147,11 +147,15 @@ pub fn run(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<RunSu
     let mut summary = RunSummary::default();
     let mut cursor: Option<String> = None;
     loop {
-        let fields =
-            match call(con, &recover_command(cli, cursor.as_deref()), deadline)?.and_then(pairs)? {
-                Outcome::Done(fields) => fields,
-                other => return other.and_then(|_| Ok(RunSummary::default())),
-            };
+        let fields = match call(con, &recover_command(cli, cursor.as_deref()), deadline)?
+            .and_then(pairs)?
+        {
+            Outcome::Done(fields) => fields,
+            // Refused or gone before anything happened: pass the outcome on.
+            other if summary.batches == 0 => return other.and_then(|_| Ok(RunSummary::default())),
+            // After earlier batches changed things (the mode flipped mid-run): report those.
+            _ => return Ok(Outcome::Done(summary)),
+        };
         summary.mode = match field(&fields, "mode")? {
             Value::Nil => None,
             v => Some(text(v)?),
