@@ -267,6 +267,26 @@ impl Server {
     }
 }
 
+/// A primary and a replica of it, both with the module, the link up.
+pub fn primary_and_replica() -> (Server, Server) {
+    let tcp = || Options {
+        tcp: true,
+        ..Options::default()
+    };
+    let (primary, replica) = (Server::with(tcp()), Server::with(tcp()));
+    let mut r = replica.connect();
+    let port = primary.port.unwrap().to_string();
+    reply::run(&mut r, &["REPLICAOF", "127.0.0.1", &port]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reply::run(&mut r, &["INFO", "replication"])
+        .is_ok_and(|v| reply::text(&v).contains("master_link_status:up"))
+    {
+        assert!(Instant::now() < deadline, "the replica never linked up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (primary, replica)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();

@@ -4,7 +4,7 @@
 use quantum_integration::reply::{pel, run};
 use quantum_integration::scenario::*;
 use quantum_integration::trigger::{run_trigger, trigger_command, url_of};
-use quantum_integration::{Options, Server};
+use quantum_integration::{primary_and_replica, Options, Server};
 use redis::Connection;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -156,20 +156,8 @@ fn redis_killed_mid_run_is_exit_75_and_the_aof_restart_finishes_the_job() {
 
 #[test]
 fn a_promoted_replica_holds_the_recovery_and_a_replica_refuses_with_75() {
-    let primary = Server::with(Options {
-        tcp: true,
-        ..Options::default()
-    });
-    let replica = Server::with(Options {
-        tcp: true,
-        ..Options::default()
-    });
+    let (primary, replica) = primary_and_replica();
     let (mut p, mut r) = (primary.connect(), replica.connect());
-    run(
-        &mut r,
-        &["REPLICAOF", "127.0.0.1", &primary.port.unwrap().to_string()],
-    )
-    .unwrap();
     group_with_mode(&mut p, "TESTNET");
     add_entries(&mut p, 3);
     read_as(&mut p, "exec-1", 3);

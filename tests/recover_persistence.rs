@@ -2,7 +2,7 @@
 
 use quantum_integration::reply::{consumers, pel, recover, run};
 use quantum_integration::scenario::*;
-use quantum_integration::{Options, Server};
+use quantum_integration::{primary_and_replica, Options, Server};
 use redis::Connection;
 use std::time::{Duration, Instant};
 
@@ -66,23 +66,9 @@ fn view(con: &mut Connection) -> GroupView {
 
 #[test]
 fn a_replica_holds_the_same_group_state() {
-    let primary = Server::with(Options {
-        tcp: true,
-        ..Options::default()
-    });
-    let replica = Server::with(Options {
-        tcp: true,
-        ..Options::default()
-    });
+    let (primary, replica) = primary_and_replica();
     let mut p = primary.connect();
     let mut r = replica.connect();
-    let port = primary.port.unwrap().to_string();
-    run(&mut r, &["REPLICAOF", "127.0.0.1", &port]).unwrap();
-    wait_for(|| {
-        run(&mut r, &["INFO", "replication"])
-            .map(|v| format!("{v:?}").contains("master_link_status:up"))
-            .unwrap_or(false)
-    });
 
     recover_everything(&mut p);
     let expected = view(&mut p);
