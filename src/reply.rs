@@ -130,12 +130,23 @@ pub fn recover(
 
 /// `(id, owner, deliveries)` of every PEL entry, in ID order.
 pub fn pel(con: &mut Connection, key: &str, group: &str) -> Vec<(String, String, i64)> {
-    let rows = run(con, &["XPENDING", key, group, "-", "+", "1000000"]).expect("XPENDING");
-    match rows {
+    pel_with_idle(con, key, group)
+        .into_iter()
+        .map(|(id, owner, deliveries, _)| (id, owner, deliveries))
+        .collect()
+}
+
+/// `(id, owner, deliveries, idle ms)` of every PEL entry, in ID order.
+pub fn pel_with_idle(
+    con: &mut Connection,
+    key: &str,
+    group: &str,
+) -> Vec<(String, String, i64, i64)> {
+    match run(con, &["XPENDING", key, group, "-", "+", "1000000"]).expect("XPENDING") {
         Value::Array(rows) => rows
             .iter()
             .map(|row| match row {
-                Value::Array(f) => (text(&f[0]), text(&f[1]), int(&f[3])),
+                Value::Array(f) => (text(&f[0]), text(&f[1]), int(&f[3]), int(&f[2])),
                 other => panic!("XPENDING row {other:?}"),
             })
             .collect(),
@@ -236,22 +247,4 @@ pub fn assert_same_ids(actual: &[String], expected: &[String], what: &str) {
         first.map(|i| &actual[i]),
         first.map(|i| &expected[i]),
     );
-}
-
-/// Every PEL entry as `id -> (owner, deliveries, idle ms)`.
-pub fn pel_with_idle(
-    con: &mut Connection,
-    key: &str,
-    group: &str,
-) -> std::collections::BTreeMap<String, (String, i64, i64)> {
-    match run(con, &["XPENDING", key, group, "-", "+", "1000000"]).expect("XPENDING") {
-        Value::Array(rows) => rows
-            .iter()
-            .map(|row| match row {
-                Value::Array(f) => (text(&f[0]), (text(&f[1]), int(&f[3]), int(&f[2]))),
-                other => panic!("XPENDING row {other:?}"),
-            })
-            .collect(),
-        other => panic!("XPENDING {other:?}"),
-    }
 }

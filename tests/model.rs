@@ -35,6 +35,9 @@ type Pel = BTreeMap<String, (String, i64, i64)>;
 
 fn pel_now(con: &mut Connection) -> Pel {
     quantum_integration::reply::pel_with_idle(con, STREAM, GROUP)
+        .into_iter()
+        .map(|(id, owner, deliveries, idle)| (id, (owner, deliveries, idle)))
+        .collect()
 }
 
 /// Owners and delivery counts: what must not change when nothing is done.
