@@ -11,6 +11,7 @@ use redis_module::{
     RedisString,
 };
 use std::os::raw::c_int;
+use std::sync::OnceLock;
 
 fn unexpected(command: &str) -> RedisError {
     RedisError::String(format!("ERR unexpected reply from {command}"))
@@ -121,26 +122,34 @@ pub struct Group<'a> {
     ctx: &'a Context,
     key: &'a [u8],
     group: &'a [u8],
-    read: CallOptions,
-    write: CallOptions,
+}
+
+/// The RM_Call options, built once rather than on every call: reads with the
+/// caller's ACL, writes also replicated.
+fn call_options(write: bool) -> &'static CallOptions {
+    static READ: OnceLock<CallOptions> = OnceLock::new();
+    static WRITE: OnceLock<CallOptions> = OnceLock::new();
+    if write {
+        WRITE.get_or_init(|| {
+            CallOptionsBuilder::new()
+                .replicate()
+                .verify_acl()
+                .errors_as_replies()
+                .build()
+        })
+    } else {
+        READ.get_or_init(|| {
+            CallOptionsBuilder::new()
+                .verify_acl()
+                .errors_as_replies()
+                .build()
+        })
+    }
 }
 
 impl<'a> Group<'a> {
     pub fn new(ctx: &'a Context, key: &'a [u8], group: &'a [u8]) -> Self {
-        Group {
-            ctx,
-            key,
-            group,
-            read: CallOptionsBuilder::new()
-                .verify_acl()
-                .errors_as_replies()
-                .build(),
-            write: CallOptionsBuilder::new()
-                .replicate()
-                .verify_acl()
-                .errors_as_replies()
-                .build(),
-        }
+        Group { ctx, key, group }
     }
 
     fn call(
@@ -149,7 +158,7 @@ impl<'a> Group<'a> {
         command: &str,
         args: &[&[u8]],
     ) -> Result<CallReply<'static>, RedisError> {
-        let options = if write { &self.write } else { &self.read };
+        let options = call_options(write);
         let result: CallResult<'static> = self.ctx.call_ext(command, options, args);
         result.map_err(|e| {
             RedisError::String(error_reply(command, &crate::text::ascii(e.as_bytes())))
