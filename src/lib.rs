@@ -98,6 +98,9 @@ pub struct Options {
     pub port: Option<u16>,
     /// Start without the module.
     pub without_module: bool,
+    /// Lines of a redis.conf the server starts from (written into its directory;
+    /// CONFIG REWRITE needs one). Command-line settings still apply on top.
+    pub config_file: Option<String>,
 }
 
 pub struct Server {
@@ -133,6 +136,11 @@ impl Server {
     fn start_in(dir: TempDir, options: Options) -> Result<Server, String> {
         let port = options.tcp.then(|| options.port.unwrap_or_else(free_port));
         let mut command = Command::new(redis_server_binary());
+        if let Some(lines) = &options.config_file {
+            let path = dir.path().join("redis.conf");
+            std::fs::write(&path, lines).map_err(|e| format!("cannot write redis.conf: {e}"))?;
+            command.arg(path);
+        }
         command
             .arg("--port")
             .arg(port.unwrap_or(0).to_string())

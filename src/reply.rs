@@ -18,6 +18,8 @@ pub struct Recovery {
     pub cursor: String,
     pub pending: i64,
     pub consumers: i64,
+    /// `None` when the call skipped the consumer pass (DELETELIMIT 0).
+    pub kept_total: Option<i64>,
 }
 
 pub fn text(value: &Value) -> String {
@@ -84,6 +86,10 @@ impl Recovery {
             cursor: text(&get("cursor")),
             pending: int(&get("pending")),
             consumers: int(&get("consumers")),
+            kept_total: match get("kept-total") {
+                Value::Nil => None,
+                v => Some(int(&v)),
+            },
         }
     }
 

@@ -5,6 +5,7 @@
 use crate::args::Defaults;
 use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
 use redis_module::{RedisError, RedisString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
@@ -51,19 +52,46 @@ impl TextConfig {
     }
 }
 
+/// Redis calls these from C (CONFIG GET/SET, CONFIG REWRITE, redis.conf lines):
+/// a panic here would unwind across the FFI boundary and abort the server (S6).
+/// redis-module's own callback glue panics in two places we control: building
+/// the value with `RedisString::create` (a CString: panics on NUL) and building
+/// a set error (also a CString). So the value is built from a slice, error texts
+/// are static ASCII, NUL is refused at set time, and both bodies run under
+/// `catch_unwind` for anything else.
 impl ConfigurationValue<RedisString> for TextConfig {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        RedisString::create(None, self.get_string())
+        let value = catch_unwind(AssertUnwindSafe(|| self.get_string())).unwrap_or_default();
+        RedisString::create_from_slice(std::ptr::null_mut(), value.as_bytes())
     }
 
     fn set(&self, _ctx: &ConfigurationContext, value: RedisString) -> Result<(), RedisError> {
-        let text = value.try_as_str()?;
-        if text.is_empty() && !self.may_be_empty {
-            return Err(RedisError::Str("must not be empty"));
-        }
+        catch_unwind(AssertUnwindSafe(|| self.set_bytes(value.as_slice())))
+            .unwrap_or(Err(RedisError::Str("internal error")))
+    }
+}
+
+impl TextConfig {
+    fn set_bytes(&self, value: &[u8]) -> Result<(), RedisError> {
+        let text = check_text(value, self.may_be_empty)?;
         *self.value.lock().unwrap_or_else(|e| e.into_inner()) = text.to_string();
         Ok(())
     }
+}
+
+/// The rules of a string config: UTF-8, no NUL byte (a consumer or key name
+/// with NUL cannot be shown by CONFIG GET or written by CONFIG REWRITE), and
+/// not empty unless allowed.
+fn check_text(value: &[u8], may_be_empty: bool) -> Result<&str, RedisError> {
+    if value.contains(&0) {
+        return Err(RedisError::Str("must not contain a NUL byte"));
+    }
+    let text =
+        std::str::from_utf8(value).map_err(|_| RedisError::Str("must be valid UTF-8 text"))?;
+    if text.is_empty() && !may_be_empty {
+        return Err(RedisError::Str("must not be empty"));
+    }
+    Ok(text)
 }
 
 /// The configs as they are now, as RECOVER's defaults.
@@ -78,5 +106,20 @@ pub fn recover_defaults() -> Defaults {
         zombie_idle: ZOMBIE_IDLE.load(Ordering::Relaxed),
         delete_limit: DELETE_LIMIT.load(Ordering::Relaxed),
         max_deliveries: MAX_DELIVERIES.load(Ordering::Relaxed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_configs_refuse_nul_bad_utf8_and_empty_names() {
+        assert!(check_text(b"a\0b", true).is_err());
+        assert!(check_text(b"TESTNET\0", true).is_err());
+        assert!(check_text(b"\xff", true).is_err());
+        assert!(check_text(b"", false).is_err());
+        assert_eq!(check_text(b"", true).unwrap(), "");
+        assert_eq!(check_text(b"recovery", false).unwrap(), "recovery");
     }
 }

@@ -48,6 +48,8 @@ struct Command {
     /// Sends its own reply on success.
     body: fn(&Context, &[&[u8]]) -> Result<(), Failure>,
     mode_key_pos: fn(&[&[u8]]) -> Option<usize>,
+    /// Whether the command only reads the stream (its key is declared read-only).
+    reads_only: bool,
 }
 
 /// Runs `command` under the panic guard, answers key-position requests, counts
@@ -56,7 +58,12 @@ fn dispatch(ctx: &Context, command: Command, args: &[RedisString]) -> RedisResul
     let outcome = catch_panic(|| {
         let argv: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
         if ctx.is_keys_position_request() {
-            declare_keys(ctx, &argv, (command.mode_key_pos)(&argv));
+            declare_keys(
+                ctx,
+                &argv,
+                (command.mode_key_pos)(&argv),
+                command.reads_only,
+            );
             return Ok(RedisValue::NoReply);
         }
         match (command.body)(ctx, &argv) {
@@ -82,19 +89,27 @@ fn dispatch(ctx: &Context, command: Command, args: &[RedisString]) -> RedisResul
     })
 }
 
-/// Cluster routing and ACL learn the keys from here: the stream, and the mode
-/// key when MODEKEY names it (read only). The default mode key is not in argv,
-/// so `guard::read_mode` checks the caller's read permission on it itself.
-fn declare_keys(ctx: &Context, argv: &[&[u8]], mode_key_pos: Option<usize>) {
+/// Cluster routing and ACL learn the keys from here: the stream (read-only for
+/// STATUS, read-write otherwise), and the mode key when MODEKEY names it (read
+/// only). The default mode key is not in argv, so `guard::read_mode` checks the
+/// caller's read permission on it itself. RM_KeyAtPosWithFlags exists from
+/// Redis 7.0 on; without it (older servers) keys are declared with full access.
+fn declare_keys(ctx: &Context, argv: &[&[u8]], mode_key_pos: Option<usize>, reads_only: bool) {
     if argv.len() < 2 {
         return;
     }
-    ctx.key_at_pos(1);
-    if let (Some(pos), Some(key_at_pos)) =
-        (mode_key_pos, unsafe { raw::RedisModule_KeyAtPosWithFlags })
-    {
-        let flags = raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS;
-        unsafe { key_at_pos(ctx.ctx, pos as i32, flags as i32) };
+    let read_only = (raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS) as i32;
+    let read_write = (raw::REDISMODULE_CMD_KEY_RW
+        | raw::REDISMODULE_CMD_KEY_ACCESS
+        | raw::REDISMODULE_CMD_KEY_UPDATE) as i32;
+    match unsafe { raw::RedisModule_KeyAtPosWithFlags } {
+        Some(key_at_pos) => unsafe {
+            key_at_pos(ctx.ctx, 1, if reads_only { read_only } else { read_write });
+            if let Some(pos) = mode_key_pos {
+                key_at_pos(ctx.ctx, pos as i32, read_only);
+            }
+        },
+        None => ctx.key_at_pos(1),
     }
 }
 
@@ -102,16 +117,19 @@ const RECOVER: Command = Command {
     name: "QUANTUM.RECOVER",
     body: recover::run,
     mode_key_pos: recover::mode_key_pos,
+    reads_only: false,
 };
 const STATUS: Command = Command {
     name: "QUANTUM.STATUS",
     body: status::run,
     mode_key_pos: status::mode_key_pos,
+    reads_only: true,
 };
 const RETIRE: Command = Command {
     name: "QUANTUM.RETIRE",
     body: retire::run,
     mode_key_pos: retire::mode_key_pos,
+    reads_only: false,
 };
 
 /// `INFO quantum`: the counters since load and the build stamp.
@@ -172,7 +190,8 @@ mod registration {
                 "loadmodule argument {} {}: {}",
                 text::quote(name),
                 text::quote(value),
-                String::from_utf8_lossy(e.as_bytes())
+                // Escaped: the log line goes through a CString, which panics on NUL.
+                text::ascii(e.as_bytes())
             )
         })
     }

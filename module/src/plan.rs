@@ -132,9 +132,15 @@ pub struct DeleteRules {
 pub struct DeletionPlan {
     /// Consumers to delete: idle > ZOMBIEIDLE and nothing pending (S2).
     pub delete: Vec<Vec<u8>>,
-    /// Consumers idle > ZOMBIEIDLE that still hold entries.
+    /// Consumers idle > ZOMBIEIDLE that still hold entries: the first `KEPT_LIMIT`.
     pub kept: Vec<Vec<u8>>,
+    /// How many consumers `kept` would list without the limit.
+    pub kept_total: usize,
 }
+
+/// Most names a reply lists under `kept`: a group of 100,000 stuck consumers
+/// must not make a 100,000-name reply (S5); `kept-total` gives the count.
+pub const KEPT_LIMIT: usize = 100;
 
 /// Plans the delete step over the consumers as they are after the claim step.
 /// TO and QUARANTINE are never deleted nor listed as kept: holding entries is their job.
@@ -149,7 +155,10 @@ pub fn plan_deletions(
             continue;
         }
         if consumer.pending > 0 {
-            plan.kept.push(consumer.name.clone());
+            plan.kept_total += 1;
+            if plan.kept.len() < KEPT_LIMIT {
+                plan.kept.push(consumer.name.clone());
+            }
         } else if plan.delete.len() < rules.delete_limit {
             plan.delete.push(consumer.name.clone());
         }
@@ -183,8 +192,9 @@ impl ClaimOutcome {
 }
 
 /// The consumers as they will be once `plan` is carried out with `outcome`
-/// (entries leave their owners; TO and QUARANTINE are created on their first
-/// entry, as XCLAIM does). DRYRUN uses it to predict the delete step exactly.
+/// (entries leave their owners; TO and QUARANTINE are created as soon as an
+/// entry is planned for them, even one whose stream entry is gone, as the real
+/// call does). DRYRUN uses it to predict the delete step exactly.
 pub fn consumers_after_claims(
     mut consumers: Vec<Consumer>,
     plan: &ClaimPlan,
@@ -210,13 +220,11 @@ pub fn consumers_after_claims(
     };
     for m in &plan.moves {
         add_pending(&m.owner, -1);
-        if !gone.contains(m.id.as_str()) {
-            let keeper = match m.destination {
-                Destination::Target => &keepers.to,
-                Destination::Quarantine => &keepers.quarantine,
-            };
-            add_pending(keeper, 1);
-        }
+        let keeper = match m.destination {
+            Destination::Target => &keepers.to,
+            Destination::Quarantine => &keepers.quarantine,
+        };
+        add_pending(keeper, i64::from(!gone.contains(m.id.as_str())));
     }
     consumers
 }

@@ -8,7 +8,7 @@ use crate::plan::{
     self, ClaimOutcome, ClaimPlan, ClaimRules, DeleteRules, DeletionPlan, Destination, Keepers,
     PendingEntry,
 };
-use crate::redis_ops::{self, CallerAcl, Group};
+use crate::redis_ops::{self, CallerAcl, Group, Internal};
 use crate::reply::{self, Reply};
 use crate::stats::{self, bump, STATS};
 use crate::text;
@@ -22,12 +22,15 @@ pub struct Report {
     pub mode: Option<Vec<u8>>,
     pub dry_run: bool,
     pub outcome: ClaimOutcome,
+    /// Empty when the consumer pass was skipped.
     pub deletions: DeletionPlan,
+    /// `None` when the consumer pass was skipped (DELETELIMIT 0).
+    pub kept_total: Option<usize>,
     pub scanned: usize,
     /// `None` when the end of the PEL was reached.
     pub cursor: Option<String>,
     pub pending: i64,
-    pub consumers: usize,
+    pub consumers: i64,
 }
 
 /// ```text
@@ -38,8 +41,10 @@ pub struct Report {
 /// Moves entries idle ≥ MINIDLE from dead consumers to TO (or QUARANTINE when
 /// delivered ≥ MAXDELIVERIES times), then deletes consumers idle > ZOMBIEIDLE
 /// with nothing pending. Mode-guarded unless DRYRUN. Replies with a map:
-/// mode, dry-run, claimed, quarantined, dropped, deleted, kept, scanned, cursor,
-/// pending, consumers.
+/// mode, dry-run, claimed, quarantined, dropped, deleted, kept (at most
+/// `plan::KEPT_LIMIT` names), scanned, cursor, pending, consumers, kept-total.
+/// A real call with DELETELIMIT 0 skips the pass over every consumer: kept is
+/// empty, kept-total nil, pending and consumers come from XINFO GROUPS.
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let started = Instant::now();
     let request = guard::parse(argv, args::parse_recover)?;
@@ -61,6 +66,7 @@ fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
     let mode_value = guard::read_mode(ctx, &acl, &request.mode_key, !request.dry_run)?;
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
+    group.check_allowed(&acl, &internal_commands(request))?;
     let keepers = Keepers {
         to: request.to.clone(),
         quarantine: request.quarantine.clone(),
@@ -69,18 +75,28 @@ fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
     let (pel, pel_ended) = read_pel(&group, request.cursor, &rules, &keepers)?;
     let claim_plan = plan::plan_claims(&pel, &rules, &keepers, pel_ended);
 
-    let (outcome, consumers) = if request.dry_run {
-        let outcome = predict_claims(&group, &claim_plan)?;
-        let consumers =
-            plan::consumers_after_claims(group.consumers()?, &claim_plan, &outcome, &keepers);
-        (outcome, consumers)
+    let mut report = Report {
+        mode: mode_value.as_bytes().map(<[u8]>::to_vec),
+        dry_run: request.dry_run,
+        outcome: ClaimOutcome::default(),
+        deletions: DeletionPlan::default(),
+        kept_total: None,
+        scanned: claim_plan.scanned,
+        cursor: claim_plan.cursor.clone(),
+        pending: 0,
+        consumers: 0,
+    };
+    let consumers = if request.dry_run {
+        report.outcome = predict_claims(&group, &claim_plan)?;
+        plan::consumers_after_claims(group.consumers()?, &claim_plan, &report.outcome, &keepers)
     } else {
-        if !claim_plan.moves.is_empty() {
-            group.check_delete_allowed(&acl)?;
+        report.outcome = execute_claims(&group, &claim_plan, request)?;
+        if !consumer_pass(request) {
+            (report.pending, report.consumers) = group.pending_and_consumers()?;
+            return Ok(report);
         }
-        let outcome = execute_claims(&group, &claim_plan, request)?;
         // Read after the claims: a zombie they emptied is deleted by this same call.
-        (outcome, group.consumers()?)
+        group.consumers()?
     };
 
     let delete_rules = DeleteRules {
@@ -100,17 +116,36 @@ fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
             }
         }
     }
+    report.pending = consumers.iter().map(|c| c.pending).sum();
+    report.consumers = (consumers.len() - deletions.delete.len()) as i64;
+    report.kept_total = Some(deletions.kept_total);
+    report.deletions = deletions;
+    Ok(report)
+}
 
-    Ok(Report {
-        mode: mode_value.as_bytes().map(<[u8]>::to_vec),
-        dry_run: request.dry_run,
-        outcome,
-        scanned: claim_plan.scanned,
-        cursor: claim_plan.cursor,
-        pending: consumers.iter().map(|c| c.pending).sum(),
-        consumers: consumers.len() - deletions.delete.len(),
-        deletions,
-    })
+/// Whether the call looks at every consumer: it must to delete or to predict
+/// (DRYRUN); a real call with DELETELIMIT 0 cannot delete, so it skips the
+/// pass, whose cost grows with the group's consumers, not with COUNT (S5).
+fn consumer_pass(request: &RecoverRequest) -> bool {
+    request.dry_run || request.delete_limit > 0
+}
+
+/// Every stream command this call may run, checked against the caller's ACL
+/// before the first one runs: a refusal half way would leave claims done and
+/// unreported (S7).
+fn internal_commands(request: &RecoverRequest) -> Vec<Internal> {
+    let mut commands = vec![Internal::Pending];
+    if request.dry_run {
+        commands.extend([Internal::Range, Internal::InfoConsumers]);
+    } else {
+        commands.extend([Internal::CreateConsumer, Internal::Claim]);
+        if consumer_pass(request) {
+            commands.extend([Internal::InfoConsumers, Internal::DeleteConsumer]);
+        } else {
+            commands.push(Internal::InfoGroups);
+        }
+    }
+    commands
 }
 
 /// Smallest XPENDING page, so COUNT 1 with a large SCAN does not take a call per entry.
@@ -165,7 +200,13 @@ fn execute_claims(
         (Destination::Target, &request.to),
         (Destination::Quarantine, &request.quarantine),
     ] {
-        moved.extend(group.claim(consumer, request.min_idle, &plan.ids_to(destination))?);
+        let ids = plan.ids_to(destination);
+        if ids.is_empty() {
+            continue;
+        }
+        // Explicitly, so replicas and the AOF get it even if every entry is gone.
+        group.create_consumer(consumer)?;
+        moved.extend(group.claim(consumer, request.min_idle, &ids)?);
     }
     // XCLAIM leaves out exactly the entries it removed from the PEL because their
     // stream entry is gone: it checks existence before idle time, and every
@@ -199,7 +240,13 @@ fn reply_of(report: &Report) -> Reply<'_> {
             Reply::Bytes(report.cursor.as_deref().unwrap_or("0-0").as_bytes()),
         ),
         ("pending", Reply::Int(report.pending)),
-        ("consumers", Reply::Int(report.consumers as i64)),
+        ("consumers", Reply::Int(report.consumers)),
+        (
+            "kept-total",
+            report
+                .kept_total
+                .map_or(Reply::Nil, |n| Reply::Int(n as i64)),
+        ),
     ])
 }
 
@@ -242,7 +289,7 @@ fn record(ctx: &Context, request: &RecoverRequest, report: &Report, started: Ins
             outcome.quarantined.len(),
             outcome.dropped.len(),
             deleted.len(),
-            report.deletions.kept.len(),
+            report.kept_total.unwrap_or(0),
             text::name_list(deleted, 20),
         ),
     );

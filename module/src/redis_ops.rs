@@ -17,13 +17,17 @@ fn unexpected(command: &str) -> RedisError {
     RedisError::String(format!("ERR unexpected reply from {command}"))
 }
 
-/// Reads the mode key directly (about 10x cheaper than calling GET).
+/// Reads the mode key without changing it. Its type comes from the key handle;
+/// a string's bytes come from GET, because RM_StringDMA (the handle's `read`)
+/// unshares an `embstr` or `int` value into `raw` even for reading, which would
+/// change the key's OBJECT ENCODING (and memory) on every call, STATUS included.
+/// GET costs one RM_Call more (measured in BENCHMARKS.md / the issue-15 report).
 pub fn read_mode(ctx: &Context, mode_key: &[u8]) -> Result<ModeValue, RedisError> {
     let name = RedisString::create_from_slice(ctx.ctx, mode_key);
-    let key = ctx.open_key(&name);
-    Ok(match key.key_type() {
+    let key_type = ctx.open_key(&name).key_type();
+    Ok(match key_type {
         KeyType::Empty => ModeValue::Missing,
-        KeyType::String => ModeValue::Value(key.read()?.unwrap_or_default().to_vec()),
+        KeyType::String => ModeValue::Value(get_string(ctx, mode_key)?),
         KeyType::List => ModeValue::NotString("list"),
         KeyType::Hash => ModeValue::NotString("hash"),
         KeyType::Set => ModeValue::NotString("set"),
@@ -31,6 +35,18 @@ pub fn read_mode(ctx: &Context, mode_key: &[u8]) -> Result<ModeValue, RedisError
         KeyType::Stream => ModeValue::NotString("stream"),
         KeyType::Module => ModeValue::NotString("module type"),
     })
+}
+
+/// GET without the caller's ACL: `guard::read_mode` has already checked read
+/// access to the key, and the caller need not be allowed the GET command itself.
+fn get_string(ctx: &Context, key: &[u8]) -> Result<Vec<u8>, RedisError> {
+    static OPTIONS: OnceLock<CallOptions> = OnceLock::new();
+    let options = OPTIONS.get_or_init(|| CallOptionsBuilder::new().errors_as_replies().build());
+    let result: CallResult<'static> = ctx.call_ext("GET", options, &[key]);
+    match result {
+        Ok(CallReply::String(value)) => Ok(value.as_bytes().to_vec()),
+        _ => Err(unexpected("GET")),
+    }
 }
 
 /// The key must hold a stream; the group is checked by the first stream command (NOGROUP).
@@ -115,6 +131,18 @@ impl Drop for CallerAcl {
             unsafe { free(self.user) };
         }
     }
+}
+
+/// The stream commands a QUANTUM.* call may run on its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Internal {
+    Pending,
+    Claim,
+    Range,
+    InfoConsumers,
+    InfoGroups,
+    CreateConsumer,
+    DeleteConsumer,
 }
 
 /// One consumer group of one stream, as seen through its stream commands.
@@ -207,6 +235,22 @@ impl<'a> Group<'a> {
     /// This group's line of XINFO GROUPS: `(pending, lag)`; `lag` is `None`
     /// when the server does not know it (or, before 7.0, report it).
     pub fn pending_and_lag(&self) -> Result<(i64, Option<i64>), RedisError> {
+        let fields = self.group_fields(&[b"pending", b"lag"])?;
+        let pending = fields[0].ok_or_else(|| unexpected("XINFO GROUPS"))?;
+        Ok((pending, fields[1]))
+    }
+
+    /// This group's `(pending, consumers)` from XINFO GROUPS: without a pass
+    /// over every consumer.
+    pub fn pending_and_consumers(&self) -> Result<(i64, i64), RedisError> {
+        match self.group_fields(&[b"pending", b"consumers"])?[..] {
+            [Some(pending), Some(consumers)] => Ok((pending, consumers)),
+            _ => Err(unexpected("XINFO GROUPS")),
+        }
+    }
+
+    /// The integer fields `names` of this group's line of XINFO GROUPS.
+    fn group_fields(&self, names: &[&[u8]]) -> Result<Vec<Option<i64>>, RedisError> {
         let CallReply::Array(groups) = self.call(false, "XINFO", &[b"GROUPS", self.key])? else {
             return Err(unexpected("XINFO GROUPS"));
         };
@@ -223,16 +267,33 @@ impl<'a> Group<'a> {
             if field(b"name").as_ref().and_then(key_bytes) != Some(self.group) {
                 continue;
             }
-            let pending = field(b"pending")
-                .and_then(|v| int_at(&v))
-                .ok_or_else(|| unexpected("XINFO GROUPS"))?;
-            return Ok((pending, field(b"lag").and_then(|v| int_at(&v))));
+            return Ok(names
+                .iter()
+                .map(|name| field(name).and_then(|v| int_at(&v)))
+                .collect());
         }
         Err(RedisError::String(format!(
             "NOGROUP No such consumer group {} for key name {}",
             crate::text::quote(self.group),
             crate::text::quote(self.key)
         )))
+    }
+
+    /// XGROUP CREATECONSUMER, replicated. Called before claiming to `consumer`:
+    /// on Redis 7.2+ (and Valkey) XCLAIM creates its consumer even when every
+    /// entry it names is gone from the stream, but then propagates nothing that
+    /// creates it, so a replica and the AOF would lack it (S4). Created here, the
+    /// creation is propagated itself (and not at all when it already exists),
+    /// and primary, replica and AOF hold the same consumers on every version.
+    pub fn create_consumer(&self, consumer: &[u8]) -> Result<(), RedisError> {
+        match self.call(
+            true,
+            "XGROUP",
+            &[b"CREATECONSUMER", self.key, self.group, consumer],
+        )? {
+            CallReply::I64(_) => Ok(()),
+            _ => Err(unexpected("XGROUP CREATECONSUMER")),
+        }
     }
 
     /// XCLAIM … JUSTID: moves `ids` idle ≥ `min_idle` to `consumer` without
@@ -304,10 +365,27 @@ impl<'a> Group<'a> {
             .collect()
     }
 
-    /// The ACL check a delete makes, without deleting: run before the first claim
-    /// so a user who may claim but not delete is refused before anything changes.
-    pub fn check_delete_allowed(&self, acl: &CallerAcl) -> Result<(), RedisError> {
-        acl.check_command(&[b"XGROUP", b"DELCONSUMER", self.key, self.group, b"-"])
+    /// The caller's ACL checks of `commands` on this key and group, without
+    /// running them: a call checks everything it may run before its first
+    /// change, so an ACL refusal never leaves a half-done call (S7).
+    pub fn check_allowed(&self, acl: &CallerAcl, commands: &[Internal]) -> Result<(), RedisError> {
+        for command in commands {
+            let argv: &[&[u8]] = match command {
+                Internal::Pending => &[b"XPENDING", self.key, self.group],
+                Internal::Claim => &[b"XCLAIM", self.key, self.group, b"-", b"1", b"0-1"],
+                Internal::Range => &[b"XRANGE", self.key, b"-", b"+"],
+                Internal::InfoConsumers => &[b"XINFO", b"CONSUMERS", self.key, self.group],
+                Internal::InfoGroups => &[b"XINFO", b"GROUPS", self.key],
+                Internal::CreateConsumer => {
+                    &[b"XGROUP", b"CREATECONSUMER", self.key, self.group, b"-"]
+                }
+                Internal::DeleteConsumer => {
+                    &[b"XGROUP", b"DELCONSUMER", self.key, self.group, b"-"]
+                }
+            };
+            acl.check_command(argv)?;
+        }
+        Ok(())
     }
 
     /// XGROUP DELCONSUMER; returns the pending count the consumer had (0 when the plan is right).

@@ -3,12 +3,20 @@
 
 use crate::args::{self, RetireRequest};
 use crate::guard::{self, Failure};
-use crate::redis_ops::{self, CallerAcl, Group};
+use crate::redis_ops::{self, CallerAcl, Group, Internal};
 use crate::reply::{self, Reply};
 use crate::stats::{bump, STATS};
 use crate::text;
 use redis_module::{Context, RedisError};
 use std::collections::HashSet;
+
+const INTERNAL_COMMANDS: [Internal; 5] = [
+    Internal::InfoConsumers,
+    Internal::Pending,
+    Internal::CreateConsumer,
+    Internal::Claim,
+    Internal::DeleteConsumer,
+];
 
 /// PEL entries moved per XCLAIM; a retiring consumer rarely holds more than one page.
 const PAGE: usize = 1_000;
@@ -26,6 +34,8 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     guard::read_mode(ctx, &acl, &request.mode_key, true)?;
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
+    // Everything the call may run, before its first change (S7).
+    group.check_allowed(&acl, &INTERNAL_COMMANDS)?;
 
     let held = group
         .consumers()?
@@ -34,7 +44,10 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let (moved, dropped, deleted) = match held {
         None => (Vec::new(), Vec::new(), false),
         Some(consumer) => {
-            group.check_delete_allowed(&acl)?;
+            if consumer.pending > 0 {
+                // Explicitly, so replicas and the AOF get TO even if every entry is gone.
+                group.create_consumer(&request.to)?;
+            }
             let (moved, dropped) = hand_over(&group, &request, consumer.pending)?;
             group.delete_consumer(&request.consumer)?;
             (moved, dropped, true)

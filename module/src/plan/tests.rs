@@ -116,6 +116,35 @@ fn delete_limit_caps_deletions_but_not_kept() {
     let plan = plan_deletions(&consumers, &rules, &keepers());
     assert_eq!(plan.delete, [b"z0".to_vec(), b"z2".to_vec()]);
     assert_eq!(plan.kept.len(), 2);
+    assert_eq!(plan.kept_total, 2);
+}
+
+#[test]
+fn kept_lists_at_most_kept_limit_names_and_counts_them_all() {
+    let consumers: Vec<_> = (0..KEPT_LIMIT + 7)
+        .map(|i| consumer(&format!("stuck{i}"), 1, 9000))
+        .collect();
+    let rules = DeleteRules {
+        zombie_idle_ms: 1,
+        delete_limit: 10,
+    };
+    let plan = plan_deletions(&consumers, &rules, &keepers());
+    assert_eq!(plan.kept.len(), KEPT_LIMIT);
+    assert_eq!(plan.kept_total, KEPT_LIMIT + 7);
+    assert_eq!(plan.kept[0], b"stuck0".to_vec());
+}
+
+#[test]
+fn a_keeper_is_created_even_when_every_entry_planned_for_it_is_gone() {
+    let pel = [entry(1, "dead", 5000, 1)];
+    let plan = plan_claims(&pel, &rules(100, 1000), &keepers(), true);
+    let outcome = ClaimOutcome::from_plan(&plan, |_| true);
+    let after =
+        consumers_after_claims(vec![consumer("dead", 1, 9000)], &plan, &outcome, &keepers());
+    assert_eq!(
+        after,
+        [consumer("dead", 0, 9000), consumer("recovery", 0, 0)]
+    );
 }
 
 #[test]
