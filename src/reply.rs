@@ -86,10 +86,11 @@ impl Recovery {
             cursor: text(&get("cursor")),
             pending: int(&get("pending")),
             consumers: int(&get("consumers")),
-            kept_total: match get("kept-total") {
-                Value::Nil => None,
-                v => Some(int(&v)),
-            },
+            // Absent before issue 15; `keys` shows whether a reply had it.
+            kept_total: pairs
+                .iter()
+                .find(|(k, _)| k == "kept-total")
+                .and_then(|(_, v)| (*v != Value::Nil).then(|| int(v))),
         }
     }
 

@@ -269,8 +269,11 @@ fn a_recovery_never_acks_deletes_or_trims() {
     assert_eq!(
         called,
         [
+            // GET reads the mode key; CREATECONSUMER makes TO exist before the claim.
+            "get",
             "quantum.recover",
             "xclaim",
+            "xgroup|createconsumer",
             "xgroup|delconsumer",
             "xinfo|consumers",
             "xpending",

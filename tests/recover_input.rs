@@ -149,10 +149,11 @@ fn resp3_gets_a_map_and_resp2_a_flat_array_in_spec_order() {
         "cursor",
         "pending",
         "consumers",
+        "kept-total",
     ];
     let resp2 = run(&mut con, &["QUANTUM.RECOVER", STREAM, GROUP, "DRYRUN"]).unwrap();
     assert!(
-        matches!(resp2, redis::Value::Array(ref a) if a.len() == 22),
+        matches!(resp2, redis::Value::Array(ref a) if a.len() == 24),
         "{resp2:?}"
     );
     let mut con3 = server.connect_resp3();

@@ -1,6 +1,6 @@
 //! S4: every change reaches replicas and the AOF.
 
-use quantum_integration::reply::{consumers, pel, recover, run};
+use quantum_integration::reply::{consumer_names, consumers, pel, recover, run};
 use quantum_integration::scenario::*;
 use quantum_integration::{primary_and_replica, Options, Server};
 use redis::Connection;
@@ -53,6 +53,49 @@ fn recover_everything(con: &mut Connection) {
         .any(|c| c.0 == "exec-next" && c.1 == 1));
 }
 
+/// Claims and a RETIRE whose every entry is already gone from the stream: on
+/// Redis 7.2+ XCLAIM creates TO (and QUARANTINE) on the primary without
+/// propagating anything that creates them, unless the module does.
+fn claim_only_vanished_entries(con: &mut Connection) {
+    group_with_mode(con, "TESTNET");
+    add_entries(con, 5);
+    let dead = read_as(con, "exec-dead", 2);
+    let poison = read_as(con, "exec-poison", 2);
+    reread_history(con, "exec-poison");
+    for id in dead.iter().chain(&poison) {
+        run(con, &["XDEL", STREAM, id]).unwrap();
+    }
+    sleep_ms(150);
+    let r = recover(
+        con,
+        STREAM,
+        GROUP,
+        &["MINIDLE", "100", "MAXDELIVERIES", "2"],
+    )
+    .unwrap();
+    assert_eq!(r.dropped.len(), 4, "{r:?}");
+    assert!(r.claimed.is_empty() && r.quarantined.is_empty(), "{r:?}");
+    let stopping = read_as(con, "exec-stopping", 1);
+    run(con, &["XDEL", STREAM, &stopping[0]]).unwrap();
+    run(
+        con,
+        &[
+            "QUANTUM.RETIRE",
+            STREAM,
+            GROUP,
+            "exec-stopping",
+            "TO",
+            "exec-next",
+        ],
+    )
+    .unwrap();
+    let names = consumer_names(con, STREAM, GROUP);
+    for keeper in ["recovery", "quarantine", "exec-next"] {
+        assert!(names.iter().any(|n| n == keeper), "{keeper}: {names:?}");
+    }
+    assert!(pel(con, STREAM, GROUP).is_empty());
+}
+
 /// PEL owners and delivery counts, and consumer names with their pending counts.
 type GroupView = (Vec<(String, String, i64)>, Vec<(String, i64)>);
 
@@ -95,6 +138,35 @@ fn a_restart_from_the_aof_holds_the_same_group_state() {
     let server = server.restart();
     let mut con = server.connect();
     assert_eq!(view(&mut con), expected);
+}
+
+#[test]
+fn a_replica_gets_the_consumers_of_a_claim_of_vanished_entries() {
+    let (primary, replica) = primary_and_replica();
+    let mut p = primary.connect();
+    let mut r = replica.connect();
+    claim_only_vanished_entries(&mut p);
+    let expected = view(&mut p);
+    run(&mut p, &["WAIT", "1", "5000"]).unwrap();
+    wait_for(|| view(&mut r) == expected);
+    assert_eq!(view(&mut r), expected);
+}
+
+#[test]
+fn an_aof_restart_keeps_the_consumers_of_a_claim_of_vanished_entries() {
+    let server = Server::with(Options {
+        config: vec![
+            ("appendonly".into(), "yes".into()),
+            ("appendfsync".into(), "always".into()),
+        ],
+        ..Options::default()
+    });
+    let mut con = server.connect();
+    claim_only_vanished_entries(&mut con);
+    let expected = view(&mut con);
+    drop(con);
+    let server = server.restart();
+    assert_eq!(view(&mut server.connect()), expected);
 }
 
 fn wait_for(mut done: impl FnMut() -> bool) {

@@ -37,8 +37,11 @@ pub struct RunSummary {
     pub quarantined: Vec<String>,
     pub dropped: Vec<String>,
     pub deleted: Vec<String>,
-    /// As the last batch saw them.
+    /// As the last batch that looked at every consumer saw them: at most 100
+    /// names (the module's cap) ...
     pub kept: Vec<String>,
+    /// ... and how many there were.
+    pub kept_total: i64,
     pub scanned: i64,
     pub batches: u64,
     pub cursor: String,
@@ -167,7 +170,16 @@ pub fn run(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<RunSu
             .extend(texts(field(&fields, "quarantined")?)?);
         summary.dropped.extend(texts(field(&fields, "dropped")?)?);
         summary.deleted.extend(texts(field(&fields, "deleted")?)?);
-        summary.kept = texts(field(&fields, "kept")?)?;
+        // `kept-total` is nil when the batch skipped the consumer pass
+        // (DELETELIMIT 0): the last batch that made one still holds.
+        match fields.iter().find(|(k, _)| k == "kept-total").map(|(_, v)| v) {
+            Some(Value::Nil) => {}
+            Some(total) => {
+                summary.kept = texts(field(&fields, "kept")?)?;
+                summary.kept_total = int(total)?;
+            }
+            None => return Err(failure::unexpected("reply has no kept-total")),
+        }
         summary.scanned += int(field(&fields, "scanned")?)?;
         summary.cursor = text(field(&fields, "cursor")?)?;
         summary.pending = int(field(&fields, "pending")?)?;

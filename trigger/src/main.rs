@@ -205,7 +205,7 @@ fn summary_fields(s: &RunSummary) -> String {
         s.quarantined.len(),
         s.dropped.len(),
         s.deleted.len(),
-        s.kept.len(),
+        s.kept_total,
         s.batches
     )
 }
@@ -220,6 +220,7 @@ fn run_json(s: &RunSummary) -> serde_json::Value {
         "dropped": s.dropped,
         "deleted": s.deleted,
         "kept": s.kept,
+        "kept_total": s.kept_total,
         "batches": s.batches,
         "scanned": s.scanned,
         "cursor": s.cursor,
