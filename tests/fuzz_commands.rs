@@ -1,11 +1,13 @@
 //! Random argument vectors to every QUANTUM.* command over a real connection:
 //! every call gets a reply or a clean error, the server stays up, and the group
-//! changes only through accepted calls. The seed is printed; QUANTUM_SEED replays it.
+//! changes only through accepted calls. The vocabulary includes NUL bytes and
+//! CONFIG SET/GET/REWRITE of the `quantum.*` configs with random values. The
+//! seed is printed; QUANTUM_SEED replays it.
 
-use quantum_integration::reply::{consumers, group_state, pel, run};
+use quantum_integration::reply::{consumers, group_state, pairs, pel, run};
 use quantum_integration::rng::{seed_from_env, Rng};
 use quantum_integration::scenario::*;
-use quantum_integration::Server;
+use quantum_integration::{Options, Server};
 use redis::{Connection, Value};
 
 const KEYWORDS: [&str; 13] = [
@@ -52,9 +54,27 @@ fn random_case(rng: &mut Rng, word: &str) -> Vec<u8> {
         .collect()
 }
 
+const CONFIG_NAMES: [&str; 11] = [
+    "quantum.target",
+    "quantum.quarantine",
+    "quantum.mode-key",
+    "quantum.allowed-modes",
+    "quantum.min-idle",
+    "quantum.count",
+    "quantum.scan",
+    "quantum.zombie-idle",
+    "quantum.delete-limit",
+    "quantum.max-deliveries",
+    "quantum.nope",
+];
+
+/// Names and values with NUL bytes in them.
+const WITH_NUL: [&[u8]; 4] = [b"\0", b"exec-1\0", b"a\0b", b"TESTNET\0"];
+
 /// One argument: a keyword, a number, an ID, a name that exists, or junk.
 fn atom(rng: &mut Rng) -> Vec<u8> {
-    match rng.below(12) {
+    match rng.below(13) {
+        12 => rng.pick(&WITH_NUL).to_vec(),
         0 | 1 => {
             let word = *rng.pick(&KEYWORDS);
             random_case(rng, word)
@@ -90,7 +110,25 @@ fn atom(rng: &mut Rng) -> Vec<u8> {
     }
 }
 
+/// CONFIG SET of a `quantum.*` config to a random value, CONFIG GET, or CONFIG REWRITE.
+fn config_argv(rng: &mut Rng) -> Vec<Vec<u8>> {
+    let words: Vec<Vec<u8>> = match rng.below(20) {
+        0 => vec![b"REWRITE".to_vec()],
+        1 => vec![b"GET".to_vec(), b"*".to_vec()],
+        2..=4 => vec![b"GET".to_vec(), b"quantum.*".to_vec()],
+        _ => vec![
+            b"SET".to_vec(),
+            rng.pick(&CONFIG_NAMES).as_bytes().to_vec(),
+            atom(rng),
+        ],
+    };
+    [vec![b"CONFIG".to_vec()], words].concat()
+}
+
 fn argv(rng: &mut Rng) -> Vec<Vec<u8>> {
+    if rng.chance(5) {
+        return config_argv(rng);
+    }
     let command = *rng.pick(&[
         "QUANTUM.RECOVER",
         "QUANTUM.STATUS",
@@ -123,6 +161,25 @@ fn busy_group(con: &mut Connection, mode: &str) {
     }
 }
 
+/// A server started from a (empty) redis.conf, so CONFIG REWRITE has a file to write.
+fn start_server() -> Server {
+    Server::with(Options {
+        config_file: Some(String::new()),
+        ..Options::default()
+    })
+}
+
+/// The server answers CONFIG GET * and CONFIG REWRITE, and no config holds a NUL.
+fn assert_configs_readable(con: &mut Connection, seed: u64) {
+    let all = run(con, &["CONFIG", "GET", "*"]).expect("CONFIG GET *");
+    for (name, value) in pairs(&all) {
+        if let Value::BulkString(bytes) = value {
+            assert!(!bytes.contains(&0), "seed {seed}: {name} holds a NUL");
+        }
+    }
+    run(con, &["CONFIG", "REWRITE"]).expect("CONFIG REWRITE");
+}
+
 /// Sends `calls` argument vectors pipelined; returns how many were accepted.
 fn send_all(con: &mut Connection, calls: &[Vec<Vec<u8>>]) -> usize {
     let mut pipe = redis::pipe();
@@ -147,7 +204,7 @@ fn a_hundred_thousand_random_calls_in_live_change_nothing_and_crash_nothing() {
     let seed = seed_from_env();
     eprintln!("fuzz seed {seed} (QUANTUM_SEED={seed} replays it)");
     let mut rng = Rng::new(seed);
-    let mut server = Server::start();
+    let mut server = start_server();
     let mut con = server.connect();
     busy_group(&mut con, "LIVE");
     let before = (group_state(&mut con, STREAM), pel(&mut con, STREAM, GROUP));
@@ -158,6 +215,7 @@ fn a_hundred_thousand_random_calls_in_live_change_nothing_and_crash_nothing() {
         accepted += send_all(&mut con, &calls);
     }
     assert!(server.is_alive(), "seed {seed}: redis-server died");
+    assert_configs_readable(&mut con, seed);
     assert_eq!(
         run(&mut con, &["PING"]).unwrap(),
         Value::SimpleString("PONG".into())
@@ -167,7 +225,7 @@ fn a_hundred_thousand_random_calls_in_live_change_nothing_and_crash_nothing() {
         before,
         "seed {seed}: in LIVE only DRYRUN and STATUS are accepted, and they change nothing"
     );
-    eprintln!("100000 calls, {accepted} accepted (DRYRUN and STATUS)");
+    eprintln!("100000 calls, {accepted} accepted (DRYRUN, STATUS and CONFIG)");
     assert!(
         accepted > 1_000,
         "seed {seed}: the generator hardly reaches the commands ({accepted} accepted)"
@@ -186,7 +244,7 @@ fn random_calls_in_testnet_change_the_group_only_when_accepted() {
         seed ^ 0x5eed
     );
     let mut rng = Rng::new(seed);
-    let mut server = Server::start();
+    let mut server = start_server();
     let mut con = server.connect();
     busy_group(&mut con, "TESTNET");
     let total_before = pel(&mut con, STREAM, GROUP).len();
@@ -214,6 +272,7 @@ fn random_calls_in_testnet_change_the_group_only_when_accepted() {
         );
     }
     assert!(server.is_alive());
+    assert_configs_readable(&mut con, seed);
     assert_eq!(
         pel(&mut con, STREAM, GROUP).len(),
         total_before,

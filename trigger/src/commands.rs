@@ -172,7 +172,11 @@ pub fn run(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<RunSu
         summary.deleted.extend(texts(field(&fields, "deleted")?)?);
         // `kept-total` is nil when the batch skipped the consumer pass
         // (DELETELIMIT 0): the last batch that made one still holds.
-        match fields.iter().find(|(k, _)| k == "kept-total").map(|(_, v)| v) {
+        match fields
+            .iter()
+            .find(|(k, _)| k == "kept-total")
+            .map(|(_, v)| v)
+        {
             Some(Value::Nil) => {}
             Some(total) => {
                 summary.kept = texts(field(&fields, "kept")?)?;
