@@ -260,6 +260,18 @@ mod tests {
     }
 
     #[test]
+    fn plain_names_stay_plain_and_the_rest_is_quoted() {
+        assert_eq!(
+            field_value("quantum:stream:trade.intent"),
+            "quantum:stream:trade.intent"
+        );
+        assert_eq!(field_value("a\n[INFO] b"), "\"a\\n[INFO] b\"");
+        assert_eq!(field_value("a b"), "\"a b\"");
+        assert_eq!(field_value("k=v"), "\"k=v\"");
+        assert_eq!(field_value(""), "\"\"");
+    }
+
+    #[test]
     fn a_failed_run_keeps_the_counters_and_last_success_of_the_previous_file() {
         let first = render_metrics(
             &metrics(RunResult::Success, Some([1, 2, 3, 4])),
