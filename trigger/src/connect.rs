@@ -75,7 +75,8 @@ pub fn connect(
         Some(seed) => (seed, true),
         None => (url.to_string(), cluster),
     };
-    let bad_url = |e: redis::RedisError| Failure::new(CONFIG, format!("bad --url {url:?}: {e}"));
+    let bad_url =
+        |e: redis::RedisError| Failure::new(CONFIG, format!("bad --url {given_url:?}: {e}"));
     let info = url.as_str().into_connection_info().map_err(bad_url)?;
     let settings = info.redis_settings();
     if settings.password().is_some() {
@@ -88,7 +89,7 @@ pub fn connect(
     if cluster && settings.db() != 0 {
         return Err(Failure::new(
             CONFIG,
-            format!("bad --url {url:?}: a Redis Cluster has only database 0"),
+            format!("bad --url {given_url:?}: a Redis Cluster has only database 0"),
         ));
     }
     let password = password(password_file)?;
