@@ -800,6 +800,37 @@ fn failed_runs_keep_the_counters_of_the_previous_file() {
         assert_eq!(metric(&text, &series), 1.0, "{text}");
     }
     assert_eq!(claimed, [3.0, 3.0, 3.0, 3.0], "never reset by a failed run");
+
+    // What Prometheus makes of these files, one run every 2 minutes: no reset,
+    // so no phantom increase and no ClaimedHigh.
+    let values: Vec<String> = claimed.iter().map(|v| v.to_string()).collect();
+    let rules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/monitoring/quantum-stream-recover.rules.yml"
+    );
+    let test = dir.path().join("counters.test.yml");
+    std::fs::write(
+        &test,
+        format!(
+            "rule_files: [{rules}]\nevaluation_interval: 1m\ntests:\n  - interval: 2m\n    input_series:\n\
+             \x20     - series: quantum_stream_recovery_claimed_total\n        values: \"{} 3x20\"\n\
+             \x20   promql_expr_test:\n      - expr: resets(quantum_stream_recovery_claimed_total[1h])\n\
+             \x20       eval_time: 20m\n        exp_samples: [{{labels: '{{}}', value: 0}}]\n\
+             \x20   alert_rule_test: [{{eval_time: 20m, alertname: QuantumStreamRecoverClaimedHigh, exp_alerts: []}}]\n",
+            values.join(" ")
+        ),
+    )
+    .unwrap();
+    let out = Command::new("promtool")
+        .args(["test", "rules", test.to_str().unwrap()])
+        .output()
+        .expect("promtool (Debian package prometheus)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A stream or group that does not exist is result `absent` (exit 0, WARN),
