@@ -918,6 +918,19 @@ fn the_metrics_writer_follows_no_planted_symlink() {
     assert_eq!(mode(&metrics), 0o644);
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert_eq!(metric(&text, "quantum_stream_recovery_claimed_total"), 3.0);
+
+    // Nor at the log file: appending through a link is refused (exit 73).
+    let log = dir.path().join("recover.log");
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+    let out = run_trigger(
+        &args(
+            &url_of(&server.socket()),
+            &["--log-file", log.to_str().unwrap()],
+        ),
+        &[],
+    );
+    assert_eq!(out.code, 73, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "secret\n");
 }
 
 /// A deadline reached mid-drain reports what moved: log line, JSON, exit 75.

@@ -63,7 +63,9 @@ pub fn field_value(name: &str) -> String {
 
 /// Appends `<RFC 3339 ms UTC> [LEVEL] <fields>` to `path`, opened for append
 /// on each run so logrotate can move the file between runs; created 0640 like
-/// logrotate's `create 0640 quantum quantum`.
+/// logrotate's `create 0640 quantum quantum`. A symlink there is refused
+/// (O_NOFOLLOW): the ExecStartPre may run as a more privileged user than the
+/// owner of the log folder.
 pub fn append_log_line(path: &Path, result: RunResult, fields: &str) -> std::io::Result<()> {
     let now = humantime::format_rfc3339_millis(SystemTime::now());
     let line = format!("{now} [{}] {fields}\n", result.level());
@@ -71,6 +73,7 @@ pub fn append_log_line(path: &Path, result: RunResult, fields: &str) -> std::io:
         .create(true)
         .append(true)
         .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?
         .write_all(line.as_bytes())
 }
