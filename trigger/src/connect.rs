@@ -70,10 +70,9 @@ pub fn connect(
     password_file: Option<&Path>,
     deadline: Instant,
 ) -> Result<Link, Failure> {
-    let url = given_url;
-    let (url, cluster) = match cluster_url(url) {
+    let (url, cluster) = match cluster_url(given_url) {
         Some(seed) => (seed, true),
-        None => (url.to_string(), cluster),
+        None => (given_url.to_string(), cluster),
     };
     let bad_url =
         |e: redis::RedisError| Failure::new(CONFIG, format!("bad --url {given_url:?}: {e}"));
@@ -104,7 +103,7 @@ pub fn connect(
         ));
     }
     let connect_by = Instant::now() + remaining(deadline)?.min(CONNECT_TIMEOUT);
-    let timeout = remaining(connect_by.min(deadline))?;
+    let timeout = remaining(connect_by)?;
     if cluster {
         let mut builder = ClusterClientBuilder::new([info.clone()])
             .connection_timeout(timeout)
@@ -129,7 +128,7 @@ pub fn connect(
             Failure::new(
                 CONFIG,
                 format!(
-                    "bad --url {url:?}: no such database on this server ({})",
+                    "bad --url {given_url:?}: no such database on this server ({})",
                     e.message
                 ),
             )

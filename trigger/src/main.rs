@@ -20,8 +20,8 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
-/// An error found before the options are known: stderr, and the JSON object
-/// when `--json` (or QUANTUM_JSON) asked for one.
+/// Ends a run that failed before the options were known (the caller said why
+/// on stderr), with the JSON object when `--json` (or QUANTUM_JSON) asked for one.
 fn early_exit(args: &[String], code: u8, message: &str) -> ExitCode {
     if cli::json_requested(args) {
         println!(
@@ -33,6 +33,8 @@ fn early_exit(args: &[String], code: u8, message: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Lossy only to find --env-file and --json: clap gets the real arguments
+    // and refuses a value that is not UTF-8 (64) rather than altering it.
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
         eprintln!("quantum-stream-recover: {message}");
         return early_exit(&args, failure::CONFIG, &message);
     }
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match Cli::try_parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
             let _ = e.print();
