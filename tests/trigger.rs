@@ -709,6 +709,18 @@ fn every_bad_input_has_its_exit_code_and_json() {
             out.stderr
         );
     }
+    // An argument that is not UTF-8 (std::env::args() would panic: 101).
+    let out = quantum_integration::trigger::trigger_command(
+        &["--json", "--stream"],
+        &[("QUANTUM_REDIS_URL", &url)],
+    )
+    .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"\xff"))
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["exit_code"], 64);
+
     // Booleans as systemd users write them (empty is off).
     for (value, on) in [
         ("1", true),
