@@ -313,7 +313,7 @@ fn settings_come_from_the_environment_and_the_env_file_below_it() {
     let url = url_of(&server.socket());
     std::fs::write(
         &env_file,
-        format!("# settings\nQUANTUM_REDIS_URL={url}\nexport QUANTUM_MIN_IDLE=100ms\nQUANTUM_ZOMBIE_IDLE=\"100ms\"\nQUANTUM_TO=from-file\n"),
+        format!("# settings\nQUANTUM_REDIS_URL={url}\nQUANTUM_MIN_IDLE=100ms\nQUANTUM_ZOMBIE_IDLE=\"100ms\"\nQUANTUM_TO=from-file\n"),
     )
     .unwrap();
     let out = run_trigger(
@@ -573,4 +573,506 @@ fn the_readme_acl_user_is_enough_for_every_verb() {
     assert!(run(&mut limited, &["SET", "quantum:mode", "TESTNET"])
         .unwrap_err()
         .starts_with("NOPERM"));
+}
+
+/// Writes `text` to a new file in `dir` and returns its path as a string.
+fn file_in(dir: &TempDir, name: &str, text: &[u8]) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// The same file systemd reads through EnvironmentFile= (tests/env_file.rs
+/// compares the rules with systemd itself): the last duplicate wins, `;`
+/// comments, `\` continuation, a BOM line ignored, no panic on odd lines.
+#[test]
+fn the_env_file_means_what_it_means_to_systemd() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let dir = TempDir::new("env-systemd");
+    let url = url_of(&server.socket());
+    let env_file = file_in(
+        &dir,
+        "stream-recover.env",
+        format!(
+            "\u{feff}QUANTUM_TO=bom-line\n; a comment systemd allows\n=no key\nQUANTUM_STREAM=wrong\n\
+             QUANTUM_STREAM={STREAM}\nQUANTUM_REDIS_URL={url}\nQUANTUM_MIN_IDLE=100\\\nms\n\
+             QUANTUM_ZOMBIE_IDLE=100ms\n"
+        )
+        .as_bytes(),
+    );
+    let out = run_trigger(&["--env-file", &env_file, "--json"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(json["stream"], STREAM, "the last of two duplicates wins");
+    assert_eq!(json["claimed"].as_array().unwrap().len(), 3, "{json}");
+    let owners: Vec<String> = pel(&mut server.connect(), STREAM, GROUP)
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(
+        owners, ["recovery"; 3],
+        "the BOM line is ignored, as systemd ignores it"
+    );
+    assert!(out.stderr.contains("line 1"), "{}", out.stderr);
+
+    let nul = file_in(&dir, "nul.env", b"QUANTUM_STREAM=a\0b\n");
+    let out = run_trigger(&["--env-file", &nul, "--json"], &[]);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(out.json()["error"].as_str().unwrap().contains("NUL"));
+}
+
+/// Every bad input has its documented exit code, a message saying what is
+/// wrong, and with --json an object whose exit_code is the process's; no input
+/// ends in 101 (a panic).
+#[test]
+fn every_bad_input_has_its_exit_code_and_json() {
+    let server = Server::with(Options {
+        tcp: true,
+        ..Options::default()
+    });
+    zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    let tcp = format!("127.0.0.1:{}", server.port.unwrap());
+    let dir = TempDir::new("inputs");
+    let empty_pw = file_in(&dir, "empty-password", b"\n");
+    let not_a_dir = file_in(&dir, "plain-file", b"");
+    let unwritable = format!("{not_a_dir}/quantum.prom");
+    let cluster_url = format!("redis+cluster://{tcp}");
+    let db_url = format!("redis://{tcp}/99");
+    let user_url = format!("redis://rec@{tcp}");
+    let bad_env = file_in(&dir, "bad.env", b"A=\xff\n");
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, i32, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec!["--deadline", "0"], vec![], 64, "from 1ms to 24h"),
+        (
+            vec!["--deadline", "10000000000000000000s"],
+            vec![],
+            64,
+            "from 1ms to 24h",
+        ),
+        (
+            vec!["--min-idle", "10000000000000000000s"],
+            vec![],
+            64,
+            "9223372036854775807ms",
+        ),
+        (vec!["--bogus"], vec![], 64, "unexpected argument"),
+        (
+            vec![],
+            vec![("QUANTUM_DRY_RUN", "maybe")],
+            64,
+            "expected a boolean",
+        ),
+        (vec!["--password-file", &empty_pw], vec![], 78, "is empty"),
+        (
+            vec!["--url", &cluster_url],
+            vec![],
+            78,
+            "cluster support disabled",
+        ),
+        (vec!["--url", &db_url], vec![], 78, "no such database"),
+        (
+            vec!["--url", &user_url],
+            vec![],
+            78,
+            "REDISCLI_AUTH is not set",
+        ),
+        (
+            vec!["--env-file", "/nonexistent.env"],
+            vec![],
+            78,
+            "cannot read --env-file",
+        ),
+        (vec!["--env-file", &bad_env], vec![], 78, "UTF-8"),
+        (
+            vec!["--metrics-file", &unwritable],
+            vec![],
+            73,
+            "cannot write metrics",
+        ),
+        (vec!["--log-file", &unwritable], vec![], 73, "cannot append"),
+    ];
+    for (extra, env, code, says) in cases {
+        let mut argv = vec!["--json"];
+        argv.extend(extra.iter());
+        let mut env = env.clone();
+        env.push(("QUANTUM_REDIS_URL", &url));
+        let out = run_trigger(&argv, &env);
+        assert_eq!(out.code, code, "{extra:?} {env:?}: {}", out.stderr);
+        let json = out.json();
+        assert_eq!(json["exit_code"], code, "{extra:?}: {json}");
+        let said = format!("{}{}", json["error"], json["output_error"]);
+        assert!(
+            said.contains(says) && out.stderr.contains(says),
+            "{extra:?}: {json} {}",
+            out.stderr
+        );
+    }
+    // An argument that is not UTF-8 (std::env::args() would panic: 101).
+    let out = quantum_integration::trigger::trigger_command(
+        &["--json", "--stream"],
+        &[("QUANTUM_REDIS_URL", &url)],
+    )
+    .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"\xff"))
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["exit_code"], 64);
+
+    // Booleans as systemd users write them (empty is off).
+    for (value, on) in [
+        ("1", true),
+        ("yes", true),
+        ("true", true),
+        ("on", true),
+        ("0", false),
+        ("no", false),
+        ("false", false),
+        ("off", false),
+        ("", false),
+    ] {
+        let out = run_trigger(
+            &["--url", &url, "--json"],
+            &[("QUANTUM_DRY_RUN", value), ("QUANTUM_MIN_IDLE", "100ms")],
+        );
+        assert_eq!(out.code, 0, "QUANTUM_DRY_RUN={value:?}: {}", out.stderr);
+        assert_eq!(out.json()["dry_run"], on, "QUANTUM_DRY_RUN={value:?}");
+        if !on {
+            break; // the first real run moved the entries
+        }
+    }
+}
+
+/// A URL naming a user with no password found must not connect as `default`.
+#[test]
+fn a_user_without_a_password_is_78_and_says_where_it_looked() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let url = format!("unix://{}?user=quantum-recover", server.socket().display());
+    let creds = TempDir::new("no-creds");
+    let out = run_trigger(
+        &["--url", &url, "--json"],
+        &[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let error = out.json()["error"].as_str().unwrap().to_string();
+    for source in [
+        "--password-file",
+        "redis-password does not exist",
+        "REDISCLI_AUTH",
+    ] {
+        assert!(error.contains(source), "{source} in {error}");
+    }
+    assert_eq!(
+        pel(&mut server.connect(), STREAM, GROUP)[0].1,
+        "exec-4242",
+        "nothing moved"
+    );
+}
+
+#[test]
+fn wrongpass_says_the_acl_user_may_not_exist() {
+    let server = Server::start();
+    let url = format!("unix://{}?user=quantum-recover", server.socket().display());
+    let out = run_trigger(&["--url", &url], &[("REDISCLI_AUTH", "pw")]);
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("may not exist") && out.stderr.contains("CONFIG REWRITE"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Only a run that reached the module on a primary feeds the `_total`
+/// counters: a replica (READONLY, 75) and a server without the module (69)
+/// answer INFO with zeros, which Prometheus would read as a reset and then a
+/// phantom increase.
+#[test]
+fn failed_runs_keep_the_counters_of_the_previous_file() {
+    let (primary, replica) = quantum_integration::primary_and_replica();
+    zombie_scenario(&primary);
+    let bare = Server::with(Options {
+        without_module: true,
+        ..Options::default()
+    });
+    let dir = TempDir::new("counters");
+    let metrics = dir.path().join("quantum.prom");
+    let m = metrics.to_str().unwrap();
+    let mut claimed = Vec::new();
+    for (server, code) in [(&primary, 0), (&replica, 75), (&bare, 69), (&primary, 0)] {
+        let url = url_of(&server.socket());
+        let out = run_trigger(&args(&url, &["--metrics-file", m]), &[]);
+        assert_eq!(out.code, code, "{}", out.stderr);
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        claimed.push(metric(&text, "quantum_stream_recovery_claimed_total"));
+        let result = if code == 0 { "success" } else { "error" };
+        let series = format!("quantum_stream_recovery_last_run_result{{result=\"{result}\"}}");
+        assert_eq!(metric(&text, &series), 1.0, "{text}");
+    }
+    assert_eq!(claimed, [3.0, 3.0, 3.0, 3.0], "never reset by a failed run");
+
+    // What Prometheus makes of these files, one run every 2 minutes: no reset,
+    // so no phantom increase and no ClaimedHigh.
+    let values: Vec<String> = claimed.iter().map(|v| v.to_string()).collect();
+    let rules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/monitoring/quantum-stream-recover.rules.yml"
+    );
+    let test = dir.path().join("counters.test.yml");
+    std::fs::write(
+        &test,
+        format!(
+            "rule_files: [{rules}]\nevaluation_interval: 1m\ntests:\n  - interval: 2m\n    input_series:\n\
+             \x20     - series: quantum_stream_recovery_claimed_total\n        values: \"{} 3x20\"\n\
+             \x20   promql_expr_test:\n      - expr: resets(quantum_stream_recovery_claimed_total[1h])\n\
+             \x20       eval_time: 20m\n        exp_samples: [{{labels: '{{}}', value: 0}}]\n\
+             \x20   alert_rule_test: [{{eval_time: 20m, alertname: QuantumStreamRecoverClaimedHigh, exp_alerts: []}}]\n",
+            values.join(" ")
+        ),
+    )
+    .unwrap();
+    let out = Command::new("promtool")
+        .args(["test", "rules", test.to_str().unwrap()])
+        .output()
+        .expect("promtool (Debian package prometheus)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A stream or group that does not exist is result `absent` (exit 0, WARN),
+/// which QuantumStreamRecoverGroupMissing watches: a misspelled name shows.
+#[test]
+fn a_missing_stream_is_result_absent() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let dir = TempDir::new("absent");
+    let metrics = dir.path().join("quantum.prom");
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &args(
+            &url,
+            &[
+                "--stream",
+                "quantum:stream:trade.intnet",
+                "--metrics-file",
+                metrics.to_str().unwrap(),
+                "--json",
+            ],
+        ),
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["result"], "absent");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "quantum_stream_recovery_last_run_result{result=\"absent\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "quantum_stream_recovery_last_run_result{result=\"success\"}"
+        ),
+        0.0
+    );
+}
+
+/// The metrics writer follows no symlink: not at the old predictable temp
+/// name `.NAME.PID.tmp` (planted for the next few thousand PIDs), not at the
+/// final path (rename replaces the link).
+#[test]
+fn the_metrics_writer_follows_no_planted_symlink() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let dir = TempDir::new("symlinks");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "secret\n").unwrap();
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let metrics = dir.path().join("quantum.prom");
+    let last_pid: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for pid in last_pid + 1..last_pid + 3000 {
+        std::os::unix::fs::symlink(&victim, dir.path().join(format!(".quantum.prom.{pid}.tmp")))
+            .unwrap();
+    }
+    std::os::unix::fs::symlink(&victim, &metrics).unwrap();
+    let out = run_trigger(
+        &args(
+            &url_of(&server.socket()),
+            &["--metrics-file", metrics.to_str().unwrap()],
+        ),
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "secret\n");
+    assert_eq!(mode(&victim), 0o600);
+    let meta = std::fs::symlink_metadata(&metrics).unwrap();
+    assert!(
+        meta.file_type().is_file(),
+        "the link was replaced by the file"
+    );
+    assert_eq!(mode(&metrics), 0o644);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(metric(&text, "quantum_stream_recovery_claimed_total"), 3.0);
+
+    // Nor at the log file: appending through a link is refused (exit 73).
+    let log = dir.path().join("recover.log");
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+    let out = run_trigger(
+        &args(
+            &url_of(&server.socket()),
+            &["--log-file", log.to_str().unwrap()],
+        ),
+        &[],
+    );
+    assert_eq!(out.code, 73, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "secret\n");
+}
+
+/// A deadline reached mid-drain reports what moved: log line, JSON, exit 75.
+#[test]
+fn a_deadline_mid_drain_reports_what_moved() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 20_000);
+    let held = read_as(&mut con, "exec-1", 20_000);
+    age_entries(&mut con, "exec-1", &held, 120_000);
+    let dir = TempDir::new("deadline");
+    let log = dir.path().join("recover.log");
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "--url",
+            &url,
+            "--min-idle",
+            "60s",
+            "--count",
+            "1",
+            "--scan",
+            "1",
+            "--max-batches",
+            "1000000",
+            "--deadline",
+            "400ms",
+            "--json",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let json = out.json();
+    let moved = json["claimed"].as_array().unwrap().len();
+    let with_recovery = pel(&mut con, STREAM, GROUP)
+        .iter()
+        .filter(|e| e.1 == "recovery")
+        .count();
+    assert!(moved > 0 && moved < 20_000, "{moved}");
+    // A batch whose reply the deadline cut off may have moved one more.
+    assert!(
+        (moved..=moved + 1).contains(&with_recovery),
+        "{moved} reported, {with_recovery} moved"
+    );
+    assert_eq!(
+        (json["result"].as_str(), json["exit_code"].as_u64()),
+        (Some("error"), Some(75))
+    );
+    assert_eq!(json["batches"].as_u64(), Some(moved as u64));
+    let line = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        line.contains(" [ERROR] ")
+            && line.contains(&format!("claimed={moved} "))
+            && line.contains("error="),
+        "{line}"
+    );
+    assert!(
+        out.stderr.contains(&format!("claimed={moved} ")),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A newline in a stream or group name cannot forge a log line; the log file
+/// is created 0640, as logrotate's `create 0640 quantum quantum`.
+#[test]
+fn names_are_escaped_in_the_log_and_the_log_file_is_0640() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let dir = TempDir::new("forge");
+    let log = dir.path().join("recover.log");
+    let forged = "s\n2026-01-01T00:00:00.000Z [INFO] stream=forged";
+    let out = run_trigger(
+        &args(
+            &url_of(&server.socket()),
+            &[
+                "--stream",
+                forged,
+                "--group",
+                "g\nx",
+                "--log-file",
+                log.to_str().unwrap(),
+            ],
+        ),
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains(r#"stream="s\n2026-01-01T00:00:00.000Z [INFO] stream=forged" group="g\nx""#),
+        "{text}"
+    );
+    assert!(
+        !out.stderr.lines().any(|l| l.starts_with("2026-01-01")),
+        "{}",
+        out.stderr
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&log).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o640);
+}
+
+/// rediss:// at a plaintext server or at one that never answers fails within
+/// the 5 s connect bound, not at the 30 s deadline.
+#[test]
+fn rediss_to_a_plaintext_or_silent_server_fails_within_the_connect_bound() {
+    let plain = Server::with(Options {
+        tcp: true,
+        ..Options::default()
+    });
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    // Accept and hold every connection, answering nothing.
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    for port in [plain.port.unwrap(), silent_port] {
+        let url = format!("rediss://127.0.0.1:{port}");
+        let out = run_trigger(&["--url", &url, "--deadline", "30s", "--json"], &[]);
+        assert_eq!(out.code, 75, "{url}: {}", out.stderr);
+        assert!(
+            out.elapsed < Duration::from_secs(7),
+            "{url}: took {:?}",
+            out.elapsed
+        );
+        assert_eq!(out.json()["exit_code"], 75);
+    }
 }

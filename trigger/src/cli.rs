@@ -14,8 +14,8 @@ use std::time::Duration;
 module (QUANTUM.RECOVER), in bounded atomic batches. Meant for a systemd timer and an \
 ExecStartPre. Every option also reads the environment variable shown.\n\n\
 Exit codes: 0 success, nothing to do, or refused by the mode guard; 64 usage; 69 module not \
-loaded; 75 Redis unreachable, timeout, LOADING or READONLY; 76 unexpected reply; \
-77 NOAUTH/NOPERM; 78 bad URL or credentials file.",
+loaded; 73 the log or metrics file could not be written; 75 Redis unreachable, timeout, \
+LOADING or READONLY; 76 unexpected reply; 77 NOAUTH/NOPERM; 78 bad URL, password or env file.",
     after_help = "Durations take 250ms, 60s, 5m, 1h or a bare number of milliseconds.\n\
 The password comes from --password-file, $CREDENTIALS_DIRECTORY/redis-password or \
 REDISCLI_AUTH, never from the command line."
@@ -34,7 +34,7 @@ pub struct Cli {
     pub url: String,
 
     /// Treat --url as a seed node of a Redis Cluster (also: redis+cluster://host:port)
-    #[arg(long, global = true, env = "QUANTUM_CLUSTER")]
+    #[arg(long, global = true, env = "QUANTUM_CLUSTER", action = clap::ArgAction::SetTrue, value_parser = parse_switch)]
     pub cluster: bool,
 
     /// Stream key
@@ -100,7 +100,7 @@ pub struct Cli {
     pub max_batches: u64,
 
     /// Overall time limit, connecting included
-    #[arg(long, global = true, env = "QUANTUM_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "QUANTUM_DEADLINE", default_value = "30s", value_parser = parse_deadline)]
     pub deadline: Duration,
 
     /// File holding the Redis password
@@ -116,11 +116,11 @@ pub struct Cli {
     pub metrics_file: Option<PathBuf>,
 
     /// Report what would happen, change nothing
-    #[arg(long, global = true, env = "QUANTUM_DRY_RUN")]
+    #[arg(long, global = true, env = "QUANTUM_DRY_RUN", action = clap::ArgAction::SetTrue, value_parser = parse_switch)]
     pub dry_run: bool,
 
     /// Print one JSON object on stdout
-    #[arg(long, global = true, env = "QUANTUM_JSON")]
+    #[arg(long, global = true, env = "QUANTUM_JSON", action = clap::ArgAction::SetTrue, value_parser = parse_switch)]
     pub json: bool,
 
     /// KEY=value settings file, below real environment variables (read before the rest)
@@ -150,19 +150,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (use 250ms, 60s, 1h or milliseconds)"))
 }
 
+/// A duration the module takes in milliseconds: 1 to i64::MAX.
 fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let ms = parse_duration(text)?.as_millis();
     match u64::try_from(ms) {
         Ok(ms) if ms >= 1 && ms <= i64::MAX as u64 => Ok(ms),
-        _ => Err("must be at least 1ms".into()),
+        _ => Err(format!("must be from 1ms to {}ms", i64::MAX)),
     }
 }
 
-/// Reads `--env-file` before clap runs: `KEY=value` lines (`#` comments,
-/// optional `export ` and quotes) become environment variables unless the
-/// real environment already has them.
-pub fn load_env_file(args: &[String]) -> Result<(), String> {
-    let path = args.iter().enumerate().find_map(|(i, a)| {
+/// The longest `--deadline`: a day is far beyond any timer interval, and keeps
+/// `now + deadline` from overflowing.
+const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+
+fn parse_deadline(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() || d > MAX_DEADLINE => Err("must be from 1ms to 24h".into()),
+        d => Ok(d),
+    }
+}
+
+/// `--env-file`'s path, looked up before clap runs.
+fn env_file_arg(args: &[String]) -> Option<String> {
+    args.iter().enumerate().find_map(|(i, a)| {
         a.strip_prefix("--env-file=")
             .map(str::to_string)
             .or_else(|| {
@@ -170,32 +180,46 @@ pub fn load_env_file(args: &[String]) -> Result<(), String> {
                     .then(|| args.get(i + 1).cloned())
                     .flatten()
             })
-    });
-    let Some(path) = path else {
+    })
+}
+
+/// Reads `--env-file` before clap runs, with systemd's `EnvironmentFile=`
+/// rules (env_file.rs); its settings become environment variables unless the
+/// real environment already has them.
+pub fn load_env_file(args: &[String]) -> Result<(), String> {
+    let Some(path) = env_file_arg(args) else {
         return Ok(());
     };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read --env-file {path}: {e}"))?;
-    for (line_no, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(format!("{path}:{}: expected KEY=value", line_no + 1));
-        };
-        let value = value.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(value);
-        if std::env::var_os(key.trim()).is_none() {
-            std::env::set_var(key.trim(), value);
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read --env-file {path}: {e}"))?;
+    let file = crate::env_file::parse(&bytes).map_err(|e| format!("--env-file {path}: {e}"))?;
+    for ignored in file.ignored {
+        eprintln!(
+            "quantum-stream-recover: --env-file {path}: {ignored} is not a valid variable name, \
+             ignored (as systemd ignores it)"
+        );
+    }
+    for (key, value) in file.vars {
+        if std::env::var_os(&key).is_none() {
+            std::env::set_var(key, value);
         }
     }
     Ok(())
+}
+
+/// Whether `--json` was asked for, for errors found before clap's parse succeeds.
+pub fn json_requested(args: &[String]) -> bool {
+    args.iter().skip(1).any(|a| a == "--json")
+        || std::env::var("QUANTUM_JSON").is_ok_and(|v| parse_switch(&v) == Ok(true))
+}
+
+/// A boolean as systemd users write it: 1/yes/y/true/t/on, 0/no/n/false/f/off;
+/// empty is off.
+pub fn parse_switch(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "y" | "true" | "t" | "on" => Ok(true),
+        "" | "0" | "no" | "n" | "false" | "f" | "off" => Ok(false),
+        _ => Err("expected a boolean: 1, yes, true, on or 0, no, false, off".into()),
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +234,12 @@ mod tests {
         assert_eq!(parse_duration("1500"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration_ms("0").is_err());
+        assert!(parse_deadline("0").is_err());
+        assert!(parse_deadline("10000000000000000000s").is_err());
+        assert_eq!(
+            parse_duration_ms("10000000000000000000s"),
+            Err(format!("must be from 1ms to {}ms", i64::MAX))
+        );
         assert_eq!(parse_duration_ms("2s"), Ok(2000));
     }
 

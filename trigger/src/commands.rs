@@ -47,6 +47,9 @@ pub struct RunSummary {
     pub cursor: String,
     pub pending: i64,
     pub consumers: i64,
+    /// Why the drain stopped before its end after earlier batches had moved
+    /// entries (the deadline, a lost connection): those batches still count.
+    pub stopped: Option<Failure>,
 }
 
 /// A module reply's map (RESP2 flat array) as `(key, value)` pairs.
@@ -150,9 +153,14 @@ pub fn run(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<RunSu
     let mut summary = RunSummary::default();
     let mut cursor: Option<String> = None;
     loop {
-        let fields = match call(con, &recover_command(cli, cursor.as_deref()), deadline)?
-            .and_then(pairs)?
-        {
+        let reply = match call(con, &recover_command(cli, cursor.as_deref()), deadline) {
+            Err(f) if summary.batches > 0 => {
+                summary.stopped = Some(f);
+                return Ok(Outcome::Done(summary));
+            }
+            reply => reply?,
+        };
+        let fields = match reply.and_then(pairs)? {
             Outcome::Done(fields) => fields,
             // Refused or gone before anything happened: pass the outcome on.
             other if summary.batches == 0 => return other.and_then(|_| Ok(RunSummary::default())),

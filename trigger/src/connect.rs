@@ -5,7 +5,7 @@
 
 use crate::failure::{self, Failure, CONFIG};
 use redis::cluster::{ClusterClientBuilder, ClusterConnection};
-use redis::{Connection, ConnectionLike, IntoConnectionInfo};
+use redis::{Connection, ConnectionInfo, ConnectionLike, IntoConnectionInfo};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,11 +25,30 @@ fn password(password_file: Option<&Path>) -> Result<Option<String>, Failure> {
                 format!("cannot read password file {}: {e}", path.display()),
             )
         })?;
-        return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
+        let password = text.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err(Failure::new(
+                CONFIG,
+                format!("password file {} is empty", path.display()),
+            ));
+        }
+        return Ok(Some(password.to_string()));
     }
     Ok(std::env::var("REDISCLI_AUTH")
         .ok()
         .filter(|p| !p.is_empty()))
+}
+
+/// The password sources `password` looked at, for the error when none had one.
+fn sources_tried() -> String {
+    let credential = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => format!(
+            "{} does not exist",
+            PathBuf::from(dir).join("redis-password").display()
+        ),
+        None => "$CREDENTIALS_DIRECTORY is not set (no LoadCredential=redis-password)".into(),
+    };
+    format!("--password-file (QUANTUM_PASSWORD_FILE) is not set, {credential}, REDISCLI_AUTH is not set or empty")
 }
 
 /// A connection to one server, or to a Redis Cluster through one seed node
@@ -46,49 +65,143 @@ fn cluster_url(url: &str) -> Option<String> {
 }
 
 pub fn connect(
-    url: &str,
+    given_url: &str,
     cluster: bool,
     password_file: Option<&Path>,
     deadline: Instant,
 ) -> Result<Link, Failure> {
-    let (url, cluster) = match cluster_url(url) {
+    let (url, cluster) = match cluster_url(given_url) {
         Some(seed) => (seed, true),
-        None => (url.to_string(), cluster),
+        None => (given_url.to_string(), cluster),
     };
-    let bad_url = |e: redis::RedisError| Failure::new(CONFIG, format!("bad --url {url:?}: {e}"));
+    let bad_url =
+        |e: redis::RedisError| Failure::new(CONFIG, format!("bad --url {given_url:?}: {e}"));
     let info = url.as_str().into_connection_info().map_err(bad_url)?;
-    if info.redis_settings().password().is_some() {
+    let settings = info.redis_settings();
+    if settings.password().is_some() {
         return Err(Failure::new(
             CONFIG,
             "the URL holds a password: put it in --password-file (or REDISCLI_AUTH) instead, \
              command lines are visible to every local user",
         ));
     }
+    if cluster && settings.db() != 0 {
+        return Err(Failure::new(
+            CONFIG,
+            format!("bad --url {given_url:?}: a Redis Cluster has only database 0"),
+        ));
+    }
     let password = password(password_file)?;
-    let timeout = remaining(deadline)?.min(CONNECT_TIMEOUT);
+    if let (Some(user), None) = (settings.username(), &password) {
+        // Connecting as `default` instead would silently bypass the least-privilege user.
+        return Err(Failure::new(
+            CONFIG,
+            format!(
+                "the URL names user {user:?} but no password was found: {}",
+                sources_tried()
+            ),
+        ));
+    }
+    let connect_by = Instant::now() + remaining(deadline)?.min(CONNECT_TIMEOUT);
+    let timeout = remaining(connect_by)?;
     if cluster {
-        let mut builder = ClusterClientBuilder::new([info])
+        let mut builder = ClusterClientBuilder::new([info.clone()])
             .connection_timeout(timeout)
             .response_timeout(timeout);
-        if let Some(password) = password {
+        if let Some(password) = password.clone() {
             builder = builder.password(password);
         }
         let client = builder.build().map_err(bad_url)?;
-        return client
-            .get_connection()
-            .map(|con| Link::Cluster(Box::new(con)))
-            .map_err(|e| failure::from_redis(&e));
+        // The cluster client connects lazily: a PING finds out.
+        let ready = client.get_connection().and_then(|mut con| {
+            redis::cmd("PING").query::<()>(&mut con)?;
+            Ok(con)
+        });
+        return match ready {
+            Ok(con) => Ok(Link::Cluster(Box::new(con))),
+            Err(e) => Err(not_a_cluster(given_url, info, password, connect_by)
+                .unwrap_or_else(|| failure::from_redis(&e))),
+        };
     }
+    let con = single(info, password, connect_by).map_err(|e| {
+        if e.message.contains("DB index is out of range") {
+            Failure::new(
+                CONFIG,
+                format!(
+                    "bad --url {given_url:?}: no such database on this server ({})",
+                    e.message
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
+    Ok(Link::Single(con))
+}
+
+/// One server, ready within `connect_by`: rediss:// does its TLS handshake on
+/// the first command, so a PING inside the connect bound catches a plaintext
+/// or silent server here rather than at the deadline.
+fn single(
+    info: ConnectionInfo,
+    password: Option<String>,
+    connect_by: Instant,
+) -> Result<Connection, Failure> {
     // No CLIENT SETINFO round trip on connect: the run is short and starts often.
     let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
     if let Some(password) = password {
         settings = settings.set_password(password);
     }
-    let client = redis::Client::open(info.set_redis_settings(settings)).map_err(bad_url)?;
-    client
-        .get_connection_with_timeout(timeout)
-        .map(Link::Single)
-        .map_err(|e| failure::from_redis(&e))
+    let client = redis::Client::open(info.set_redis_settings(settings))
+        .map_err(|e| Failure::new(CONFIG, format!("bad --url: {e}")))?;
+    let not_ready = |e: redis::RedisError| {
+        let f = failure::from_redis(&e);
+        match e.is_timeout() {
+            true => Failure::new(
+                f.code,
+                format!(
+                    "no Redis answered within the {}s connect bound (a plaintext server \
+                     behind rediss://, or one that never answers?): {}",
+                    CONNECT_TIMEOUT.as_secs(),
+                    f.message
+                ),
+            ),
+            false => f,
+        }
+    };
+    let mut con = client
+        .get_connection_with_timeout(remaining(connect_by)?)
+        .map_err(not_ready)?;
+    let left = Some(remaining(connect_by)?);
+    con.set_read_timeout(left)
+        .and_then(|_| con.set_write_timeout(left))
+        .map_err(|e| failure::from_redis(&e))?;
+    redis::cmd("PING")
+        .query::<()>(&mut con)
+        .map_err(not_ready)?;
+    Ok(con)
+}
+
+/// A cluster URL at a server without cluster support: say that, not the
+/// cluster client's "No connections found".
+fn not_a_cluster(
+    url: &str,
+    info: ConnectionInfo,
+    password: Option<String>,
+    connect_by: Instant,
+) -> Option<Failure> {
+    let mut con = single(info, password, connect_by).ok()?;
+    let info: String = redis::cmd("INFO").arg("cluster").query(&mut con).ok()?;
+    match info.contains("cluster_enabled:0") {
+        true => Some(Failure::new(
+            CONFIG,
+            format!(
+                "bad --url {url:?}: it names a Redis Cluster (redis+cluster:// or --cluster) \
+                 but this server has cluster support disabled: use redis://"
+            ),
+        )),
+        false => None,
+    }
 }
 
 /// Time left before the deadline; none left is a timeout.

@@ -4,6 +4,7 @@ use redis::RedisError;
 
 pub const USAGE: u8 = 64;
 pub const MODULE_MISSING: u8 = 69;
+pub const CANT_CREATE: u8 = 73;
 pub const UNAVAILABLE: u8 = 75;
 pub const PROTOCOL: u8 = 76;
 pub const NO_PERMISSION: u8 = 77;
@@ -24,6 +25,11 @@ impl Failure {
     }
 }
 
+/// Why a password that worked yesterday fails today.
+const NO_SUCH_USER_HINT: &str = " (the ACL user may not exist: users made with ACL SETUSER \
+live in memory only, so a Redis restart forgets them unless they were persisted with \
+CONFIG REWRITE or ACL SAVE to an aclfile; check ACL LIST)";
+
 /// Server errors by their code; I/O trouble (refused, timeout, dropped) is temporary.
 pub fn from_redis(e: &RedisError) -> Failure {
     let line = match (e.code(), e.detail()) {
@@ -31,7 +37,10 @@ pub fn from_redis(e: &RedisError) -> Failure {
         _ => e.to_string(),
     };
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
-        return Failure::new(NO_PERMISSION, format!("authentication failed: {line}"));
+        return Failure::new(
+            NO_PERMISSION,
+            format!("authentication failed: {line}{NO_SUCH_USER_HINT}"),
+        );
     }
     if e.is_timeout() {
         return Failure::new(UNAVAILABLE, format!("Redis did not answer in time: {line}"));
@@ -45,6 +54,7 @@ pub fn from_redis(e: &RedisError) -> Failure {
             " (this server is a replica: point --url at the primary)"
         }
         MODULE_MISSING => " (is the quantum module loaded? MODULE LIST)",
+        NO_PERMISSION if !line.starts_with("NOPERM") => NO_SUCH_USER_HINT,
         _ => "",
     };
     Failure::new(code, format!("{line}{hint}"))

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod connect;
+mod env_file;
 mod failure;
 mod report;
 mod status_table;
@@ -19,17 +20,39 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
+/// Ends a run that failed before the options were known (the caller said why
+/// on stderr), with the JSON object when `--json` (or QUANTUM_JSON) asked for one.
+fn early_exit(args: &[String], code: u8, message: &str) -> ExitCode {
+    if cli::json_requested(args) {
+        println!(
+            "{}",
+            json!({"result": "error", "error": message, "exit_code": code})
+        );
+    }
+    ExitCode::from(code)
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    // Lossy only to find --env-file and --json: clap gets the real arguments
+    // and refuses a value that is not UTF-8 (64) rather than altering it.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     if let Err(message) = cli::load_env_file(&args) {
         eprintln!("quantum-stream-recover: {message}");
-        return ExitCode::from(failure::CONFIG);
+        return early_exit(&args, failure::CONFIG, &message);
     }
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match Cli::try_parse_from(std::env::args_os()) {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            return early_exit(&args, failure::USAGE, first.trim_start_matches("error: "));
+        }
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { failure::USAGE } else { 0 });
+            return ExitCode::SUCCESS;
         }
     };
     tracing_subscriber::fmt()
@@ -47,7 +70,11 @@ fn main() -> ExitCode {
         .map_or(0.0, |d| d.as_secs_f64());
     let deadline = started + cli.deadline;
     let verb = cli.command.unwrap_or(Verb::Run);
-    let where_ = format!("stream={} group={}", cli.stream, cli.group);
+    let where_ = format!(
+        "stream={} group={}",
+        report::field_value(&cli.stream),
+        report::field_value(&cli.group)
+    );
 
     let mut con = connect::connect(
         &cli.url,
@@ -65,27 +92,29 @@ fn main() -> ExitCode {
     };
     let done = done.unwrap_or_else(|f| {
         error!("{where_}: {}", f.message);
-        Done {
-            result: RunResult::Error,
-            exit: f.code,
-            fields: format!("error={:?}", f.message),
-            json: json!({"result": "error", "error": f.message, "exit_code": f.code}),
-            gauges: None,
-        }
+        Done::failed(&f, None)
     });
 
     let elapsed_ms = started.elapsed().as_millis();
+    // A log or metrics file that cannot be written is exit 73 (EX_CANTCREAT)
+    // after a run that was otherwise fine: monitoring is blind without it.
+    let mut unwritten = Vec::new();
     if let Some(path) = &cli.log_file {
         let line = format!("{where_} {} elapsed_ms={elapsed_ms}", done.fields);
         if let Err(e) = report::append_log_line(path, done.result, &line) {
-            warn!("cannot append to {}: {e}", path.display());
+            unwritten.push(format!("cannot append to {}: {e}", path.display()));
         }
     }
     if let (Verb::Run, Some(path)) = (verb, &cli.metrics_file) {
-        // Counters come from INFO quantum so they survive trigger restarts.
+        // Counters come from INFO quantum so they survive trigger restarts, but
+        // only from a run that reached the module: a server without it, a
+        // replica (READONLY) or no server would report someone else's zeros,
+        // and a counter that falls and rises again counts its phantom increase.
         let counters = con
             .ok()
-            .and_then(|mut con| commands::module_counters(&mut con, deadline).ok());
+            .filter(|_| done.module_answered)
+            .and_then(|mut con| commands::module_counters(&mut con, deadline).ok())
+            .filter(|c| !c.is_empty());
         let metrics = Metrics {
             result: done.result,
             started_unix_s,
@@ -102,18 +131,28 @@ fn main() -> ExitCode {
             gauges: done.gauges,
         };
         if let Err(e) = report::write_metrics(path, &metrics) {
-            warn!("cannot write metrics to {}: {e}", path.display());
+            unwritten.push(format!("cannot write metrics to {}: {e}", path.display()));
+        }
+    }
+    let mut json = done.json;
+    let mut exit = done.exit;
+    if !unwritten.is_empty() {
+        let message = unwritten.join("; ");
+        error!("{message}");
+        json["output_error"] = json!(message);
+        if exit == 0 {
+            exit = failure::CANT_CREATE;
+            json["exit_code"] = json!(exit);
         }
     }
     if cli.json {
-        let mut json = done.json;
         json["command"] = json!(format!("{verb:?}").to_lowercase());
         json["stream"] = json!(cli.stream);
         json["group"] = json!(cli.group);
         json["elapsed_ms"] = json!(elapsed_ms as u64);
         println!("{json}");
     }
-    ExitCode::from(done.exit)
+    ExitCode::from(exit)
 }
 
 /// What a verb hands back for the log file, the metrics and the JSON.
@@ -125,6 +164,8 @@ struct Done {
     json: serde_json::Value,
     /// The group's pending entries and consumers afterwards (run only).
     gauges: Option<(i64, i64)>,
+    /// The module answered, so this server's `INFO quantum` is its counters.
+    module_answered: bool,
 }
 
 impl Done {
@@ -135,11 +176,39 @@ impl Done {
             fields,
             json,
             gauges: None,
+            module_answered: true,
+        }
+    }
+
+    /// A failure; `summary` holds what earlier batches of a drain did.
+    fn failed(f: &Failure, summary: Option<&RunSummary>) -> Done {
+        let error = format!("error={:?}", f.message);
+        let Some(summary) = summary else {
+            return Done {
+                result: RunResult::Error,
+                exit: f.code,
+                fields: error,
+                json: json!({"result": "error", "error": f.message, "exit_code": f.code}),
+                gauges: None,
+                module_answered: false,
+            };
+        };
+        let mut json = run_json(summary);
+        json["result"] = json!("error");
+        json["error"] = json!(f.message);
+        json["exit_code"] = json!(f.code);
+        Done {
+            result: RunResult::Error,
+            exit: f.code,
+            fields: format!("{} {error}", summary_fields(summary)),
+            json,
+            gauges: Some((summary.pending, summary.consumers)),
+            module_answered: true,
         }
     }
 }
 
-/// Refusals and a missing stream are not failures: exit 0, said at WARN.
+/// Refusals and a missing stream or group are not failures: exit 0, said at WARN.
 fn not_done(message: String, result: RunResult) -> Done {
     warn!("{message}");
     Done {
@@ -148,6 +217,7 @@ fn not_done(message: String, result: RunResult) -> Done {
         fields: format!("{}={message:?}", result.as_str()),
         json: json!({"result": result.as_str(), "message": message, "exit_code": 0}),
         gauges: None,
+        module_answered: true,
     }
 }
 
@@ -163,11 +233,20 @@ fn run(
         Outcome::Absent(m) => {
             return Ok(not_done(
                 format!("nothing to recover: {m}"),
-                RunResult::Success,
+                RunResult::Absent,
             ))
         }
     };
     let fields = summary_fields(&summary);
+    let stream = report::field_value(&cli.stream);
+    let group = report::field_value(&cli.group);
+    if let Some(f) = &summary.stopped {
+        error!(
+            "stopped early, after recovering stream={stream} group={group} {fields}: {}",
+            f.message
+        );
+        return Ok(Done::failed(f, Some(&summary)));
+    }
     let more = if summary.cursor != "0-0" && !summary.dry_run {
         format!(
             " (stopped at cursor {} after --max-batches; the next run continues)",
@@ -182,9 +261,7 @@ fn run(
         "recovered"
     };
     info!(
-        "{what} stream={} group={} {fields} elapsed_ms={}{more}",
-        cli.stream,
-        cli.group,
+        "{what} stream={stream} group={group} {fields} elapsed_ms={}{more}",
         started.elapsed().as_millis()
     );
     for name in &summary.deleted {
@@ -245,10 +322,7 @@ fn status(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
             Ok(Done::success(fields, status.to_json()))
         }
         Outcome::Refused(m) => Ok(not_done(m, RunResult::Refused)),
-        Outcome::Absent(m) => Ok(not_done(
-            format!("nothing to show: {m}"),
-            RunResult::Success,
-        )),
+        Outcome::Absent(m) => Ok(not_done(format!("nothing to show: {m}"), RunResult::Absent)),
     }
 }
 
@@ -273,7 +347,7 @@ fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
         Outcome::Refused(m) => Ok(not_done(m, RunResult::Refused)),
         Outcome::Absent(m) => Ok(not_done(
             format!("nothing to retire: {m}"),
-            RunResult::Success,
+            RunResult::Absent,
         )),
     }
 }

@@ -4,23 +4,35 @@
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::SystemTime;
 
-/// `success`, `refused` or `error`: the `result` label of the metrics and the JSON.
+/// The `result` label of the metrics and the JSON. Every result but `error`
+/// is healthy: a refusal is what LIVE is for, and a missing stream or group is
+/// nothing to do (its own alert catches a name that stays missing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunResult {
     Success,
     Refused,
+    /// The stream or the group does not exist.
+    Absent,
     Error,
 }
 
 impl RunResult {
+    const ALL: [RunResult; 4] = [
+        RunResult::Success,
+        RunResult::Refused,
+        RunResult::Absent,
+        RunResult::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunResult::Success => "success",
             RunResult::Refused => "refused",
+            RunResult::Absent => "absent",
             RunResult::Error => "error",
         }
     }
@@ -28,34 +40,56 @@ impl RunResult {
     fn level(self) -> &'static str {
         match self {
             RunResult::Success => "INFO",
-            RunResult::Refused => "WARN",
+            RunResult::Refused | RunResult::Absent => "WARN",
             RunResult::Error => "ERROR",
         }
     }
 }
 
+/// A name as a log field: as it is when plain, else quoted and escaped like a
+/// Rust string, so a newline or a space in a stream name cannot forge a line
+/// or a field.
+pub fn field_value(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !matches!(c, '"' | '\\' | '='));
+    if plain {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
 /// Appends `<RFC 3339 ms UTC> [LEVEL] <fields>` to `path`, opened for append
-/// on each run so logrotate can move the file between runs.
+/// on each run so logrotate can move the file between runs; created 0640 like
+/// logrotate's `create 0640 quantum quantum`. A symlink there is refused
+/// (O_NOFOLLOW): the ExecStartPre may run as a more privileged user than the
+/// owner of the log folder.
 pub fn append_log_line(path: &Path, result: RunResult, fields: &str) -> std::io::Result<()> {
     let now = humantime::format_rfc3339_millis(SystemTime::now());
     let line = format!("{now} [{}] {fields}\n", result.level());
     OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?
         .write_all(line.as_bytes())
 }
 
 const PREFIX: &str = "quantum_stream_recovery_";
 
-/// What this run measured. Whatever it could not measure (counters when Redis
-/// was unreachable, the last success after a failure) is carried over from
-/// the previous file, so a failed run never resets a series.
+/// What this run measured. Whatever it could not measure (counters when the
+/// run did not reach the module on a primary, the last success after a
+/// failure) is carried over from the previous file, so a failed run never
+/// resets a series.
 pub struct Metrics {
     pub result: RunResult,
     pub started_unix_s: f64,
     pub duration_s: f64,
-    /// Cumulative counters from `INFO quantum`: claimed, quarantined, dropped, deleted.
+    /// Cumulative counters from `INFO quantum`: claimed, quarantined, dropped,
+    /// deleted; only when the run reached the module (see main.rs).
     pub counters: Option<[u64; 4]>,
     /// Group gauges after the run: pending, consumers.
     pub gauges: Option<(i64, i64)>,
@@ -100,7 +134,7 @@ const SERIES: [(&str, &str, &str); 10] = [
     ),
     (
         "last_run_result",
-        "1 for the last run's result, 0 for the others.",
+        "1 for the last run's result (success, refused, absent: stream or group missing, error), 0 for the others.",
         "gauge",
     ),
     (
@@ -156,7 +190,7 @@ pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) ->
         "last_run_duration_seconds",
         format!("{:.6}", metrics.duration_s),
     );
-    for result in [RunResult::Success, RunResult::Refused, RunResult::Error] {
+    for result in RunResult::ALL {
         let flag = u8::from(result == metrics.result);
         set(
             &format!("last_run_result{{result=\"{}\"}}", result.as_str()),
@@ -184,10 +218,18 @@ pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) ->
     out
 }
 
-/// Writes the textfile atomically: a temp file in the same folder, mode 0644, then rename.
+/// Writes the textfile atomically: a temp file in the same folder, then rename.
+/// The temp file has an unpredictable name and is created with O_EXCL (which
+/// never follows a symlink); rename replaces whatever is at `path`, a symlink
+/// included, without following it. The previous file is read with O_NOFOLLOW.
 pub fn write_metrics(path: &Path, metrics: &Metrics) -> std::io::Result<()> {
-    let previous = parse_values(&fs::read_to_string(path).unwrap_or_default());
-    let text = render_metrics(metrics, &previous);
+    let previous = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(std::io::read_to_string)
+        .unwrap_or_default();
+    let text = render_metrics(metrics, &parse_values(&previous));
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -196,16 +238,14 @@ pub fn write_metrics(path: &Path, metrics: &Metrics) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = (|| {
-        fs::write(&temp, text)?;
-        fs::set_permissions(&temp, fs::Permissions::from_mode(0o644))?;
-        fs::rename(&temp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    temp.write_all(text.as_bytes())?;
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))?;
+    temp.persist(path).map(drop).map_err(|e| e.error)
 }
 
 #[cfg(test)]
@@ -220,6 +260,18 @@ mod tests {
             counters,
             gauges: counters.map(|_| (3, 2)),
         }
+    }
+
+    #[test]
+    fn plain_names_stay_plain_and_the_rest_is_quoted() {
+        assert_eq!(
+            field_value("quantum:stream:trade.intent"),
+            "quantum:stream:trade.intent"
+        );
+        assert_eq!(field_value("a\n[INFO] b"), "\"a\\n[INFO] b\"");
+        assert_eq!(field_value("a b"), "\"a b\"");
+        assert_eq!(field_value("k=v"), "\"k=v\"");
+        assert_eq!(field_value(""), "\"\"");
     }
 
     #[test]
