@@ -11,6 +11,7 @@ fn defaults() -> Defaults {
         zombie_idle: 3_600_000,
         delete_limit: 1_000,
         max_deliveries: 0,
+        retire_count: 1_000,
     }
 }
 
