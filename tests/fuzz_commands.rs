@@ -8,7 +8,7 @@ use quantum_integration::scenario::*;
 use quantum_integration::Server;
 use redis::{Connection, Value};
 
-const KEYWORDS: [&str; 13] = [
+const KEYWORDS: [&str; 14] = [
     "TO",
     "MINIDLE",
     "COUNT",
@@ -20,6 +20,7 @@ const KEYWORDS: [&str; 13] = [
     "QUARANTINE",
     "MODEKEY",
     "DRYRUN",
+    "LIMIT",
     "BOGUS",
     "",
 ];
