@@ -347,7 +347,8 @@ fn the_trigger_repeats_retire_until_the_consumer_is_empty_and_sums_the_calls() {
 #[test]
 fn a_deadline_with_entries_left_is_exit_75_and_the_consumer_keeps_them() {
     let server = Server::start();
-    let total = 30_000;
+    // More than the trigger can retire one entry per call within the deadline.
+    let total = 100_000;
     let held = holding(&server, "exec-7", total);
     let url = url_of(&server.socket());
     let out = run_trigger(
@@ -360,7 +361,7 @@ fn a_deadline_with_entries_left_is_exit_75_and_the_consumer_keeps_them() {
             "--retire-count",
             "1",
             "--deadline",
-            "300ms",
+            "1s",
             "--json",
         ],
         &[],
