@@ -13,10 +13,17 @@ use std::time::{Duration, Instant};
 /// The scenario's dead consumer, which retires.
 const CONSUMER: &str = "exec-dead";
 
-/// Server µs per QUANTUM.RETIRE call moving `count` of `scenario`'s entries.
-pub fn per_call(con: &mut Connection, scenario: &Scenario, count: usize, iterations: usize) -> f64 {
+/// Server µs per call moving `count` of `scenario`'s entries: (QUANTUM.RETIRE,
+/// native floor). The floor is the XPENDING and XCLAIM JUSTID the module runs,
+/// sent by the client, only their server time counted.
+pub fn per_call(
+    con: &mut Connection,
+    scenario: &Scenario,
+    count: usize,
+    iterations: usize,
+) -> (f64, f64) {
     let count = count.to_string();
-    measure(con, scenario, iterations, &["quantum.retire"], |c| {
+    let module = measure(con, scenario, iterations, &["quantum.retire"], |c| {
         let words = [
             "QUANTUM.RETIRE",
             STREAM,
@@ -28,7 +35,28 @@ pub fn per_call(con: &mut Connection, scenario: &Scenario, count: usize, iterati
             &count,
         ];
         run(c, &words).unwrap();
-    })
+    });
+    let native = measure(con, scenario, iterations, &["xpending", "xclaim"], |c| {
+        let page = run(c, &["XPENDING", STREAM, GROUP, "-", "+", &count, CONSUMER]).unwrap();
+        let Value::Array(rows) = page else {
+            panic!("XPENDING {page:?}")
+        };
+        let mut words = vec![
+            "XCLAIM".to_string(),
+            STREAM.into(),
+            GROUP.into(),
+            "exec-new".into(),
+            "0".into(),
+        ];
+        words.extend(rows.iter().map(|row| match row {
+            Value::Array(f) => text(&f[0]),
+            other => panic!("XPENDING row {other:?}"),
+        }));
+        words.push("JUSTID".into());
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        run(c, &words).unwrap();
+    });
+    (module, native)
 }
 
 pub struct Retire {
