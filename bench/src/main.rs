@@ -119,7 +119,7 @@ fn main() {
     println!("wrote {}", out.join("BENCHMARKS.md").display());
 }
 
-/// 1. Server time per call.
+/// Part 1, server time per call.
 fn server_time_section(md: &mut String, con: &mut Connection, sizes: &Sizes) {
     let _ = writeln!(
         md,
@@ -144,7 +144,7 @@ fn server_time_section(md: &mut String, con: &mut Connection, sizes: &Sizes) {
     }
 }
 
-/// 2. Blocking: a big PEL drained by the trigger while a client PINGs.
+/// Part 2, blocking: a big PEL drained by the trigger while a client PINGs.
 /// Returns the drained scenario, which the scaling part reuses.
 fn drain_section(
     md: &mut String,
@@ -181,7 +181,7 @@ fn drain_section(
     big
 }
 
-/// 3. The trigger from start to exit.
+/// Part 3, the trigger from start to exit.
 fn startup_section(md: &mut String, server: &Server, con: &mut Connection, sizes: &Sizes) {
     let empty = build(con, 0, 0, 0);
     let one = build(con, 1, 0, 0);
@@ -204,7 +204,7 @@ fn startup_section(md: &mut String, server: &Server, con: &mut Connection, sizes
     );
 }
 
-/// 4. Scaling, and its plot.
+/// Part 4, scaling, and its plot.
 fn scaling_section(
     md: &mut String,
     con: &mut Connection,
@@ -261,7 +261,7 @@ fn scaling_section(
     report::plot(&out.join("benchmarks/scaling.svg"), &by_consumers, &by_pel).unwrap();
 }
 
-/// 5. RETIRE in bounded steps: server time per call against COUNT, and a big
+/// Part 5, RETIRE in bounded steps: server time per call against COUNT, and a big
 /// retire through the trigger at the default COUNT with its longest call.
 fn retire_section(md: &mut String, server: &Server, con: &mut Connection, sizes: &Sizes) {
     let (held, counts) = &sizes.retire_per_call;
