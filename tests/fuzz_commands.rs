@@ -10,7 +10,7 @@ use quantum_integration::scenario::*;
 use quantum_integration::{Options, Server};
 use redis::{Connection, Value};
 
-const KEYWORDS: [&str; 13] = [
+const KEYWORDS: [&str; 14] = [
     "TO",
     "MINIDLE",
     "COUNT",
@@ -22,6 +22,7 @@ const KEYWORDS: [&str; 13] = [
     "QUARANTINE",
     "MODEKEY",
     "DRYRUN",
+    "LIMIT",
     "BOGUS",
     "",
 ];

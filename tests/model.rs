@@ -167,6 +167,10 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
                     format!("exec-{}", model.rng.below(model.next_pid + 1)),
                 ]);
             }
+            // Small COUNTs: a consumer's entries often take several calls.
+            if model.rng.chance(70) {
+                options.extend(["COUNT".to_string(), (1 + model.rng.below(3)).to_string()]);
+            }
             (
                 vec![
                     "QUANTUM.RETIRE".into(),
@@ -221,11 +225,20 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
         let fields = pairs(&reply);
         let get = |k: &str| fields.iter().find(|(key, _)| key == k).unwrap().1.clone();
         let (moved, dropped) = (texts(&get("moved")), texts(&get("dropped")));
-        let to = options.get(1).cloned().unwrap_or_else(|| "recovery".into());
+        let remaining = quantum_integration::reply::int(&get("remaining"));
+        let deleted = quantum_integration::reply::int(&get("deleted")) == 1;
+        let to = match options.iter().position(|o| o == "TO") {
+            Some(i) => options[i + 1].clone(),
+            None => "recovery".into(),
+        };
+        let count = match options.iter().position(|o| o == "COUNT") {
+            Some(i) => options[i + 1].parse::<usize>().unwrap(),
+            None => 1_000,
+        };
         let retired = &words[3];
         for id in &moved {
             assert_eq!(post[id].0, to, "{what}: {id} not with TO");
-            assert_eq!(post[id].1, pre[id].1, "{what}: a move counted a delivery");
+            assert_eq!(post[id].1, pre[id].1, "{what}: a move is not a delivery");
         }
         assert_eq!(
             left,
@@ -236,21 +249,37 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
             dropped.iter().all(|id| !model.existing.contains(id)),
             "{what}: dropped an existing entry"
         );
-        let owned: BTreeSet<&String> = pre
+        // Its lowest IDs (in stream order, not text order), at most COUNT; the rest stay with it.
+        let mut owned: Vec<&String> = pre
             .iter()
             .filter(|(_, e)| &e.0 == retired)
             .map(|(id, _)| id)
             .collect();
+        owned.sort_by_key(|id| {
+            let (ms, seq) = id.split_once('-').unwrap();
+            (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+        });
+        let handled: BTreeSet<&String> = moved.iter().chain(&dropped).collect();
+        let first: BTreeSet<&String> = owned.iter().take(count).copied().collect();
+        assert_eq!(handled, first, "{what}: not its first COUNT entries");
         assert_eq!(
-            owned,
-            moved.iter().chain(&dropped).collect(),
-            "{what}: not every entry of the consumer moved"
+            remaining,
+            (owned.len() - handled.len()) as i64,
+            "{what}: remaining"
         );
-        assert!(
-            !post_consumers.contains_key(retired),
-            "{what}: the consumer is still there"
+        assert_eq!(
+            post_consumers.get(retired),
+            (remaining > 0).then_some(&remaining),
+            "{what}: deleted only by the call that empties it, and not before"
         );
-        model.live.retain(|c| c != retired);
+        assert_eq!(
+            deleted,
+            remaining == 0 && pre_consumers.contains_key(retired),
+            "{what}: deleted"
+        );
+        if deleted {
+            model.live.retain(|c| c != retired);
+        }
         seen(4, 1);
         return;
     }

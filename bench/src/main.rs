@@ -1,22 +1,25 @@
-//! Benchmarks QUANTUM.RECOVER on servers it starts itself, side by side in one
-//! run (these machines are noisy, so ratios matter more than absolutes), and
-//! writes BENCHMARKS.md with a plot of server time per call against PEL size
-//! and consumer count.
+//! Benchmarks QUANTUM.RECOVER (and RETIRE) on servers it starts itself, side
+//! by side in one run (these machines are noisy, so ratios matter more than
+//! absolutes), and writes BENCHMARKS.md with a plot of server time per call
+//! against PEL size and consumer count.
 //!
 //!   cargo build --release && cargo run --release -p quantum-bench
 //!   cargo run -p quantum-bench -- --smoke --out /tmp/x   (tiny sizes; part of the tests)
+//!   cargo run --release -p quantum-bench -- --only retire --out /tmp/x   (one part)
 
 mod drain;
 mod report;
+mod retire;
 mod scenario;
 mod servertime;
 mod startup;
 
 use quantum_integration::reply::run;
 use quantum_integration::Server;
-use scenario::build;
+use redis::Connection;
+use scenario::{build, Scenario};
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 struct Sizes {
     /// (name, dead entries, zombies, live consumers, iterations)
@@ -25,6 +28,10 @@ struct Sizes {
     scaling_consumers: Vec<usize>,
     scaling_pel: Vec<usize>,
     startup_runs: usize,
+    /// Entries the retiring consumer holds, and (COUNT, iterations) per-call measurements.
+    retire_per_call: (usize, Vec<(usize, usize)>),
+    /// Entries retired through the trigger.
+    retire_total: usize,
 }
 
 fn sizes(smoke: bool) -> Sizes {
@@ -39,6 +46,8 @@ fn sizes(smoke: bool) -> Sizes {
             scaling_consumers: vec![10, 100],
             scaling_pel: vec![1_000, 2_000],
             startup_runs: 3,
+            retire_per_call: (2_000, vec![(100, 5), (1_000, 3)]),
+            retire_total: 3_000,
         };
     }
     Sizes {
@@ -52,6 +61,11 @@ fn sizes(smoke: bool) -> Sizes {
         scaling_consumers: vec![10, 100, 1_000, 10_000, 100_000],
         scaling_pel: vec![1_000, 10_000, 100_000, 1_000_000],
         startup_runs: 31,
+        retire_per_call: (
+            200_000,
+            vec![(100, 200), (1_000, 100), (10_000, 20), (100_000, 5)],
+        ),
+        retire_total: 1_000_000,
     }
 }
 
@@ -64,6 +78,13 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
+    // `--only NAME` runs one part: servertime, drain, startup, scaling or retire.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let sizes = sizes(smoke);
     let server = Server::start();
     let mut con = server.connect();
@@ -77,7 +98,29 @@ fn main() {
         report::machine()
     );
 
-    // 1. Server time per call.
+    if part("servertime") {
+        server_time_section(&mut md, &mut con, &sizes);
+    }
+    let drained = part("drain").then(|| drain_section(&mut md, &server, &mut con, &sizes));
+    if part("startup") {
+        startup_section(&mut md, &server, &mut con, &sizes);
+    }
+    if part("scaling") {
+        scaling_section(&mut md, &mut con, &sizes, drained.as_ref(), &out);
+    }
+    if part("retire") {
+        retire_section(&mut md, &server, &mut con, &sizes);
+    }
+
+    // The tables as the report has them are the printed table too.
+    print!("{md}");
+    md.push_str(include_str!("../findings.md"));
+    std::fs::write(out.join("BENCHMARKS.md"), md).unwrap();
+    println!("wrote {}", out.join("BENCHMARKS.md").display());
+}
+
+/// Part 1, server time per call.
+fn server_time_section(md: &mut String, con: &mut Connection, sizes: &Sizes) {
     let _ = writeln!(
         md,
         "## Server time per recovery\n\nINFO commandstats `usec` per call, each call on the same state (RESTORE of a DUMP \
@@ -87,8 +130,8 @@ fn main() {
          | scenario | calls | module µs | native floor µs | Lua µs | module / native | module / Lua |\n|---|---|---|---|---|---|---|"
     );
     for (name, dead, zombies, live, iterations) in &sizes.server_time {
-        let scenario = build(&mut con, *dead, *zombies, *live);
-        let t = servertime::server_time(&mut con, &scenario, *iterations);
+        let scenario = build(con, *dead, *zombies, *live);
+        let t = servertime::server_time(con, &scenario, *iterations);
         let _ = writeln!(
             md,
             "| {name} | {iterations} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
@@ -99,10 +142,18 @@ fn main() {
             t.module / t.lua
         );
     }
+}
 
-    // 2. Blocking: a big PEL drained by the trigger while a client PINGs.
-    let big = build(&mut con, sizes.drain, 0, 0);
-    let d = drain::drain(&server, &big);
+/// Part 2, blocking: a big PEL drained by the trigger while a client PINGs.
+/// Returns the drained scenario, which the scaling part reuses.
+fn drain_section(
+    md: &mut String,
+    server: &Server,
+    con: &mut Connection,
+    sizes: &Sizes,
+) -> Scenario {
+    let big = build(con, sizes.drain, 0, 0);
+    let d = drain::drain(server, &big);
     let longest = d
         .longest_call_us
         .map_or("under 500 µs (none in SLOWLOG)".to_string(), |us| {
@@ -127,10 +178,14 @@ fn main() {
         d.ping_us[3]
     );
 
-    // 3. The trigger from start to exit.
-    let empty = build(&mut con, 0, 0, 0);
-    let one = build(&mut con, 1, 0, 0);
-    let s = startup::startup(&server, &empty, &one, sizes.startup_runs);
+    big
+}
+
+/// Part 3, the trigger from start to exit.
+fn startup_section(md: &mut String, server: &Server, con: &mut Connection, sizes: &Sizes) {
+    let empty = build(con, 0, 0, 0);
+    let one = build(con, 1, 0, 0);
+    let s = startup::startup(server, &empty, &one, sizes.startup_runs);
     let _ = writeln!(
         md,
         "\n## The trigger, start to exit\n\nMedian of {} runs each, same server, unix socket.\n\n\
@@ -147,16 +202,24 @@ fn main() {
         s.script / s.zombie,
         s.peak_rss_kb
     );
+}
 
-    // 4. Scaling.
+/// Part 4, scaling, and its plot.
+fn scaling_section(
+    md: &mut String,
+    con: &mut Connection,
+    sizes: &Sizes,
+    drained: Option<&Scenario>,
+    out: &Path,
+) {
     let by_consumers: report::Series = sizes
         .scaling_consumers
         .iter()
         .map(|&n| {
-            let scenario = build(&mut con, 1, 0, n);
+            let scenario = build(con, 1, 0, n);
             (
                 n as f64,
-                servertime::module_time(&mut con, &scenario, (20_000 / n).clamp(5, 200)),
+                servertime::module_time(con, &scenario, (20_000 / n).clamp(5, 200)),
             )
         })
         .collect();
@@ -166,15 +229,16 @@ fn main() {
         .map(|&n| {
             // The drain's PEL is reused for the largest size rather than built twice.
             let built;
-            let scenario = if n == big.pending {
-                &big
-            } else {
-                built = build(&mut con, n, 0, 10);
-                &built
+            let scenario = match drained {
+                Some(big) if big.pending == n => big,
+                _ => {
+                    built = build(con, n, 0, 10);
+                    &built
+                }
             };
             (
                 n as f64,
-                servertime::module_time(&mut con, scenario, (200_000 / n).clamp(5, 200)),
+                servertime::module_time(con, scenario, (200_000 / n).clamp(5, 200)),
             )
         })
         .collect();
@@ -193,11 +257,47 @@ fn main() {
         let _ = writeln!(md, "| {n} | {us:.1} |");
     }
 
-    // The tables as the report has them are the printed table too.
-    print!("{md}");
-    md.push_str(include_str!("../findings.md"));
     std::fs::create_dir_all(out.join("benchmarks")).unwrap();
     report::plot(&out.join("benchmarks/scaling.svg"), &by_consumers, &by_pel).unwrap();
-    std::fs::write(out.join("BENCHMARKS.md"), md).unwrap();
-    println!("wrote {}", out.join("BENCHMARKS.md").display());
+}
+
+/// Part 5, RETIRE in bounded steps: server time per call against COUNT, and a big
+/// retire through the trigger at the default COUNT with its longest call.
+fn retire_section(md: &mut String, server: &Server, con: &mut Connection, sizes: &Sizes) {
+    let (held, counts) = &sizes.retire_per_call;
+    let scenario = build(con, *held, 0, 0);
+    let _ = writeln!(
+        md,
+        "\n## Retiring a consumer in bounded steps\n\nServer time per QUANTUM.RETIRE call (INFO commandstats, each call on \
+         the same state: one consumer holding {held} entries, RESTOREd before every call) against COUNT; the default, \
+         `quantum.retire-count`, is 1000. Before issue 13 one call moved the whole PEL: 200,000 entries held Redis for \
+         1.86 s. Native floor: the XPENDING and XCLAIM JUSTID of the same entries sent by the client, \
+         only their server time counted.\n\n| COUNT | calls | module µs per call | module µs per entry | native floor µs \
+         | module / native |\n|---|---|---|---|---|---|"
+    );
+    for &(count, iterations) in counts {
+        let (module, native) = retire::per_call(con, &scenario, count, iterations);
+        let _ = writeln!(
+            md,
+            "| {count} | {iterations} | {module:.0} | {:.2} | {native:.0} | {:.2} |",
+            module / count as f64,
+            module / native
+        );
+    }
+    drop(scenario);
+    let big = build(con, sizes.retire_total, 0, 0);
+    let r = retire::through_trigger(server, &big);
+    let _ = writeln!(
+        md,
+        "\n`quantum-stream-recover retire` of a consumer holding {} entries at the default COUNT, every call's duration \
+         from SLOWLOG (`slowlog-log-slower-than 0`):\n\n| | value |\n|---|---|\n| trigger, total | {:.2} s |\n\
+         | QUANTUM.RETIRE calls | {} |\n| mean server time per call | {:.0} µs |\n| longest call | {} µs |\n\
+         | calls over 10 ms | {} |",
+        r.entries,
+        r.took.as_secs_f64(),
+        r.calls,
+        r.mean_call_us,
+        r.longest_call_us,
+        r.calls_over_10ms
+    );
 }

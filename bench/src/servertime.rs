@@ -37,7 +37,7 @@ fn usec_of(con: &mut Connection, commands: &[&str]) -> f64 {
 
 /// Runs `call` `iterations` times on a freshly restored scenario; returns the
 /// server µs per call of `commands`.
-fn measure(
+pub fn measure(
     con: &mut Connection,
     scenario: &Scenario,
     iterations: usize,

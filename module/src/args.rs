@@ -10,6 +10,11 @@ pub const MIN_IDLE_RANGE: (i64, i64) = (1, i64::MAX);
 pub const ZOMBIE_IDLE_RANGE: (i64, i64) = (1, i64::MAX);
 pub const DELETE_LIMIT_RANGE: (i64, i64) = (0, 100_000);
 pub const MAX_DELIVERIES_RANGE: (i64, i64) = (0, i64::MAX);
+/// RETIRE's COUNT: a call at the top of the range holds Redis for about 100 ms (BENCHMARKS.md).
+pub const RETIRE_COUNT_RANGE: (i64, i64) = (1, 100_000);
+/// STATUS's LIMIT: consumers listed; the state counts always cover them all.
+pub const LIMIT_RANGE: (i64, i64) = (1, 10_000);
+pub const DEFAULT_LIMIT: i64 = 100;
 
 /// Defaults taken from the `quantum.*` configs at call time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +28,7 @@ pub struct Defaults {
     pub zombie_idle: i64,
     pub delete_limit: i64,
     pub max_deliveries: i64,
+    pub retire_count: i64,
 }
 
 /// A stream ID `ms-seq` (or `ms`, meaning `ms-0`), as CURSOR takes it.
@@ -269,19 +275,27 @@ pub struct StatusRequest {
     pub group: Vec<u8>,
     pub zombie_idle: i64,
     pub mode_key: ModeKey,
+    pub limit: i64,
 }
 
-/// Parses `QUANTUM.STATUS key group [ZOMBIEIDLE ms] [MODEKEY key]`.
+/// Parses `QUANTUM.STATUS key group [ZOMBIEIDLE ms] [MODEKEY key] [LIMIT n]`.
 pub fn parse_status(argv: &[&[u8]], defaults: &Defaults) -> Result<StatusRequest, ArgError> {
     if argv.len() < 3 {
         return Err(ArgError::WrongArity);
     }
-    let options = Options::collect(argv, 3, "QUANTUM.STATUS", &["ZOMBIEIDLE", "MODEKEY"], &[])?;
+    let options = Options::collect(
+        argv,
+        3,
+        "QUANTUM.STATUS",
+        &["ZOMBIEIDLE", "MODEKEY", "LIMIT"],
+        &[],
+    )?;
     Ok(StatusRequest {
         key: argv[1].to_vec(),
         group: argv[2].to_vec(),
         zombie_idle: options.number("ZOMBIEIDLE", defaults.zombie_idle, ZOMBIE_IDLE_RANGE)?,
         mode_key: ModeKey::from(&options, defaults)?,
+        limit: options.number("LIMIT", DEFAULT_LIMIT, LIMIT_RANGE)?,
     })
 }
 
@@ -292,20 +306,22 @@ pub struct RetireRequest {
     pub consumer: Vec<u8>,
     pub to: Vec<u8>,
     pub mode_key: ModeKey,
+    pub count: i64,
 }
 
-/// Parses `QUANTUM.RETIRE key group consumer [TO consumer] [MODEKEY key]`.
+/// Parses `QUANTUM.RETIRE key group consumer [TO consumer] [COUNT n] [MODEKEY key]`.
 pub fn parse_retire(argv: &[&[u8]], defaults: &Defaults) -> Result<RetireRequest, ArgError> {
     if argv.len() < 4 {
         return Err(ArgError::WrongArity);
     }
-    let options = Options::collect(argv, 4, "QUANTUM.RETIRE", &["TO", "MODEKEY"], &[])?;
+    let options = Options::collect(argv, 4, "QUANTUM.RETIRE", &["TO", "COUNT", "MODEKEY"], &[])?;
     let request = RetireRequest {
         key: argv[1].to_vec(),
         group: argv[2].to_vec(),
         consumer: argv[3].to_vec(),
         to: options.name("TO", &defaults.to)?,
         mode_key: ModeKey::from(&options, defaults)?,
+        count: options.number("COUNT", defaults.retire_count, RETIRE_COUNT_RANGE)?,
     };
     if request.consumer.is_empty() {
         return Err(invalid("consumer must not be empty".into()));

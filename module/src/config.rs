@@ -1,6 +1,7 @@
-//! The `quantum.*` configs: the defaults of every QUANTUM.RECOVER option plus
-//! `quantum.allowed-modes`. Redis owns them (CONFIG SET/GET, redis.conf lines);
-//! these statics are where Redis stores them and where each call reads them.
+//! The `quantum.*` configs: the defaults of every QUANTUM.RECOVER option,
+//! RETIRE's `quantum.retire-count` and `quantum.allowed-modes`. Redis owns them
+//! (CONFIG SET/GET, redis.conf lines); these statics are where Redis stores
+//! them and where each call reads them.
 
 use crate::args::Defaults;
 use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
@@ -19,6 +20,7 @@ pub const DEFAULT_SCAN: i64 = 1_000;
 pub const DEFAULT_ZOMBIE_IDLE: i64 = 3_600_000;
 pub const DEFAULT_DELETE_LIMIT: i64 = 1_000;
 pub const DEFAULT_MAX_DELIVERIES: i64 = 0;
+pub const DEFAULT_RETIRE_COUNT: i64 = 1_000;
 
 pub static MIN_IDLE: AtomicI64 = AtomicI64::new(DEFAULT_MIN_IDLE);
 pub static COUNT: AtomicI64 = AtomicI64::new(DEFAULT_COUNT);
@@ -26,6 +28,7 @@ pub static SCAN: AtomicI64 = AtomicI64::new(DEFAULT_SCAN);
 pub static ZOMBIE_IDLE: AtomicI64 = AtomicI64::new(DEFAULT_ZOMBIE_IDLE);
 pub static DELETE_LIMIT: AtomicI64 = AtomicI64::new(DEFAULT_DELETE_LIMIT);
 pub static MAX_DELIVERIES: AtomicI64 = AtomicI64::new(DEFAULT_MAX_DELIVERIES);
+pub static RETIRE_COUNT: AtomicI64 = AtomicI64::new(DEFAULT_RETIRE_COUNT);
 
 pub static TARGET: TextConfig = TextConfig::new(false);
 pub static QUARANTINE: TextConfig = TextConfig::new(false);
@@ -106,6 +109,7 @@ pub fn recover_defaults() -> Defaults {
         zombie_idle: ZOMBIE_IDLE.load(Ordering::Relaxed),
         delete_limit: DELETE_LIMIT.load(Ordering::Relaxed),
         max_deliveries: MAX_DELIVERIES.load(Ordering::Relaxed),
+        retire_count: RETIRE_COUNT.load(Ordering::Relaxed),
     }
 }
 

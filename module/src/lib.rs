@@ -217,6 +217,7 @@ mod registration {
                 ["zombie-idle", &ZOMBIE_IDLE, DEFAULT_ZOMBIE_IDLE, args::ZOMBIE_IDLE_RANGE.0, args::ZOMBIE_IDLE_RANGE.1, ConfigurationFlags::DEFAULT, None],
                 ["delete-limit", &DELETE_LIMIT, DEFAULT_DELETE_LIMIT, args::DELETE_LIMIT_RANGE.0, args::DELETE_LIMIT_RANGE.1, ConfigurationFlags::DEFAULT, None],
                 ["max-deliveries", &MAX_DELIVERIES, DEFAULT_MAX_DELIVERIES, args::MAX_DELIVERIES_RANGE.0, args::MAX_DELIVERIES_RANGE.1, ConfigurationFlags::DEFAULT, None],
+                ["retire-count", &RETIRE_COUNT, DEFAULT_RETIRE_COUNT, args::RETIRE_COUNT_RANGE.0, args::RETIRE_COUNT_RANGE.1, ConfigurationFlags::DEFAULT, None],
             ],
             string: [
                 ["target", &TARGET, DEFAULT_TARGET, ConfigurationFlags::DEFAULT, None],

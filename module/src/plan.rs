@@ -5,6 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+pub mod retire;
+pub mod states;
+
 /// One PEL entry as XPENDING's extended form reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingEntry {

@@ -1,8 +1,9 @@
-//! QUANTUM.RETIRE: a stopping consumer hands every pending entry to TO and is
-//! deleted, in one atomic call.
+//! QUANTUM.RETIRE: a stopping consumer hands its pending entries to TO, at most
+//! COUNT per call, and is deleted by the call that leaves it empty.
 
 use crate::args::{self, RetireRequest};
 use crate::guard::{self, Failure};
+use crate::plan::retire::{self as step_plan, RetireStep};
 use crate::redis_ops::{self, CallerAcl, Group, Internal};
 use crate::reply::{self, Reply};
 use crate::stats::{bump, STATS};
@@ -10,6 +11,7 @@ use crate::text;
 use redis_module::{Context, RedisError};
 use std::collections::HashSet;
 
+/// Every command a call may run, checked against the caller's ACL before the first change (S7).
 const INTERNAL_COMMANDS: [Internal; 5] = [
     Internal::InfoConsumers,
     Internal::Pending,
@@ -18,64 +20,61 @@ const INTERNAL_COMMANDS: [Internal; 5] = [
     Internal::DeleteConsumer,
 ];
 
-/// PEL entries moved per XCLAIM; a retiring consumer rarely holds more than one page.
-const PAGE: usize = 1_000;
+/// What one call did.
+struct Retired {
+    moved: Vec<String>,
+    dropped: Vec<String>,
+    remaining: i64,
+    deleted: bool,
+}
 
 /// ```text
-/// QUANTUM.RETIRE key group consumer [TO consumer] [MODEKEY key]
+/// QUANTUM.RETIRE key group consumer [TO consumer] [COUNT n] [MODEKEY key]
 /// ```
-/// Moves all of `consumer`'s pending entries, whatever their idle time, to TO
-/// (entries whose stream entry is gone leave the PEL instead), then deletes
-/// the consumer. Mode-guarded. Replies with a map: moved (IDs), dropped (IDs),
-/// deleted (0/1; 0 when there was no such consumer).
+/// Moves up to COUNT of `consumer`'s pending entries, lowest IDs first and
+/// whatever their idle time, to TO (entries whose stream entry is gone leave
+/// the PEL instead); the call that leaves the consumer empty deletes it. A
+/// bigger backlog takes several calls, each atomic and short (S5). Mode-guarded.
+/// Replies with a map: moved (IDs), dropped (IDs), remaining (entries the
+/// consumer still holds), deleted (0/1; 0 when there was no such consumer).
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let request = guard::parse(argv, args::parse_retire)?;
     let acl = CallerAcl::of(ctx)?;
     guard::read_mode(ctx, &acl, &request.mode_key, true)?;
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
-    // Everything the call may run, before its first change (S7).
     group.check_allowed(&acl, &INTERNAL_COMMANDS)?;
 
     let held = group
         .consumers()?
         .into_iter()
         .find(|c| c.name == request.consumer);
-    let (moved, dropped, deleted) = match held {
-        None => (Vec::new(), Vec::new(), false),
+    let retired = match held {
+        None => Retired {
+            moved: Vec::new(),
+            dropped: Vec::new(),
+            remaining: 0,
+            deleted: false,
+        },
         Some(consumer) => {
             if consumer.pending > 0 {
                 // Explicitly, so replicas and the AOF get TO even if every entry is gone.
                 group.create_consumer(&request.to)?;
             }
-            let (moved, dropped) = hand_over(&group, &request, consumer.pending)?;
-            group.delete_consumer(&request.consumer)?;
-            (moved, dropped, true)
+            retire_step(ctx, &group, &request, consumer.pending)?
         }
     };
 
     bump(&STATS.retires, 1);
-    bump(&STATS.claimed, moved.len());
-    bump(&STATS.dropped, dropped.len());
-    bump(&STATS.deleted, usize::from(deleted));
-    if deleted {
-        guard::log_notice(
-            ctx,
-            &format!(
-                "retired consumer '{}' stream='{}' group='{}' moved={} dropped={} to='{}'",
-                text::printable(&request.consumer, 200),
-                text::printable(&request.key, 200),
-                text::printable(&request.group, 200),
-                moved.len(),
-                dropped.len(),
-                text::printable(&request.to, 200),
-            ),
-        );
-    }
+    bump(&STATS.claimed, retired.moved.len());
+    bump(&STATS.dropped, retired.dropped.len());
+    bump(&STATS.deleted, usize::from(retired.deleted));
+    log(ctx, &request, &retired);
     let fields = vec![
-        ("moved", Reply::ids(&moved)),
-        ("dropped", Reply::ids(&dropped)),
-        ("deleted", Reply::Int(deleted.into())),
+        ("moved", Reply::ids(&retired.moved)),
+        ("dropped", Reply::ids(&retired.dropped)),
+        ("remaining", Reply::Int(retired.remaining)),
+        ("deleted", Reply::Int(retired.deleted.into())),
     ];
     reply::reply(ctx, Reply::Map(fields));
     Ok(())
@@ -88,32 +87,59 @@ pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
         .argv_pos
 }
 
-/// Moves the consumer's PEL to TO page by page until it is empty; returns (moved, dropped).
-fn hand_over(
+/// Moves the consumer's first COUNT entries to TO; deletes it only when the
+/// PEL page showed nothing beyond them.
+fn retire_step(
+    ctx: &Context,
     group: &Group,
     request: &RetireRequest,
     pending: i64,
-) -> Result<(Vec<String>, Vec<String>), RedisError> {
-    let (mut moved, mut dropped) = (Vec::new(), Vec::new());
-    // Each page empties PAGE entries from the consumer's PEL; the bound only guards against a surprise.
-    let max_pages = pending.max(0) as usize / PAGE + 2;
-    for _ in 0..max_pages {
-        let page = group.pending(None, PAGE, Some(&request.consumer))?;
-        if page.is_empty() {
-            return Ok((moved, dropped));
-        }
-        let ids: Vec<&str> = page.iter().map(|e| e.id.as_str()).collect();
-        let claimed: HashSet<String> = group.claim(&request.to, 0, &ids)?.into_iter().collect();
-        for id in ids {
-            let list = if claimed.contains(id) {
-                &mut moved
-            } else {
-                &mut dropped
-            };
-            list.push(id.to_string());
+) -> Result<Retired, RedisError> {
+    let count = request.count as usize;
+    let page = group.pending(None, count + 1, Some(&request.consumer))?;
+    let step: RetireStep = step_plan::plan_step(&page, count);
+    let ids: Vec<&str> = step.take.iter().map(|e| e.id.as_str()).collect();
+    let claimed: HashSet<String> = group.claim(&request.to, 0, &ids)?.into_iter().collect();
+    let (moved, dropped) = step_plan::split_claimed(&step, &claimed);
+    if step.empties {
+        let lost = group.delete_consumer(&request.consumer)?;
+        if lost != 0 {
+            // Cannot happen: its PEL was read empty past these entries in this same call.
+            ctx.log_warning(&text::log_safe(&format!(
+                "consumer '{}' had {lost} pending entries when retired",
+                text::printable(&request.consumer, 200)
+            )));
         }
     }
-    Err(RedisError::Str(
-        "ERR the consumer's pending entries did not empty; it was not deleted",
-    ))
+    Ok(Retired {
+        remaining: step_plan::remaining_after(pending, ids.len(), step.empties),
+        moved,
+        dropped,
+        deleted: step.empties,
+    })
+}
+
+/// One audit line per call that changed something.
+fn log(ctx: &Context, request: &RetireRequest, retired: &Retired) {
+    if retired.moved.is_empty() && retired.dropped.is_empty() && !retired.deleted {
+        return;
+    }
+    let what = if retired.deleted {
+        "retired consumer"
+    } else {
+        "retiring consumer"
+    };
+    guard::log_notice(
+        ctx,
+        &format!(
+            "{what} '{}' stream='{}' group='{}' moved={} dropped={} remaining={} to='{}'",
+            text::printable(&request.consumer, 200),
+            text::printable(&request.key, 200),
+            text::printable(&request.group, 200),
+            retired.moved.len(),
+            retired.dropped.len(),
+            retired.remaining,
+            text::printable(&request.to, 200),
+        ),
+    );
 }

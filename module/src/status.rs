@@ -1,20 +1,21 @@
 //! QUANTUM.STATUS: read-only health of one group, allowed in any mode.
 
-use crate::args::{self, StatusRequest};
+use crate::args;
 use crate::guard::{self, Failure};
 use crate::mode;
-use crate::plan::Consumer;
+use crate::plan::states::{self, StateRules};
 use crate::redis_ops::{self, CallerAcl, Group};
 use crate::reply::{self, Reply};
 use crate::{config, stats};
 use redis_module::Context;
 
 /// ```text
-/// QUANTUM.STATUS key group [ZOMBIEIDLE ms] [MODEKEY key]
+/// QUANTUM.STATUS key group [ZOMBIEIDLE ms] [MODEKEY key] [LIMIT n]
 /// ```
 /// Replies with a map: mode, allowed (0/1), pending, lag (nil when unknown),
-/// oldest-idle (ms of the oldest pending entry, nil when none), consumers (each
-/// name, pending, idle, state: live, zombie, stuck, target or quarantine), and
+/// oldest-idle (ms of the oldest pending entry, nil when none), states (how
+/// many consumers are live, zombie, stuck, target, quarantine), consumers (at
+/// most LIMIT, the longest idle first; each name, pending, idle, state), and
 /// last-run (the last real QUANTUM.RECOVER of this key and group since load, or nil).
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let request = guard::parse(argv, args::parse_status)?;
@@ -27,17 +28,24 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let consumers = group.consumers()?;
 
     let defaults = config::recover_defaults();
-    let consumers = consumers
+    let rules = StateRules {
+        zombie_idle_ms: request.zombie_idle,
+        to: &defaults.to,
+        quarantine: &defaults.quarantine,
+    };
+    let counts = rules
+        .counts(&consumers)
         .iter()
+        .map(|(state, n)| (state.as_str(), Reply::Int(*n as i64)))
+        .collect();
+    let listed = states::longest_idle_first(&consumers, request.limit as usize)
+        .into_iter()
         .map(|c| {
             Reply::Map(vec![
                 ("name", Reply::Bytes(&c.name)),
                 ("pending", Reply::Int(c.pending)),
                 ("idle", Reply::Int(c.idle_ms)),
-                (
-                    "state",
-                    Reply::Bytes(state(c, &request, &defaults.to, &defaults.quarantine).as_bytes()),
-                ),
+                ("state", Reply::Bytes(rules.state(c).as_str().as_bytes())),
             ])
         })
         .collect();
@@ -66,7 +74,8 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
                 "oldest-idle",
                 oldest.first().map_or(Reply::Nil, |e| Reply::Int(e.idle_ms)),
             ),
-            ("consumers", Reply::List(consumers)),
+            ("states", Reply::Map(counts)),
+            ("consumers", Reply::List(listed)),
             ("last-run", last_run),
         ]),
     );
@@ -78,20 +87,4 @@ pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
         .ok()?
         .mode_key
         .argv_pos
-}
-
-fn state(
-    consumer: &Consumer,
-    request: &StatusRequest,
-    to: &[u8],
-    quarantine: &[u8],
-) -> &'static str {
-    let idle_too_long = consumer.idle_ms > request.zombie_idle;
-    match () {
-        _ if consumer.name == to => "target",
-        _ if consumer.name == quarantine => "quarantine",
-        _ if idle_too_long && consumer.pending == 0 => "zombie",
-        _ if idle_too_long => "stuck",
-        _ => "live",
-    }
 }

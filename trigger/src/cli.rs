@@ -95,6 +95,14 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_CONSUMER")]
     pub consumer: Option<String>,
 
+    /// Most entries retire moves per call, 1..100000 [default: quantum.retire-count]
+    #[arg(long, global = true, env = "QUANTUM_RETIRE_COUNT", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub retire_count: Option<u64>,
+
+    /// Most consumers status lists, the longest idle first, 1..10000 [default: 100]
+    #[arg(long, global = true, env = "QUANTUM_LIMIT", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub limit: Option<u64>,
+
     /// Most batches per run; the next run continues
     #[arg(long, global = true, env = "QUANTUM_MAX_BATCHES", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batches: u64,
@@ -132,9 +140,9 @@ pub struct Cli {
 pub enum Verb {
     /// Recover stuck entries and delete dead consumers (the default)
     Run,
-    /// Show the group's health: mode, pending, lag, each consumer's state
+    /// Show the group's health: mode, pending, lag, consumers by state, the longest idle listed
     Status,
-    /// Hand a stopping consumer's entries to --to and delete it (--consumer)
+    /// Hand a stopping consumer's entries to --to in bounded calls, then delete it (--consumer)
     Retire,
 }
 
@@ -254,5 +262,9 @@ mod tests {
             (cli.command, cli.deadline),
             (Some(Verb::Retire), Duration::from_secs(5))
         );
+        let cli = Cli::try_parse_from(["q", "retire", "--retire-count", "100000"]).unwrap();
+        assert_eq!(cli.retire_count, Some(100_000));
+        assert!(Cli::try_parse_from(["q", "retire", "--retire-count", "100001"]).is_err());
+        assert!(Cli::try_parse_from(["q", "status", "--limit", "0"]).is_err());
     }
 }

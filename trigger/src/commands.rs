@@ -1,5 +1,6 @@
 //! The three verbs as Redis calls: `run` follows QUANTUM.RECOVER's cursor in
-//! batches (each its own atomic call), `status` and `retire` are one call each.
+//! batches and `retire` repeats QUANTUM.RETIRE until the consumer is empty
+//! (each call its own atomic step); `status` is one call.
 
 use crate::cli::Cli;
 use crate::connect::Link;
@@ -218,38 +219,108 @@ pub fn status(
     if let Some(ms) = cli.zombie_idle {
         cmd.arg("ZOMBIEIDLE").arg(ms);
     }
+    if let Some(limit) = cli.limit {
+        cmd.arg("LIMIT").arg(limit);
+    }
     if let Some(key) = &cli.mode_key {
         cmd.arg("MODEKEY").arg(key);
     }
     call(con, &cmd, deadline)?.and_then(pairs)
 }
 
-/// `(moved, dropped, deleted)` of QUANTUM.RETIRE.
-pub type Retired = (Vec<String>, Vec<String>, bool);
+/// Why a retire stopped before the consumer was empty.
+#[derive(Debug)]
+pub enum Stopped {
+    /// The mode guard refused a later call (exit 0, like any refusal).
+    Refused(String),
+    /// The deadline, a lost connection or another failure (its exit code).
+    Failed(Failure),
+}
 
-pub fn retire(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<Retired>, Failure> {
+/// The calls of one `retire`, summed.
+#[derive(Debug, Default)]
+pub struct RetireSummary {
+    pub moved: Vec<String>,
+    pub dropped: Vec<String>,
+    /// Entries the consumer still held after the last answered call.
+    pub remaining: i64,
+    pub deleted: bool,
+    pub calls: u64,
+    pub stopped: Option<Stopped>,
+}
+
+fn retire_command(cli: &Cli, consumer: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("QUANTUM.RETIRE");
+    cmd.arg(&cli.stream).arg(&cli.group).arg(consumer);
+    if let Some(to) = &cli.to {
+        cmd.arg("TO").arg(to);
+    }
+    if let Some(count) = cli.retire_count {
+        cmd.arg("COUNT").arg(count);
+    }
+    if let Some(key) = &cli.mode_key {
+        cmd.arg("MODEKEY").arg(key);
+    }
+    cmd
+}
+
+/// Calls QUANTUM.RETIRE until the consumer is empty (and so deleted) or the
+/// deadline. Each call is atomic: stopping between calls leaves the rest of
+/// the entries with the consumer, where the next retire finds them.
+pub fn retire(
+    cli: &Cli,
+    con: &mut Link,
+    deadline: Instant,
+) -> Result<Outcome<RetireSummary>, Failure> {
     let consumer = cli.consumer.as_ref().ok_or_else(|| {
         Failure::new(
             failure::USAGE,
             "retire needs --consumer (or QUANTUM_CONSUMER)",
         )
     })?;
-    let mut cmd = redis::cmd("QUANTUM.RETIRE");
-    cmd.arg(&cli.stream).arg(&cli.group).arg(consumer);
-    if let Some(to) = &cli.to {
-        cmd.arg("TO").arg(to);
+    let cmd = retire_command(cli, consumer);
+    let mut summary = RetireSummary::default();
+    loop {
+        let outcome = match call(con, &cmd, deadline).and_then(|o| o.and_then(pairs)) {
+            Ok(outcome) => outcome,
+            Err(f) if summary.calls == 0 => return Err(f),
+            Err(f) => {
+                summary.stopped = Some(Stopped::Failed(f));
+                return Ok(Outcome::Done(summary));
+            }
+        };
+        let fields = match outcome {
+            Outcome::Done(fields) => fields,
+            // Refused or gone before anything happened: pass the outcome on.
+            other if summary.calls == 0 => return other.and_then(|_| Ok(summary)),
+            // After earlier calls moved entries: report those, and why it stopped.
+            Outcome::Refused(m) => {
+                summary.stopped = Some(Stopped::Refused(m));
+                return Ok(Outcome::Done(summary));
+            }
+            Outcome::Absent(m) => {
+                let gone = format!("the stream or group went away between calls: {m}");
+                summary.stopped = Some(Stopped::Failed(failure::unexpected(&gone)));
+                return Ok(Outcome::Done(summary));
+            }
+        };
+        let moved = texts(field(&fields, "moved")?)?;
+        let dropped = texts(field(&fields, "dropped")?)?;
+        let progress = moved.len() + dropped.len();
+        summary.moved.extend(moved);
+        summary.dropped.extend(dropped);
+        summary.remaining = int(field(&fields, "remaining")?)?;
+        summary.deleted = int(field(&fields, "deleted")?)? == 1;
+        summary.calls += 1;
+        if summary.remaining == 0 {
+            return Ok(Outcome::Done(summary));
+        }
+        if progress == 0 {
+            return Err(failure::unexpected(
+                "QUANTUM.RETIRE moved nothing yet reports entries remaining",
+            ));
+        }
     }
-    if let Some(key) = &cli.mode_key {
-        cmd.arg("MODEKEY").arg(key);
-    }
-    call(con, &cmd, deadline)?.and_then(|reply| {
-        let fields = pairs(reply)?;
-        Ok((
-            texts(field(&fields, "moved")?)?,
-            texts(field(&fields, "dropped")?)?,
-            int(field(&fields, "deleted")?)? == 1,
-        ))
-    })
 }
 
 /// `INFO quantum` counters, summed over every node, for the metrics file.

@@ -12,7 +12,7 @@ mod status_table;
 
 use clap::Parser;
 use cli::{Cli, Verb};
-use commands::{Outcome, RunSummary};
+use commands::{Outcome, RunSummary, Stopped};
 use failure::Failure;
 use report::{Metrics, RunResult};
 use serde_json::json;
@@ -314,11 +314,7 @@ fn status(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
             if !cli.json {
                 print!("{}", status.table(&cli.stream, &cli.group));
             }
-            let fields = format!(
-                "pending={} consumers={}",
-                status.pending,
-                status.consumers.len()
-            );
+            let fields = format!("pending={} consumers={}", status.pending, status.total());
             Ok(Done::success(fields, status.to_json()))
         }
         Outcome::Refused(m) => Ok(not_done(m, RunResult::Refused)),
@@ -327,27 +323,66 @@ fn status(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
 }
 
 fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done, Failure> {
-    match commands::retire(cli, con, deadline)? {
-        Outcome::Done((moved, dropped, deleted)) => {
-            let consumer = cli.consumer.as_deref().unwrap_or_default();
-            info!(
-                "retired consumer {consumer:?}: moved={} dropped={} deleted={deleted}",
-                moved.len(),
-                dropped.len()
-            );
-            let fields = format!(
-                "consumer={consumer:?} moved={} dropped={} deleted={}",
-                moved.len(),
-                dropped.len(),
-                u8::from(deleted)
-            );
-            let json = json!({"result": "success", "consumer": consumer, "moved": moved, "dropped": dropped, "deleted": deleted, "exit_code": 0});
-            Ok(Done::success(fields, json))
+    let summary = match commands::retire(cli, con, deadline)? {
+        Outcome::Done(summary) => summary,
+        Outcome::Refused(m) => return Ok(not_done(m, RunResult::Refused)),
+        Outcome::Absent(m) => {
+            return Ok(not_done(
+                format!("nothing to retire: {m}"),
+                RunResult::Absent,
+            ))
         }
-        Outcome::Refused(m) => Ok(not_done(m, RunResult::Refused)),
-        Outcome::Absent(m) => Ok(not_done(
-            format!("nothing to retire: {m}"),
-            RunResult::Absent,
-        )),
+    };
+    let consumer = cli.consumer.as_deref().unwrap_or_default();
+    let s = &summary;
+    let counts = format!(
+        "moved={} dropped={} remaining={} deleted={} calls={}",
+        s.moved.len(),
+        s.dropped.len(),
+        s.remaining,
+        u8::from(s.deleted),
+        s.calls
+    );
+    let (result, exit, why) = match &s.stopped {
+        None => (RunResult::Success, 0, None),
+        Some(Stopped::Refused(m)) => (RunResult::Refused, 0, Some(m.clone())),
+        Some(Stopped::Failed(f)) => (RunResult::Error, f.code, Some(f.message.clone())),
+    };
+    let mut json = json!({
+        "result": result.as_str(),
+        "consumer": consumer,
+        "moved": s.moved,
+        "dropped": s.dropped,
+        "remaining": s.remaining,
+        "deleted": s.deleted,
+        "calls": s.calls,
+        "exit_code": exit,
+    });
+    let mut fields = format!("consumer={consumer:?} {counts}");
+    match why {
+        None => info!("retired consumer {consumer:?}: {counts}"),
+        Some(why) => {
+            let message = format!(
+                "retire of consumer {consumer:?} stopped after {} calls ({why}): it still holds {} \
+                 entries (as of the last answered call), which stay pending under its name: \
+                 nothing is lost, the next retire continues",
+                s.calls, s.remaining
+            );
+            if exit == 0 {
+                warn!("{message}; {counts}");
+            } else {
+                error!("{message}; {counts}");
+            }
+            fields.push_str(&format!(" stopped={why:?}"));
+            json["message"] = json!(message);
+        }
     }
+    Ok(Done {
+        result,
+        exit,
+        fields,
+        json,
+        gauges: None,
+        module_answered: s.calls > 0,
+    })
 }

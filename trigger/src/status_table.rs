@@ -20,6 +20,9 @@ pub struct Status {
     pub pending: i64,
     pub lag: Option<i64>,
     pub oldest_idle_ms: Option<i64>,
+    /// Consumers per state, over all of them: (state, count) as the module lists them.
+    pub states: Vec<(String, i64)>,
+    /// At most STATUS's LIMIT, the longest idle first.
     pub consumers: Vec<ConsumerRow>,
     /// unix ms, claimed, quarantined, dropped, deleted
     pub last_run: Option<[i64; 5]>,
@@ -64,15 +67,30 @@ impl Status {
             }
             Ok(values)
         })?;
+        let states = pairs(field(fields, "states")?.clone())?
+            .iter()
+            .map(|(state, n)| Ok((state.clone(), int(n)?)))
+            .collect::<Result<_, Failure>>()?;
         Ok(Status {
             mode: optional(field(fields, "mode")?, text)?,
             allowed: int(field(fields, "allowed")?)? == 1,
             pending: int(field(fields, "pending")?)?,
             lag: optional(field(fields, "lag")?, int)?,
             oldest_idle_ms: optional(field(fields, "oldest-idle")?, int)?,
+            states,
             consumers,
             last_run,
         })
+    }
+
+    /// Every consumer of the group, listed or not.
+    pub fn total(&self) -> i64 {
+        self.states.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Consumers left out of the list by LIMIT.
+    pub fn unlisted(&self) -> i64 {
+        (self.total() - self.consumers.len() as i64).max(0)
     }
 
     pub fn table(&self, stream: &str, group: &str) -> String {
@@ -104,6 +122,12 @@ impl Status {
             ),
         };
         let _ = writeln!(out, "last run     {last}");
+        let states: Vec<String> = self
+            .states
+            .iter()
+            .map(|(state, n)| format!("{state} {n}"))
+            .collect();
+        let _ = writeln!(out, "consumers    {}: {}", self.total(), states.join(", "));
         let width = self
             .consumers
             .iter()
@@ -126,6 +150,13 @@ impl Status {
                 ms(c.idle_ms)
             );
         }
+        if self.unlisted() > 0 {
+            let _ = writeln!(
+                out,
+                "… and {} more, less idle (--limit lists more)",
+                self.unlisted()
+            );
+        }
         out
     }
 
@@ -145,7 +176,9 @@ impl Status {
             "pending": self.pending,
             "lag": self.lag,
             "oldest_idle_ms": self.oldest_idle_ms,
+            "states": self.states.iter().map(|(state, n)| (state.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
             "consumers": consumers,
+            "unlisted": self.unlisted(),
             "last_run": last_run,
             "exit_code": 0,
         })

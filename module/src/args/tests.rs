@@ -11,6 +11,7 @@ fn defaults() -> Defaults {
         zombie_idle: 3_600_000,
         delete_limit: 1_000,
         max_deliveries: 0,
+        retire_count: 1_000,
     }
 }
 
@@ -164,6 +165,39 @@ fn status_and_retire_arguments() {
     );
 }
 
+#[test]
+fn retire_count_and_status_limit() {
+    let retire = |extra: &[&[u8]]| {
+        let mut argv: Vec<&[u8]> = vec![b"x", b"s", b"g", b"exec-1"];
+        argv.extend_from_slice(extra);
+        parse_retire(&argv, &defaults())
+    };
+    assert_eq!(
+        retire(&[]).unwrap().count,
+        1_000,
+        "from quantum.retire-count"
+    );
+    assert_eq!(retire(&[b"count", b"100000"]).unwrap().count, 100_000);
+    assert!(
+        matches!(retire(&[b"COUNT", b"100001"]), Err(ArgError::Invalid(m)) if m == "ERR COUNT must be an integer from 1 to 100000, got '100001'")
+    );
+    assert!(matches!(
+        retire(&[b"COUNT", b"0"]),
+        Err(ArgError::Invalid(_))
+    ));
+
+    let status = |extra: &[&[u8]]| {
+        let mut argv: Vec<&[u8]> = vec![b"x", b"s", b"g"];
+        argv.extend_from_slice(extra);
+        parse_status(&argv, &defaults())
+    };
+    assert_eq!(status(&[]).unwrap().limit, 100);
+    assert_eq!(status(&[b"Limit", b"10000"]).unwrap().limit, 10_000);
+    assert!(
+        matches!(status(&[b"LIMIT", b"0"]), Err(ArgError::Invalid(m)) if m == "ERR LIMIT must be an integer from 1 to 10000, got '0'")
+    );
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;
@@ -184,11 +218,14 @@ mod fuzz {
                 "QUARANTINE",
                 "MODEKEY",
                 "DRYRUN",
+                "LIMIT",
                 "0",
                 "1",
                 "-1",
                 "10000",
                 "10001",
+                "100000",
+                "100001",
                 "99999999999999999999",
                 "1-1",
                 "",
@@ -214,10 +251,11 @@ mod fuzz {
                 }
             }
             if let Ok(r) = parse_status(&argv, &defaults()) {
-                prop_assert!(r.zombie_idle >= 1);
+                prop_assert!(r.zombie_idle >= 1 && (1..=10_000).contains(&r.limit));
             }
             if let Ok(r) = parse_retire(&argv, &defaults()) {
                 prop_assert!(!r.consumer.is_empty() && r.consumer != r.to);
+                prop_assert!((1..=100_000).contains(&r.count));
             }
         }
     }

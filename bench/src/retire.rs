@@ -1,0 +1,153 @@
+//! QUANTUM.RETIRE in bounded steps: server time per call against COUNT, and a
+//! big backlog retired through the trigger, with the longest single call.
+
+use crate::scenario::{restore, Scenario};
+use crate::servertime::measure;
+use quantum_integration::reply::{int, run, text};
+use quantum_integration::scenario::{GROUP, STREAM};
+use quantum_integration::trigger::{run_trigger, url_of};
+use quantum_integration::Server;
+use redis::{Connection, Value};
+use std::time::{Duration, Instant};
+
+/// The scenario's dead consumer, which retires.
+const CONSUMER: &str = "exec-dead";
+
+/// Server µs per call moving `count` of `scenario`'s entries: (QUANTUM.RETIRE,
+/// native floor). The floor is the XPENDING and XCLAIM JUSTID the module runs,
+/// sent by the client, only their server time counted.
+pub fn per_call(
+    con: &mut Connection,
+    scenario: &Scenario,
+    count: usize,
+    iterations: usize,
+) -> (f64, f64) {
+    let count = count.to_string();
+    let module = measure(con, scenario, iterations, &["quantum.retire"], |c| {
+        let words = [
+            "QUANTUM.RETIRE",
+            STREAM,
+            GROUP,
+            CONSUMER,
+            "TO",
+            "exec-new",
+            "COUNT",
+            &count,
+        ];
+        run(c, &words).unwrap();
+    });
+    let native = measure(con, scenario, iterations, &["xpending", "xclaim"], |c| {
+        let page = run(c, &["XPENDING", STREAM, GROUP, "-", "+", &count, CONSUMER]).unwrap();
+        let Value::Array(rows) = page else {
+            panic!("XPENDING {page:?}")
+        };
+        let mut words = vec![
+            "XCLAIM".to_string(),
+            STREAM.into(),
+            GROUP.into(),
+            "exec-new".into(),
+            "0".into(),
+        ];
+        words.extend(rows.iter().map(|row| match row {
+            Value::Array(f) => text(&f[0]),
+            other => panic!("XPENDING row {other:?}"),
+        }));
+        words.push("JUSTID".into());
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        run(c, &words).unwrap();
+    });
+    (module, native)
+}
+
+pub struct Retire {
+    pub entries: usize,
+    pub took: Duration,
+    pub calls: i64,
+    pub mean_call_us: f64,
+    /// From SLOWLOG, which logs every call during the run.
+    pub longest_call_us: i64,
+    pub calls_over_10ms: usize,
+}
+
+/// Retires every entry of `scenario`'s dead consumer through the trigger at the default COUNT.
+pub fn through_trigger(server: &Server, scenario: &Scenario) -> Retire {
+    let mut con = server.connect();
+    restore(&mut con, scenario);
+    for (name, value) in [
+        ("slowlog-log-slower-than", "0"),
+        ("slowlog-max-len", "1000000"),
+    ] {
+        run(&mut con, &["CONFIG", "SET", name, value]).unwrap();
+    }
+    run(&mut con, &["SLOWLOG", "RESET"]).unwrap();
+    run(&mut con, &["CONFIG", "RESETSTAT"]).unwrap();
+    let started = Instant::now();
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "retire",
+            "--url",
+            &url,
+            "--consumer",
+            CONSUMER,
+            "--to",
+            "exec-new",
+            "--deadline",
+            "1h",
+            "--json",
+        ],
+        &[],
+    );
+    let took = started.elapsed();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(json["remaining"], 0, "{}", out.stderr);
+    assert_eq!(
+        json["moved"].as_array().map(Vec::len),
+        Some(scenario.pending)
+    );
+
+    let durations: Vec<i64> = match run(&mut con, &["SLOWLOG", "GET", "-1"]).unwrap() {
+        Value::Array(entries) => entries
+            .iter()
+            .filter_map(|e| match e {
+                Value::Array(f)
+                    if format!("{:?}", f[3])
+                        .to_lowercase()
+                        .contains("quantum.retire") =>
+                {
+                    Some(int(&f[2]))
+                }
+                _ => None,
+            })
+            .collect(),
+        other => panic!("SLOWLOG {other:?}"),
+    };
+    run(
+        &mut con,
+        &["CONFIG", "SET", "slowlog-log-slower-than", "10000"],
+    )
+    .unwrap();
+    let stats = text(&run(&mut con, &["INFO", "commandstats"]).unwrap());
+    let mean_call_us = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_quantum.retire:"))
+        .and_then(|f| {
+            f.split(',')
+                .find_map(|kv| kv.strip_prefix("usec_per_call=")?.parse().ok())
+        })
+        .unwrap_or(0.0);
+    assert_eq!(
+        durations.len() as u64,
+        json["calls"].as_u64().unwrap(),
+        "SLOWLOG kept every call"
+    );
+    Retire {
+        entries: scenario.pending,
+        took,
+        calls: durations.len() as i64,
+        mean_call_us,
+        longest_call_us: durations.iter().copied().max().unwrap_or(0),
+        calls_over_10ms: durations.iter().filter(|&&us| us > 10_000).count(),
+    }
+}

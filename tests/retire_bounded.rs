@@ -1,0 +1,423 @@
+//! QUANTUM.RETIRE in bounded steps (issue 13): at most COUNT entries per call,
+//! lowest IDs first; the consumer keeps its name and the rest of its entries
+//! between calls and is deleted only by the call that leaves it empty. The
+//! trigger's `retire` repeats the call until `remaining` is 0 or its deadline.
+
+use quantum_integration::reply::{
+    consumers, group_state, info_counter, int, pairs, pel, run, texts,
+};
+use quantum_integration::scenario::*;
+use quantum_integration::trigger::{run_trigger, url_of};
+use quantum_integration::{primary_and_replica, Options, Server, TempDir};
+use redis::{Connection, Value};
+use std::time::{Duration, Instant};
+
+/// QUANTUM.RETIRE's reply: moved, dropped, remaining, deleted (keys checked in order).
+fn retire(con: &mut Connection, consumer: &str, options: &[&str]) -> Result<Retired, String> {
+    let mut words = vec!["QUANTUM.RETIRE", STREAM, GROUP, consumer];
+    words.extend_from_slice(options);
+    run(con, &words).map(|v| Retired::from(&v))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Retired {
+    moved: Vec<String>,
+    dropped: Vec<String>,
+    remaining: i64,
+    deleted: bool,
+}
+
+impl Retired {
+    fn from(value: &Value) -> Retired {
+        let fields = pairs(value);
+        let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["moved", "dropped", "remaining", "deleted"]);
+        Retired {
+            moved: texts(&fields[0].1),
+            dropped: texts(&fields[1].1),
+            remaining: int(&fields[2].1),
+            deleted: int(&fields[3].1) == 1,
+        }
+    }
+}
+
+fn pending_of(con: &mut Connection, consumer: &str) -> Option<i64> {
+    consumers(con, STREAM, GROUP)
+        .into_iter()
+        .find(|c| c.0 == consumer)
+        .map(|c| c.1)
+}
+
+fn ids_of(con: &mut Connection, owner: &str) -> Vec<String> {
+    pel(con, STREAM, GROUP)
+        .into_iter()
+        .filter(|e| e.1 == owner)
+        .map(|e| e.0)
+        .collect()
+}
+
+/// The group as the replica must see it too: XINFO STREAM FULL without times, and the whole PEL.
+fn snapshot(con: &mut Connection) -> (String, Vec<(String, String, i64)>) {
+    (group_state(con, STREAM), pel(con, STREAM, GROUP))
+}
+
+/// PEL owners and delivery counts, and consumer names with their pending counts
+/// (XINFO STREAM FULL's `entries-read` differs on a replica whatever the module does).
+type GroupView = (Vec<(String, String, i64)>, Vec<(String, i64)>);
+
+fn view(con: &mut Connection) -> GroupView {
+    let names = consumers(con, STREAM, GROUP)
+        .into_iter()
+        .map(|(n, p, _)| (n, p))
+        .collect();
+    (pel(con, STREAM, GROUP), names)
+}
+
+fn replica_matches(primary: &mut Connection, replica: &mut Connection, step: &str) {
+    run(primary, &["WAIT", "1", "5000"]).unwrap();
+    let expected = view(primary);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while view(replica) != expected {
+        assert!(
+            Instant::now() < deadline,
+            "{step}: the replica differs from the primary:\n{:?}\n{expected:?}",
+            view(replica)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// In LIVE the call is refused and nothing at all changes; then TESTNET again.
+fn refused_in_live(con: &mut Connection, consumer: &str, step: &str) {
+    run(con, &["SET", "quantum:mode", "LIVE"]).unwrap();
+    let before = snapshot(con);
+    let err = retire(con, consumer, &["TO", "exec-9", "COUNT", "10"]).unwrap_err();
+    assert!(err.starts_with("MODE refused"), "{step}: {err}");
+    assert_eq!(
+        snapshot(con),
+        before,
+        "{step}: RETIRE in LIVE changed state"
+    );
+    run(con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+}
+
+#[test]
+fn a_backlog_retires_over_several_calls_and_a_late_entry_is_not_lost() {
+    let (primary, replica) = primary_and_replica();
+    let (mut con, mut rep) = (primary.connect(), replica.connect());
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 20);
+    let held = read_as(&mut con, "exec-7", 20);
+    let deliveries_before = pel(&mut con, STREAM, GROUP);
+
+    refused_in_live(&mut con, "exec-7", "before the first call");
+    let first = retire(&mut con, "exec-7", &["TO", "exec-9", "COUNT", "10"]).unwrap();
+    assert_eq!(first.moved, held[..10], "lowest IDs first, fresh or not");
+    assert_eq!((first.remaining, first.deleted), (10, false));
+    assert_eq!(pending_of(&mut con, "exec-7"), Some(10), "keeps its name");
+    assert_eq!(ids_of(&mut con, "exec-7"), held[10..], "and the rest");
+    replica_matches(&mut con, &mut rep, "after the first call");
+
+    // A new entry delivered between two calls goes to the end of its PEL.
+    add_entries(&mut con, 1);
+    let late = read_as(&mut con, "exec-7", 1);
+    refused_in_live(&mut con, "exec-7", "between the calls");
+    let second = retire(&mut con, "exec-7", &["TO", "exec-9", "COUNT", "10"]).unwrap();
+    assert_eq!(second.moved, held[10..]);
+    assert_eq!(
+        (second.remaining, second.deleted),
+        (1, false),
+        "all its original entries moved, but it still holds the late one: not deleted"
+    );
+    assert_eq!(ids_of(&mut con, "exec-7"), late);
+    replica_matches(&mut con, &mut rep, "after the second call");
+
+    refused_in_live(&mut con, "exec-7", "before the last call");
+    let last = retire(&mut con, "exec-7", &["TO", "exec-9", "COUNT", "10"]).unwrap();
+    assert_eq!(last.moved, late, "the late entry moves, it is not lost");
+    assert_eq!((last.remaining, last.deleted), (0, true));
+    assert_eq!(pending_of(&mut con, "exec-7"), None, "deleted once empty");
+    replica_matches(&mut con, &mut rep, "after the last call");
+
+    let mut all = held.clone();
+    all.extend(late);
+    assert_eq!(ids_of(&mut con, "exec-9"), all, "every entry with TO");
+    let after = pel(&mut con, STREAM, GROUP);
+    for (id, _, deliveries) in &deliveries_before {
+        assert!(
+            after.contains(&(id.clone(), "exec-9".into(), *deliveries)),
+            "{id}: a move is not a delivery"
+        );
+    }
+
+    let gone = retire(&mut con, "exec-7", &["TO", "exec-9"]).unwrap();
+    assert_eq!(
+        gone,
+        Retired {
+            moved: vec![],
+            dropped: vec![],
+            remaining: 0,
+            deleted: false
+        },
+        "a consumer that does not exist"
+    );
+    assert_eq!(info_counter(&mut con, "retires"), 4);
+    let log = primary.log();
+    assert!(log.contains("retiring consumer 'exec-7'") && log.contains("remaining=10"));
+    assert!(log.contains("retired consumer 'exec-7'"));
+}
+
+#[test]
+fn entries_gone_from_the_stream_are_dropped_within_count() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 5);
+    let held = read_as(&mut con, "exec-7", 5);
+    run(&mut con, &["XDEL", STREAM, &held[0], &held[3]]).unwrap();
+    let step = retire(&mut con, "exec-7", &["COUNT", "2"]).unwrap();
+    assert_eq!(
+        (step.moved, step.dropped),
+        (vec![held[1].clone()], vec![held[0].clone()])
+    );
+    assert_eq!((step.remaining, step.deleted), (3, false));
+    let step = retire(&mut con, "exec-7", &["COUNT", "3"]).unwrap();
+    assert_eq!(step.moved, [held[2].clone(), held[4].clone()]);
+    assert_eq!(step.dropped, [held[3].clone()]);
+    assert_eq!((step.remaining, step.deleted), (0, true));
+    assert_eq!(
+        ids_of(&mut con, "recovery"),
+        [held[1].clone(), held[2].clone(), held[4].clone()]
+    );
+}
+
+#[test]
+fn the_default_count_comes_from_quantum_retire_count() {
+    let server = Server::with(Options {
+        module_args: vec!["retire-count".into(), "3".into()],
+        ..Options::default()
+    });
+    let mut con = server.connect();
+    let got = texts(&run(&mut con, &["CONFIG", "GET", "quantum.retire-count"]).unwrap());
+    assert_eq!(got, ["quantum.retire-count", "3"]);
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 7);
+    read_as(&mut con, "exec-7", 7);
+    let step = retire(&mut con, "exec-7", &[]).unwrap();
+    assert_eq!((step.moved.len(), step.remaining), (3, 4));
+    run(&mut con, &["CONFIG", "SET", "quantum.retire-count", "4"]).unwrap();
+    let step = retire(&mut con, "exec-7", &[]).unwrap();
+    assert_eq!(
+        (step.moved.len(), step.remaining, step.deleted),
+        (4, 0, true)
+    );
+
+    let fresh = Server::start();
+    let got = texts(
+        &run(
+            &mut fresh.connect(),
+            &["CONFIG", "GET", "quantum.retire-count"],
+        )
+        .unwrap(),
+    );
+    assert_eq!(got, ["quantum.retire-count", "1000"]);
+}
+
+#[test]
+fn bad_count_values_are_refused_and_change_nothing() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 3);
+    read_as(&mut con, "exec-7", 3);
+    let before = snapshot(&mut con);
+    for (count, expected) in [
+        (
+            vec!["COUNT", "0"],
+            "COUNT must be an integer from 1 to 100000, got '0'",
+        ),
+        (
+            vec!["COUNT", "100001"],
+            "COUNT must be an integer from 1 to 100000, got '100001'",
+        ),
+        (vec!["COUNT", "-1"], "got '-1'"),
+        (vec!["COUNT", "1e3"], "got '1e3'"),
+        (
+            vec!["COUNT", "99999999999999999999"],
+            "COUNT must be an integer",
+        ),
+        (vec!["COUNT"], "COUNT needs a value"),
+        (
+            vec!["COUNT", "1", "count", "2"],
+            "COUNT given more than once",
+        ),
+        (
+            vec!["LIMIT", "1"],
+            "unknown option 'LIMIT' for QUANTUM.RETIRE",
+        ),
+    ] {
+        let err = retire(&mut con, "exec-7", &count).unwrap_err();
+        assert!(
+            err.starts_with("ERR ") && err.contains(expected),
+            "{count:?}: {err}"
+        );
+    }
+    for bad in ["0", "100001", "x"] {
+        let err = run(&mut con, &["CONFIG", "SET", "quantum.retire-count", bad]).unwrap_err();
+        assert!(
+            err.contains("quantum.retire-count") || err.contains("argument"),
+            "{bad}: {err}"
+        );
+    }
+    let err = Server::try_with(Options {
+        module_args: vec!["retire-count".into(), "0".into()],
+        ..Options::default()
+    })
+    .err()
+    .expect("a bad loadmodule retire-count fails the load");
+    assert!(err.contains("retire-count"), "{err}");
+    assert_eq!(snapshot(&mut con), before, "a refused call changed state");
+}
+
+fn holding(server: &Server, consumer: &str, n: usize) -> Vec<String> {
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    let mut held = Vec::new();
+    while held.len() < n {
+        let chunk = (n - held.len()).min(10_000);
+        add_entries(&mut con, chunk);
+        held.extend(read_as(&mut con, consumer, chunk));
+    }
+    held
+}
+
+#[test]
+fn the_trigger_repeats_retire_until_the_consumer_is_empty_and_sums_the_calls() {
+    let server = Server::start();
+    let held = holding(&server, "exec-7", 2_500);
+    let dir = TempDir::new("retire-log");
+    let log = dir.path().join("retire.log");
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "retire",
+            "--url",
+            &url,
+            "--consumer",
+            "exec-7",
+            "--to",
+            "exec-9",
+            "--retire-count",
+            "1000",
+            "--json",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(json["moved"].as_array().unwrap().len(), 2_500);
+    assert_eq!(
+        (
+            json["remaining"].as_i64(),
+            json["calls"].as_u64(),
+            json["deleted"].as_bool()
+        ),
+        (Some(0), Some(3), Some(true))
+    );
+    assert!(
+        out.stderr
+            .contains("moved=2500 dropped=0 remaining=0 deleted=1 calls=3"),
+        "{}",
+        out.stderr
+    );
+    let line = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        line.contains("[INFO]")
+            && line
+                .contains("consumer=\"exec-7\" moved=2500 dropped=0 remaining=0 deleted=1 calls=3"),
+        "{line}"
+    );
+    let mut con = server.connect();
+    assert_eq!(ids_of(&mut con, "exec-9"), held);
+    assert_eq!(pending_of(&mut con, "exec-7"), None);
+}
+
+#[test]
+fn a_deadline_with_entries_left_is_exit_75_and_the_consumer_keeps_them() {
+    let server = Server::start();
+    // More than the trigger can retire one entry per call within the deadline.
+    let total = 100_000;
+    let held = holding(&server, "exec-7", total);
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "retire",
+            "--url",
+            &url,
+            "--consumer",
+            "exec-7",
+            "--retire-count",
+            "1",
+            "--deadline",
+            "1s",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let json = out.json();
+    let (moved, remaining, calls) = (
+        json["moved"].as_array().unwrap().len() as i64,
+        json["remaining"].as_i64().unwrap(),
+        json["calls"].as_u64().unwrap(),
+    );
+    assert!(calls >= 1 && moved == calls as i64, "{json}");
+    assert_eq!(moved + remaining, total as i64, "{json}");
+    assert_eq!(
+        (json["result"].as_str(), json["deleted"].as_bool()),
+        (Some("error"), Some(false))
+    );
+    for expected in [
+        format!("still holds {remaining} entries"),
+        "nothing is lost".to_string(),
+        "the next retire continues".to_string(),
+    ] {
+        assert!(
+            out.stderr.contains(&expected),
+            "{expected:?} in {}",
+            out.stderr
+        );
+    }
+    let mut con = server.connect();
+    let now = pending_of(&mut con, "exec-7").expect("the consumer keeps its name");
+    assert!(now >= 1 && now <= remaining, "{now} > {remaining}");
+    assert_eq!(
+        pel(&mut con, STREAM, GROUP).len(),
+        total,
+        "nothing left the PEL"
+    );
+
+    let out = run_trigger(
+        &[
+            "retire",
+            "--url",
+            &url,
+            "--consumer",
+            "exec-7",
+            "--retire-count",
+            "10000",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["remaining"], 0);
+    assert_eq!(
+        ids_of(&mut con, "recovery"),
+        held,
+        "the next retire finished it"
+    );
+    assert_eq!(pending_of(&mut con, "exec-7"), None);
+}

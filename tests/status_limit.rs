@@ -1,0 +1,228 @@
+//! QUANTUM.STATUS bounded (issue 13): at most LIMIT consumers listed, the
+//! longest idle first, with counts per state over all of them; the trigger's
+//! `status` shows the counts and says when the list was cut.
+
+use quantum_integration::reply::{consumers, group_state, int, pairs, run, text};
+use quantum_integration::scenario::*;
+use quantum_integration::trigger::{run_trigger, url_of};
+use quantum_integration::Server;
+use redis::{Connection, Value};
+
+fn status(con: &mut Connection, options: &[&str]) -> Result<Vec<(String, Value)>, String> {
+    let mut words = vec!["QUANTUM.STATUS", STREAM, GROUP];
+    words.extend_from_slice(options);
+    run(con, &words).map(|v| pairs(&v))
+}
+
+fn field(fields: &[(String, Value)], name: &str) -> Value {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no '{name}'"))
+        .1
+        .clone()
+}
+
+/// `(name, idle)` of the listed consumers, in reply order.
+fn listed(fields: &[(String, Value)]) -> Vec<(String, i64)> {
+    match field(fields, "consumers") {
+        Value::Array(rows) => rows
+            .iter()
+            .map(|row| {
+                let row = pairs(row);
+                (text(&field(&row, "name")), int(&field(&row, "idle")))
+            })
+            .collect(),
+        other => panic!("consumers {other:?}"),
+    }
+}
+
+fn state_counts(fields: &[(String, Value)]) -> Vec<(String, i64)> {
+    pairs(&field(fields, "states"))
+        .iter()
+        .map(|(k, v)| (k.clone(), int(v)))
+        .collect()
+}
+
+fn create_consumers(con: &mut Connection, prefix: &str, n: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg(STREAM)
+            .arg(GROUP)
+            .arg(format!("{prefix}-{i}"))
+            .ignore();
+    }
+    pipe.query::<()>(con).unwrap();
+}
+
+/// 4,000 zombies, 10 stuck, 988 live, the target and the quarantine: 5,000 consumers.
+fn crowded_group(con: &mut Connection) {
+    group_with_mode(con, "LIVE");
+    create_consumer(con, "recovery");
+    create_consumer(con, "quarantine");
+    add_entries(con, 10);
+    for i in 0..10 {
+        read_as(con, &format!("exec-stuck-{i}"), 1);
+    }
+    create_consumers(con, "exec-zombie", 4_000);
+    sleep_ms(1_200);
+    create_consumers(con, "exec-live", 988);
+}
+
+#[test]
+fn a_crowded_group_lists_at_most_limit_rows_and_counts_every_state() {
+    let server = Server::start();
+    let mut con = server.connect();
+    crowded_group(&mut con);
+    let before = group_state(&mut con, STREAM);
+
+    let fields = status(&mut con, &["ZOMBIEIDLE", "1000", "LIMIT", "50"]).unwrap();
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "mode",
+            "allowed",
+            "pending",
+            "lag",
+            "oldest-idle",
+            "states",
+            "consumers",
+            "last-run"
+        ]
+    );
+    assert_eq!(
+        state_counts(&fields),
+        [
+            ("live".to_string(), 988),
+            ("zombie".to_string(), 4_000),
+            ("stuck".to_string(), 10),
+            ("target".to_string(), 1),
+            ("quarantine".to_string(), 1),
+        ]
+    );
+    // The 50 longest idle, by XINFO CONSUMERS read right after: idle times all
+    // grow alike, so the order by idle (then name) is the same.
+    let rows = listed(&fields);
+    let mut all: Vec<(String, i64)> = consumers(&mut con, STREAM, GROUP)
+        .into_iter()
+        .map(|(name, _, idle)| (name, idle))
+        .collect();
+    assert_eq!(all.len(), 5_000);
+    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let names = |rows: &[(String, i64)]| rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&rows), names(&all[..50]));
+    assert!(rows.windows(2).all(|w| w[0].1 >= w[1].1), "{rows:?}");
+
+    assert_eq!(
+        listed(&status(&mut con, &[]).unwrap()).len(),
+        100,
+        "LIMIT defaults to 100"
+    );
+    assert_eq!(
+        listed(&status(&mut con, &["limit", "10000"]).unwrap()).len(),
+        5_000
+    );
+    assert_eq!(
+        group_state(&mut con, STREAM),
+        before,
+        "STATUS changed state"
+    );
+}
+
+#[test]
+fn bad_limit_values_are_refused() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    for (options, expected) in [
+        (
+            vec!["LIMIT", "0"],
+            "LIMIT must be an integer from 1 to 10000, got '0'",
+        ),
+        (
+            vec!["LIMIT", "10001"],
+            "LIMIT must be an integer from 1 to 10000, got '10001'",
+        ),
+        (vec!["LIMIT", "-5"], "got '-5'"),
+        (vec!["LIMIT", "many"], "got 'many'"),
+        (vec!["LIMIT"], "LIMIT needs a value"),
+        (
+            vec!["LIMIT", "1", "LIMIT", "2"],
+            "LIMIT given more than once",
+        ),
+        (
+            vec!["COUNT", "5"],
+            "unknown option 'COUNT' for QUANTUM.STATUS",
+        ),
+    ] {
+        let err = status(&mut con, &options).unwrap_err();
+        assert!(
+            err.starts_with("ERR ") && err.contains(expected),
+            "{options:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_trigger_shows_the_states_and_says_when_the_list_was_cut() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    create_consumers(&mut con, "exec-old", 5);
+    sleep_ms(300);
+    add_entries(&mut con, 1);
+    read_as(&mut con, "exec-new", 1);
+    let url = url_of(&server.socket());
+
+    let out = run_trigger(
+        &[
+            "status",
+            "--url",
+            &url,
+            "--zombie-idle",
+            "200ms",
+            "--limit",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for expected in [
+        "consumers    6: live 1, zombie 5, stuck 0, target 0, quarantine 0",
+        "exec-old-0  zombie",
+        "exec-old-1  zombie",
+        "… and 4 more",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "{expected:?} in:\n{}",
+            out.stdout
+        );
+    }
+    assert!(!out.stdout.contains("exec-new"), "{}", out.stdout);
+
+    let out = run_trigger(
+        &["status", "--url", &url, "--zombie-idle", "200ms", "--json"],
+        &[],
+    );
+    let json = out.json();
+    assert_eq!(json["states"]["zombie"], 5);
+    assert_eq!(json["states"]["live"], 1);
+    assert_eq!(
+        (
+            json["consumers"].as_array().unwrap().len(),
+            json["unlisted"].as_i64()
+        ),
+        (6, Some(0))
+    );
+    assert!(!out.stdout.contains("more"));
+    let out = run_trigger(&["status", "--url", &url, "--limit", "1", "--json"], &[]);
+    assert_eq!(out.json()["unlisted"], 5);
+    assert_eq!(
+        run_trigger(&["status", "--url", &url, "--limit", "10001"], &[]).code,
+        64
+    );
+}
