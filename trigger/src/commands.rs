@@ -97,8 +97,13 @@ pub fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Result<&'a Value,
 
 /// Calls a QUANTUM.* command; the mode guard's and a missing stream's answers
 /// are outcomes, not failures.
-fn call(con: &mut Link, cmd: &redis::Cmd, deadline: Instant) -> Result<Outcome<Value>, Failure> {
-    match con.query(cmd, deadline) {
+fn call(
+    con: &mut Link,
+    cmd: &redis::Cmd,
+    stream: &str,
+    deadline: Instant,
+) -> Result<Outcome<Value>, Failure> {
+    match con.query(cmd, stream, deadline) {
         Ok(value) => Ok(Outcome::Done(value)),
         Err(f) if f.message.starts_with("MODE ") => Ok(Outcome::Refused(f.message)),
         Err(f) if f.message.starts_with("NOGROUP") || f.message.starts_with("ERR no such key") => {
@@ -150,7 +155,12 @@ pub fn run(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<RunSu
     let mut summary = RunSummary::default();
     let mut cursor: Option<String> = None;
     loop {
-        let reply = match call(con, &recover_command(cli, cursor.as_deref()), deadline) {
+        let reply = match call(
+            con,
+            &recover_command(cli, cursor.as_deref()),
+            &cli.stream,
+            deadline,
+        ) {
             Err(f) if summary.batches > 0 => {
                 summary.stopped = Some(f);
                 return Ok(Outcome::Done(summary));
@@ -201,7 +211,7 @@ pub fn status(
     if let Some(key) = &cli.mode_key {
         cmd.arg("MODEKEY").arg(key);
     }
-    call(con, &cmd, deadline)?.and_then(pairs)
+    call(con, &cmd, &cli.stream, deadline)?.and_then(pairs)
 }
 
 /// `(moved, dropped, deleted)` of QUANTUM.RETIRE.
@@ -222,7 +232,7 @@ pub fn retire(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<Re
     if let Some(key) = &cli.mode_key {
         cmd.arg("MODEKEY").arg(key);
     }
-    call(con, &cmd, deadline)?.and_then(|reply| {
+    call(con, &cmd, &cli.stream, deadline)?.and_then(|reply| {
         let fields = pairs(reply)?;
         Ok((
             texts(field(&fields, "moved")?)?,
@@ -230,31 +240,4 @@ pub fn retire(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<Re
             int(field(&fields, "deleted")?)? == 1,
         ))
     })
-}
-
-/// `INFO quantum` counters, summed over every node, for the metrics file.
-pub fn module_counters(con: &mut Link, deadline: Instant) -> Result<Vec<(String, u64)>, Failure> {
-    let mut sums: Vec<(String, u64)> = Vec::new();
-    for info in con.info_of_every_node("quantum", deadline)? {
-        let info = text(&info).or_else(|_| match &info {
-            Value::VerbatimString { text, .. } => Ok(text.clone()),
-            _ => Err(failure::unexpected("INFO")),
-        })?;
-        for line in info.lines() {
-            let Some((name, value)) = line
-                .strip_prefix("quantum_")
-                .and_then(|l| l.split_once(':'))
-            else {
-                continue;
-            };
-            let Ok(value) = value.trim().parse::<u64>() else {
-                continue;
-            };
-            match sums.iter_mut().find(|(n, _)| n == name) {
-                Some((_, sum)) => *sum += value,
-                None => sums.push((name.to_string(), value)),
-            }
-        }
-    }
-    Ok(sums)
 }
