@@ -480,7 +480,6 @@ fn a_killed_primary_is_followed_to_its_promoted_replica() {
     };
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("now served by"), "{}", out.stderr);
-    eprintln!("{:?}: {}", out.elapsed, out.stderr);
     let json = out.json();
     assert_eq!(json["cursor"], "0-0", "the drain finished in the same run");
     let claimed = json["claimed"].as_array().unwrap().len();
@@ -495,7 +494,20 @@ fn a_killed_primary_is_followed_to_its_promoted_replica() {
     let after = pel(&mut cluster.nodes[promoted].connect(), &stream, GROUP);
     let ids: Vec<&String> = after.iter().map(|e| &e.0).collect();
     assert_eq!(ids, before.iter().collect::<Vec<_>>(), "nothing lost");
-    assert!(after.iter().all(|e| e.1 == "recovery"), "all recovered");
+    // Replication is asynchronous: a batch the old primary answered just
+    // before the kill may not have reached the replica. Its entries are still
+    // pending (under exec-1 again) and the run reported them.
+    let reported: std::collections::HashSet<&str> = json["claimed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|id| id.as_str())
+        .collect();
+    let reverted: Vec<_> = after.iter().filter(|e| e.1 != "recovery").collect();
+    assert!(
+        reverted.len() <= 10 && reverted.iter().all(|e| reported.contains(e.0.as_str())),
+        "not under TO and not reported: {reverted:?}"
+    );
 
     totals.push(claimed_total(&metrics));
     assert_eq!(totals[1], 20 + claimed as u64);

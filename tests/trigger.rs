@@ -194,7 +194,11 @@ fn exit_codes_follow_the_table() {
     assert_eq!(out.code, 69, "module not loaded: {}", out.stderr);
     assert!(out.stderr.contains("module loaded"), "{}", out.stderr);
     let named = format!("missing on {}", bare.socket().display());
-    assert!(out.stderr.contains(&named), "names the server: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&named),
+        "names the server: {}",
+        out.stderr
+    );
 
     let gone = TempDir::new("gone");
     let nowhere = url_of(&gone.path().join("none.sock"));
