@@ -181,6 +181,10 @@ fn the_mode_key_must_share_the_streams_slot() {
 
 /// Asserts a run ended at its deadline (±1 s) with exit 75 and said why.
 fn ended_at_the_deadline(out: &TriggerRun, deadline: Duration, why: &str) {
+    eprintln!(
+        "{why}: ended after {:?} with a {deadline:?} deadline",
+        out.elapsed
+    );
     assert_eq!(out.code, 75, "{}", out.stderr);
     assert!(
         out.elapsed + Duration::from_secs(1) >= deadline
@@ -480,6 +484,7 @@ fn a_killed_primary_is_followed_to_its_promoted_replica() {
     };
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("now served by"), "{}", out.stderr);
+    eprintln!("drain with a failover: {:?}\n{}", out.elapsed, out.stderr);
     let json = out.json();
     assert_eq!(json["cursor"], "0-0", "the drain finished in the same run");
     let claimed = json["claimed"].as_array().unwrap().len();
