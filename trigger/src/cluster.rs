@@ -180,13 +180,15 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Runs `cmd` on the primary owning `key`, until it answers or the deadline.
+    /// Runs `cmd` on the primary owning `key` (without one, on the owner of
+    /// slot 0), until it answers or the deadline.
     pub fn query(
         &mut self,
         cmd: &redis::Cmd,
-        key: &[u8],
+        key: Option<&[u8]>,
         deadline: Instant,
     ) -> Result<Value, Failure> {
+        let key = key.unwrap_or_default();
         let slot = key_slot(key);
         let mut pause = FIRST_PAUSE;
         let mut waiting: Option<String> = None;
@@ -394,6 +396,9 @@ impl Cluster {
     }
 
     fn note_served(&mut self, slot: u16, addr: Addr, key: &[u8]) {
+        if key.is_empty() {
+            return;
+        }
         if let Some(before) = self.served.get(&slot).filter(|b| **b != addr) {
             info!(
                 "key {:?} (slot {slot}) is now served by {} instead of {}: the cluster \

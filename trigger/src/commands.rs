@@ -97,13 +97,8 @@ pub fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Result<&'a Value,
 
 /// Calls a QUANTUM.* command; the mode guard's and a missing stream's answers
 /// are outcomes, not failures.
-fn call(
-    con: &mut Link,
-    cmd: &redis::Cmd,
-    stream: &str,
-    deadline: Instant,
-) -> Result<Outcome<Value>, Failure> {
-    match con.query(cmd, stream, deadline) {
+fn call(con: &mut Link, cmd: &redis::Cmd, deadline: Instant) -> Result<Outcome<Value>, Failure> {
+    match con.query(cmd, deadline) {
         Ok(value) => Ok(Outcome::Done(value)),
         Err(f) if f.message.starts_with("MODE ") => Ok(Outcome::Refused(f.message)),
         Err(f) if f.message.starts_with("NOGROUP") || f.message.starts_with("ERR no such key") => {
@@ -155,12 +150,7 @@ pub fn run(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<RunSu
     let mut summary = RunSummary::default();
     let mut cursor: Option<String> = None;
     loop {
-        let reply = match call(
-            con,
-            &recover_command(cli, cursor.as_deref()),
-            &cli.stream,
-            deadline,
-        ) {
+        let reply = match call(con, &recover_command(cli, cursor.as_deref()), deadline) {
             Err(f) if summary.batches > 0 => {
                 summary.stopped = Some(f);
                 return Ok(Outcome::Done(summary));
@@ -211,7 +201,7 @@ pub fn status(
     if let Some(key) = &cli.mode_key {
         cmd.arg("MODEKEY").arg(key);
     }
-    call(con, &cmd, &cli.stream, deadline)?.and_then(pairs)
+    call(con, &cmd, deadline)?.and_then(pairs)
 }
 
 /// `(moved, dropped, deleted)` of QUANTUM.RETIRE.
@@ -232,7 +222,7 @@ pub fn retire(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<Re
     if let Some(key) = &cli.mode_key {
         cmd.arg("MODEKEY").arg(key);
     }
-    call(con, &cmd, &cli.stream, deadline)?.and_then(|reply| {
+    call(con, &cmd, deadline)?.and_then(|reply| {
         let fields = pairs(reply)?;
         Ok((
             texts(field(&fields, "moved")?)?,

@@ -182,16 +182,29 @@ pub fn remaining(deadline: Instant) -> Result<Duration, Failure> {
     Ok(left)
 }
 
+/// The key a command is about, for cluster routing: the trigger's QUANTUM.*
+/// calls name their stream first, XINFO and XPENDING-style subcommands second.
+fn key_of(cmd: &redis::Cmd) -> Option<&[u8]> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|arg| match arg {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    let name = String::from_utf8_lossy(args.first()?).to_ascii_uppercase();
+    match name.as_str() {
+        "XINFO" => args.get(2).copied(),
+        n if n.starts_with("QUANTUM.") || n.starts_with('X') => args.get(1).copied(),
+        _ => None,
+    }
+}
+
 impl Link {
-    /// Runs one command about `key` with the time left as its response
-    /// timeout; in a cluster, on the node owning `key`, waiting out a cluster
-    /// under change until the deadline.
-    pub fn query(
-        &mut self,
-        cmd: &redis::Cmd,
-        key: &str,
-        deadline: Instant,
-    ) -> Result<redis::Value, Failure> {
+    /// Runs one command with the time left as its response timeout; in a
+    /// cluster on the primary owning its key (any primary for a command
+    /// without one), waiting out a cluster under change until the deadline.
+    pub fn query(&mut self, cmd: &redis::Cmd, deadline: Instant) -> Result<redis::Value, Failure> {
         match self {
             Link::Single(con, name) => {
                 let left = Some(remaining(deadline)?);
@@ -201,7 +214,22 @@ impl Link {
                 cmd.query(con)
                     .map_err(|e| cluster::at_node(failure::from_redis(&e), name))
             }
-            Link::Cluster(cluster) => cluster.query(cmd, key.as_bytes(), deadline),
+            Link::Cluster(cluster) => cluster.query(cmd, key_of(cmd), deadline),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_routed_by_their_key() {
+        let recover = redis::cmd("QUANTUM.RECOVER").arg("{a}:s").arg("g").clone();
+        assert_eq!(key_of(&recover), Some(&b"{a}:s"[..]));
+        let groups = redis::cmd("XINFO").arg("GROUPS").arg("{a}:s").clone();
+        assert_eq!(key_of(&groups), Some(&b"{a}:s"[..]));
+        assert_eq!(key_of(&redis::cmd("PING")), None);
+        assert_eq!(key_of(redis::cmd("INFO").arg("quantum")), None);
     }
 }
