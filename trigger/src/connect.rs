@@ -182,8 +182,8 @@ pub fn remaining(deadline: Instant) -> Result<Duration, Failure> {
     Ok(left)
 }
 
-/// The key a command is about, for cluster routing: the trigger's QUANTUM.*
-/// calls name their stream first, XINFO and XPENDING-style subcommands second.
+/// The key a command is about, for cluster routing: QUANTUM.* and stream
+/// commands (XPENDING, XRANGE, …) name it first, XINFO after its subcommand.
 fn key_of(cmd: &redis::Cmd) -> Option<&[u8]> {
     let args: Vec<&[u8]> = cmd
         .args_iter()
@@ -202,8 +202,8 @@ fn key_of(cmd: &redis::Cmd) -> Option<&[u8]> {
 
 impl Link {
     /// Runs one command with the time left as its response timeout; in a
-    /// cluster on the primary owning its key (any primary for a command
-    /// without one), waiting out a cluster under change until the deadline.
+    /// cluster on the primary owning its key (slot 0's for a command without
+    /// one), waiting out a cluster under change until the deadline.
     pub fn query(&mut self, cmd: &redis::Cmd, deadline: Instant) -> Result<redis::Value, Failure> {
         match self {
             Link::Single(con, name) => {
