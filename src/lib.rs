@@ -209,7 +209,8 @@ impl Server {
         self.dir.path()
     }
 
-    fn try_connect(&self) -> redis::RedisResult<Connection> {
+    /// A connection, or why there is none (a killed server).
+    pub fn try_connect(&self) -> redis::RedisResult<Connection> {
         let url = format!("unix://{}", self.socket().display());
         redis::Client::open(url)?.get_connection()
     }

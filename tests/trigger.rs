@@ -193,6 +193,12 @@ fn exit_codes_follow_the_table() {
     let out = run_trigger(&["--url", &url_of(&bare.socket())], &[]);
     assert_eq!(out.code, 69, "module not loaded: {}", out.stderr);
     assert!(out.stderr.contains("module loaded"), "{}", out.stderr);
+    let named = format!("missing on {}", bare.socket().display());
+    assert!(
+        out.stderr.contains(&named),
+        "names the server: {}",
+        out.stderr
+    );
 
     let gone = TempDir::new("gone");
     let nowhere = url_of(&gone.path().join("none.sock"));

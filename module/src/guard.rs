@@ -32,7 +32,7 @@ pub fn parse<R>(
 
 /// Reads the mode key, after checking the caller may read it (it is read
 /// directly, not through an ACL-checked call). With `enforce`, anything but an
-/// allowed mode is refused.
+/// allowed mode is refused. In a cluster a call without MODEKEY is an error.
 pub fn read_mode(
     ctx: &Context,
     acl: &CallerAcl,
@@ -40,8 +40,10 @@ pub fn read_mode(
     enforce: bool,
 ) -> Result<ModeValue, Failure> {
     // In a cluster the configured mode key may live on another node, where this
-    // node would read it as missing: the call must name it, in the stream's slot.
-    if enforce && mode_key.argv_pos.is_none() && ctx.get_flags().contains(ContextFlags::CLUSTER) {
+    // node would read it as missing (`mode: nil, allowed: 0` from STATUS or a
+    // DRYRUN, a refusal from the rest): every call must name it, in the
+    // stream's slot.
+    if mode_key.argv_pos.is_none() && ctx.get_flags().contains(ContextFlags::CLUSTER) {
         return Err(Failure::Error(RedisError::String(format!(
             "ERR in a Redis Cluster pass MODEKEY with a key in the stream's hash slot, \
              e.g. {{orders}}:mode for the stream {{orders}}:stream (quantum.mode-key {} is not in argv)",

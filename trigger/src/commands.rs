@@ -322,30 +322,3 @@ pub fn retire(
         }
     }
 }
-
-/// `INFO quantum` counters, summed over every node, for the metrics file.
-pub fn module_counters(con: &mut Link, deadline: Instant) -> Result<Vec<(String, u64)>, Failure> {
-    let mut sums: Vec<(String, u64)> = Vec::new();
-    for info in con.info_of_every_node("quantum", deadline)? {
-        let info = text(&info).or_else(|_| match &info {
-            Value::VerbatimString { text, .. } => Ok(text.clone()),
-            _ => Err(failure::unexpected("INFO")),
-        })?;
-        for line in info.lines() {
-            let Some((name, value)) = line
-                .strip_prefix("quantum_")
-                .and_then(|l| l.split_once(':'))
-            else {
-                continue;
-            };
-            let Ok(value) = value.trim().parse::<u64>() else {
-                continue;
-            };
-            match sums.iter_mut().find(|(n, _)| n == name) {
-                Some((_, sum)) => *sum += value,
-                None => sums.push((name.to_string(), value)),
-            }
-        }
-    }
-    Ok(sums)
-}

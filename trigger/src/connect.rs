@@ -3,15 +3,15 @@
 //! seed node (--cluster or redis+cluster://); the password from a file or
 //! REDISCLI_AUTH, never from the command line.
 
+use crate::cluster::{self, Cluster};
 use crate::failure::{self, Failure, CONFIG};
-use redis::cluster::{ClusterClientBuilder, ClusterConnection};
-use redis::{Connection, ConnectionInfo, ConnectionLike, IntoConnectionInfo};
+use redis::{Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Connecting may take at most this long even with a longer deadline, so a
 /// black-holed host fails fast and the unit's log says why.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the password comes from, first match wins.
 fn password(password_file: Option<&Path>) -> Result<Option<String>, Failure> {
@@ -51,11 +51,11 @@ fn sources_tried() -> String {
     format!("--password-file (QUANTUM_PASSWORD_FILE) is not set, {credential}, REDISCLI_AUTH is not set or empty")
 }
 
-/// A connection to one server, or to a Redis Cluster through one seed node
-/// (commands go to the node owning their first key).
+/// A connection to one server (named for messages), or to a Redis Cluster
+/// through one seed node (commands go to the node owning their key).
 pub enum Link {
-    Single(Connection),
-    Cluster(Box<ClusterConnection>),
+    Single(Connection, String),
+    Cluster(Box<Cluster>),
 }
 
 /// `redis+cluster://…` and `rediss+cluster://…` name a cluster seed node.
@@ -103,26 +103,17 @@ pub fn connect(
         ));
     }
     let connect_by = Instant::now() + remaining(deadline)?.min(CONNECT_TIMEOUT);
-    let timeout = remaining(connect_by)?;
     if cluster {
-        let mut builder = ClusterClientBuilder::new([info.clone()])
-            .connection_timeout(timeout)
-            .response_timeout(timeout);
-        if let Some(password) = password.clone() {
-            builder = builder.password(password);
-        }
-        let client = builder.build().map_err(bad_url)?;
-        // The cluster client connects lazily: a PING finds out.
-        let ready = client.get_connection().and_then(|mut con| {
-            redis::cmd("PING").query::<()>(&mut con)?;
-            Ok(con)
-        });
-        return match ready {
-            Ok(con) => Ok(Link::Cluster(Box::new(con))),
-            Err(e) => Err(not_a_cluster(given_url, info, password, connect_by)
-                .unwrap_or_else(|| failure::from_redis(&e))),
-        };
+        let cluster = Cluster::connect(info, password, given_url, connect_by)?;
+        return Ok(Link::Cluster(Box::new(cluster)));
     }
+    let name = match info.addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{host}:{port}")
+        }
+        ConnectionAddr::Unix(path) => path.display().to_string(),
+        other => other.to_string(),
+    };
     let con = single(info, password, connect_by).map_err(|e| {
         if e.message.contains("DB index is out of range") {
             Failure::new(
@@ -136,13 +127,13 @@ pub fn connect(
             e
         }
     })?;
-    Ok(Link::Single(con))
+    Ok(Link::Single(con, name))
 }
 
 /// One server, ready within `connect_by`: rediss:// does its TLS handshake on
 /// the first command, so a PING inside the connect bound catches a plaintext
 /// or silent server here rather than at the deadline.
-fn single(
+pub fn single(
     info: ConnectionInfo,
     password: Option<String>,
     connect_by: Instant,
@@ -182,28 +173,6 @@ fn single(
     Ok(con)
 }
 
-/// A cluster URL at a server without cluster support: say that, not the
-/// cluster client's "No connections found".
-fn not_a_cluster(
-    url: &str,
-    info: ConnectionInfo,
-    password: Option<String>,
-    connect_by: Instant,
-) -> Option<Failure> {
-    let mut con = single(info, password, connect_by).ok()?;
-    let info: String = redis::cmd("INFO").arg("cluster").query(&mut con).ok()?;
-    match info.contains("cluster_enabled:0") {
-        true => Some(Failure::new(
-            CONFIG,
-            format!(
-                "bad --url {url:?}: it names a Redis Cluster (redis+cluster:// or --cluster) \
-                 but this server has cluster support disabled: use redis://"
-            ),
-        )),
-        false => None,
-    }
-}
-
 /// Time left before the deadline; none left is a timeout.
 pub fn remaining(deadline: Instant) -> Result<Duration, Failure> {
     let left = deadline.saturating_duration_since(Instant::now());
@@ -213,38 +182,54 @@ pub fn remaining(deadline: Instant) -> Result<Duration, Failure> {
     Ok(left)
 }
 
-impl Link {
-    /// Runs one command with the time left as its response timeout.
-    pub fn query(&mut self, cmd: &redis::Cmd, deadline: Instant) -> Result<redis::Value, Failure> {
-        let left = Some(remaining(deadline)?);
-        let set = match self {
-            Link::Single(con) => con
-                .set_read_timeout(left)
-                .and_then(|_| con.set_write_timeout(left)),
-            Link::Cluster(con) => con
-                .set_read_timeout(left)
-                .and_then(|_| con.set_write_timeout(left)),
-        };
-        set.map_err(|e| failure::from_redis(&e))?;
-        let con: &mut dyn ConnectionLike = match self {
-            Link::Single(con) => con,
-            Link::Cluster(con) => con,
-        };
-        cmd.query(con).map_err(|e| failure::from_redis(&e))
-    }
-
-    /// `INFO <section>` of every node (one for a single server).
-    pub fn info_of_every_node(
-        &mut self,
-        section: &str,
-        deadline: Instant,
-    ) -> Result<Vec<redis::Value>, Failure> {
-        let reply = self.query(redis::cmd("INFO").arg(section), deadline)?;
-        Ok(match (self, reply) {
-            (Link::Cluster(_), redis::Value::Map(per_node)) => {
-                per_node.into_iter().map(|(_, info)| info).collect()
-            }
-            (_, reply) => vec![reply],
+/// The key a command is about, for cluster routing: QUANTUM.* and stream
+/// commands (XPENDING, XRANGE, …) name it first, XINFO after its subcommand.
+fn key_of(cmd: &redis::Cmd) -> Option<&[u8]> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|arg| match arg {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
         })
+        .collect();
+    let name = String::from_utf8_lossy(args.first()?).to_ascii_uppercase();
+    match name.as_str() {
+        "XINFO" => args.get(2).copied(),
+        n if n.starts_with("QUANTUM.") || n.starts_with('X') => args.get(1).copied(),
+        _ => None,
+    }
+}
+
+impl Link {
+    /// Runs one command with the time left as its response timeout; in a
+    /// cluster on the primary owning its key (slot 0's for a command without
+    /// one), waiting out a cluster under change until the deadline.
+    pub fn query(&mut self, cmd: &redis::Cmd, deadline: Instant) -> Result<redis::Value, Failure> {
+        match self {
+            Link::Single(con, name) => {
+                let left = Some(remaining(deadline)?);
+                con.set_read_timeout(left)
+                    .and_then(|_| con.set_write_timeout(left))
+                    .map_err(|e| failure::from_redis(&e))?;
+                cmd.query(con)
+                    .map_err(|e| cluster::at_node(failure::from_redis(&e), name))
+            }
+            Link::Cluster(cluster) => cluster.query(cmd, key_of(cmd), deadline),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_routed_by_their_key() {
+        let recover = redis::cmd("QUANTUM.RECOVER").arg("{a}:s").arg("g").clone();
+        assert_eq!(key_of(&recover), Some(&b"{a}:s"[..]));
+        let groups = redis::cmd("XINFO").arg("GROUPS").arg("{a}:s").clone();
+        assert_eq!(key_of(&groups), Some(&b"{a}:s"[..]));
+        assert_eq!(key_of(&redis::cmd("PING")), None);
+        assert_eq!(key_of(redis::cmd("INFO").arg("quantum")), None);
     }
 }

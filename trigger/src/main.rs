@@ -3,6 +3,7 @@
 //! commands, logs a summary, writes metrics and maps the result to sysexits.
 
 mod cli;
+mod cluster;
 mod commands;
 mod connect;
 mod env_file;
@@ -106,28 +107,11 @@ fn main() -> ExitCode {
         }
     }
     if let (Verb::Run, Some(path)) = (verb, &cli.metrics_file) {
-        // Counters come from INFO quantum so they survive trigger restarts, but
-        // only from a run that reached the module: a server without it, a
-        // replica (READONLY) or no server would report someone else's zeros,
-        // and a counter that falls and rises again counts its phantom increase.
-        let counters = con
-            .ok()
-            .filter(|_| done.module_answered)
-            .and_then(|mut con| commands::module_counters(&mut con, deadline).ok())
-            .filter(|c| !c.is_empty());
         let metrics = Metrics {
             result: done.result,
             started_unix_s,
             duration_s: started.elapsed().as_secs_f64(),
-            counters: counters.map(|c| {
-                let get = |name: &str| c.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
-                [
-                    get("claimed"),
-                    get("quarantined"),
-                    get("dropped"),
-                    get("deleted"),
-                ]
-            }),
+            counters: done.counted,
             gauges: done.gauges,
         };
         if let Err(e) = report::write_metrics(path, &metrics) {
@@ -164,8 +148,9 @@ struct Done {
     json: serde_json::Value,
     /// The group's pending entries and consumers afterwards (run only).
     gauges: Option<(i64, i64)>,
-    /// The module answered, so this server's `INFO quantum` is its counters.
-    module_answered: bool,
+    /// What this run moved (claimed, quarantined, dropped, deleted) when it
+    /// reached the module: the metrics' `_total` counters add it up.
+    counted: Option<[u64; 4]>,
 }
 
 impl Done {
@@ -176,7 +161,7 @@ impl Done {
             fields,
             json,
             gauges: None,
-            module_answered: true,
+            counted: None,
         }
     }
 
@@ -190,7 +175,7 @@ impl Done {
                 fields: error,
                 json: json!({"result": "error", "error": f.message, "exit_code": f.code}),
                 gauges: None,
-                module_answered: false,
+                counted: None,
             };
         };
         let mut json = run_json(summary);
@@ -203,7 +188,7 @@ impl Done {
             fields: format!("{} {error}", summary_fields(summary)),
             json,
             gauges: Some((summary.pending, summary.consumers)),
-            module_answered: true,
+            counted: Some(counts(summary)),
         }
     }
 }
@@ -217,7 +202,7 @@ fn not_done(message: String, result: RunResult) -> Done {
         fields: format!("{}={message:?}", result.as_str()),
         json: json!({"result": result.as_str(), "message": message, "exit_code": 0}),
         gauges: None,
-        module_answered: true,
+        counted: Some([0; 4]),
     }
 }
 
@@ -272,7 +257,16 @@ fn run(
     }
     let mut done = Done::success(fields, run_json(&summary));
     done.gauges = Some((summary.pending, summary.consumers));
+    done.counted = Some(counts(&summary));
     Ok(done)
+}
+
+/// What a drain moved, for the counters; a dry run moved nothing.
+fn counts(s: &RunSummary) -> [u64; 4] {
+    match s.dry_run {
+        true => [0; 4],
+        false => [&s.claimed, &s.quarantined, &s.dropped, &s.deleted].map(|ids| ids.len() as u64),
+    }
 }
 
 fn summary_fields(s: &RunSummary) -> String {
@@ -383,6 +377,6 @@ fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
         fields,
         json,
         gauges: None,
-        module_answered: s.calls > 0,
+        counted: None,
     })
 }

@@ -88,33 +88,43 @@ pub struct Metrics {
     pub result: RunResult,
     pub started_unix_s: f64,
     pub duration_s: f64,
-    /// Cumulative counters from `INFO quantum`: claimed, quarantined, dropped,
-    /// deleted; only when the run reached the module (see main.rs).
+    /// What this run moved (claimed, quarantined, dropped, deleted), added to
+    /// the previous file's `_total` counters; none when the run did not reach
+    /// the module. Counted here rather than read from `INFO quantum`, whose
+    /// counters live in each server process: a failover, a restart or a
+    /// promoted replica would make them fall, and Prometheus would read a reset.
     pub counters: Option<[u64; 4]>,
     /// Group gauges after the run: pending, consumers.
     pub gauges: Option<(i64, i64)>,
 }
 
+const COUNTERS: [&str; 4] = [
+    "claimed_total",
+    "quarantined_total",
+    "dropped_total",
+    "deleted_total",
+];
+
 /// `(name, help, type)` of every metric, in file order.
 const SERIES: [(&str, &str, &str); 10] = [
     (
         "claimed_total",
-        "Entries moved to the recovery consumer since the module loaded.",
+        "Entries moved to the recovery consumer by the runs that wrote this file.",
         "counter",
     ),
     (
         "quarantined_total",
-        "Entries parked in the quarantine consumer since the module loaded.",
+        "Entries parked in the quarantine consumer by the runs that wrote this file.",
         "counter",
     ),
     (
         "dropped_total",
-        "PEL entries whose stream entry was gone, since the module loaded.",
+        "PEL entries dropped (stream entry gone) by the runs that wrote this file.",
         "counter",
     ),
     (
         "deleted_total",
-        "Dead consumers deleted since the module loaded.",
+        "Dead consumers deleted by the runs that wrote this file.",
         "counter",
     ),
     (
@@ -164,16 +174,13 @@ pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) ->
         values.insert(format!("{PREFIX}{name}"), value);
     };
     if let Some(counters) = metrics.counters {
-        for (name, value) in [
-            "claimed_total",
-            "quarantined_total",
-            "dropped_total",
-            "deleted_total",
-        ]
-        .iter()
-        .zip(counters)
-        {
-            set(name, value.to_string());
+        for (name, added) in COUNTERS.iter().zip(counters) {
+            let before = previous
+                .get(&format!("{PREFIX}{name}"))
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map_or(0, |v| v as u64);
+            set(name, before.saturating_add(added).to_string());
         }
     }
     set(
@@ -275,7 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_run_keeps_the_counters_and_last_success_of_the_previous_file() {
+    fn counters_add_each_run_and_a_failed_run_keeps_them_and_the_last_success() {
         let first = render_metrics(
             &metrics(RunResult::Success, Some([1, 2, 3, 4])),
             &BTreeMap::new(),
@@ -287,6 +294,9 @@ mod tests {
         assert!(first.contains("# TYPE quantum_stream_recovery_deleted_total counter\n"));
 
         let previous = parse_values(&first);
+        let added = render_metrics(&metrics(RunResult::Success, Some([10, 0, 0, 1])), &previous);
+        assert!(added.contains("quantum_stream_recovery_claimed_total 11\n"));
+        assert!(added.contains("quantum_stream_recovery_deleted_total 5\n"));
         let mut failed = metrics(RunResult::Error, None);
         failed.started_unix_s = 1_700_000_100.0;
         let second = render_metrics(&failed, &previous);
