@@ -5,6 +5,7 @@
 use crate::cli::Cli;
 use crate::connect::Link;
 use crate::failure::{self, Failure};
+use quantum_protocol::error;
 use redis::Value;
 use std::time::Instant;
 
@@ -104,8 +105,11 @@ pub fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Result<&'a Value,
 fn call(con: &mut Link, cmd: &redis::Cmd, deadline: Instant) -> Result<Outcome<Value>, Failure> {
     match con.query(cmd, deadline) {
         Ok(value) => Ok(Outcome::Done(value)),
-        Err(f) if f.message.starts_with("MODE ") => Ok(Outcome::Refused(f.message)),
-        Err(f) if f.message.starts_with("NOGROUP") || f.message.starts_with("ERR no such key") => {
+        Err(f) if error::has_code(&f.message, error::MODE) => Ok(Outcome::Refused(f.message)),
+        Err(f)
+            if f.message.starts_with(error::NOGROUP)
+                || f.message.starts_with(error::NO_SUCH_KEY) =>
+        {
             Ok(Outcome::Absent(f.message))
         }
         Err(f) => Err(f),
