@@ -3,7 +3,7 @@
 //! nothing runs on bad input.
 
 use crate::text::quote;
-use quantum_protocol::{command, config, keyword as kw, range, Range};
+use quantum_protocol::{command, config, error, keyword as kw, range, Range};
 
 /// Defaults taken from the `quantum.*` configs at call time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub enum ArgError {
 }
 
 fn invalid(message: String) -> ArgError {
-    ArgError::Invalid(format!("ERR {message}"))
+    ArgError::Invalid(format!("{} {message}", error::ERR))
 }
 
 /// The options after a command's fixed arguments, checked for unknown,
