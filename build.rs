@@ -21,10 +21,17 @@ fn main() {
             "cargo:rerun-if-changed={}",
             Path::new(&git_dir).join("HEAD").display()
         );
+        // `--git-path`, not the git dir: in a worktree the branch lives in the common dir.
         if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            let path = Path::new(&git_dir).join(head_ref);
-            if path.exists() {
-                println!("cargo:rerun-if-changed={}", path.display());
+            if let Some(path) = git(&[
+                "rev-parse",
+                "--path-format=absolute",
+                "--git-path",
+                &head_ref,
+            ]) {
+                if Path::new(&path).exists() {
+                    println!("cargo:rerun-if-changed={path}");
+                }
             }
         }
     }

@@ -8,8 +8,7 @@
 use redis::{Connection, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod reply;
@@ -55,33 +54,21 @@ pub fn trigger_path() -> PathBuf {
     built_artifact("quantum-stream-recover", "QUANTUM_TRIGGER")
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
+/// A fresh directory under the system temp dir, removed on drop; `label`
+/// shows in its name, so a kept-alive test's files can be found.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(label: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "quantum-{label}-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("quantum-{label}-"))
+            .tempdir()
+            .expect("a temp dir");
+        TempDir(dir)
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
@@ -117,6 +104,48 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Starts redis-server on `dir` (its socket, log and data files live there);
+/// returns the process and its TCP port, if any.
+fn spawn(dir: &Path, options: &Options) -> Result<(Child, Option<u16>), String> {
+    let port = options.tcp.then(|| options.port.unwrap_or_else(free_port));
+    let mut command = Command::new(redis_server_binary());
+    if let Some(lines) = &options.config_file {
+        let path = dir.join("redis.conf");
+        std::fs::write(&path, lines).map_err(|e| format!("cannot write redis.conf: {e}"))?;
+        command.arg(path);
+    }
+    command
+        .arg("--port")
+        .arg(port.unwrap_or(0).to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--unixsocket")
+        .arg(dir.join("redis.sock"))
+        .arg("--unixsocketperm")
+        .arg("700")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .args(["--save", "", "--daemonize", "no", "--loglevel", "verbose"]);
+    if !options.without_module {
+        command
+            .arg("--loadmodule")
+            .arg(module_path())
+            .args(&options.module_args);
+    }
+    for (name, value) in &options.config {
+        command.arg(format!("--{name}")).arg(value);
+    }
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", redis_server_binary()))?;
+    Ok((child, port))
+}
+
 impl Server {
     /// A server with the module loaded, on a unix socket in a temp dir.
     pub fn start() -> Server {
@@ -134,42 +163,7 @@ impl Server {
     }
 
     fn start_in(dir: TempDir, options: Options) -> Result<Server, String> {
-        let port = options.tcp.then(|| options.port.unwrap_or_else(free_port));
-        let mut command = Command::new(redis_server_binary());
-        if let Some(lines) = &options.config_file {
-            let path = dir.path().join("redis.conf");
-            std::fs::write(&path, lines).map_err(|e| format!("cannot write redis.conf: {e}"))?;
-            command.arg(path);
-        }
-        command
-            .arg("--port")
-            .arg(port.unwrap_or(0).to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--unixsocket")
-            .arg(dir.path().join("redis.sock"))
-            .arg("--unixsocketperm")
-            .arg("700")
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(dir.path().join("redis.log"))
-            .args(["--save", "", "--daemonize", "no", "--loglevel", "verbose"]);
-        if !options.without_module {
-            command
-                .arg("--loadmodule")
-                .arg(module_path())
-                .args(&options.module_args);
-        }
-        for (name, value) in &options.config {
-            command.arg(format!("--{name}")).arg(value);
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", redis_server_binary()))?;
+        let (child, port) = spawn(dir.path(), &options)?;
         let mut server = Server {
             child,
             options,
@@ -258,9 +252,10 @@ impl Server {
     /// same directory and options, so it reloads its AOF.
     pub fn restart(mut self) -> Server {
         self.stop();
-        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
-        let options = self.options.clone();
-        Server::start_in(dir, options).unwrap_or_else(|e| panic!("{e}"))
+        let (child, port) = spawn(self.dir.path(), &self.options).unwrap_or_else(|e| panic!("{e}"));
+        (self.child, self.port) = (child, port);
+        self.wait_until_ready().unwrap_or_else(|e| panic!("{e}"));
+        self
     }
 
     fn stop(&mut self) {

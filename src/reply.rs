@@ -1,6 +1,7 @@
 //! Reading replies in tests: QUANTUM.RECOVER's map, and the group state that
 //! tests compare before and after a call.
 
+use crate::scenario::{GROUP, STREAM};
 use redis::{Connection, Value};
 
 /// QUANTUM.RECOVER's reply, keys in the order the server sent them.
@@ -136,6 +137,23 @@ pub fn recover(
 }
 
 /// `(id, owner, deliveries)` of every PEL entry, in ID order.
+/// QUANTUM.STATUS of the test stream and group, as its `(key, value)` pairs.
+pub fn status(con: &mut Connection, options: &[&str]) -> Result<Vec<(String, Value)>, String> {
+    let mut words = vec!["QUANTUM.STATUS", STREAM, GROUP];
+    words.extend_from_slice(options);
+    run(con, &words).map(|v| pairs(&v))
+}
+
+/// The value of `name` in a reply's `(key, value)` pairs; panics when missing.
+pub fn field(fields: &[(String, Value)], name: &str) -> Value {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no '{name}' in the reply"))
+        .1
+        .clone()
+}
+
 pub fn pel(con: &mut Connection, key: &str, group: &str) -> Vec<(String, String, i64)> {
     pel_with_idle(con, key, group)
         .into_iter()

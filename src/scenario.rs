@@ -1,10 +1,32 @@
 //! Building consumer-group scenarios with plain stream commands.
 
 use crate::reply::{run, texts};
+use crate::Server;
 use redis::{Connection, Value};
 
 pub const STREAM: &str = "quantum:stream:trade.intent";
 pub const GROUP: &str = "quantum:group:execution:trade.intent";
+
+/// RECOVER options under which what `idle_reads` left is idle enough to move,
+/// and a consumer idle as long is a zombie.
+pub const SHORT_IDLE: [&str; 4] = ["MINIDLE", "100", "ZOMBIEIDLE", "100"];
+
+/// A fresh server in TESTNET mode with an empty stream and the group: where most tests start.
+pub fn testnet_group() -> (Server, Connection) {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    (server, con)
+}
+
+/// Appends `n` entries, `consumer` reads them, and both stay untouched long
+/// enough for `SHORT_IDLE`: a consumer that died holding them. Returns their IDs.
+pub fn idle_reads(con: &mut Connection, consumer: &str, n: usize) -> Vec<String> {
+    add_entries(con, n);
+    let ids = read_as(con, consumer, n);
+    sleep_ms(150);
+    ids
+}
 
 /// The mode key set to `mode` and an empty stream with the group.
 pub fn group_with_mode(con: &mut Connection, mode: &str) {

@@ -30,28 +30,58 @@ const STEPS: usize = 200;
 /// (2 minutes without it).
 const REPLICA_EVERY: u64 = 4;
 
-/// What the sequences exercised, so the test cannot pass by doing nothing:
-/// accepted recoveries, entries claimed, dropped, consumers deleted, RETIREs, refusals.
-static SEEN: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
-
-fn seen(what: usize, n: usize) {
-    SEEN[what].fetch_add(n, Ordering::Relaxed);
+/// What the sequences exercised, so the test cannot pass by doing nothing.
+struct Exercised {
+    recoveries: AtomicUsize,
+    claimed: AtomicUsize,
+    dropped: AtomicUsize,
+    deleted: AtomicUsize,
+    retires: AtomicUsize,
+    refused_or_failed: AtomicUsize,
 }
 
-/// id -> (owner, deliveries, idle)
-type Pel = BTreeMap<String, (String, i64, i64)>;
+static SEEN: Exercised = Exercised {
+    recoveries: AtomicUsize::new(0),
+    claimed: AtomicUsize::new(0),
+    dropped: AtomicUsize::new(0),
+    deleted: AtomicUsize::new(0),
+    retires: AtomicUsize::new(0),
+    refused_or_failed: AtomicUsize::new(0),
+};
+
+fn seen(counter: &AtomicUsize, n: usize) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// One PEL entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Pending {
+    owner: String,
+    deliveries: i64,
+    idle: i64,
+}
+
+/// id -> its PEL entry
+type Pel = BTreeMap<String, Pending>;
 
 fn pel_now(con: &mut Connection) -> Pel {
     quantum_integration::reply::pel_with_idle(con, STREAM, GROUP)
         .into_iter()
-        .map(|(id, owner, deliveries, idle)| (id, (owner, deliveries, idle)))
+        .map(|(id, owner, deliveries, idle)| {
+            let entry = Pending {
+                owner,
+                deliveries,
+                idle,
+            };
+            (id, entry)
+        })
         .collect()
 }
 
 /// Owners and delivery counts: what must not change when nothing is done.
 fn shape(pel: &Pel) -> BTreeMap<String, (String, i64)> {
     pel.iter()
-        .map(|(id, (o, d, _))| (id.clone(), (o.clone(), *d)))
+        .map(|(id, e)| (id.clone(), (e.owner.clone(), e.deliveries)))
         .collect()
 }
 
@@ -205,7 +235,7 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
             if model.mode == "TESTNET" && words[0] != "QUANTUM.STATUS" {
                 assert!(!e.starts_with("ERR internal"), "{what}: {e}");
             }
-            seen(5, 1);
+            seen(&SEEN.refused_or_failed, 1);
             return unchanged(&format!("the failed call ({e})"));
         }
         Ok(reply) => reply,
@@ -237,8 +267,11 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
         };
         let retired = &words[3];
         for id in &moved {
-            assert_eq!(post[id].0, to, "{what}: {id} not with TO");
-            assert_eq!(post[id].1, pre[id].1, "{what}: a move is not a delivery");
+            assert_eq!(post[id].owner, to, "{what}: {id} not with TO");
+            assert_eq!(
+                post[id].deliveries, pre[id].deliveries,
+                "{what}: a move is not a delivery"
+            );
         }
         assert_eq!(
             left,
@@ -252,7 +285,7 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
         // Its lowest IDs (in stream order, not text order), at most COUNT; the rest stay with it.
         let mut owned: Vec<&String> = pre
             .iter()
-            .filter(|(_, e)| &e.0 == retired)
+            .filter(|(_, e)| &e.owner == retired)
             .map(|(id, _)| id)
             .collect();
         owned.sort_by_key(|id| {
@@ -280,7 +313,7 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
         if deleted {
             model.live.retain(|c| c != retired);
         }
-        seen(4, 1);
+        seen(&SEEN.retires, 1);
         return;
     }
 
@@ -304,18 +337,20 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
     );
     for (ids, keeper) in [(&r.claimed, "recovery"), (&r.quarantined, "quarantine")] {
         for id in ids {
-            let (old_owner, deliveries, idle) = &pre[id];
+            let before = &pre[id];
+            let old_owner = &before.owner;
             assert!(
                 old_owner != "recovery" && old_owner != "quarantine",
                 "{what}: re-claimed {id} from {old_owner}"
             );
             assert!(
-                idle + elapsed_ms >= number("MINIDLE"),
-                "{what}: {id} idle {idle} < MINIDLE"
+                before.idle + elapsed_ms >= number("MINIDLE"),
+                "{what}: {id} idle {} < MINIDLE",
+                before.idle
             );
             assert_eq!(
-                &post[id],
-                &(keeper.to_string(), *deliveries, post[id].2),
+                (&post[id].owner, post[id].deliveries),
+                (&keeper.to_string(), before.deliveries),
                 "{what}: {id}"
             );
         }
@@ -335,11 +370,11 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
         .chain(&r.quarantined)
         .chain(&r.dropped)
         .collect();
-    for (id, (owner, deliveries, _)) in &post {
+    for (id, entry) in &post {
         if !touched.contains(id) {
             assert_eq!(
-                (owner, deliveries),
-                (&pre[id].0, &pre[id].1),
+                (&entry.owner, entry.deliveries),
+                (&pre[id].owner, pre[id].deliveries),
                 "{what}: {id} changed without being reported"
             );
         }
@@ -351,7 +386,7 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
         );
         let held: Vec<&String> = pre
             .iter()
-            .filter(|(_, e)| &e.0 == name)
+            .filter(|(_, e)| &e.owner == name)
             .map(|(id, _)| id)
             .collect();
         assert!(
@@ -364,14 +399,10 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
         );
     }
     model.cursor = (r.cursor != "0-0").then(|| r.cursor.clone());
-    for (what, n) in [
-        (0, 1),
-        (1, r.claimed.len() + r.quarantined.len()),
-        (2, r.dropped.len()),
-        (3, r.deleted.len()),
-    ] {
-        seen(what, n);
-    }
+    seen(&SEEN.recoveries, 1);
+    seen(&SEEN.claimed, r.claimed.len() + r.quarantined.len());
+    seen(&SEEN.dropped, r.dropped.len());
+    seen(&SEEN.deleted, r.deleted.len());
 }
 
 /// Runs one sequence; with `replica`, compares it with the primary after every step.
@@ -408,7 +439,7 @@ fn run_sequence(con: &mut Connection, mut replica: Option<&mut Connection>, seed
                 let consumer = model.rng.pick(&model.live).clone();
                 let owned: Vec<String> = pel_now(con)
                     .into_iter()
-                    .filter(|(_, e)| e.0 == consumer)
+                    .filter(|(_, e)| e.owner == consumer)
                     .map(|(id, _)| id)
                     .collect();
                 if let Some(id) = owned.first() {
@@ -497,14 +528,19 @@ fn a_thousand_random_sequences_lose_nothing() {
             });
         }
     });
-    let seen: Vec<usize> = SEEN.iter().map(|n| n.load(Ordering::Relaxed)).collect();
-    eprintln!(
-        "exercised: {} accepted recoveries moving {} entries, {} dropped, {} consumers deleted, {} retires, {} refused or failed calls",
-        seen[0], seen[1], seen[2], seen[3], seen[4], seen[5]
-    );
+    let count = |counter: &AtomicUsize| counter.load(Ordering::Relaxed);
+    let seen = [
+        ("accepted recoveries", count(&SEEN.recoveries)),
+        ("entries moved", count(&SEEN.claimed)),
+        ("dropped", count(&SEEN.dropped)),
+        ("consumers deleted", count(&SEEN.deleted)),
+        ("retires", count(&SEEN.retires)),
+        ("refused or failed calls", count(&SEEN.refused_or_failed)),
+    ];
+    eprintln!("exercised: {seen:?}");
     if !replay {
         assert!(
-            seen.iter().all(|&n| n > 0),
+            seen.iter().all(|&(_, n)| n > 0),
             "some behaviour was never exercised: {seen:?}"
         );
     }

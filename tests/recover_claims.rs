@@ -1,14 +1,13 @@
-//! QUANTUM.RECOVER's claim step against a real redis-server (issue items 1, 3-7).
+//! QUANTUM.RECOVER's claim step against a real redis-server: only idle entries of other
+//! consumers move (S8), never twice, poison entries to QUARANTINE, vanished entries
+//! dropped, big backlogs in bounded calls (S5), and nothing acked or deleted (S1).
 
 use quantum_integration::reply::{assert_same_ids, consumer_names, pel, recover, run};
 use quantum_integration::scenario::*;
-use quantum_integration::Server;
 
 #[test]
 fn dead_consumers_idle_entries_move_and_fresh_ones_stay() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     add_entries(&mut con, 3);
     let dead = read_as(&mut con, "exec-101", 2);
     age_entries(&mut con, "exec-101", &dead, 120_000);
@@ -38,20 +37,10 @@ fn dead_consumers_idle_entries_move_and_fresh_ones_stay() {
 
 #[test]
 fn a_zombie_emptied_by_the_claim_is_deleted_by_the_same_call() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
-    add_entries(&mut con, 2);
-    let ids = read_as(&mut con, "exec-1", 2);
-    sleep_ms(150);
+    let (_server, mut con) = testnet_group();
+    let ids = idle_reads(&mut con, "exec-1", 2);
 
-    let r = recover(
-        &mut con,
-        STREAM,
-        GROUP,
-        &["MINIDLE", "100", "ZOMBIEIDLE", "100"],
-    )
-    .unwrap();
+    let r = recover(&mut con, STREAM, GROUP, &SHORT_IDLE).unwrap();
     assert_eq!(r.claimed, ids);
     assert_eq!(r.deleted, ["exec-1"]);
     assert!(r.kept.is_empty());
@@ -61,9 +50,7 @@ fn a_zombie_emptied_by_the_claim_is_deleted_by_the_same_call() {
 
 #[test]
 fn entries_held_by_to_or_quarantine_are_never_claimed_again() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     add_entries(&mut con, 3);
     let ids = read_as(&mut con, "exec-1", 3);
     // One entry already parked in quarantine by an earlier run.
@@ -84,9 +71,7 @@ fn entries_held_by_to_or_quarantine_are_never_claimed_again() {
 
 #[test]
 fn poison_entries_go_to_quarantine_and_moves_do_not_count_as_deliveries() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     add_entries(&mut con, 2);
     let ids = read_as(&mut con, "exec-1", 2);
     // Deliver the first entry twice more (3 in all); the second stays at 1.
@@ -127,9 +112,7 @@ fn poison_entries_go_to_quarantine_and_moves_do_not_count_as_deliveries() {
 
 #[test]
 fn entries_deleted_from_the_stream_are_dropped_from_the_pel() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     add_entries(&mut con, 3);
     let ids = read_as(&mut con, "exec-1", 3);
     run(&mut con, &["XDEL", STREAM, &ids[1]]).unwrap();
@@ -148,9 +131,7 @@ fn entries_deleted_from_the_stream_are_dropped_from_the_pel() {
 
 #[test]
 fn a_big_backlog_drains_in_bounded_calls_moving_each_entry_once() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     let ids = add_entries(&mut con, 10_000);
     let mut held = Vec::new();
     for i in 0..10 {
@@ -213,9 +194,7 @@ fn a_big_backlog_drains_in_bounded_calls_moving_each_entry_once() {
 /// trim entries, nor touch another key.
 #[test]
 fn a_recovery_never_acks_deletes_or_trims() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     run(&mut con, &["SET", "unrelated", "v"]).unwrap();
     add_entries(&mut con, 5);
     let ids = read_as(&mut con, "exec-1", 5);
@@ -250,13 +229,7 @@ fn a_recovery_never_acks_deletes_or_trims() {
         !r.claimed.is_empty() && !r.dropped.is_empty(),
         "the dry run checks existence: {r:?}"
     );
-    recover(
-        &mut con,
-        STREAM,
-        GROUP,
-        &["MINIDLE", "100", "ZOMBIEIDLE", "100"],
-    )
-    .unwrap();
+    recover(&mut con, STREAM, GROUP, &SHORT_IDLE).unwrap();
 
     let stats =
         quantum_integration::reply::text(&run(&mut con, &["INFO", "commandstats"]).unwrap());

@@ -2,13 +2,10 @@
 
 use quantum_integration::reply::{consumer_names, consumers, pel, recover, run};
 use quantum_integration::scenario::*;
-use quantum_integration::Server;
 
 #[test]
 fn zombies_are_deleted_stuck_consumers_kept_and_young_ones_left() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     // zombie: read nothing, then went quiet. stuck: holds fresh entries, then went quiet.
     create_consumer(&mut con, "exec-zombie");
     add_entries(&mut con, 2);
@@ -39,9 +36,7 @@ fn zombies_are_deleted_stuck_consumers_kept_and_young_ones_left() {
 
 #[test]
 fn delete_limit_bounds_deletions_per_call() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     for i in 0..5 {
         create_consumer(&mut con, &format!("exec-{i}"));
     }
@@ -68,9 +63,7 @@ fn delete_limit_bounds_deletions_per_call() {
 
 #[test]
 fn target_and_quarantine_are_never_deleted() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     create_consumer(&mut con, "recovery");
     create_consumer(&mut con, "quarantine");
     sleep_ms(150);
@@ -85,20 +78,10 @@ fn target_and_quarantine_are_never_deleted() {
 #[test]
 fn printf_like_consumer_names_are_recovered_and_logged_verbatim() {
     let name = "exec-%s%n%x%%";
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
-    add_entries(&mut con, 1);
-    let ids = read_as(&mut con, name, 1);
-    sleep_ms(150);
+    let (server, mut con) = testnet_group();
+    let ids = idle_reads(&mut con, name, 1);
 
-    let r = recover(
-        &mut con,
-        STREAM,
-        GROUP,
-        &["MINIDLE", "100", "ZOMBIEIDLE", "100"],
-    )
-    .unwrap();
+    let r = recover(&mut con, STREAM, GROUP, &SHORT_IDLE).unwrap();
     assert_eq!(r.claimed, ids);
     assert_eq!(r.deleted, [name]);
     assert_eq!(
@@ -114,9 +97,7 @@ fn printf_like_consumer_names_are_recovered_and_logged_verbatim() {
 
 #[test]
 fn binary_consumer_names_survive_the_round_trip() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (server, mut con) = testnet_group();
     let name = "exec-\u{0}\n\r'é";
     create_consumer(&mut con, name);
     sleep_ms(150);

@@ -245,9 +245,7 @@ fn configs_change_the_defaults_and_bad_values_are_refused() {
 
 #[test]
 fn info_counters_are_the_sums_of_the_replies() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     let mut sums = [0usize; 4];
     for round in 0..3 {
         create_consumer(&mut con, &format!("zombie-{round}"));

@@ -169,9 +169,7 @@ fn a_backlog_retires_over_several_calls_and_a_late_entry_is_not_lost() {
 
 #[test]
 fn entries_gone_from_the_stream_are_dropped_within_count() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     add_entries(&mut con, 5);
     let held = read_as(&mut con, "exec-7", 5);
     run(&mut con, &["XDEL", STREAM, &held[0], &held[3]]).unwrap();
@@ -225,9 +223,7 @@ fn the_default_count_comes_from_quantum_retire_count() {
 
 #[test]
 fn bad_count_values_are_refused_and_change_nothing() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     add_entries(&mut con, 3);
     read_as(&mut con, "exec-7", 3);
     let before = snapshot(&mut con);

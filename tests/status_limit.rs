@@ -2,26 +2,11 @@
 //! longest idle first, with counts per state over all of them; the trigger's
 //! `status` shows the counts and says when the list was cut.
 
-use quantum_integration::reply::{consumers, group_state, int, pairs, run, text};
+use quantum_integration::reply::{consumers, field, group_state, int, pairs, status, text};
 use quantum_integration::scenario::*;
 use quantum_integration::trigger::{run_trigger, url_of};
 use quantum_integration::Server;
 use redis::{Connection, Value};
-
-fn status(con: &mut Connection, options: &[&str]) -> Result<Vec<(String, Value)>, String> {
-    let mut words = vec!["QUANTUM.STATUS", STREAM, GROUP];
-    words.extend_from_slice(options);
-    run(con, &words).map(|v| pairs(&v))
-}
-
-fn field(fields: &[(String, Value)], name: &str) -> Value {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .unwrap_or_else(|| panic!("no '{name}'"))
-        .1
-        .clone()
-}
 
 /// `(name, idle)` of the listed consumers, in reply order.
 fn listed(fields: &[(String, Value)]) -> Vec<(String, i64)> {
@@ -134,9 +119,7 @@ fn a_crowded_group_lists_at_most_limit_rows_and_counts_every_state() {
 
 #[test]
 fn bad_limit_values_are_refused() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (_server, mut con) = testnet_group();
     for (options, expected) in [
         (
             vec!["LIMIT", "0"],
@@ -168,9 +151,7 @@ fn bad_limit_values_are_refused() {
 
 #[test]
 fn the_trigger_shows_the_states_and_says_when_the_list_was_cut() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (server, mut con) = testnet_group();
     create_consumers(&mut con, "exec-old", 5);
     sleep_ms(300);
     add_entries(&mut con, 1);

@@ -1,26 +1,12 @@
 //! QUANTUM.STATUS (read-only, any mode) and QUANTUM.RETIRE (mode-guarded hand-off).
 
 use quantum_integration::reply::{
-    consumer_names, group_state, info_counter, int, pairs, pel, recover, run, text, texts,
+    consumer_names, field, group_state, info_counter, int, pairs, pel, recover, run, status, text,
+    texts,
 };
 use quantum_integration::scenario::*;
 use quantum_integration::Server;
-use redis::{Connection, Value};
-
-fn status(con: &mut Connection, options: &[&str]) -> Result<Vec<(String, Value)>, String> {
-    let mut words = vec!["QUANTUM.STATUS", STREAM, GROUP];
-    words.extend_from_slice(options);
-    run(con, &words).map(|v| pairs(&v))
-}
-
-fn field(fields: &[(String, Value)], name: &str) -> Value {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .unwrap_or_else(|| panic!("no '{name}'"))
-        .1
-        .clone()
-}
+use redis::Value;
 
 fn idle_times(fields: &[(String, Value)]) -> Vec<i64> {
     match field(fields, "consumers") {
@@ -124,9 +110,7 @@ fn status_reports_every_state_in_live_mode_and_changes_nothing() {
 
 #[test]
 fn status_bad_input_and_acl() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (server, mut con) = testnet_group();
     run(&mut con, &["SET", "a-string", "x"]).unwrap();
     for (words, expected) in [
         (vec!["QUANTUM.STATUS", STREAM], "wrong number of arguments"),
@@ -175,9 +159,7 @@ fn status_bad_input_and_acl() {
 
 #[test]
 fn retire_hands_every_entry_to_to_and_deletes_the_consumer() {
-    let server = Server::start();
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
+    let (server, mut con) = testnet_group();
     add_entries(&mut con, 4);
     let ids = read_as(&mut con, "exec-7", 3);
     reread_history(&mut con, "exec-7");

@@ -14,6 +14,7 @@ mod scenario;
 mod servertime;
 mod startup;
 
+use clap::{Parser, ValueEnum};
 use quantum_integration::reply::run;
 use quantum_integration::Server;
 use redis::Connection;
@@ -69,23 +70,38 @@ fn sizes(smoke: bool) -> Sizes {
     }
 }
 
+#[derive(Parser)]
+#[command(
+    about = "Benchmarks QUANTUM.RECOVER and RETIRE; writes BENCHMARKS.md and benchmarks/scaling.svg"
+)]
+struct Args {
+    /// Tiny sizes: checks that every part still runs (scripts/test.sh)
+    #[arg(long)]
+    smoke: bool,
+    /// Folder for BENCHMARKS.md and benchmarks/ [default: the repository]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Run only this part
+    #[arg(long)]
+    only: Option<Part>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    Servertime,
+    Drain,
+    Startup,
+    Scaling,
+    Retire,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let smoke = args.iter().any(|a| a == "--smoke");
+    let args = Args::parse();
     let out = args
-        .iter()
-        .position(|a| a == "--out")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from)
+        .out
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
-    // `--only NAME` runs one part: servertime, drain, startup, scaling or retire.
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    let sizes = sizes(smoke);
+    let part = |part: Part| args.only.is_none_or(|only| only == part);
+    let sizes = sizes(args.smoke);
     let server = Server::start();
     let mut con = server.connect();
     run(&mut con, &["CONFIG", "SET", "save", ""]).unwrap();
@@ -98,17 +114,17 @@ fn main() {
         report::machine()
     );
 
-    if part("servertime") {
+    if part(Part::Servertime) {
         server_time_section(&mut md, &mut con, &sizes);
     }
-    let drained = part("drain").then(|| drain_section(&mut md, &server, &mut con, &sizes));
-    if part("startup") {
+    let drained = part(Part::Drain).then(|| drain_section(&mut md, &server, &mut con, &sizes));
+    if part(Part::Startup) {
         startup_section(&mut md, &server, &mut con, &sizes);
     }
-    if part("scaling") {
+    if part(Part::Scaling) {
         scaling_section(&mut md, &mut con, &sizes, drained.as_ref(), &out);
     }
-    if part("retire") {
+    if part(Part::Retire) {
         retire_section(&mut md, &server, &mut con, &sizes);
     }
 

@@ -1,20 +1,9 @@
-//! Argument parsing for QUANTUM.RECOVER. Pure: bytes and defaults in, a validated
-//! request or an error naming the bad option out, so nothing runs on bad input.
+//! Argument parsing for QUANTUM.RECOVER, STATUS and RETIRE. Pure: bytes and
+//! defaults in, a validated request or an error naming the bad option out, so
+//! nothing runs on bad input.
 
 use crate::text::quote;
-
-/// Limits of the numeric options; the `quantum.*` configs use the same ranges.
-pub const COUNT_RANGE: (i64, i64) = (1, 10_000);
-pub const SCAN_RANGE: (i64, i64) = (1, 100_000);
-pub const MIN_IDLE_RANGE: (i64, i64) = (1, i64::MAX);
-pub const ZOMBIE_IDLE_RANGE: (i64, i64) = (1, i64::MAX);
-pub const DELETE_LIMIT_RANGE: (i64, i64) = (0, 100_000);
-pub const MAX_DELIVERIES_RANGE: (i64, i64) = (0, i64::MAX);
-/// RETIRE's COUNT: a call at the top of the range holds Redis for about 100 ms (BENCHMARKS.md).
-pub const RETIRE_COUNT_RANGE: (i64, i64) = (1, 100_000);
-/// STATUS's LIMIT: consumers listed; the state counts always cover them all.
-pub const LIMIT_RANGE: (i64, i64) = (1, 10_000);
-pub const DEFAULT_LIMIT: i64 = 100;
+use quantum_protocol::{command, config, error, keyword as kw, range, Range};
 
 /// Defaults taken from the `quantum.*` configs at call time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,7 +64,7 @@ pub enum ArgError {
 }
 
 fn invalid(message: String) -> ArgError {
-    ArgError::Invalid(format!("ERR {message}"))
+    ArgError::Invalid(format!("{} {message}", error::ERR))
 }
 
 /// The options after a command's fixed arguments, checked for unknown,
@@ -135,17 +124,19 @@ impl<'a> Options<'a> {
         self.given.iter().any(|(k, _)| k == keyword)
     }
 
-    fn number(&self, keyword: &str, default: i64, (min, max): (i64, i64)) -> Result<i64, ArgError> {
+    fn number(&self, keyword: &str, default: i64, range: Range) -> Result<i64, ArgError> {
         let Some(value) = self.raw(keyword) else {
             return Ok(default);
         };
         std::str::from_utf8(value)
             .ok()
             .and_then(parse_digits::<i64>)
-            .filter(|n| (min..=max).contains(n))
+            .filter(|&n| range.contains(n))
             .ok_or_else(|| {
                 invalid(format!(
-                    "{keyword} must be an integer from {min} to {max}, got {}",
+                    "{keyword} must be an integer from {} to {}, got {}",
+                    range.min,
+                    range.max,
                     quote(value)
                 ))
             })
@@ -182,10 +173,11 @@ pub struct ModeKey {
 }
 
 impl ModeKey {
-    fn from(options: &Options, defaults: &Defaults) -> Result<ModeKey, ArgError> {
+    /// MODEKEY if given, else `configured` (`quantum.mode-key`).
+    fn parse(options: &Options, configured: &[u8]) -> Result<ModeKey, ArgError> {
         Ok(ModeKey {
-            name: options.name("MODEKEY", &defaults.mode_key)?,
-            argv_pos: options.position("MODEKEY"),
+            name: options.name(kw::MODEKEY, configured)?,
+            argv_pos: options.position(kw::MODEKEY),
         })
     }
 }
@@ -215,45 +207,49 @@ pub fn parse_recover(argv: &[&[u8]], defaults: &Defaults) -> Result<RecoverReque
     let options = Options::collect(
         argv,
         3,
-        "QUANTUM.RECOVER",
+        command::RECOVER,
         &[
-            "TO",
-            "MINIDLE",
-            "COUNT",
-            "SCAN",
-            "CURSOR",
-            "ZOMBIEIDLE",
-            "DELETELIMIT",
-            "MAXDELIVERIES",
-            "QUARANTINE",
-            "MODEKEY",
+            kw::TO,
+            kw::MINIDLE,
+            kw::COUNT,
+            kw::SCAN,
+            kw::CURSOR,
+            kw::ZOMBIEIDLE,
+            kw::DELETELIMIT,
+            kw::MAXDELIVERIES,
+            kw::QUARANTINE,
+            kw::MODEKEY,
         ],
-        &["DRYRUN"],
+        &[kw::DRYRUN],
     )?;
     let request = RecoverRequest {
         key: argv[1].to_vec(),
         group: argv[2].to_vec(),
-        to: options.name("TO", &defaults.to)?,
-        quarantine: options.name("QUARANTINE", &defaults.quarantine)?,
-        mode_key: ModeKey::from(&options, defaults)?,
-        min_idle: options.number("MINIDLE", defaults.min_idle, MIN_IDLE_RANGE)?,
-        count: options.number("COUNT", defaults.count, COUNT_RANGE)?,
-        scan: options.number("SCAN", defaults.scan, SCAN_RANGE)?,
-        cursor: options.stream_id("CURSOR")?,
-        zombie_idle: options.number("ZOMBIEIDLE", defaults.zombie_idle, ZOMBIE_IDLE_RANGE)?,
-        delete_limit: options.number("DELETELIMIT", defaults.delete_limit, DELETE_LIMIT_RANGE)?,
-        max_deliveries: options.number(
-            "MAXDELIVERIES",
-            defaults.max_deliveries,
-            MAX_DELIVERIES_RANGE,
+        to: options.name(kw::TO, &defaults.to)?,
+        quarantine: options.name(kw::QUARANTINE, &defaults.quarantine)?,
+        mode_key: ModeKey::parse(&options, &defaults.mode_key)?,
+        min_idle: options.number(kw::MINIDLE, defaults.min_idle, range::MIN_IDLE)?,
+        count: options.number(kw::COUNT, defaults.count, range::COUNT)?,
+        scan: options.number(kw::SCAN, defaults.scan, range::SCAN)?,
+        cursor: options.stream_id(kw::CURSOR)?,
+        zombie_idle: options.number(kw::ZOMBIEIDLE, defaults.zombie_idle, range::ZOMBIE_IDLE)?,
+        delete_limit: options.number(
+            kw::DELETELIMIT,
+            defaults.delete_limit,
+            range::DELETE_LIMIT,
         )?,
-        dry_run: options.has("DRYRUN"),
+        max_deliveries: options.number(
+            kw::MAXDELIVERIES,
+            defaults.max_deliveries,
+            range::MAX_DELIVERIES,
+        )?,
+        dry_run: options.has(kw::DRYRUN),
     };
     if request.scan < request.count {
-        let source = if options.has("SCAN") {
-            ""
+        let source = if options.has(kw::SCAN) {
+            String::new()
         } else {
-            " (from quantum.scan)"
+            format!(" (from {}{})", config::PREFIX, config::SCAN)
         };
         return Err(invalid(format!(
             "SCAN {}{source} must be at least COUNT {}",
@@ -286,16 +282,16 @@ pub fn parse_status(argv: &[&[u8]], defaults: &Defaults) -> Result<StatusRequest
     let options = Options::collect(
         argv,
         3,
-        "QUANTUM.STATUS",
-        &["ZOMBIEIDLE", "MODEKEY", "LIMIT"],
+        command::STATUS,
+        &[kw::ZOMBIEIDLE, kw::MODEKEY, kw::LIMIT],
         &[],
     )?;
     Ok(StatusRequest {
         key: argv[1].to_vec(),
         group: argv[2].to_vec(),
-        zombie_idle: options.number("ZOMBIEIDLE", defaults.zombie_idle, ZOMBIE_IDLE_RANGE)?,
-        mode_key: ModeKey::from(&options, defaults)?,
-        limit: options.number("LIMIT", DEFAULT_LIMIT, LIMIT_RANGE)?,
+        zombie_idle: options.number(kw::ZOMBIEIDLE, defaults.zombie_idle, range::ZOMBIE_IDLE)?,
+        mode_key: ModeKey::parse(&options, &defaults.mode_key)?,
+        limit: options.number(kw::LIMIT, config::DEFAULT_STATUS_LIMIT, range::STATUS_LIMIT)?,
     })
 }
 
@@ -314,14 +310,20 @@ pub fn parse_retire(argv: &[&[u8]], defaults: &Defaults) -> Result<RetireRequest
     if argv.len() < 4 {
         return Err(ArgError::WrongArity);
     }
-    let options = Options::collect(argv, 4, "QUANTUM.RETIRE", &["TO", "COUNT", "MODEKEY"], &[])?;
+    let options = Options::collect(
+        argv,
+        4,
+        command::RETIRE,
+        &[kw::TO, kw::COUNT, kw::MODEKEY],
+        &[],
+    )?;
     let request = RetireRequest {
         key: argv[1].to_vec(),
         group: argv[2].to_vec(),
         consumer: argv[3].to_vec(),
-        to: options.name("TO", &defaults.to)?,
-        mode_key: ModeKey::from(&options, defaults)?,
-        count: options.number("COUNT", defaults.retire_count, RETIRE_COUNT_RANGE)?,
+        to: options.name(kw::TO, &defaults.to)?,
+        mode_key: ModeKey::parse(&options, &defaults.mode_key)?,
+        count: options.number(kw::COUNT, defaults.retire_count, range::RETIRE_COUNT)?,
     };
     if request.consumer.is_empty() {
         return Err(invalid("consumer must not be empty".into()));

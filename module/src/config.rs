@@ -4,49 +4,54 @@
 //! them and where each call reads them.
 
 use crate::args::Defaults;
+use quantum_protocol::config as protocol;
 use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
 use redis_module::{RedisError, RedisString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-pub const DEFAULT_TARGET: &str = "recovery";
-pub const DEFAULT_QUARANTINE: &str = "quarantine";
-pub const DEFAULT_MODE_KEY: &str = "quantum:mode";
-pub const DEFAULT_ALLOWED_MODES: &str = "TESTNET";
-pub const DEFAULT_MIN_IDLE: i64 = 60_000;
-pub const DEFAULT_COUNT: i64 = 100;
-pub const DEFAULT_SCAN: i64 = 1_000;
-pub const DEFAULT_ZOMBIE_IDLE: i64 = 3_600_000;
-pub const DEFAULT_DELETE_LIMIT: i64 = 1_000;
-pub const DEFAULT_MAX_DELIVERIES: i64 = 0;
-pub const DEFAULT_RETIRE_COUNT: i64 = 1_000;
+pub static MIN_IDLE: AtomicI64 = AtomicI64::new(protocol::DEFAULT_MIN_IDLE);
+pub static COUNT: AtomicI64 = AtomicI64::new(protocol::DEFAULT_COUNT);
+pub static SCAN: AtomicI64 = AtomicI64::new(protocol::DEFAULT_SCAN);
+pub static ZOMBIE_IDLE: AtomicI64 = AtomicI64::new(protocol::DEFAULT_ZOMBIE_IDLE);
+pub static DELETE_LIMIT: AtomicI64 = AtomicI64::new(protocol::DEFAULT_DELETE_LIMIT);
+pub static MAX_DELIVERIES: AtomicI64 = AtomicI64::new(protocol::DEFAULT_MAX_DELIVERIES);
+pub static RETIRE_COUNT: AtomicI64 = AtomicI64::new(protocol::DEFAULT_RETIRE_COUNT);
 
-pub static MIN_IDLE: AtomicI64 = AtomicI64::new(DEFAULT_MIN_IDLE);
-pub static COUNT: AtomicI64 = AtomicI64::new(DEFAULT_COUNT);
-pub static SCAN: AtomicI64 = AtomicI64::new(DEFAULT_SCAN);
-pub static ZOMBIE_IDLE: AtomicI64 = AtomicI64::new(DEFAULT_ZOMBIE_IDLE);
-pub static DELETE_LIMIT: AtomicI64 = AtomicI64::new(DEFAULT_DELETE_LIMIT);
-pub static MAX_DELIVERIES: AtomicI64 = AtomicI64::new(DEFAULT_MAX_DELIVERIES);
-pub static RETIRE_COUNT: AtomicI64 = AtomicI64::new(DEFAULT_RETIRE_COUNT);
-
-pub static TARGET: TextConfig = TextConfig::new(false);
-pub static QUARANTINE: TextConfig = TextConfig::new(false);
-pub static MODE_KEY: TextConfig = TextConfig::new(false);
+pub static TARGET: TextConfig = TextConfig::name();
+pub static QUARANTINE: TextConfig = TextConfig::name();
+pub static MODE_KEY: TextConfig = TextConfig::name();
 /// Comma list; empty allows nothing (fail closed).
-pub static ALLOWED_MODES: TextConfig = TextConfig::new(true);
+pub static ALLOWED_MODES: TextConfig = TextConfig::list();
 
-/// A string config; names of consumers and keys may not be empty.
+/// Whether a string config may be set to the empty string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Empty {
+    Refused,
+    Allowed,
+}
+
+/// A string config.
 pub struct TextConfig {
     value: Mutex<String>,
-    may_be_empty: bool,
+    empty: Empty,
 }
 
 impl TextConfig {
-    const fn new(may_be_empty: bool) -> Self {
+    /// The name of a consumer or key: never empty.
+    const fn name() -> Self {
         TextConfig {
             value: Mutex::new(String::new()),
-            may_be_empty,
+            empty: Empty::Refused,
+        }
+    }
+
+    /// A list, which may be empty.
+    const fn list() -> Self {
+        TextConfig {
+            value: Mutex::new(String::new()),
+            empty: Empty::Allowed,
         }
     }
 
@@ -76,7 +81,7 @@ impl ConfigurationValue<RedisString> for TextConfig {
 
 impl TextConfig {
     fn set_bytes(&self, value: &[u8]) -> Result<(), RedisError> {
-        let text = check_text(value, self.may_be_empty)?;
+        let text = check_text(value, self.empty)?;
         *self.value.lock().unwrap_or_else(|e| e.into_inner()) = text.to_string();
         Ok(())
     }
@@ -85,20 +90,20 @@ impl TextConfig {
 /// The rules of a string config: UTF-8, no NUL byte (a consumer or key name
 /// with NUL cannot be shown by CONFIG GET or written by CONFIG REWRITE), and
 /// not empty unless allowed.
-fn check_text(value: &[u8], may_be_empty: bool) -> Result<&str, RedisError> {
+fn check_text(value: &[u8], empty: Empty) -> Result<&str, RedisError> {
     if value.contains(&0) {
         return Err(RedisError::Str("must not contain a NUL byte"));
     }
     let text =
         std::str::from_utf8(value).map_err(|_| RedisError::Str("must be valid UTF-8 text"))?;
-    if text.is_empty() && !may_be_empty {
+    if text.is_empty() && empty == Empty::Refused {
         return Err(RedisError::Str("must not be empty"));
     }
     Ok(text)
 }
 
-/// The configs as they are now, as RECOVER's defaults.
-pub fn recover_defaults() -> Defaults {
+/// The configs as they are now: the defaults of every command's options.
+pub fn defaults() -> Defaults {
     Defaults {
         to: TARGET.get_string().into_bytes(),
         quarantine: QUARANTINE.get_string().into_bytes(),
@@ -119,11 +124,11 @@ mod tests {
 
     #[test]
     fn text_configs_refuse_nul_bad_utf8_and_empty_names() {
-        assert!(check_text(b"a\0b", true).is_err());
-        assert!(check_text(b"TESTNET\0", true).is_err());
-        assert!(check_text(b"\xff", true).is_err());
-        assert!(check_text(b"", false).is_err());
-        assert_eq!(check_text(b"", true).unwrap(), "");
-        assert_eq!(check_text(b"recovery", false).unwrap(), "recovery");
+        assert!(check_text(b"a\0b", Empty::Allowed).is_err());
+        assert!(check_text(b"TESTNET\0", Empty::Allowed).is_err());
+        assert!(check_text(b"\xff", Empty::Allowed).is_err());
+        assert!(check_text(b"", Empty::Refused).is_err());
+        assert_eq!(check_text(b"", Empty::Allowed).unwrap(), "");
+        assert_eq!(check_text(b"recovery", Empty::Refused).unwrap(), "recovery");
     }
 }

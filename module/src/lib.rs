@@ -1,28 +1,37 @@
 //! Redis module `quantum`: recovers a Redis Streams consumer group's pending
 //! entries from dead consumers and deletes the dead names, atomically, inside Redis.
 //!
-//! Layout: `plan` decides (pure), `redis_ops` talks to Redis, `reply` shapes
-//! replies, `recover` runs one call; `args`, `mode` and `config` hold the rules
-//! for input, the mode guard and defaults.
+//! Layout: `recover`, `status` and `retire` run one call of their command on
+//! what they all share (`shared`: failures, parsing with the configs as
+//! defaults, the mode key read). `plan` decides (pure), `redis_ops` runs the
+//! stream commands, `reply` shapes replies, `log` writes the server log;
+//! `args`, `mode` and `config` hold the rules for input, the mode guard and
+//! defaults; `stats` the counters of `INFO quantum`; `text` makes client bytes
+//! safe to show. This file registers the commands and configs, catches panics,
+//! answers INFO and applies `loadmodule` arguments (through CONFIG SET).
 
 // The command glue is compiled out of unit tests (see `registration`).
 #![cfg_attr(test, allow(dead_code))]
+// Inside redis-server an unwrap that fails is a crash (S6); tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod args;
 mod config;
-mod guard;
+mod log;
 mod mode;
 mod plan;
 mod recover;
 mod redis_ops;
 mod reply;
 mod retire;
+mod shared;
 mod stats;
 mod status;
 mod text;
 
-use guard::Failure;
+use quantum_protocol::{command, error};
 use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
+use shared::Failure;
 use stats::{bump, STATS};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -80,18 +89,21 @@ fn dispatch(ctx: &Context, command: Command, args: &[RedisString]) -> RedisResul
     });
     outcome.unwrap_or_else(|panic| {
         bump(&STATS.errors, 1);
-        ctx.log_warning(&text::log_safe(&format!(
-            "internal error in {}: {}",
-            command.name,
-            text::printable(panic.as_bytes(), 500)
-        )));
-        Err(RedisError::Str("ERR internal error"))
+        log::warning(
+            ctx,
+            &format!(
+                "internal error in {}: {}",
+                command.name,
+                text::printable(panic.as_bytes(), 500)
+            ),
+        );
+        Err(RedisError::Str(error::INTERNAL))
     })
 }
 
 /// Cluster routing and ACL learn the keys from here: the stream (read-only for
 /// STATUS, read-write otherwise), and the mode key when MODEKEY names it (read
-/// only). The default mode key is not in argv, so `guard::read_mode` checks the
+/// only). The default mode key is not in argv, so `shared::read_mode` checks the
 /// caller's read permission on it itself. RM_KeyAtPosWithFlags exists from
 /// Redis 7.0 on; without it (older servers) keys are declared with full access.
 fn declare_keys(ctx: &Context, argv: &[&[u8]], mode_key_pos: Option<usize>, reads_only: bool) {
@@ -102,7 +114,13 @@ fn declare_keys(ctx: &Context, argv: &[&[u8]], mode_key_pos: Option<usize>, read
     let read_write = (raw::REDISMODULE_CMD_KEY_RW
         | raw::REDISMODULE_CMD_KEY_ACCESS
         | raw::REDISMODULE_CMD_KEY_UPDATE) as i32;
+    // SAFETY: reading a function pointer Redis filled in when the module loaded
+    // (RedisModule_Init runs before any command); it is never written again.
     match unsafe { raw::RedisModule_KeyAtPosWithFlags } {
+        // SAFETY: `ctx.ctx` is the live context of this key-position request
+        // (checked by `is_keys_position_request`), and every position is < argc:
+        // 1 because argv has at least 2 entries, MODEKEY's because the parser found
+        // its value in argv.
         Some(key_at_pos) => unsafe {
             key_at_pos(ctx.ctx, 1, if reads_only { read_only } else { read_write });
             if let Some(pos) = mode_key_pos {
@@ -114,19 +132,19 @@ fn declare_keys(ctx: &Context, argv: &[&[u8]], mode_key_pos: Option<usize>, read
 }
 
 const RECOVER: Command = Command {
-    name: "QUANTUM.RECOVER",
+    name: command::RECOVER,
     body: recover::run,
     mode_key_pos: recover::mode_key_pos,
     reads_only: false,
 };
 const STATUS: Command = Command {
-    name: "QUANTUM.STATUS",
+    name: command::STATUS,
     body: status::run,
     mode_key_pos: status::mode_key_pos,
     reads_only: true,
 };
 const RETIRE: Command = Command {
-    name: "QUANTUM.RETIRE",
+    name: command::RETIRE,
     body: retire::run,
     mode_key_pos: retire::mode_key_pos,
     reads_only: false,
@@ -151,6 +169,7 @@ fn add_info(ctx: &redis_module::InfoContext, _for_crash_report: bool) {
 mod registration {
     use super::*;
     use crate::config::*;
+    use quantum_protocol::{config as protocol, range};
     use redis_module::configuration::ConfigurationFlags;
     use redis_module::{redis_module, InfoContext, Status};
 
@@ -168,15 +187,16 @@ mod registration {
         match result {
             Ok(()) => Status::Ok,
             Err(message) => {
-                ctx.log_warning(&text::log_safe(&format!("not loaded: {message}")));
+                log::warning(ctx, &format!("not loaded: {message}"));
                 Status::Err
             }
         }
     }
 
     fn apply_module_arg(ctx: &Context, name: &[u8], value: &[u8]) -> Result<(), String> {
-        let name = name.strip_prefix(b"quantum.").unwrap_or(name);
-        let config_name = [b"quantum.".as_slice(), name].concat();
+        let prefix = protocol::PREFIX.as_bytes();
+        let name = name.strip_prefix(prefix).unwrap_or(name);
+        let config_name = [prefix, name].concat();
         let options = redis_module::CallOptionsBuilder::new()
             .errors_as_replies()
             .build();
@@ -211,19 +231,19 @@ mod registration {
         ],
         configurations: [
             i64: [
-                ["min-idle", &MIN_IDLE, DEFAULT_MIN_IDLE, args::MIN_IDLE_RANGE.0, args::MIN_IDLE_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["count", &COUNT, DEFAULT_COUNT, args::COUNT_RANGE.0, args::COUNT_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["scan", &SCAN, DEFAULT_SCAN, args::SCAN_RANGE.0, args::SCAN_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["zombie-idle", &ZOMBIE_IDLE, DEFAULT_ZOMBIE_IDLE, args::ZOMBIE_IDLE_RANGE.0, args::ZOMBIE_IDLE_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["delete-limit", &DELETE_LIMIT, DEFAULT_DELETE_LIMIT, args::DELETE_LIMIT_RANGE.0, args::DELETE_LIMIT_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["max-deliveries", &MAX_DELIVERIES, DEFAULT_MAX_DELIVERIES, args::MAX_DELIVERIES_RANGE.0, args::MAX_DELIVERIES_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["retire-count", &RETIRE_COUNT, DEFAULT_RETIRE_COUNT, args::RETIRE_COUNT_RANGE.0, args::RETIRE_COUNT_RANGE.1, ConfigurationFlags::DEFAULT, None],
+                [protocol::MIN_IDLE, &MIN_IDLE, protocol::DEFAULT_MIN_IDLE, range::MIN_IDLE.min, range::MIN_IDLE.max, ConfigurationFlags::DEFAULT, None],
+                [protocol::COUNT, &COUNT, protocol::DEFAULT_COUNT, range::COUNT.min, range::COUNT.max, ConfigurationFlags::DEFAULT, None],
+                [protocol::SCAN, &SCAN, protocol::DEFAULT_SCAN, range::SCAN.min, range::SCAN.max, ConfigurationFlags::DEFAULT, None],
+                [protocol::ZOMBIE_IDLE, &ZOMBIE_IDLE, protocol::DEFAULT_ZOMBIE_IDLE, range::ZOMBIE_IDLE.min, range::ZOMBIE_IDLE.max, ConfigurationFlags::DEFAULT, None],
+                [protocol::DELETE_LIMIT, &DELETE_LIMIT, protocol::DEFAULT_DELETE_LIMIT, range::DELETE_LIMIT.min, range::DELETE_LIMIT.max, ConfigurationFlags::DEFAULT, None],
+                [protocol::MAX_DELIVERIES, &MAX_DELIVERIES, protocol::DEFAULT_MAX_DELIVERIES, range::MAX_DELIVERIES.min, range::MAX_DELIVERIES.max, ConfigurationFlags::DEFAULT, None],
+                [protocol::RETIRE_COUNT, &RETIRE_COUNT, protocol::DEFAULT_RETIRE_COUNT, range::RETIRE_COUNT.min, range::RETIRE_COUNT.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [
-                ["target", &TARGET, DEFAULT_TARGET, ConfigurationFlags::DEFAULT, None],
-                ["quarantine", &QUARANTINE, DEFAULT_QUARANTINE, ConfigurationFlags::DEFAULT, None],
-                ["mode-key", &MODE_KEY, DEFAULT_MODE_KEY, ConfigurationFlags::DEFAULT, None],
-                ["allowed-modes", &ALLOWED_MODES, DEFAULT_ALLOWED_MODES, ConfigurationFlags::DEFAULT, None],
+                [protocol::TARGET, &TARGET, protocol::DEFAULT_TARGET, ConfigurationFlags::DEFAULT, None],
+                [protocol::QUARANTINE, &QUARANTINE, protocol::DEFAULT_QUARANTINE, ConfigurationFlags::DEFAULT, None],
+                [protocol::MODE_KEY, &MODE_KEY, protocol::DEFAULT_MODE_KEY, ConfigurationFlags::DEFAULT, None],
+                [protocol::ALLOWED_MODES, &ALLOWED_MODES, protocol::DEFAULT_ALLOWED_MODES, ConfigurationFlags::DEFAULT, None],
             ],
             // The macro wants every kind listed once module arguments are mentioned.
             bool: [],

@@ -2,6 +2,7 @@
 //! `quantum.allowed-modes`, byte for byte. Anything else fails closed.
 
 use crate::text::quote;
+use quantum_protocol::error;
 
 /// What the mode key holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +49,8 @@ pub fn check(mode: &ModeValue, allowed: &str, mode_key: &[u8]) -> Result<(), Str
         allowed.join(",")
     };
     Err(format!(
-        "MODE refused: mode key {} {found}; allowed modes: {allowed}",
+        "{} refused: mode key {} {found}; allowed modes: {allowed}",
+        error::MODE,
         quote(mode_key)
     ))
 }

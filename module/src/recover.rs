@@ -3,15 +3,16 @@
 //! the check before each delete and the delete itself cannot be separated (S2).
 
 use crate::args::{self, RecoverRequest, StreamId};
-use crate::guard::{self, Failure};
 use crate::plan::{
     self, ClaimOutcome, ClaimPlan, ClaimRules, DeleteRules, DeletionPlan, Destination, Keepers,
     PendingEntry,
 };
 use crate::redis_ops::{self, CallerAcl, Group, Internal};
 use crate::reply::{self, Reply};
+use crate::shared::{self, Failure};
 use crate::stats::{self, bump, STATS};
-use crate::text;
+use crate::{log, text};
+use quantum_protocol::{key, CURSOR_END};
 use redis_module::{Context, RedisError};
 use std::collections::HashSet;
 use std::time::Instant;
@@ -47,7 +48,7 @@ pub struct Report {
 /// empty, kept-total nil, pending and consumers come from XINFO GROUPS.
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let started = Instant::now();
-    let request = guard::parse(argv, args::parse_recover)?;
+    let request = shared::parse(argv, args::parse_recover)?;
     let report = recover(ctx, &request)?;
     record(ctx, &request, &report, started);
     reply::reply(ctx, reply_of(&report));
@@ -55,7 +56,7 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
 }
 
 pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
-    guard::parse(argv, args::parse_recover)
+    shared::parse(argv, args::parse_recover)
         .ok()?
         .mode_key
         .argv_pos
@@ -63,7 +64,11 @@ pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
 
 fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
     let acl = CallerAcl::of(ctx)?;
-    let mode_value = guard::read_mode(ctx, &acl, &request.mode_key, !request.dry_run)?;
+    let mode_value = if request.dry_run {
+        shared::read_mode(ctx, &acl, &request.mode_key)?
+    } else {
+        shared::guard_mode(ctx, &acl, &request.mode_key)?
+    };
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
     group.check_allowed(&acl, &internal_commands(request))?;
@@ -72,8 +77,8 @@ fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
         quarantine: request.quarantine.clone(),
     };
     let rules = claim_rules(request);
-    let (pel, pel_ended) = read_pel(&group, request.cursor, &rules, &keepers)?;
-    let claim_plan = plan::plan_claims(&pel, &rules, &keepers, pel_ended);
+    let pel = read_pel(&group, request.cursor, &rules, &keepers)?;
+    let claim_plan = plan::plan_claims(&pel.entries, &rules, &keepers, pel.ended);
 
     let mut report = Report {
         mode: mode_value.as_bytes().map(<[u8]>::to_vec),
@@ -92,7 +97,8 @@ fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
     } else {
         report.outcome = execute_claims(&group, &claim_plan, request)?;
         if !consumer_pass(request) {
-            (report.pending, report.consumers) = group.pending_and_consumers()?;
+            let info = group.info()?;
+            (report.pending, report.consumers) = (info.pending, info.consumers);
             return Ok(report);
         }
         // Read after the claims: a zombie they emptied is deleted by this same call.
@@ -109,10 +115,13 @@ fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
             let lost = group.delete_consumer(name)?;
             if lost != 0 {
                 // Cannot happen: the count was 0 a moment ago in this same atomic call.
-                ctx.log_warning(&text::log_safe(&format!(
-                    "consumer '{}' had {lost} pending entries when deleted",
-                    text::printable(name, 200)
-                )));
+                log::warning(
+                    ctx,
+                    &format!(
+                        "consumer '{}' had {lost} pending entries when deleted",
+                        text::printable(name, 200)
+                    ),
+                );
             }
         }
     }
@@ -151,16 +160,23 @@ fn internal_commands(request: &RecoverRequest) -> Vec<Internal> {
 /// Smallest XPENDING page, so COUNT 1 with a large SCAN does not take a call per entry.
 const MIN_PAGE: usize = 64;
 
+/// The part of the PEL one call looks at.
+struct PelSlice {
+    entries: Vec<PendingEntry>,
+    /// Whether the slice reaches the end of the PEL.
+    ended: bool,
+}
+
 /// Reads the PEL after `cursor` in pages only as far as the plan can use it:
-/// until COUNT entries the claim wants, SCAN entries, or the end of the PEL
-/// (then `true`). A backlog's first page usually suffices, where reading all
-/// SCAN entries at once would parse ten times what COUNT can move.
+/// until COUNT entries the claim wants, SCAN entries, or the end of the PEL.
+/// A backlog's first page usually suffices, where reading all SCAN entries at
+/// once would parse ten times what COUNT can move.
 fn read_pel(
     group: &Group,
     cursor: Option<StreamId>,
     rules: &ClaimRules,
     keepers: &Keepers,
-) -> Result<(Vec<PendingEntry>, bool), RedisError> {
+) -> Result<PelSlice, RedisError> {
     let page = rules.count.max(MIN_PAGE);
     let (mut pel, mut after, mut wanted) = (Vec::new(), cursor, 0);
     loop {
@@ -176,7 +192,10 @@ fn read_pel(
         }
         pel.extend(got);
         if ended || wanted >= rules.count || pel.len() >= rules.scan {
-            return Ok((pel, ended));
+            return Ok(PelSlice {
+                entries: pel,
+                ended,
+            });
         }
     }
 }
@@ -227,22 +246,22 @@ fn predict_claims(group: &Group, plan: &ClaimPlan) -> Result<ClaimOutcome, Redis
 
 fn reply_of(report: &Report) -> Reply<'_> {
     Reply::Map(vec![
-        ("mode", Reply::nil_or_bytes(report.mode.as_deref())),
-        ("dry-run", Reply::Int(report.dry_run.into())),
-        ("claimed", Reply::ids(&report.outcome.claimed)),
-        ("quarantined", Reply::ids(&report.outcome.quarantined)),
-        ("dropped", Reply::ids(&report.outcome.dropped)),
-        ("deleted", Reply::names(&report.deletions.delete)),
-        ("kept", Reply::names(&report.deletions.kept)),
-        ("scanned", Reply::Int(report.scanned as i64)),
+        (key::MODE, Reply::nil_or_bytes(report.mode.as_deref())),
+        (key::DRY_RUN, Reply::Int(report.dry_run.into())),
+        (key::CLAIMED, Reply::ids(&report.outcome.claimed)),
+        (key::QUARANTINED, Reply::ids(&report.outcome.quarantined)),
+        (key::DROPPED, Reply::ids(&report.outcome.dropped)),
+        (key::DELETED, Reply::names(&report.deletions.delete)),
+        (key::KEPT, Reply::names(&report.deletions.kept)),
+        (key::SCANNED, Reply::Int(report.scanned as i64)),
         (
-            "cursor",
-            Reply::Bytes(report.cursor.as_deref().unwrap_or("0-0").as_bytes()),
+            key::CURSOR,
+            Reply::Bytes(report.cursor.as_deref().unwrap_or(CURSOR_END).as_bytes()),
         ),
-        ("pending", Reply::Int(report.pending)),
-        ("consumers", Reply::Int(report.consumers)),
+        (key::PENDING, Reply::Int(report.pending)),
+        (key::CONSUMERS, Reply::Int(report.consumers)),
         (
-            "kept-total",
+            key::KEPT_TOTAL,
             report
                 .kept_total
                 .map_or(Reply::Nil, |n| Reply::Int(n as i64)),
@@ -279,7 +298,7 @@ fn record(ctx: &Context, request: &RecoverRequest, report: &Report, started: Ins
     {
         return;
     }
-    guard::log_notice(
+    log::notice(
         ctx,
         &format!(
             "recovered stream='{}' group='{}' claimed={} quarantined={} dropped={} deleted={} kept={} deleted_consumers=[{}]",

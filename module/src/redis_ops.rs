@@ -6,6 +6,7 @@
 use crate::args::StreamId;
 use crate::mode::ModeValue;
 use crate::plan::{Consumer, PendingEntry};
+use quantum_protocol::error;
 use redis_module::{
     raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, KeyType, RedisError,
     RedisString,
@@ -14,7 +15,7 @@ use std::os::raw::c_int;
 use std::sync::OnceLock;
 
 fn unexpected(command: &str) -> RedisError {
-    RedisError::String(format!("ERR unexpected reply from {command}"))
+    RedisError::String(format!("{} {command}", error::UNEXPECTED_REPLY))
 }
 
 /// Reads the mode key without changing it. Its type comes from the key handle;
@@ -37,7 +38,7 @@ pub fn read_mode(ctx: &Context, mode_key: &[u8]) -> Result<ModeValue, RedisError
     })
 }
 
-/// GET without the caller's ACL: `guard::read_mode` has already checked read
+/// GET without the caller's ACL: `shared::read_mode` has already checked read
 /// access to the key, and the caller need not be allowed the GET command itself.
 fn get_string(ctx: &Context, key: &[u8]) -> Result<Vec<u8>, RedisError> {
     static OPTIONS: OnceLock<CallOptions> = OnceLock::new();
@@ -54,25 +55,41 @@ pub fn check_stream(ctx: &Context, key: &[u8]) -> Result<(), RedisError> {
     let name = RedisString::create_from_slice(ctx.ctx, key);
     match ctx.open_key(&name).key_type() {
         KeyType::Stream => Ok(()),
-        KeyType::Empty => Err(RedisError::Str("ERR no such key")),
+        KeyType::Empty => Err(RedisError::Str(error::NO_SUCH_KEY)),
         _ => Err(RedisError::WrongType),
     }
 }
 
 /// The calling user, for the ACL checks that `call_ext` cannot make on its own:
 /// the mode key is read directly, and a delete after a claim must not fail half way.
+///
+/// Hand-written over the raw API because redis-module 2.0.8 covers only part of
+/// it: it has no wrapper for RM_ACLCheckCommandPermissions at all, and its
+/// `Context::acl_check_key_permission` looks the user up by name and frees it
+/// again on every check (one call checks up to five commands and a key) and
+/// `unwrap`s API pointers a server may lack (S6). This looks the user up once
+/// per call and frees it on drop.
 pub struct CallerAcl {
     user: *mut raw::RedisModuleUser,
 }
 
 impl CallerAcl {
     pub fn of(ctx: &Context) -> Result<Self, RedisError> {
-        let no_user = || RedisError::Str("NOPERM no user is attached to this call");
+        let no_user = || {
+            RedisError::String(format!(
+                "{} no user is attached to this call",
+                error::NOPERM
+            ))
+        };
+        // SAFETY: the function pointer was filled in at module load (and checked
+        // for None here); `ctx.ctx` is the context of the command now running.
         let name = unsafe { raw::RedisModule_GetCurrentUserName.ok_or_else(no_user)?(ctx.ctx) };
         if name.is_null() {
             return Err(no_user());
         }
         let name = RedisString::from_redis_module_string(ctx.ctx, name);
+        // SAFETY: as above; `name.inner` is the non-null string Redis just gave
+        // us, owned (and freed on drop) by `name`, which outlives the call.
         let user =
             unsafe { raw::RedisModule_GetModuleUserFromUserName.ok_or_else(no_user)?(name.inner) };
         if user.is_null() {
@@ -83,6 +100,8 @@ impl CallerAcl {
 
     pub fn check_read_key(&self, key: &[u8], what: &str) -> Result<(), RedisError> {
         let name = RedisString::create_from_slice(std::ptr::null_mut(), key);
+        // SAFETY: `self.user` is the non-null user `of` got and only `drop` frees;
+        // `name.inner` is a valid string owned by `name` for the whole call.
         let status = unsafe {
             raw::RedisModule_ACLCheckKeyPermissions.map(|check| {
                 check(
@@ -95,7 +114,8 @@ impl CallerAcl {
         match status {
             Some(s) if s == raw::REDISMODULE_OK as c_int => Ok(()),
             _ => Err(RedisError::String(format!(
-                "NOPERM this user has no permissions to read {what}"
+                "{} this user has no permissions to read {what}",
+                error::NOPERM
             ))),
         }
     }
@@ -107,6 +127,8 @@ impl CallerAcl {
             .collect();
         let mut raw_argv: Vec<*mut raw::RedisModuleString> =
             strings.iter().map(|s| s.inner).collect();
+        // SAFETY: `self.user` as above; `raw_argv` holds `raw_argv.len()` valid
+        // strings, owned by `strings`, which outlives the call.
         let status = unsafe {
             raw::RedisModule_ACLCheckCommandPermissions
                 .map(|check| check(self.user, raw_argv.as_mut_ptr(), raw_argv.len() as c_int))
@@ -114,7 +136,8 @@ impl CallerAcl {
         match status {
             Some(s) if s == raw::REDISMODULE_OK as c_int => Ok(()),
             _ => Err(RedisError::String(format!(
-                "NOPERM this user has no permissions to run the '{}' command on this key",
+                "{} this user has no permissions to run the '{}' command on this key",
+                error::NOPERM,
                 argv.iter()
                     .take(2)
                     .map(|a| String::from_utf8_lossy(a).to_lowercase())
@@ -127,7 +150,10 @@ impl CallerAcl {
 
 impl Drop for CallerAcl {
     fn drop(&mut self) {
+        // SAFETY: reading a function pointer filled in at module load.
         if let Some(free) = unsafe { raw::RedisModule_FreeModuleUser } {
+            // SAFETY: `self.user` came from RedisModule_GetModuleUserFromUserName
+            // and is freed here once: `CallerAcl` is neither Clone nor Copy.
             unsafe { free(self.user) };
         }
     }
@@ -152,27 +178,43 @@ pub struct Group<'a> {
     group: &'a [u8],
 }
 
+/// What an internal call does to the data, which decides whether it is replicated.
+#[derive(Clone, Copy)]
+enum Effect {
+    Reads,
+    /// Replicated to replicas and the AOF (S4).
+    Writes,
+}
+
 /// The RM_Call options, built once rather than on every call: reads with the
 /// caller's ACL, writes also replicated.
-fn call_options(write: bool) -> &'static CallOptions {
+fn call_options(effect: Effect) -> &'static CallOptions {
     static READ: OnceLock<CallOptions> = OnceLock::new();
     static WRITE: OnceLock<CallOptions> = OnceLock::new();
-    if write {
-        WRITE.get_or_init(|| {
+    match effect {
+        Effect::Writes => WRITE.get_or_init(|| {
             CallOptionsBuilder::new()
                 .replicate()
                 .verify_acl()
                 .errors_as_replies()
                 .build()
-        })
-    } else {
-        READ.get_or_init(|| {
+        }),
+        Effect::Reads => READ.get_or_init(|| {
             CallOptionsBuilder::new()
                 .verify_acl()
                 .errors_as_replies()
                 .build()
-        })
+        }),
     }
+}
+
+/// This group's line of XINFO GROUPS: what STATUS and a call without the
+/// consumer pass report.
+pub struct GroupInfo {
+    pub pending: i64,
+    pub consumers: i64,
+    /// `None` when the server does not know it (or, before 7.0, report it).
+    pub lag: Option<i64>,
 }
 
 impl<'a> Group<'a> {
@@ -180,13 +222,23 @@ impl<'a> Group<'a> {
         Group { ctx, key, group }
     }
 
+    /// Runs a command that only reads.
+    fn read(&self, command: &str, args: &[&[u8]]) -> Result<CallReply<'static>, RedisError> {
+        self.call(Effect::Reads, command, args)
+    }
+
+    /// Runs a command that changes the group, replicated.
+    fn write(&self, command: &str, args: &[&[u8]]) -> Result<CallReply<'static>, RedisError> {
+        self.call(Effect::Writes, command, args)
+    }
+
     fn call(
         &self,
-        write: bool,
+        effect: Effect,
         command: &str,
         args: &[&[u8]],
     ) -> Result<CallReply<'static>, RedisError> {
-        let options = call_options(write);
+        let options = call_options(effect);
         let result: CallResult<'static> = self.ctx.call_ext(command, options, args);
         result.map_err(|e| {
             RedisError::String(error_reply(command, &crate::text::ascii(e.as_bytes())))
@@ -216,7 +268,7 @@ impl<'a> Group<'a> {
             count.as_bytes(),
         ];
         args.extend(owner);
-        let CallReply::Array(rows) = self.call(false, "XPENDING", &args)? else {
+        let CallReply::Array(rows) = self.read("XPENDING", &args)? else {
             return Err(unexpected("XPENDING"));
         };
         rows.iter()
@@ -232,26 +284,21 @@ impl<'a> Group<'a> {
             .collect()
     }
 
-    /// This group's line of XINFO GROUPS: `(pending, lag)`; `lag` is `None`
-    /// when the server does not know it (or, before 7.0, report it).
-    pub fn pending_and_lag(&self) -> Result<(i64, Option<i64>), RedisError> {
-        let fields = self.group_fields(&[b"pending", b"lag"])?;
-        let pending = fields[0].ok_or_else(|| unexpected("XINFO GROUPS"))?;
-        Ok((pending, fields[1]))
-    }
-
-    /// This group's `(pending, consumers)` from XINFO GROUPS: without a pass
-    /// over every consumer.
-    pub fn pending_and_consumers(&self) -> Result<(i64, i64), RedisError> {
-        match self.group_fields(&[b"pending", b"consumers"])?[..] {
-            [Some(pending), Some(consumers)] => Ok((pending, consumers)),
+    /// This group's counts from XINFO GROUPS: without a pass over every consumer.
+    pub fn info(&self) -> Result<GroupInfo, RedisError> {
+        match self.group_fields(&[b"pending", b"consumers", b"lag"])?[..] {
+            [Some(pending), Some(consumers), lag] => Ok(GroupInfo {
+                pending,
+                consumers,
+                lag,
+            }),
             _ => Err(unexpected("XINFO GROUPS")),
         }
     }
 
     /// The integer fields `names` of this group's line of XINFO GROUPS.
     fn group_fields(&self, names: &[&[u8]]) -> Result<Vec<Option<i64>>, RedisError> {
-        let CallReply::Array(groups) = self.call(false, "XINFO", &[b"GROUPS", self.key])? else {
+        let CallReply::Array(groups) = self.read("XINFO", &[b"GROUPS", self.key])? else {
             return Err(unexpected("XINFO GROUPS"));
         };
         for group in groups.iter() {
@@ -273,7 +320,8 @@ impl<'a> Group<'a> {
                 .collect());
         }
         Err(RedisError::String(format!(
-            "NOGROUP No such consumer group {} for key name {}",
+            "{} No such consumer group {} for key name {}",
+            error::NOGROUP,
             crate::text::quote(self.group),
             crate::text::quote(self.key)
         )))
@@ -286,8 +334,7 @@ impl<'a> Group<'a> {
     /// creation is propagated itself (and not at all when it already exists),
     /// and primary, replica and AOF hold the same consumers on every version.
     pub fn create_consumer(&self, consumer: &[u8]) -> Result<(), RedisError> {
-        match self.call(
-            true,
+        match self.write(
             "XGROUP",
             &[b"CREATECONSUMER", self.key, self.group, consumer],
         )? {
@@ -312,7 +359,7 @@ impl<'a> Group<'a> {
         let mut args: Vec<&[u8]> = vec![self.key, self.group, consumer, min_idle.as_bytes()];
         args.extend(ids.iter().map(|id| id.as_bytes()));
         args.push(b"JUSTID");
-        match self.call(true, "XCLAIM", &args)? {
+        match self.write("XCLAIM", &args)? {
             CallReply::Array(moved) => moved
                 .iter()
                 .map(|id| string_at(&Some(id)).ok_or_else(|| unexpected("XCLAIM")))
@@ -323,7 +370,7 @@ impl<'a> Group<'a> {
 
     /// Whether the stream still holds entry `id` (for DRYRUN's prediction of `dropped`).
     pub fn entry_exists(&self, id: &str) -> Result<bool, RedisError> {
-        match self.call(false, "XRANGE", &[self.key, id.as_bytes(), id.as_bytes()])? {
+        match self.read("XRANGE", &[self.key, id.as_bytes(), id.as_bytes()])? {
             CallReply::Array(entries) => Ok(entries.len() > 0),
             _ => Err(unexpected("XRANGE")),
         }
@@ -331,8 +378,7 @@ impl<'a> Group<'a> {
 
     /// XINFO CONSUMERS, read by field name.
     pub fn consumers(&self) -> Result<Vec<Consumer>, RedisError> {
-        let CallReply::Array(rows) =
-            self.call(false, "XINFO", &[b"CONSUMERS", self.key, self.group])?
+        let CallReply::Array(rows) = self.read("XINFO", &[b"CONSUMERS", self.key, self.group])?
         else {
             return Err(unexpected("XINFO CONSUMERS"));
         };
@@ -390,11 +436,7 @@ impl<'a> Group<'a> {
 
     /// XGROUP DELCONSUMER; returns the pending count the consumer had (0 when the plan is right).
     pub fn delete_consumer(&self, name: &[u8]) -> Result<i64, RedisError> {
-        match self.call(
-            true,
-            "XGROUP",
-            &[b"DELCONSUMER", self.key, self.group, name],
-        )? {
+        match self.write("XGROUP", &[b"DELCONSUMER", self.key, self.group, name])? {
             CallReply::I64(n) => Ok(n.to_i64()),
             _ => Err(unexpected("XGROUP DELCONSUMER")),
         }
@@ -408,11 +450,11 @@ fn error_reply(command: &str, text: &str) -> String {
     let code = text.split(' ').next().unwrap_or("");
     if text.contains("acl verification failed") {
         let reason = text.strip_prefix("ERR ").unwrap_or(text);
-        format!("NOPERM {command} refused by ACL: {reason}")
+        format!("{} {command} refused by ACL: {reason}", error::NOPERM)
     } else if !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase()) {
         text.to_string()
     } else {
-        format!("ERR {command}: {text}")
+        format!("{} {command}: {text}", error::ERR)
     }
 }
 

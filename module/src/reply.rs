@@ -3,6 +3,11 @@
 //! given here, as SPEC.md lists them. Values borrow what the call already holds
 //! and go straight to the RM_ReplyWith* functions: a recovery's reply carries up
 //! to COUNT IDs, and copying each one showed in the profile.
+//!
+//! Hand-written rather than redis-module's `RedisValue`, because 2.0.8's map
+//! types cannot keep SPEC's key order: `RedisValue::Map` is a `HashMap` (any
+//! order) and `RedisValue::OrderedMap` a `BTreeMap` (alphabetical), and both
+//! own copies of every key and value.
 
 use redis_module::{raw, Context};
 use std::os::raw::{c_char, c_long};

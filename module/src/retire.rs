@@ -2,12 +2,13 @@
 //! COUNT per call, and is deleted by the call that leaves it empty.
 
 use crate::args::{self, RetireRequest};
-use crate::guard::{self, Failure};
 use crate::plan::retire::{self as step_plan, RetireStep};
 use crate::redis_ops::{self, CallerAcl, Group, Internal};
 use crate::reply::{self, Reply};
+use crate::shared::{self, Failure};
 use crate::stats::{bump, STATS};
-use crate::text;
+use crate::{log, text};
+use quantum_protocol::key;
 use redis_module::{Context, RedisError};
 use std::collections::HashSet;
 
@@ -38,9 +39,9 @@ struct Retired {
 /// Replies with a map: moved (IDs), dropped (IDs), remaining (entries the
 /// consumer still holds), deleted (0/1; 0 when there was no such consumer).
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
-    let request = guard::parse(argv, args::parse_retire)?;
+    let request = shared::parse(argv, args::parse_retire)?;
     let acl = CallerAcl::of(ctx)?;
-    guard::read_mode(ctx, &acl, &request.mode_key, true)?;
+    shared::guard_mode(ctx, &acl, &request.mode_key)?;
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
     group.check_allowed(&acl, &INTERNAL_COMMANDS)?;
@@ -71,17 +72,17 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     bump(&STATS.deleted, usize::from(retired.deleted));
     log(ctx, &request, &retired);
     let fields = vec![
-        ("moved", Reply::ids(&retired.moved)),
-        ("dropped", Reply::ids(&retired.dropped)),
-        ("remaining", Reply::Int(retired.remaining)),
-        ("deleted", Reply::Int(retired.deleted.into())),
+        (key::MOVED, Reply::ids(&retired.moved)),
+        (key::DROPPED, Reply::ids(&retired.dropped)),
+        (key::REMAINING, Reply::Int(retired.remaining)),
+        (key::DELETED, Reply::Int(retired.deleted.into())),
     ];
     reply::reply(ctx, Reply::Map(fields));
     Ok(())
 }
 
 pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
-    guard::parse(argv, args::parse_retire)
+    shared::parse(argv, args::parse_retire)
         .ok()?
         .mode_key
         .argv_pos
@@ -105,10 +106,13 @@ fn retire_step(
         let lost = group.delete_consumer(&request.consumer)?;
         if lost != 0 {
             // Cannot happen: its PEL was read empty past these entries in this same call.
-            ctx.log_warning(&text::log_safe(&format!(
-                "consumer '{}' had {lost} pending entries when retired",
-                text::printable(&request.consumer, 200)
-            )));
+            log::warning(
+                ctx,
+                &format!(
+                    "consumer '{}' had {lost} pending entries when retired",
+                    text::printable(&request.consumer, 200)
+                ),
+            );
         }
     }
     Ok(Retired {
@@ -129,7 +133,7 @@ fn log(ctx: &Context, request: &RetireRequest, retired: &Retired) {
     } else {
         "retiring consumer"
     };
-    guard::log_notice(
+    log::notice(
         ctx,
         &format!(
             "{what} '{}' stream='{}' group='{}' moved={} dropped={} remaining={} to='{}'",

@@ -74,7 +74,21 @@ pub struct LastRun {
     pub deleted: usize,
 }
 
-type GroupName = (Vec<u8>, Vec<u8>);
+/// A stream and one of its groups.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct GroupName {
+    key: Vec<u8>,
+    group: Vec<u8>,
+}
+
+impl GroupName {
+    fn of(key: &[u8], group: &[u8]) -> Self {
+        GroupName {
+            key: key.to_vec(),
+            group: group.to_vec(),
+        }
+    }
+}
 
 /// Bounded so that calls on ever new groups cannot grow it without end.
 const MAX_GROUPS_REMEMBERED: usize = 10_000;
@@ -93,7 +107,7 @@ pub fn record_run(key: &[u8], group: &[u8], last: LastRun, started: Instant) {
         .store(started.elapsed().as_micros() as u64, Relaxed);
     let mut runs = LAST_RUNS.lock().unwrap_or_else(|e| e.into_inner());
     let runs = runs.get_or_insert_with(HashMap::new);
-    let name = (key.to_vec(), group.to_vec());
+    let name = GroupName::of(key, group);
     if runs.len() >= MAX_GROUPS_REMEMBERED && !runs.contains_key(&name) {
         let oldest = runs
             .iter()
@@ -106,5 +120,5 @@ pub fn record_run(key: &[u8], group: &[u8], last: LastRun, started: Instant) {
 
 pub fn last_run(key: &[u8], group: &[u8]) -> Option<LastRun> {
     let runs = LAST_RUNS.lock().unwrap_or_else(|e| e.into_inner());
-    runs.as_ref()?.get(&(key.to_vec(), group.to_vec())).copied()
+    runs.as_ref()?.get(&GroupName::of(key, group)).copied()
 }

@@ -1,12 +1,13 @@
 //! QUANTUM.STATUS: read-only health of one group, allowed in any mode.
 
 use crate::args;
-use crate::guard::{self, Failure};
 use crate::mode;
 use crate::plan::states::{self, StateRules};
 use crate::redis_ops::{self, CallerAcl, Group};
 use crate::reply::{self, Reply};
+use crate::shared::{self, Failure};
 use crate::{config, stats};
+use quantum_protocol::key;
 use redis_module::Context;
 
 /// ```text
@@ -18,16 +19,16 @@ use redis_module::Context;
 /// most LIMIT, the longest idle first; each name, pending, idle, state), and
 /// last-run (the last real QUANTUM.RECOVER of this key and group since load, or nil).
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
-    let request = guard::parse(argv, args::parse_status)?;
+    let request = shared::parse(argv, args::parse_status)?;
     let acl = CallerAcl::of(ctx)?;
-    let mode_value = guard::read_mode(ctx, &acl, &request.mode_key, false)?;
+    let mode_value = shared::read_mode(ctx, &acl, &request.mode_key)?;
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
-    let (pending, lag) = group.pending_and_lag()?;
+    let info = group.info()?;
     let oldest = group.pending(None, 1, None)?;
     let consumers = group.consumers()?;
 
-    let defaults = config::recover_defaults();
+    let defaults = config::defaults();
     let rules = StateRules {
         zombie_idle_ms: request.zombie_idle,
         to: &defaults.to,
@@ -42,48 +43,48 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
         .into_iter()
         .map(|c| {
             Reply::Map(vec![
-                ("name", Reply::Bytes(&c.name)),
-                ("pending", Reply::Int(c.pending)),
-                ("idle", Reply::Int(c.idle_ms)),
-                ("state", Reply::Bytes(rules.state(c).as_str().as_bytes())),
+                (key::NAME, Reply::Bytes(&c.name)),
+                (key::PENDING, Reply::Int(c.pending)),
+                (key::IDLE, Reply::Int(c.idle_ms)),
+                (key::STATE, Reply::Bytes(rules.state(c).as_str().as_bytes())),
             ])
         })
         .collect();
     let last_run = stats::last_run(&request.key, &request.group).map_or(Reply::Nil, |run| {
         Reply::Map(vec![
-            ("unix-ms", Reply::Int(run.unix_ms as i64)),
-            ("claimed", Reply::Int(run.claimed as i64)),
-            ("quarantined", Reply::Int(run.quarantined as i64)),
-            ("dropped", Reply::Int(run.dropped as i64)),
-            ("deleted", Reply::Int(run.deleted as i64)),
+            (key::UNIX_MS, Reply::Int(run.unix_ms as i64)),
+            (key::CLAIMED, Reply::Int(run.claimed as i64)),
+            (key::QUARANTINED, Reply::Int(run.quarantined as i64)),
+            (key::DROPPED, Reply::Int(run.dropped as i64)),
+            (key::DELETED, Reply::Int(run.deleted as i64)),
         ])
     });
     reply::reply(
         ctx,
         Reply::Map(vec![
-            ("mode", Reply::nil_or_bytes(mode_value.as_bytes())),
+            (key::MODE, Reply::nil_or_bytes(mode_value.as_bytes())),
             (
-                "allowed",
+                key::ALLOWED,
                 Reply::Int(
                     mode::is_allowed(&mode_value, &config::ALLOWED_MODES.get_string()).into(),
                 ),
             ),
-            ("pending", Reply::Int(pending)),
-            ("lag", lag.map_or(Reply::Nil, Reply::Int)),
+            (key::PENDING, Reply::Int(info.pending)),
+            (key::LAG, info.lag.map_or(Reply::Nil, Reply::Int)),
             (
-                "oldest-idle",
+                key::OLDEST_IDLE,
                 oldest.first().map_or(Reply::Nil, |e| Reply::Int(e.idle_ms)),
             ),
-            ("states", Reply::Map(counts)),
-            ("consumers", Reply::List(listed)),
-            ("last-run", last_run),
+            (key::STATES, Reply::Map(counts)),
+            (key::CONSUMERS, Reply::List(listed)),
+            (key::LAST_RUN, last_run),
         ]),
     );
     Ok(())
 }
 
 pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
-    guard::parse(argv, args::parse_status)
+    shared::parse(argv, args::parse_status)
         .ok()?
         .mode_key
         .argv_pos

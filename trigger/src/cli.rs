@@ -2,6 +2,7 @@
 //! units can pass settings through an EnvironmentFile or `--env-file`.
 
 use clap::{Parser, Subcommand};
+use quantum_protocol::range;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -64,11 +65,11 @@ pub struct Cli {
     pub min_idle: Option<u64>,
 
     /// Most entries moved per batch, 1..10000 [default: quantum.count]
-    #[arg(long, global = true, env = "QUANTUM_COUNT", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, global = true, env = "QUANTUM_COUNT", value_parser = clap::value_parser!(u64).range(range::COUNT.as_u64()))]
     pub count: Option<u64>,
 
     /// Most PEL entries examined per batch, 1..100000 and >= count [default: quantum.scan]
-    #[arg(long, global = true, env = "QUANTUM_SCAN", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, global = true, env = "QUANTUM_SCAN", value_parser = clap::value_parser!(u64).range(range::SCAN.as_u64()))]
     pub scan: Option<u64>,
 
     /// Consumers idle longer than this with nothing pending are deleted [default: quantum.zombie-idle]
@@ -76,11 +77,11 @@ pub struct Cli {
     pub zombie_idle: Option<u64>,
 
     /// Most consumers deleted per batch, 0 (off)..100000 [default: quantum.delete-limit]
-    #[arg(long, global = true, env = "QUANTUM_DELETE_LIMIT", value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    #[arg(long, global = true, env = "QUANTUM_DELETE_LIMIT", value_parser = clap::value_parser!(u64).range(range::DELETE_LIMIT.as_u64()))]
     pub delete_limit: Option<u64>,
 
     /// Entries delivered at least this often go to quarantine; 0 is off [default: quantum.max-deliveries]
-    #[arg(long, global = true, env = "QUANTUM_MAX_DELIVERIES", value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
+    #[arg(long, global = true, env = "QUANTUM_MAX_DELIVERIES", value_parser = clap::value_parser!(u64).range(range::MAX_DELIVERIES.as_u64()))]
     pub max_deliveries: Option<u64>,
 
     /// Consumer that parks poison entries [default: quantum.quarantine]
@@ -96,11 +97,11 @@ pub struct Cli {
     pub consumer: Option<String>,
 
     /// Most entries retire moves per call, 1..100000 [default: quantum.retire-count]
-    #[arg(long, global = true, env = "QUANTUM_RETIRE_COUNT", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, global = true, env = "QUANTUM_RETIRE_COUNT", value_parser = clap::value_parser!(u64).range(range::RETIRE_COUNT.as_u64()))]
     pub retire_count: Option<u64>,
 
     /// Most consumers status lists, the longest idle first, 1..10000 [default: 100]
-    #[arg(long, global = true, env = "QUANTUM_LIMIT", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, global = true, env = "QUANTUM_LIMIT", value_parser = clap::value_parser!(u64).range(range::STATUS_LIMIT.as_u64()))]
     pub limit: Option<u64>,
 
     /// Most batches per run; the next run continues

@@ -5,6 +5,7 @@
 use crate::cli::Cli;
 use crate::connect::Link;
 use crate::failure::{self, Failure};
+use quantum_protocol::{command, error, key, keyword};
 use redis::Value;
 use std::time::Instant;
 
@@ -104,8 +105,11 @@ pub fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Result<&'a Value,
 fn call(con: &mut Link, cmd: &redis::Cmd, deadline: Instant) -> Result<Outcome<Value>, Failure> {
     match con.query(cmd, deadline) {
         Ok(value) => Ok(Outcome::Done(value)),
-        Err(f) if f.message.starts_with("MODE ") => Ok(Outcome::Refused(f.message)),
-        Err(f) if f.message.starts_with("NOGROUP") || f.message.starts_with("ERR no such key") => {
+        Err(f) if error::has_code(&f.message, error::MODE) => Ok(Outcome::Refused(f.message)),
+        Err(f)
+            if f.message.starts_with(error::NOGROUP)
+                || f.message.starts_with(error::NO_SUCH_KEY) =>
+        {
             Ok(Outcome::Absent(f.message))
         }
         Err(f) => Err(f),
@@ -113,12 +117,12 @@ fn call(con: &mut Link, cmd: &redis::Cmd, deadline: Instant) -> Result<Outcome<V
 }
 
 fn recover_command(cli: &Cli, cursor: Option<&str>) -> redis::Cmd {
-    let mut cmd = redis::cmd("QUANTUM.RECOVER");
+    let mut cmd = redis::cmd(command::RECOVER);
     cmd.arg(&cli.stream).arg(&cli.group);
     let names = [
-        ("TO", &cli.to),
-        ("QUARANTINE", &cli.quarantine),
-        ("MODEKEY", &cli.mode_key),
+        (keyword::TO, &cli.to),
+        (keyword::QUARANTINE, &cli.quarantine),
+        (keyword::MODEKEY, &cli.mode_key),
     ];
     for (keyword, value) in names {
         if let Some(value) = value {
@@ -126,12 +130,12 @@ fn recover_command(cli: &Cli, cursor: Option<&str>) -> redis::Cmd {
         }
     }
     let numbers = [
-        ("MINIDLE", cli.min_idle),
-        ("COUNT", cli.count),
-        ("SCAN", cli.scan),
-        ("ZOMBIEIDLE", cli.zombie_idle),
-        ("DELETELIMIT", cli.delete_limit),
-        ("MAXDELIVERIES", cli.max_deliveries),
+        (keyword::MINIDLE, cli.min_idle),
+        (keyword::COUNT, cli.count),
+        (keyword::SCAN, cli.scan),
+        (keyword::ZOMBIEIDLE, cli.zombie_idle),
+        (keyword::DELETELIMIT, cli.delete_limit),
+        (keyword::MAXDELIVERIES, cli.max_deliveries),
     ];
     for (keyword, value) in numbers {
         if let Some(value) = value {
@@ -139,10 +143,10 @@ fn recover_command(cli: &Cli, cursor: Option<&str>) -> redis::Cmd {
         }
     }
     if let Some(cursor) = cursor {
-        cmd.arg("CURSOR").arg(cursor);
+        cmd.arg(keyword::CURSOR).arg(cursor);
     }
     if cli.dry_run {
-        cmd.arg("DRYRUN");
+        cmd.arg(keyword::DRYRUN);
     }
     cmd
 }
@@ -168,39 +172,45 @@ pub fn run(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<RunSu
             // After earlier batches changed things (the mode flipped mid-run): report those.
             _ => return Ok(Outcome::Done(summary)),
         };
-        summary.mode = match field(&fields, "mode")? {
+        summary.mode = match field(&fields, key::MODE)? {
             Value::Nil => None,
             v => Some(text(v)?),
         };
-        summary.dry_run = int(field(&fields, "dry-run")?)? == 1;
-        summary.claimed.extend(texts(field(&fields, "claimed")?)?);
+        summary.dry_run = int(field(&fields, key::DRY_RUN)?)? == 1;
+        summary
+            .claimed
+            .extend(texts(field(&fields, key::CLAIMED)?)?);
         summary
             .quarantined
-            .extend(texts(field(&fields, "quarantined")?)?);
-        summary.dropped.extend(texts(field(&fields, "dropped")?)?);
-        summary.deleted.extend(texts(field(&fields, "deleted")?)?);
+            .extend(texts(field(&fields, key::QUARANTINED)?)?);
+        summary
+            .dropped
+            .extend(texts(field(&fields, key::DROPPED)?)?);
+        summary
+            .deleted
+            .extend(texts(field(&fields, key::DELETED)?)?);
         // `kept-total` is nil when the batch skipped the consumer pass
         // (DELETELIMIT 0): the last batch that made one still holds.
         match fields
             .iter()
-            .find(|(k, _)| k == "kept-total")
+            .find(|(k, _)| k == key::KEPT_TOTAL)
             .map(|(_, v)| v)
         {
             Some(Value::Nil) => {}
             Some(total) => {
-                summary.kept = texts(field(&fields, "kept")?)?;
+                summary.kept = texts(field(&fields, key::KEPT)?)?;
                 summary.kept_total = int(total)?;
             }
             // A module from before `kept-total`: its `kept` is the whole list.
             None => {
-                summary.kept = texts(field(&fields, "kept")?)?;
+                summary.kept = texts(field(&fields, key::KEPT)?)?;
                 summary.kept_total = summary.kept.len() as i64;
             }
         }
-        summary.scanned += int(field(&fields, "scanned")?)?;
-        summary.cursor = text(field(&fields, "cursor")?)?;
-        summary.pending = int(field(&fields, "pending")?)?;
-        summary.consumers = int(field(&fields, "consumers")?)?;
+        summary.scanned += int(field(&fields, key::SCANNED)?)?;
+        summary.cursor = text(field(&fields, key::CURSOR)?)?;
+        summary.pending = int(field(&fields, key::PENDING)?)?;
+        summary.consumers = int(field(&fields, key::CONSUMERS)?)?;
         summary.batches += 1;
         if summary.cursor == "0-0" || summary.batches >= cli.max_batches || cli.dry_run {
             return Ok(Outcome::Done(summary));
@@ -214,16 +224,16 @@ pub fn status(
     con: &mut Link,
     deadline: Instant,
 ) -> Result<Outcome<Vec<(String, Value)>>, Failure> {
-    let mut cmd = redis::cmd("QUANTUM.STATUS");
+    let mut cmd = redis::cmd(command::STATUS);
     cmd.arg(&cli.stream).arg(&cli.group);
     if let Some(ms) = cli.zombie_idle {
-        cmd.arg("ZOMBIEIDLE").arg(ms);
+        cmd.arg(keyword::ZOMBIEIDLE).arg(ms);
     }
     if let Some(limit) = cli.limit {
-        cmd.arg("LIMIT").arg(limit);
+        cmd.arg(keyword::LIMIT).arg(limit);
     }
     if let Some(key) = &cli.mode_key {
-        cmd.arg("MODEKEY").arg(key);
+        cmd.arg(keyword::MODEKEY).arg(key);
     }
     call(con, &cmd, deadline)?.and_then(pairs)
 }
@@ -250,16 +260,16 @@ pub struct RetireSummary {
 }
 
 fn retire_command(cli: &Cli, consumer: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd("QUANTUM.RETIRE");
+    let mut cmd = redis::cmd(command::RETIRE);
     cmd.arg(&cli.stream).arg(&cli.group).arg(consumer);
     if let Some(to) = &cli.to {
-        cmd.arg("TO").arg(to);
+        cmd.arg(keyword::TO).arg(to);
     }
     if let Some(count) = cli.retire_count {
-        cmd.arg("COUNT").arg(count);
+        cmd.arg(keyword::COUNT).arg(count);
     }
     if let Some(key) = &cli.mode_key {
-        cmd.arg("MODEKEY").arg(key);
+        cmd.arg(keyword::MODEKEY).arg(key);
     }
     cmd
 }
@@ -304,13 +314,13 @@ pub fn retire(
                 return Ok(Outcome::Done(summary));
             }
         };
-        let moved = texts(field(&fields, "moved")?)?;
-        let dropped = texts(field(&fields, "dropped")?)?;
+        let moved = texts(field(&fields, key::MOVED)?)?;
+        let dropped = texts(field(&fields, key::DROPPED)?)?;
         let progress = moved.len() + dropped.len();
         summary.moved.extend(moved);
         summary.dropped.extend(dropped);
-        summary.remaining = int(field(&fields, "remaining")?)?;
-        summary.deleted = int(field(&fields, "deleted")?)? == 1;
+        summary.remaining = int(field(&fields, key::REMAINING)?)?;
+        summary.deleted = int(field(&fields, key::DELETED)?)? == 1;
         summary.calls += 1;
         if summary.remaining == 0 {
             return Ok(Outcome::Done(summary));

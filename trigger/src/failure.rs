@@ -1,5 +1,6 @@
 //! Why a run failed, as a sysexits code a systemd unit and an operator can act on.
 
+use quantum_protocol::error;
 use redis::RedisError;
 
 pub const USAGE: u8 = 64;
@@ -54,7 +55,7 @@ pub fn from_redis(e: &RedisError) -> Failure {
             " (this server is a replica: point --url at the primary)"
         }
         MODULE_MISSING => " (is the quantum module loaded? MODULE LIST)",
-        NO_PERMISSION if !line.starts_with("NOPERM") => NO_SUCH_USER_HINT,
+        NO_PERMISSION if !line.starts_with(error::NOPERM) => NO_SUCH_USER_HINT,
         _ => "",
     };
     Failure::new(code, format!("{line}{hint}"))
@@ -67,9 +68,13 @@ fn server_error_code(code: &str, line: &str) -> u8 {
         "NOAUTH" | "WRONGPASS" | "NOPERM" => NO_PERMISSION,
         // A mode key outside the stream's cluster slot: a setting to fix.
         "CROSSSLOT" => USAGE,
-        "ERR" if line.contains("unknown command") => MODULE_MISSING,
+        error::ERR if line.contains("unknown command") => MODULE_MISSING,
         // The module answers ERR for arguments it refuses (e.g. SCAN below COUNT from its configs).
-        "ERR" if !line.contains("internal error") && !line.contains("unexpected reply") => USAGE,
+        error::ERR
+            if !line.starts_with(error::INTERNAL) && !line.starts_with(error::UNEXPECTED_REPLY) =>
+        {
+            USAGE
+        }
         _ => PROTOCOL,
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::commands::{field, int, pairs, text};
 use crate::failure::{self, Failure};
+use quantum_protocol::key;
 use redis::Value;
 use serde_json::json;
 use std::fmt::Write;
@@ -40,7 +41,7 @@ fn optional<T>(
 
 impl Status {
     pub fn from_reply(fields: &[(String, Value)]) -> Result<Status, Failure> {
-        let Value::Array(rows) = field(fields, "consumers")? else {
+        let Value::Array(rows) = field(fields, key::CONSUMERS)? else {
             return Err(failure::unexpected("consumers"));
         };
         let consumers = rows
@@ -48,35 +49,37 @@ impl Status {
             .map(|row| {
                 let c = pairs(row.clone())?;
                 Ok(ConsumerRow {
-                    name: text(field(&c, "name")?)?,
-                    pending: int(field(&c, "pending")?)?,
-                    idle_ms: int(field(&c, "idle")?)?,
-                    state: text(field(&c, "state")?)?,
+                    name: text(field(&c, key::NAME)?)?,
+                    pending: int(field(&c, key::PENDING)?)?,
+                    idle_ms: int(field(&c, key::IDLE)?)?,
+                    state: text(field(&c, key::STATE)?)?,
                 })
             })
             .collect::<Result<_, Failure>>()?;
-        let last_run = optional(field(fields, "last-run")?, |v| {
+        let last_run = optional(field(fields, key::LAST_RUN)?, |v| {
             let run = pairs(v.clone())?;
             let mut values = [0; 5];
-            for (slot, name) in
-                values
-                    .iter_mut()
-                    .zip(["unix-ms", "claimed", "quarantined", "dropped", "deleted"])
-            {
+            for (slot, name) in values.iter_mut().zip([
+                key::UNIX_MS,
+                key::CLAIMED,
+                key::QUARANTINED,
+                key::DROPPED,
+                key::DELETED,
+            ]) {
                 *slot = int(field(&run, name)?)?;
             }
             Ok(values)
         })?;
-        let states = pairs(field(fields, "states")?.clone())?
+        let states = pairs(field(fields, key::STATES)?.clone())?
             .iter()
             .map(|(state, n)| Ok((state.clone(), int(n)?)))
             .collect::<Result<_, Failure>>()?;
         Ok(Status {
-            mode: optional(field(fields, "mode")?, text)?,
-            allowed: int(field(fields, "allowed")?)? == 1,
-            pending: int(field(fields, "pending")?)?,
-            lag: optional(field(fields, "lag")?, int)?,
-            oldest_idle_ms: optional(field(fields, "oldest-idle")?, int)?,
+            mode: optional(field(fields, key::MODE)?, text)?,
+            allowed: int(field(fields, key::ALLOWED)?)? == 1,
+            pending: int(field(fields, key::PENDING)?)?,
+            lag: optional(field(fields, key::LAG)?, int)?,
+            oldest_idle_ms: optional(field(fields, key::OLDEST_IDLE)?, int)?,
             states,
             consumers,
             last_run,

@@ -2,6 +2,7 @@
 //! state over all of them, and which few are listed (the longest idle first).
 
 use super::Consumer;
+use quantum_protocol::state;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -26,11 +27,11 @@ impl State {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Live => "live",
-            State::Zombie => "zombie",
-            State::Stuck => "stuck",
-            State::Target => "target",
-            State::Quarantine => "quarantine",
+            State::Live => state::LIVE,
+            State::Zombie => state::ZOMBIE,
+            State::Stuck => state::STUCK,
+            State::Target => state::TARGET,
+            State::Quarantine => state::QUARANTINE,
         }
     }
 }

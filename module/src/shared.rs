@@ -1,5 +1,5 @@
 //! What every command shares before it touches a stream: how a call fails, how
-//! arguments errors become replies, and the mode key read under the caller's ACL.
+//! argument errors become replies, and the mode key read under the caller's ACL.
 
 use crate::args::{ArgError, Defaults, ModeKey};
 use crate::mode::{self, ModeValue};
@@ -24,21 +24,28 @@ pub fn parse<R>(
     argv: &[&[u8]],
     parser: fn(&[&[u8]], &Defaults) -> Result<R, ArgError>,
 ) -> Result<R, RedisError> {
-    parser(argv, &config::recover_defaults()).map_err(|e| match e {
+    parser(argv, &config::defaults()).map_err(|e| match e {
         ArgError::WrongArity => RedisError::WrongArity,
         ArgError::Invalid(message) => RedisError::String(message),
     })
 }
 
-/// Reads the mode key, after checking the caller may read it (it is read
-/// directly, not through an ACL-checked call). With `enforce`, anything but an
-/// allowed mode is refused. In a cluster a call without MODEKEY is an error.
-pub fn read_mode(
+/// The mode guard (S3) of a call that changes state: anything but an allowed
+/// mode is refused, and the call must stop before its first change.
+pub fn guard_mode(
     ctx: &Context,
     acl: &CallerAcl,
     mode_key: &ModeKey,
-    enforce: bool,
 ) -> Result<ModeValue, Failure> {
+    let value = read_mode(ctx, acl, mode_key)?;
+    mode::check(&value, &config::ALLOWED_MODES.get_string(), &mode_key.name)
+        .map_err(Failure::Refused)?;
+    Ok(value)
+}
+
+/// Reads the mode key, after checking the caller may read it (it is read
+/// directly, not through an ACL-checked call). STATUS and DRYRUN use it as is.
+pub fn read_mode(ctx: &Context, acl: &CallerAcl, mode_key: &ModeKey) -> Result<ModeValue, Failure> {
     // In a cluster the configured mode key may live on another node, where this
     // node would read it as missing (`mode: nil, allowed: 0` from STATUS or a
     // DRYRUN, a refusal from the rest): every call must name it, in the
@@ -51,15 +58,5 @@ pub fn read_mode(
         ))));
     }
     acl.check_read_key(&mode_key.name, "the mode key")?;
-    let value = redis_ops::read_mode(ctx, &mode_key.name)?;
-    if enforce {
-        mode::check(&value, &config::ALLOWED_MODES.get_string(), &mode_key.name)
-            .map_err(Failure::Refused)?;
-    }
-    Ok(value)
-}
-
-/// Logs one line at notice level; client bytes must already be `text::printable`.
-pub fn log_notice(ctx: &Context, line: &str) {
-    ctx.log_notice(&text::log_safe(line));
+    Ok(redis_ops::read_mode(ctx, &mode_key.name)?)
 }
