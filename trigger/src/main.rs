@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod connect;
+mod doctor;
 mod failure;
 mod report;
 mod status_table;
@@ -48,6 +49,9 @@ fn main() -> ExitCode {
     let deadline = started + cli.deadline;
     let verb = cli.command.unwrap_or(Verb::Run);
     let where_ = format!("stream={} group={}", cli.stream, cli.group);
+    if verb == Verb::Doctor {
+        return ExitCode::from(doctor::run(&cli, deadline));
+    }
 
     let mut con = connect::connect(
         &cli.url,
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             Verb::Run => run(&cli, con, deadline, started),
             Verb::Status => status(&cli, con, deadline),
             Verb::Retire => retire(&cli, con, deadline),
+            Verb::Doctor => unreachable!("doctor returns before connecting"),
         },
         Err(f) => Err(f.clone()),
     };
