@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 pub mod cluster;
+pub mod nspawn;
 pub mod reply;
 pub mod rng;
 pub mod scenario;
