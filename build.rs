@@ -21,8 +21,16 @@ fn main() {
             "cargo:rerun-if-changed={}",
             Path::new(&git_dir).join("HEAD").display()
         );
-        if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            let path = Path::new(&git_dir).join(head_ref);
+        // --git-path: in a linked worktree the branch ref lives in the common dir.
+        if let Some(ref_path) = git(&["symbolic-ref", "-q", "HEAD"]).and_then(|head_ref| {
+            git(&[
+                "rev-parse",
+                "--path-format=absolute",
+                "--git-path",
+                &head_ref,
+            ])
+        }) {
+            let path = Path::new(&ref_path);
             if path.exists() {
                 println!("cargo:rerun-if-changed={}", path.display());
             }

@@ -24,6 +24,10 @@ impl Failure {
     }
 }
 
+/// A refused login's likeliest cause after a Redis restart.
+const USER_MAY_BE_GONE: &str = " (the ACL user may not exist: ACL SETUSER users live in memory \
+    until CONFIG REWRITE or ACL SAVE persists them; quantum-stream-recover doctor checks)";
+
 /// Server errors by their code; I/O trouble (refused, timeout, dropped) is temporary.
 pub fn from_redis(e: &RedisError) -> Failure {
     let line = match (e.code(), e.detail()) {
@@ -31,7 +35,10 @@ pub fn from_redis(e: &RedisError) -> Failure {
         _ => e.to_string(),
     };
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
-        return Failure::new(NO_PERMISSION, format!("authentication failed: {line}"));
+        return Failure::new(
+            NO_PERMISSION,
+            format!("authentication failed: {line}{USER_MAY_BE_GONE}"),
+        );
     }
     if e.is_timeout() {
         return Failure::new(UNAVAILABLE, format!("Redis did not answer in time: {line}"));
@@ -45,6 +52,7 @@ pub fn from_redis(e: &RedisError) -> Failure {
             " (this server is a replica: point --url at the primary)"
         }
         MODULE_MISSING => " (is the quantum module loaded? MODULE LIST)",
+        NO_PERMISSION if !line.starts_with("NOPERM") => USER_MAY_BE_GONE,
         _ => "",
     };
     Failure::new(code, format!("{line}{hint}"))
