@@ -15,6 +15,10 @@ cargo build   # libquantum.so and the trigger, which the integration tests run
 # any error fails the run.
 scripts/package.sh
 lintian --fail-on error target/debian/quantum-redis-module_*.deb target/debian/quantum-stream-recover_*.deb
+# The tests run the debug build just made, not the newer release build the
+# packages hold (the harness would otherwise take the newest of the two).
+export QUANTUM_MODULE="$PWD/target/debug/libquantum.so"
+export QUANTUM_TRIGGER="$PWD/target/debug/quantum-stream-recover"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
