@@ -21,19 +21,12 @@ fn main() {
             "cargo:rerun-if-changed={}",
             Path::new(&git_dir).join("HEAD").display()
         );
-        // --git-path: in a linked worktree the branch ref lives in the common dir.
-        if let Some(ref_path) = git(&["symbolic-ref", "-q", "HEAD"]).and_then(|head_ref| {
-            git(&[
-                "rev-parse",
-                "--path-format=absolute",
-                "--git-path",
-                &head_ref,
-            ])
-        }) {
-            let path = Path::new(&ref_path);
-            if path.exists() {
-                println!("cargo:rerun-if-changed={}", path.display());
-            }
+        // HEAD's reflog grows with every commit, checkout or reset of this
+        // worktree, even when the branch ref itself is packed (git gc) or lives
+        // in the common dir of a linked worktree.
+        let reflog = Path::new(&git_dir).join("logs/HEAD");
+        if reflog.exists() {
+            println!("cargo:rerun-if-changed={}", reflog.display());
         }
     }
 }
