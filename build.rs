@@ -21,18 +21,12 @@ fn main() {
             "cargo:rerun-if-changed={}",
             Path::new(&git_dir).join("HEAD").display()
         );
-        // `--git-path`, not the git dir: in a worktree the branch lives in the common dir.
-        if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            if let Some(path) = git(&[
-                "rev-parse",
-                "--path-format=absolute",
-                "--git-path",
-                &head_ref,
-            ]) {
-                if Path::new(&path).exists() {
-                    println!("cargo:rerun-if-changed={path}");
-                }
-            }
+        // HEAD's reflog grows with every commit, checkout or reset of this
+        // worktree, even when the branch ref itself is packed (git gc) or lives
+        // in the common dir of a linked worktree.
+        let reflog = Path::new(&git_dir).join("logs/HEAD");
+        if reflog.exists() {
+            println!("cargo:rerun-if-changed={}", reflog.display());
         }
     }
 }

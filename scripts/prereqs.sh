@@ -15,6 +15,10 @@ python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 # systemd-analyze checks the units; systemd-nspawn boots them end to end.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+# lintian checks the Debian packages; acl is a dependency of the trigger's
+# package, which the install test installs in a container of this machine.
+command -v lintian >/dev/null 2>&1 || missing+=(lintian)
+command -v setfacl >/dev/null 2>&1 || missing+=(acl)
 # bindgen (through redis-module) needs libclang at build time.
 if command -v dpkg >/dev/null 2>&1; then
     dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)

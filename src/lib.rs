@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod nspawn;
 pub mod reply;
 pub mod rng;
 pub mod scenario;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd");
-const INSTALLED: &str = "/usr/local/bin/quantum-stream-recover";
+const INSTALLED: &str = "/usr/bin/quantum-stream-recover";
 
 fn read(name: &str) -> String {
     std::fs::read_to_string(Path::new(UNITS).join(name)).unwrap()
@@ -134,7 +134,7 @@ fn units_say_what_the_spec_says() {
         settings,
         [
             "[Service]",
-            "ExecStartPre=-/usr/local/bin/quantum-stream-recover run --env-file /etc/quantum/stream-recover.env --deadline 5s"
+            "ExecStartPre=-/usr/bin/quantum-stream-recover run --env-file /etc/quantum/stream-recover.env --deadline 5s"
         ],
         "the drop-in adds only the ExecStartPre (no EnvironmentFile=, LoadCredential=, SuccessExitStatus=)"
     );

@@ -542,6 +542,7 @@ fn the_readme_acl_user_is_enough_for_every_verb() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let rule = readme
         .lines()
+        .map(str::trim_start)
         .find(|l| l.starts_with("ACL SETUSER quantum-recover "))
         .expect("README shows the ACL SETUSER line");
     let server = Server::start();

@@ -135,6 +135,34 @@ pub struct Cli {
     /// KEY=value settings file, below real environment variables (read before the rest)
     #[arg(long, global = true)]
     pub env_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub doctor: DoctorOptions,
+}
+
+/// Settings only `doctor` uses.
+#[derive(clap::Args, Debug)]
+pub struct DoctorOptions {
+    /// doctor: connection for ACL DRYRUN, MODULE LIST and CONFIG GET [default: --url without its user]
+    #[arg(long, global = true, env = "QUANTUM_ADMIN_URL")]
+    pub admin_url: Option<String>,
+
+    /// doctor: password file for --admin-url [default: REDISCLI_AUTH]
+    #[arg(long, global = true, env = "QUANTUM_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
+
+    /// doctor: the trading service's user, which must be in group quantum
+    #[arg(long, global = true, env = "QUANTUM_TRADING_USER")]
+    pub trading_user: Option<String>,
+
+    /// doctor: Redis's systemd unit, whose ExecPaths= must allow the module
+    #[arg(
+        long,
+        global = true,
+        env = "QUANTUM_REDIS_UNIT",
+        default_value = "redis-server.service"
+    )]
+    pub redis_unit: String,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +173,8 @@ pub enum Verb {
     Status,
     /// Hand a stopping consumer's entries to --to in bounded calls, then delete it (--consumer)
     Retire,
+    /// Check the installation end to end: one line per check, ok or FAIL and what to do
+    Doctor,
 }
 
 /// `250ms`, `60s`, `5m`, `1h`, or a bare number of milliseconds.

@@ -29,7 +29,7 @@ impl Failure {
 /// Why a password that worked yesterday fails today.
 const NO_SUCH_USER_HINT: &str = " (the ACL user may not exist: users made with ACL SETUSER \
 live in memory only, so a Redis restart forgets them unless they were persisted with \
-CONFIG REWRITE or ACL SAVE to an aclfile; check ACL LIST)";
+CONFIG REWRITE or ACL SAVE to an aclfile; check ACL LIST, or run quantum-stream-recover doctor)";
 
 /// Server errors by their code; I/O trouble (refused, timeout, dropped) is temporary.
 pub fn from_redis(e: &RedisError) -> Failure {

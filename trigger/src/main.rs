@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod commands;
 mod connect;
+mod doctor;
 mod env_file;
 mod failure;
 mod report;
@@ -76,6 +77,9 @@ fn main() -> ExitCode {
         report::field_value(&cli.stream),
         report::field_value(&cli.group)
     );
+    if verb == Verb::Doctor {
+        return ExitCode::from(doctor::run(&cli, deadline));
+    }
 
     let mut con = connect::connect(
         &cli.url,
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
             Verb::Run => run(&cli, con, deadline, started),
             Verb::Status => status(&cli, con, deadline),
             Verb::Retire => retire(&cli, con, deadline),
+            Verb::Doctor => unreachable!("doctor returns before connecting"),
         },
         Err(f) => Err(f.clone()),
     };
