@@ -1,11 +1,14 @@
 //! The `quantum.*` configs: the defaults of every QUANTUM.RECOVER option,
 //! RETIRE's `quantum.retire-count` and `quantum.allowed-modes`. Redis owns them
 //! (CONFIG SET/GET, redis.conf lines); these statics are where Redis stores
-//! them and where each call reads them.
+//! them and where each call reads them. `loadmodule` arguments become their
+//! registered defaults (`registered_defaults`), so redis.conf lines win.
 
-use crate::args::Defaults;
+use crate::args::{self, Defaults};
+use crate::text;
 use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
 use redis_module::{RedisError, RedisString};
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
@@ -30,28 +33,122 @@ pub static DELETE_LIMIT: AtomicI64 = AtomicI64::new(DEFAULT_DELETE_LIMIT);
 pub static MAX_DELIVERIES: AtomicI64 = AtomicI64::new(DEFAULT_MAX_DELIVERIES);
 pub static RETIRE_COUNT: AtomicI64 = AtomicI64::new(DEFAULT_RETIRE_COUNT);
 
-pub static TARGET: TextConfig = TextConfig::new(false);
-pub static QUARANTINE: TextConfig = TextConfig::new(false);
-pub static MODE_KEY: TextConfig = TextConfig::new(false);
+pub static TARGET: TextConfig = TextConfig::new(DEFAULT_TARGET, false);
+pub static QUARANTINE: TextConfig = TextConfig::new(DEFAULT_QUARANTINE, false);
+pub static MODE_KEY: TextConfig = TextConfig::new(DEFAULT_MODE_KEY, false);
 /// Comma list; empty allows nothing (fail closed).
-pub static ALLOWED_MODES: TextConfig = TextConfig::new(true);
+pub static ALLOWED_MODES: TextConfig = TextConfig::new(DEFAULT_ALLOWED_MODES, true);
+
+/// A numeric `quantum.<name>` config as it is registered.
+pub struct NumberConfig {
+    pub name: &'static str,
+    pub value: &'static AtomicI64,
+    pub default: i64,
+    pub range: (i64, i64),
+}
+
+/// A string `quantum.<name>` config as it is registered.
+pub struct StringConfig {
+    pub name: &'static str,
+    pub value: &'static TextConfig,
+    pub default: &'static str,
+}
+
+pub static NUMBER_CONFIGS: [NumberConfig; 7] = [
+    number(
+        "min-idle",
+        &MIN_IDLE,
+        DEFAULT_MIN_IDLE,
+        args::MIN_IDLE_RANGE,
+    ),
+    number("count", &COUNT, DEFAULT_COUNT, args::COUNT_RANGE),
+    number("scan", &SCAN, DEFAULT_SCAN, args::SCAN_RANGE),
+    number(
+        "zombie-idle",
+        &ZOMBIE_IDLE,
+        DEFAULT_ZOMBIE_IDLE,
+        args::ZOMBIE_IDLE_RANGE,
+    ),
+    number(
+        "delete-limit",
+        &DELETE_LIMIT,
+        DEFAULT_DELETE_LIMIT,
+        args::DELETE_LIMIT_RANGE,
+    ),
+    number(
+        "max-deliveries",
+        &MAX_DELIVERIES,
+        DEFAULT_MAX_DELIVERIES,
+        args::MAX_DELIVERIES_RANGE,
+    ),
+    number(
+        "retire-count",
+        &RETIRE_COUNT,
+        DEFAULT_RETIRE_COUNT,
+        args::RETIRE_COUNT_RANGE,
+    ),
+];
+
+pub static STRING_CONFIGS: [StringConfig; 4] = [
+    StringConfig {
+        name: "target",
+        value: &TARGET,
+        default: DEFAULT_TARGET,
+    },
+    StringConfig {
+        name: "quarantine",
+        value: &QUARANTINE,
+        default: DEFAULT_QUARANTINE,
+    },
+    StringConfig {
+        name: "mode-key",
+        value: &MODE_KEY,
+        default: DEFAULT_MODE_KEY,
+    },
+    StringConfig {
+        name: "allowed-modes",
+        value: &ALLOWED_MODES,
+        default: DEFAULT_ALLOWED_MODES,
+    },
+];
+
+const fn number(
+    name: &'static str,
+    value: &'static AtomicI64,
+    default: i64,
+    range: (i64, i64),
+) -> NumberConfig {
+    NumberConfig {
+        name,
+        value,
+        default,
+        range,
+    }
+}
 
 /// A string config; names of consumers and keys may not be empty.
 pub struct TextConfig {
-    value: Mutex<String>,
+    /// Starts as the built-in default, never as "": Redis calls the set
+    /// callback for a redis.conf line only when the value differs from what
+    /// the config holds, so an initial "" would let `quantum.target ""` in
+    /// unchecked.
+    value: Mutex<Cow<'static, str>>,
     may_be_empty: bool,
 }
 
 impl TextConfig {
-    const fn new(may_be_empty: bool) -> Self {
+    const fn new(default: &'static str, may_be_empty: bool) -> Self {
         TextConfig {
-            value: Mutex::new(String::new()),
+            value: Mutex::new(Cow::Borrowed(default)),
             may_be_empty,
         }
     }
 
     pub fn get_string(&self) -> String {
-        self.value.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.value
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_string()
     }
 }
 
@@ -77,7 +174,7 @@ impl ConfigurationValue<RedisString> for TextConfig {
 impl TextConfig {
     fn set_bytes(&self, value: &[u8]) -> Result<(), RedisError> {
         let text = check_text(value, self.may_be_empty)?;
-        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = text.to_string();
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = Cow::Owned(text.to_string());
         Ok(())
     }
 }
@@ -95,6 +192,93 @@ fn check_text(value: &[u8], may_be_empty: bool) -> Result<&str, RedisError> {
         return Err(RedisError::Str("must not be empty"));
     }
     Ok(text)
+}
+
+/// The registered defaults: the built-in ones, replaced by `loadmodule`
+/// arguments; in the order of `NUMBER_CONFIGS` and `STRING_CONFIGS`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RegisteredDefaults {
+    pub numbers: Vec<i64>,
+    pub strings: Vec<String>,
+}
+
+/// Checks `loadmodule` arguments, `name value` pairs with `name` with or without
+/// `quantum.`, and makes them the registered defaults. Every value must come
+/// back intact from CONFIG REWRITE, which writes the loadmodule line unquoted.
+pub fn registered_defaults(argv: &[&[u8]]) -> Result<RegisteredDefaults, String> {
+    if !argv.len().is_multiple_of(2) {
+        return Err("loadmodule arguments must be name value pairs".into());
+    }
+    let mut defaults = RegisteredDefaults {
+        numbers: NUMBER_CONFIGS.iter().map(|c| c.default).collect(),
+        strings: STRING_CONFIGS
+            .iter()
+            .map(|c| c.default.to_string())
+            .collect(),
+    };
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for pair in argv.chunks(2) {
+        let name = pair[0].strip_prefix(b"quantum.").unwrap_or(pair[0]);
+        let value = pair[1];
+        let what = || {
+            format!(
+                "loadmodule argument {} {}",
+                text::quote(name),
+                text::quote(value)
+            )
+        };
+        if seen.contains(&name) {
+            return Err(format!("{}: given twice", what()));
+        }
+        seen.push(name);
+        if let Some(reason) = rewrite_breaks(value) {
+            return Err(format!(
+                "{}: {reason}; CONFIG REWRITE writes loadmodule arguments back unquoted, so \
+                 they may not be empty or hold spaces, quotes, backslashes, control or \
+                 non-ASCII bytes; put such a value on a quantum.{} line in redis.conf",
+                what(),
+                text::printable(name, 64)
+            ));
+        }
+        if let Some(i) = NUMBER_CONFIGS
+            .iter()
+            .position(|c| c.name.as_bytes() == name)
+        {
+            let (min, max) = NUMBER_CONFIGS[i].range;
+            defaults.numbers[i] = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| format!("{}: must be an integer from {min} to {max}", what()))?;
+        } else if let Some(i) = STRING_CONFIGS
+            .iter()
+            .position(|c| c.name.as_bytes() == name)
+        {
+            // rewrite_breaks has already refused empty and non-ASCII values.
+            defaults.strings[i] = String::from_utf8_lossy(value).into_owned();
+        } else {
+            return Err(format!(
+                "{}: no such config 'quantum.{}'",
+                what(),
+                text::printable(name, 64)
+            ));
+        }
+    }
+    Ok(defaults)
+}
+
+/// Why `value` would not survive an unquoted `loadmodule` line, if it would not.
+fn rewrite_breaks(value: &[u8]) -> Option<String> {
+    if value.is_empty() {
+        return Some("the value is empty".into());
+    }
+    value.iter().find_map(|&b| match b {
+        b' ' => Some("the value holds a space".into()),
+        b'"' | b'\'' | b'\\' => Some(format!("the value holds {}", b as char)),
+        0 => Some("the value holds a NUL byte".into()),
+        0x21..=0x7e => None,
+        _ => Some(format!("the value holds the byte \\x{b:02x}")),
+    })
 }
 
 /// The configs as they are now, as RECOVER's defaults.
@@ -125,5 +309,70 @@ mod tests {
         assert!(check_text(b"", false).is_err());
         assert_eq!(check_text(b"", true).unwrap(), "");
         assert_eq!(check_text(b"recovery", false).unwrap(), "recovery");
+    }
+
+    #[test]
+    fn text_configs_start_at_their_defaults() {
+        assert_eq!(TARGET.get_string(), DEFAULT_TARGET);
+        assert_eq!(ALLOWED_MODES.get_string(), DEFAULT_ALLOWED_MODES);
+    }
+
+    fn defaults_of(argv: &[&str]) -> Result<RegisteredDefaults, String> {
+        let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+        registered_defaults(&argv)
+    }
+
+    #[test]
+    fn loadmodule_arguments_become_registered_defaults_in_either_spelling() {
+        let got = defaults_of(&["count", "7", "quantum.allowed-modes", "TESTNET,PAPER"]).unwrap();
+        let count = NUMBER_CONFIGS
+            .iter()
+            .position(|c| c.name == "count")
+            .unwrap();
+        let modes = STRING_CONFIGS
+            .iter()
+            .position(|c| c.name == "allowed-modes")
+            .unwrap();
+        assert_eq!(got.numbers[count], 7);
+        assert_eq!(got.strings[modes], "TESTNET,PAPER");
+        let none = defaults_of(&[]).unwrap();
+        assert_eq!(none.numbers[count], DEFAULT_COUNT);
+        assert_eq!(none.strings[modes], DEFAULT_ALLOWED_MODES);
+    }
+
+    #[test]
+    fn loadmodule_arguments_that_break_or_are_unknown_are_refused_by_name() {
+        for (argv, expected) in [
+            (&["count"][..], "name value pairs"),
+            (&["bogus", "1"], "no such config 'quantum.bogus'"),
+            (
+                &["count", "0"],
+                "'count' '0': must be an integer from 1 to 10000",
+            ),
+            (&["count", "x"], "'count' 'x': must be an integer"),
+            (
+                &["count", "1", "quantum.count", "2"],
+                "'count' '2': given twice",
+            ),
+            (
+                &["target", "exec 1"],
+                "'target' 'exec 1': the value holds a space",
+            ),
+            (
+                &["allowed-modes", ""],
+                "'allowed-modes' '': the value is empty",
+            ),
+            (&["target", "a\"b"], "the value holds \""),
+            (&["target", "a\\b"], "the value holds \\"),
+            (&["target", "it's"], "the value holds '"),
+            (&["target", "a\tb"], "the byte \\x09"),
+            (&["target", "caf\u{e9}"], "the byte \\xc3"),
+            (&["target", "a\0b"], "NUL"),
+        ] {
+            let err = defaults_of(argv).unwrap_err();
+            assert!(err.contains(expected), "{argv:?}: {err}");
+        }
+        let err = defaults_of(&["quantum.mode-key", "a b"]).unwrap_err();
+        assert!(err.contains("quantum.mode-key line in redis.conf"), "{err}");
     }
 }

@@ -92,7 +92,7 @@ fn dispatch(ctx: &Context, command: Command, args: &[RedisString]) -> RedisResul
 /// Cluster routing and ACL learn the keys from here: the stream (read-only for
 /// STATUS, read-write otherwise), and the mode key when MODEKEY names it (read
 /// only). The default mode key is not in argv, so `guard::read_mode` checks the
-/// caller's read permission on it itself. RM_KeyAtPosWithFlags exists from
+/// call as if it named it with MODEKEY. RM_KeyAtPosWithFlags exists from
 /// Redis 7.0 on; without it (older servers) keys are declared with full access.
 fn declare_keys(ctx: &Context, argv: &[&[u8]], mode_key_pos: Option<usize>, reads_only: bool) {
     if argv.len() < 2 {
@@ -150,50 +150,55 @@ fn add_info(ctx: &redis_module::InfoContext, _for_crash_report: bool) {
 #[cfg(not(test))]
 mod registration {
     use super::*;
-    use crate::config::*;
-    use redis_module::configuration::ConfigurationFlags;
+    use crate::config::{self, NUMBER_CONFIGS, STRING_CONFIGS};
+    use redis_module::configuration::{
+        register_i64_configuration, register_string_configuration, ConfigurationFlags,
+    };
     use redis_module::{redis_module, InfoContext, Status};
 
-    /// Applies `loadmodule` arguments (`name value` pairs, with or without the
-    /// `quantum.` prefix) through CONFIG SET, so they get the same checks as any
-    /// config and a bad one fails the load instead of being ignored.
+    /// Registers the `quantum.*` configs with the `loadmodule` arguments as
+    /// their defaults, then lets Redis apply the redis.conf `quantum.*` lines
+    /// on top: a line, and so CONFIG REWRITE, wins over an argument. A bad
+    /// argument or line fails the load with a log line naming it.
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         let argv: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
-        let result = if !argv.len().is_multiple_of(2) {
-            Err("loadmodule arguments must be name value pairs".to_string())
-        } else {
-            argv.chunks(2)
-                .try_for_each(|pair| apply_module_arg(ctx, pair[0], pair[1]))
+        let defaults = match config::registered_defaults(&argv) {
+            Ok(defaults) => defaults,
+            Err(message) => return not_loaded(ctx, &message),
         };
-        match result {
-            Ok(()) => Status::Ok,
-            Err(message) => {
-                ctx.log_warning(&text::log_safe(&format!("not loaded: {message}")));
-                Status::Err
-            }
+        for (config, default) in NUMBER_CONFIGS.iter().zip(defaults.numbers) {
+            let (min, max) = config.range;
+            let flags = ConfigurationFlags::DEFAULT;
+            register_i64_configuration(
+                ctx,
+                config.name,
+                config.value,
+                default,
+                min,
+                max,
+                flags,
+                None,
+            );
         }
+        for (config, default) in STRING_CONFIGS.iter().zip(&defaults.strings) {
+            let flags = ConfigurationFlags::DEFAULT;
+            register_string_configuration(ctx, config.name, config.value, default, flags, None);
+        }
+        let Some(load_configs) = (unsafe { raw::RedisModule_LoadConfigs }) else {
+            return not_loaded(
+                ctx,
+                "this server has no module configs (Redis 7.0 or later needed)",
+            );
+        };
+        if unsafe { load_configs(ctx.ctx) } != raw::REDISMODULE_OK as i32 {
+            return not_loaded(ctx, "a quantum.* setting was refused (see the line above)");
+        }
+        Status::Ok
     }
 
-    fn apply_module_arg(ctx: &Context, name: &[u8], value: &[u8]) -> Result<(), String> {
-        let name = name.strip_prefix(b"quantum.").unwrap_or(name);
-        let config_name = [b"quantum.".as_slice(), name].concat();
-        let options = redis_module::CallOptionsBuilder::new()
-            .errors_as_replies()
-            .build();
-        let result: redis_module::CallResult = ctx.call_ext(
-            "CONFIG",
-            &options,
-            &[b"SET".as_slice(), &config_name, value],
-        );
-        result.map(|_| ()).map_err(|e| {
-            format!(
-                "loadmodule argument {} {}: {}",
-                text::quote(name),
-                text::quote(value),
-                // Escaped: the log line goes through a CString, which panics on NUL.
-                text::ascii(e.as_bytes())
-            )
-        })
+    fn not_loaded(ctx: &Context, message: &str) -> Status {
+        ctx.log_warning(&text::log_safe(&format!("not loaded: {message}")));
+        Status::Err
     }
 
     redis_module! {
@@ -201,6 +206,7 @@ mod registration {
         version: 1,
         allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
         data_types: [],
+        // Registers the configs too: `init` sees the loadmodule arguments first.
         init: init,
         info: add_info,
         commands: [
@@ -209,28 +215,6 @@ mod registration {
             ["quantum.retire", |ctx: &Context, args: Vec<RedisString>| dispatch(ctx, RETIRE, &args), "write getkeys-api", 1, 1, 1, ""],
             ["quantum.status", |ctx: &Context, args: Vec<RedisString>| dispatch(ctx, STATUS, &args), "readonly getkeys-api", 1, 1, 1, ""],
         ],
-        configurations: [
-            i64: [
-                ["min-idle", &MIN_IDLE, DEFAULT_MIN_IDLE, args::MIN_IDLE_RANGE.0, args::MIN_IDLE_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["count", &COUNT, DEFAULT_COUNT, args::COUNT_RANGE.0, args::COUNT_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["scan", &SCAN, DEFAULT_SCAN, args::SCAN_RANGE.0, args::SCAN_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["zombie-idle", &ZOMBIE_IDLE, DEFAULT_ZOMBIE_IDLE, args::ZOMBIE_IDLE_RANGE.0, args::ZOMBIE_IDLE_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["delete-limit", &DELETE_LIMIT, DEFAULT_DELETE_LIMIT, args::DELETE_LIMIT_RANGE.0, args::DELETE_LIMIT_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["max-deliveries", &MAX_DELIVERIES, DEFAULT_MAX_DELIVERIES, args::MAX_DELIVERIES_RANGE.0, args::MAX_DELIVERIES_RANGE.1, ConfigurationFlags::DEFAULT, None],
-                ["retire-count", &RETIRE_COUNT, DEFAULT_RETIRE_COUNT, args::RETIRE_COUNT_RANGE.0, args::RETIRE_COUNT_RANGE.1, ConfigurationFlags::DEFAULT, None],
-            ],
-            string: [
-                ["target", &TARGET, DEFAULT_TARGET, ConfigurationFlags::DEFAULT, None],
-                ["quarantine", &QUARANTINE, DEFAULT_QUARANTINE, ConfigurationFlags::DEFAULT, None],
-                ["mode-key", &MODE_KEY, DEFAULT_MODE_KEY, ConfigurationFlags::DEFAULT, None],
-                ["allowed-modes", &ALLOWED_MODES, DEFAULT_ALLOWED_MODES, ConfigurationFlags::DEFAULT, None],
-            ],
-            // The macro wants every kind listed once module arguments are mentioned.
-            bool: [],
-            enum: [],
-            // Applied by `init` through CONFIG SET instead, which checks them like any config.
-            module_args_as_configuration: false,
-        ]
     }
 }
 
