@@ -36,6 +36,7 @@ pub fn parse<R>(
 pub fn read_mode(
     ctx: &Context,
     acl: &CallerAcl,
+    argv: &[&[u8]],
     mode_key: &ModeKey,
     enforce: bool,
 ) -> Result<ModeValue, Failure> {
@@ -48,13 +49,28 @@ pub fn read_mode(
             text::quote(&mode_key.name)
         ))));
     }
-    acl.check_read_key(&mode_key.name, "the mode key")?;
+    if mode_key.argv_pos.is_none() {
+        check_default_mode_key(acl, argv, &mode_key.name)?;
+    }
     let value = redis_ops::read_mode(ctx, &mode_key.name)?;
     if enforce {
         mode::check(&value, &config::ALLOWED_MODES.get_string(), &mode_key.name)
             .map_err(Failure::Refused)?;
     }
     Ok(value)
+}
+
+/// Redis checked a MODEKEY in argv with the command, in one selector. The
+/// configured key gets the same check: this call with `MODEKEY <key>` added
+/// (the getkeys-api declares it then), so a selector granting the key but not
+/// the command does not let it be read.
+fn check_default_mode_key(acl: &CallerAcl, argv: &[&[u8]], key: &[u8]) -> Result<(), Failure> {
+    let with_key = [argv, &[b"MODEKEY".as_slice(), key]].concat();
+    acl.check_command(&with_key).map_err(|_| {
+        Failure::Error(RedisError::Str(
+            "NOPERM this user has no permissions to read the mode key",
+        ))
+    })
 }
 
 /// Logs one line at notice level; client bytes must already be `text::printable`.

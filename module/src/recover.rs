@@ -48,7 +48,7 @@ pub struct Report {
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let started = Instant::now();
     let request = guard::parse(argv, args::parse_recover)?;
-    let report = recover(ctx, &request)?;
+    let report = recover(ctx, argv, &request)?;
     record(ctx, &request, &report, started);
     reply::reply(ctx, reply_of(&report));
     Ok(())
@@ -61,9 +61,9 @@ pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
         .argv_pos
 }
 
-fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
+fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Report, Failure> {
     let acl = CallerAcl::of(ctx)?;
-    let mode_value = guard::read_mode(ctx, &acl, &request.mode_key, !request.dry_run)?;
+    let mode_value = guard::read_mode(ctx, &acl, argv, &request.mode_key, !request.dry_run)?;
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
     group.check_allowed(&acl, &internal_commands(request))?;

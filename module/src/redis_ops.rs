@@ -81,25 +81,6 @@ impl CallerAcl {
         Ok(CallerAcl { user })
     }
 
-    pub fn check_read_key(&self, key: &[u8], what: &str) -> Result<(), RedisError> {
-        let name = RedisString::create_from_slice(std::ptr::null_mut(), key);
-        let status = unsafe {
-            raw::RedisModule_ACLCheckKeyPermissions.map(|check| {
-                check(
-                    self.user,
-                    name.inner,
-                    raw::REDISMODULE_CMD_KEY_ACCESS as c_int,
-                )
-            })
-        };
-        match status {
-            Some(s) if s == raw::REDISMODULE_OK as c_int => Ok(()),
-            _ => Err(RedisError::String(format!(
-                "NOPERM this user has no permissions to read {what}"
-            ))),
-        }
-    }
-
     pub fn check_command(&self, argv: &[&[u8]]) -> Result<(), RedisError> {
         let strings: Vec<RedisString> = argv
             .iter()

@@ -40,7 +40,7 @@ struct Retired {
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let request = guard::parse(argv, args::parse_retire)?;
     let acl = CallerAcl::of(ctx)?;
-    guard::read_mode(ctx, &acl, &request.mode_key, true)?;
+    guard::read_mode(ctx, &acl, argv, &request.mode_key, true)?;
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
     group.check_allowed(&acl, &INTERNAL_COMMANDS)?;

@@ -20,7 +20,7 @@ use redis_module::Context;
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let request = guard::parse(argv, args::parse_status)?;
     let acl = CallerAcl::of(ctx)?;
-    let mode_value = guard::read_mode(ctx, &acl, &request.mode_key, false)?;
+    let mode_value = guard::read_mode(ctx, &acl, argv, &request.mode_key, false)?;
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
     let (pending, lag) = group.pending_and_lag()?;
