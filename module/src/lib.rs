@@ -166,23 +166,13 @@ mod registration {
             Ok(defaults) => defaults,
             Err(message) => return not_loaded(ctx, &message),
         };
-        for (config, default) in NUMBER_CONFIGS.iter().zip(defaults.numbers) {
-            let (min, max) = config.range;
-            let flags = ConfigurationFlags::DEFAULT;
-            register_i64_configuration(
-                ctx,
-                config.name,
-                config.value,
-                default,
-                min,
-                max,
-                flags,
-                None,
-            );
+        const FLAGS: ConfigurationFlags = ConfigurationFlags::DEFAULT;
+        for (c, default) in NUMBER_CONFIGS.iter().zip(defaults.numbers) {
+            let (min, max) = c.range;
+            register_i64_configuration(ctx, c.name, c.value, default, min, max, FLAGS, None);
         }
-        for (config, default) in STRING_CONFIGS.iter().zip(&defaults.strings) {
-            let flags = ConfigurationFlags::DEFAULT;
-            register_string_configuration(ctx, config.name, config.value, default, flags, None);
+        for (c, default) in STRING_CONFIGS.iter().zip(&defaults.strings) {
+            register_string_configuration(ctx, c.name, c.value, default, FLAGS, None);
         }
         let Some(load_configs) = (unsafe { raw::RedisModule_LoadConfigs }) else {
             return not_loaded(
