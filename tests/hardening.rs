@@ -394,3 +394,199 @@ fn kept_is_capped_and_delete_limit_0_skips_the_consumer_pass() {
         full_pass.0, full_pass.1, skipped.0, skipped.1
     );
 }
+
+/// Starts a server from exactly `lines` (its own loadmodule line included).
+fn try_start_from(lines: &str) -> Result<Server, String> {
+    Server::try_with(Options {
+        config_file: Some(lines.to_string()),
+        without_module: true,
+        ..Options::default()
+    })
+}
+
+/// CONFIG REWRITE, then a new server started from the rewritten file (the
+/// harness's own command-line settings still apply on top of it). The old
+/// server's directory, named in the file, must exist while the new one starts.
+fn restart_from_rewrite(server: Server) -> Result<Server, String> {
+    let mut con = server.connect();
+    run(&mut con, &["CONFIG", "REWRITE"]).expect("CONFIG REWRITE");
+    let written = std::fs::read_to_string(server.dir().join("redis.conf")).unwrap();
+    try_start_from(&written)
+}
+
+fn config_value(con: &mut Connection, name: &str) -> String {
+    text(&config_get(con, name)[0].1)
+}
+
+#[test]
+fn a_loadmodule_argument_config_rewrite_cannot_write_back_fails_the_load() {
+    let module = module_path();
+    for (arg, value) in [
+        ("target", "\"exec 1\""),
+        ("allowed-modes", "\"\""),
+        ("target", "'a\"b'"),
+        ("quantum.quarantine", "\"a\\\\b\""),
+        ("mode-key", "\"a\\tb\""),
+        ("mode-key", "\"caf\\xc3\\xa9\""),
+        ("target", "\"it's\""),
+    ] {
+        let lines = format!("loadmodule {} {arg} {value}\n", module.display());
+        let log = match try_start_from(&lines) {
+            Ok(_) => panic!("loaded with {lines}"),
+            Err(log) => log,
+        };
+        let short = arg.trim_start_matches("quantum.");
+        assert!(
+            log.contains("not loaded")
+                && log.contains(&format!("loadmodule argument '{short}'"))
+                && log.contains(&format!("quantum.{short}")),
+            "{lines}:\n{log}"
+        );
+    }
+    // Plain values survive CONFIG REWRITE of the loadmodule line and a restart.
+    let lines = format!(
+        "loadmodule {} target exec-1 quantum.allowed-modes TESTNET,PAPER count 7\n",
+        module.display()
+    );
+    let server = try_start_from(&lines).expect("plain arguments load");
+    let server = restart_from_rewrite(server).expect("restart from the rewritten file");
+    let mut con = server.connect();
+    assert_eq!(config_value(&mut con, "quantum.target"), "exec-1");
+    assert_eq!(
+        config_value(&mut con, "quantum.allowed-modes"),
+        "TESTNET,PAPER"
+    );
+    assert_eq!(config_value(&mut con, "quantum.count"), "7");
+}
+
+#[test]
+fn redis_conf_lines_and_config_rewrite_win_over_loadmodule_arguments() {
+    let module = module_path();
+    let lines = format!(
+        "loadmodule {} allowed-modes TESTNET,LIVE count 7 quantum.scan 50\n",
+        module.display()
+    );
+    let server = try_start_from(&lines).expect("start");
+    let mut con = server.connect();
+    assert_eq!(
+        config_value(&mut con, "quantum.allowed-modes"),
+        "TESTNET,LIVE"
+    );
+    assert_eq!(config_value(&mut con, "quantum.scan"), "50");
+    for (name, value) in [
+        ("quantum.allowed-modes", "TESTNET"),
+        ("quantum.count", "9"),
+        ("quantum.scan", "1000"),
+    ] {
+        run(&mut con, &["CONFIG", "SET", name, value]).unwrap();
+    }
+    drop(con);
+    let server = restart_from_rewrite(server).expect("restart from the rewritten file");
+    let mut con = server.connect();
+    assert_eq!(config_value(&mut con, "quantum.allowed-modes"), "TESTNET");
+    assert_eq!(config_value(&mut con, "quantum.count"), "9");
+    assert_eq!(config_value(&mut con, "quantum.scan"), "1000");
+    recoverable_group(&mut con);
+    run(&mut con, &["SET", "quantum:mode", "LIVE"]).unwrap();
+    let before = pel(&mut con, STREAM, GROUP);
+    let err = recover(&mut con, STREAM, GROUP, &["MINIDLE", "1"]).unwrap_err();
+    assert!(err.contains("LIVE"), "{err}");
+    assert_eq!(pel(&mut con, STREAM, GROUP), before);
+
+    // A quantum.* line wins over the argument, in either spelling of its name.
+    for arg in ["allowed-modes", "quantum.allowed-modes"] {
+        let lines = format!(
+            "loadmodule {} {arg} TESTNET,LIVE\nquantum.allowed-modes TESTNET\n",
+            module.display()
+        );
+        let server = try_start_from(&lines).expect("start");
+        let mut con = server.connect();
+        assert_eq!(config_value(&mut con, "quantum.allowed-modes"), "TESTNET");
+    }
+}
+
+#[test]
+fn an_empty_name_in_a_redis_conf_line_fails_the_start() {
+    for name in ["target", "quarantine", "mode-key"] {
+        let lines = format!("quantum.{name} \"\"\n");
+        let started = Server::try_with(Options {
+            config_file: Some(lines.clone()),
+            ..Options::default()
+        });
+        match started {
+            Err(log) => assert!(
+                log.contains(&format!("quantum.{name}")) && log.contains("must not be empty"),
+                "{lines}:\n{log}"
+            ),
+            Ok(server) => {
+                let mut con = server.connect();
+                panic!(
+                    "started with {lines}: {:?}",
+                    config_get(&mut con, &format!("quantum.{name}"))
+                );
+            }
+        }
+    }
+    // An empty allowed-modes list is allowed and allows nothing.
+    let server = Server::with(Options {
+        config_file: Some("quantum.allowed-modes \"\"\n".into()),
+        ..Options::default()
+    });
+    let mut con = server.connect();
+    assert_eq!(config_value(&mut con, "quantum.allowed-modes"), "");
+    recoverable_group(&mut con);
+    let err = recover(&mut con, STREAM, GROUP, &["MINIDLE", "1"]).unwrap_err();
+    assert!(err.contains("TESTNET"), "{err}");
+}
+
+#[test]
+fn the_configured_mode_key_needs_the_command_and_the_key_in_one_selector() {
+    let server = Server::start();
+    let mut admin = server.connect();
+    recoverable_group(&mut admin);
+    run(&mut admin, &["SET", "quantum:mode", "SECRET-VALUE"]).unwrap();
+    let commands = [
+        "+quantum.status",
+        "+quantum.recover",
+        "+xinfo",
+        "+xpending",
+        "+xclaim",
+        "+xautoclaim",
+        "+xgroup",
+        "+get",
+    ];
+    let mut rules = vec!["~quantum:stream:*", "(~quantum:mode %R~nothing)"];
+    rules.extend_from_slice(&commands);
+    acl_user(&mut admin, "selector", &rules);
+    let mut user = server.connect_as("selector", "pw");
+    let err = run(&mut user, &["GET", "quantum:mode"]).unwrap_err();
+    assert!(err.starts_with("NOPERM"), "{err}");
+    let before = pel(&mut admin, STREAM, GROUP);
+    for extra in [&[][..], &["MODEKEY", "quantum:mode"]] {
+        let mut words = vec!["QUANTUM.STATUS", STREAM, GROUP];
+        words.extend_from_slice(extra);
+        let err = run(&mut user, &words).unwrap_err();
+        assert!(
+            err.starts_with("NOPERM") && !err.contains("SECRET"),
+            "{words:?}: {err}"
+        );
+        let err = recover(
+            &mut user,
+            STREAM,
+            GROUP,
+            &[&["MINIDLE", "1"], extra].concat(),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("NOPERM") && !err.contains("SECRET"),
+            "{extra:?}: {err}"
+        );
+    }
+    assert_eq!(pel(&mut admin, STREAM, GROUP), before);
+
+    // With the key in the command's own selector the same calls read it.
+    rules[0] = "~quantum:*";
+    acl_user(&mut admin, "selector", &rules);
+    let status = pairs(&run(&mut user, &["QUANTUM.STATUS", STREAM, GROUP]).unwrap());
+    assert_eq!(text(&status[0].1), "SECRET-VALUE");
+}

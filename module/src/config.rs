@@ -1,12 +1,16 @@
 //! The `quantum.*` configs: the defaults of every QUANTUM.RECOVER option,
 //! RETIRE's `quantum.retire-count` and `quantum.allowed-modes`. Redis owns them
 //! (CONFIG SET/GET, redis.conf lines); these statics are where Redis stores
-//! them and where each call reads them.
+//! them and where each call reads them. `loadmodule` arguments become their
+//! registered defaults (`registered_defaults`), so redis.conf lines win.
 
 use crate::args::Defaults;
-use quantum_protocol::config as protocol;
+use crate::text;
+use quantum_protocol::config::{self as protocol, PREFIX};
+use quantum_protocol::{range, Range};
 use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
 use redis_module::{RedisError, RedisString};
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
@@ -19,11 +23,103 @@ pub static DELETE_LIMIT: AtomicI64 = AtomicI64::new(protocol::DEFAULT_DELETE_LIM
 pub static MAX_DELIVERIES: AtomicI64 = AtomicI64::new(protocol::DEFAULT_MAX_DELIVERIES);
 pub static RETIRE_COUNT: AtomicI64 = AtomicI64::new(protocol::DEFAULT_RETIRE_COUNT);
 
-pub static TARGET: TextConfig = TextConfig::name();
-pub static QUARANTINE: TextConfig = TextConfig::name();
-pub static MODE_KEY: TextConfig = TextConfig::name();
+pub static TARGET: TextConfig = TextConfig::name(protocol::DEFAULT_TARGET);
+pub static QUARANTINE: TextConfig = TextConfig::name(protocol::DEFAULT_QUARANTINE);
+pub static MODE_KEY: TextConfig = TextConfig::name(protocol::DEFAULT_MODE_KEY);
 /// Comma list; empty allows nothing (fail closed).
-pub static ALLOWED_MODES: TextConfig = TextConfig::list();
+pub static ALLOWED_MODES: TextConfig = TextConfig::list(protocol::DEFAULT_ALLOWED_MODES);
+
+/// A numeric `quantum.<name>` config as it is registered.
+pub struct NumberConfig {
+    pub name: &'static str,
+    pub value: &'static AtomicI64,
+    pub default: i64,
+    pub range: Range,
+}
+
+/// A string `quantum.<name>` config as it is registered.
+pub struct StringConfig {
+    pub name: &'static str,
+    pub value: &'static TextConfig,
+    pub default: &'static str,
+}
+
+pub static NUMBER_CONFIGS: [NumberConfig; 7] = [
+    number(
+        protocol::MIN_IDLE,
+        &MIN_IDLE,
+        protocol::DEFAULT_MIN_IDLE,
+        range::MIN_IDLE,
+    ),
+    number(
+        protocol::COUNT,
+        &COUNT,
+        protocol::DEFAULT_COUNT,
+        range::COUNT,
+    ),
+    number(protocol::SCAN, &SCAN, protocol::DEFAULT_SCAN, range::SCAN),
+    number(
+        protocol::ZOMBIE_IDLE,
+        &ZOMBIE_IDLE,
+        protocol::DEFAULT_ZOMBIE_IDLE,
+        range::ZOMBIE_IDLE,
+    ),
+    number(
+        protocol::DELETE_LIMIT,
+        &DELETE_LIMIT,
+        protocol::DEFAULT_DELETE_LIMIT,
+        range::DELETE_LIMIT,
+    ),
+    number(
+        protocol::MAX_DELIVERIES,
+        &MAX_DELIVERIES,
+        protocol::DEFAULT_MAX_DELIVERIES,
+        range::MAX_DELIVERIES,
+    ),
+    number(
+        protocol::RETIRE_COUNT,
+        &RETIRE_COUNT,
+        protocol::DEFAULT_RETIRE_COUNT,
+        range::RETIRE_COUNT,
+    ),
+];
+
+pub static STRING_CONFIGS: [StringConfig; 4] = [
+    StringConfig {
+        name: protocol::TARGET,
+        value: &TARGET,
+        default: protocol::DEFAULT_TARGET,
+    },
+    StringConfig {
+        name: protocol::QUARANTINE,
+        value: &QUARANTINE,
+        default: protocol::DEFAULT_QUARANTINE,
+    },
+    StringConfig {
+        name: protocol::MODE_KEY,
+        value: &MODE_KEY,
+        default: protocol::DEFAULT_MODE_KEY,
+    },
+    StringConfig {
+        name: protocol::ALLOWED_MODES,
+        value: &ALLOWED_MODES,
+        default: protocol::DEFAULT_ALLOWED_MODES,
+    },
+];
+
+const fn number(
+    name: &'static str,
+    value: &'static AtomicI64,
+    default: i64,
+    range: Range,
+) -> NumberConfig {
+    NumberConfig {
+        name,
+        value,
+        default,
+        range,
+    }
+}
 
 /// Whether a string config may be set to the empty string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,29 +130,36 @@ enum Empty {
 
 /// A string config.
 pub struct TextConfig {
-    value: Mutex<String>,
+    /// Starts as the built-in default, never as "": Redis calls the set
+    /// callback for a redis.conf line only when the value differs from what
+    /// the config holds, so an initial "" would let `quantum.target ""` in
+    /// unchecked.
+    value: Mutex<Cow<'static, str>>,
     empty: Empty,
 }
 
 impl TextConfig {
     /// The name of a consumer or key: never empty.
-    const fn name() -> Self {
+    const fn name(default: &'static str) -> Self {
         TextConfig {
-            value: Mutex::new(String::new()),
+            value: Mutex::new(Cow::Borrowed(default)),
             empty: Empty::Refused,
         }
     }
 
     /// A list, which may be empty.
-    const fn list() -> Self {
+    const fn list(default: &'static str) -> Self {
         TextConfig {
-            value: Mutex::new(String::new()),
+            value: Mutex::new(Cow::Borrowed(default)),
             empty: Empty::Allowed,
         }
     }
 
     pub fn get_string(&self) -> String {
-        self.value.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.value
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_string()
     }
 }
 
@@ -82,7 +185,7 @@ impl ConfigurationValue<RedisString> for TextConfig {
 impl TextConfig {
     fn set_bytes(&self, value: &[u8]) -> Result<(), RedisError> {
         let text = check_text(value, self.empty)?;
-        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = text.to_string();
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = Cow::Owned(text.to_string());
         Ok(())
     }
 }
@@ -100,6 +203,93 @@ fn check_text(value: &[u8], empty: Empty) -> Result<&str, RedisError> {
         return Err(RedisError::Str("must not be empty"));
     }
     Ok(text)
+}
+
+/// The registered defaults: the built-in ones, replaced by `loadmodule`
+/// arguments; in the order of `NUMBER_CONFIGS` and `STRING_CONFIGS`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RegisteredDefaults {
+    pub numbers: Vec<i64>,
+    pub strings: Vec<String>,
+}
+
+/// Checks `loadmodule` arguments, `name value` pairs with `name` with or without
+/// `quantum.`, and makes them the registered defaults. Every value must come
+/// back intact from CONFIG REWRITE, which writes the loadmodule line unquoted.
+pub fn registered_defaults(argv: &[&[u8]]) -> Result<RegisteredDefaults, String> {
+    if !argv.len().is_multiple_of(2) {
+        return Err("loadmodule arguments must be name value pairs".into());
+    }
+    let mut defaults = RegisteredDefaults {
+        numbers: NUMBER_CONFIGS.iter().map(|c| c.default).collect(),
+        strings: STRING_CONFIGS
+            .iter()
+            .map(|c| c.default.to_string())
+            .collect(),
+    };
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for pair in argv.chunks(2) {
+        let name = pair[0].strip_prefix(PREFIX.as_bytes()).unwrap_or(pair[0]);
+        let value = pair[1];
+        let what = || {
+            format!(
+                "loadmodule argument {} {}",
+                text::quote(name),
+                text::quote(value)
+            )
+        };
+        if seen.contains(&name) {
+            return Err(format!("{}: given twice", what()));
+        }
+        seen.push(name);
+        if let Some(reason) = rewrite_breaks(value) {
+            return Err(format!(
+                "{}: {reason}; CONFIG REWRITE writes loadmodule arguments back unquoted, so \
+                 they may not be empty or hold spaces, quotes, backslashes, control or \
+                 non-ASCII bytes; put such a value on a quantum.{} line in redis.conf",
+                what(),
+                text::printable(name, 64)
+            ));
+        }
+        if let Some(i) = NUMBER_CONFIGS
+            .iter()
+            .position(|c| c.name.as_bytes() == name)
+        {
+            let Range { min, max } = NUMBER_CONFIGS[i].range;
+            defaults.numbers[i] = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+                .filter(|&n| NUMBER_CONFIGS[i].range.contains(n))
+                .ok_or_else(|| format!("{}: must be an integer from {min} to {max}", what()))?;
+        } else if let Some(i) = STRING_CONFIGS
+            .iter()
+            .position(|c| c.name.as_bytes() == name)
+        {
+            // rewrite_breaks has already refused empty and non-ASCII values.
+            defaults.strings[i] = String::from_utf8_lossy(value).into_owned();
+        } else {
+            return Err(format!(
+                "{}: no such config 'quantum.{}'",
+                what(),
+                text::printable(name, 64)
+            ));
+        }
+    }
+    Ok(defaults)
+}
+
+/// Why `value` would not survive an unquoted `loadmodule` line, if it would not.
+fn rewrite_breaks(value: &[u8]) -> Option<String> {
+    if value.is_empty() {
+        return Some("the value is empty".into());
+    }
+    value.iter().find_map(|&b| match b {
+        b' ' => Some("the value holds a space".into()),
+        b'"' | b'\'' | b'\\' => Some(format!("the value holds {}", b as char)),
+        0 => Some("the value holds a NUL byte".into()),
+        0x21..=0x7e => None,
+        _ => Some(format!("the value holds the byte \\x{b:02x}")),
+    })
 }
 
 /// The configs as they are now: the defaults of every command's options.
@@ -130,5 +320,70 @@ mod tests {
         assert!(check_text(b"", Empty::Refused).is_err());
         assert_eq!(check_text(b"", Empty::Allowed).unwrap(), "");
         assert_eq!(check_text(b"recovery", Empty::Refused).unwrap(), "recovery");
+    }
+
+    #[test]
+    fn text_configs_start_at_their_defaults() {
+        assert_eq!(TARGET.get_string(), protocol::DEFAULT_TARGET);
+        assert_eq!(ALLOWED_MODES.get_string(), protocol::DEFAULT_ALLOWED_MODES);
+    }
+
+    fn defaults_of(argv: &[&str]) -> Result<RegisteredDefaults, String> {
+        let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+        registered_defaults(&argv)
+    }
+
+    #[test]
+    fn loadmodule_arguments_become_registered_defaults_in_either_spelling() {
+        let got = defaults_of(&["count", "7", "quantum.allowed-modes", "TESTNET,PAPER"]).unwrap();
+        let count = NUMBER_CONFIGS
+            .iter()
+            .position(|c| c.name == "count")
+            .unwrap();
+        let modes = STRING_CONFIGS
+            .iter()
+            .position(|c| c.name == "allowed-modes")
+            .unwrap();
+        assert_eq!(got.numbers[count], 7);
+        assert_eq!(got.strings[modes], "TESTNET,PAPER");
+        let none = defaults_of(&[]).unwrap();
+        assert_eq!(none.numbers[count], protocol::DEFAULT_COUNT);
+        assert_eq!(none.strings[modes], protocol::DEFAULT_ALLOWED_MODES);
+    }
+
+    #[test]
+    fn loadmodule_arguments_that_break_or_are_unknown_are_refused_by_name() {
+        for (argv, expected) in [
+            (&["count"][..], "name value pairs"),
+            (&["bogus", "1"], "no such config 'quantum.bogus'"),
+            (
+                &["count", "0"],
+                "'count' '0': must be an integer from 1 to 10000",
+            ),
+            (&["count", "x"], "'count' 'x': must be an integer"),
+            (
+                &["count", "1", "quantum.count", "2"],
+                "'count' '2': given twice",
+            ),
+            (
+                &["target", "exec 1"],
+                "'target' 'exec 1': the value holds a space",
+            ),
+            (
+                &["allowed-modes", ""],
+                "'allowed-modes' '': the value is empty",
+            ),
+            (&["target", "a\"b"], "the value holds \""),
+            (&["target", "a\\b"], "the value holds \\"),
+            (&["target", "it's"], "the value holds '"),
+            (&["target", "a\tb"], "the byte \\x09"),
+            (&["target", "caf\u{e9}"], "the byte \\xc3"),
+            (&["target", "a\0b"], "NUL"),
+        ] {
+            let err = defaults_of(argv).unwrap_err();
+            assert!(err.contains(expected), "{argv:?}: {err}");
+        }
+        let err = defaults_of(&["quantum.mode-key", "a b"]).unwrap_err();
+        assert!(err.contains("quantum.mode-key line in redis.conf"), "{err}");
     }
 }

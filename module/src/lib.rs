@@ -104,7 +104,7 @@ fn dispatch(ctx: &Context, command: Command, args: &[RedisString]) -> RedisResul
 /// Cluster routing and ACL learn the keys from here: the stream (read-only for
 /// STATUS, read-write otherwise), and the mode key when MODEKEY names it (read
 /// only). The default mode key is not in argv, so `shared::read_mode` checks the
-/// caller's read permission on it itself. RM_KeyAtPosWithFlags exists from
+/// call as if it named it with MODEKEY. RM_KeyAtPosWithFlags exists from
 /// Redis 7.0 on; without it (older servers) keys are declared with full access.
 fn declare_keys(ctx: &Context, argv: &[&[u8]], mode_key_pos: Option<usize>, reads_only: bool) {
     if argv.len() < 2 {
@@ -168,52 +168,47 @@ fn add_info(ctx: &redis_module::InfoContext, _for_crash_report: bool) {
 #[cfg(not(test))]
 mod registration {
     use super::*;
-    use crate::config::*;
-    use quantum_protocol::{config as protocol, range};
-    use redis_module::configuration::ConfigurationFlags;
+    use crate::config::{self, NUMBER_CONFIGS, STRING_CONFIGS};
+    use redis_module::configuration::{
+        register_i64_configuration, register_string_configuration, ConfigurationFlags,
+    };
     use redis_module::{redis_module, InfoContext, Status};
 
-    /// Applies `loadmodule` arguments (`name value` pairs, with or without the
-    /// `quantum.` prefix) through CONFIG SET, so they get the same checks as any
-    /// config and a bad one fails the load instead of being ignored.
+    /// Registers the `quantum.*` configs with the `loadmodule` arguments as
+    /// their defaults, then lets Redis apply the redis.conf `quantum.*` lines
+    /// on top: a line, and so CONFIG REWRITE, wins over an argument. A bad
+    /// argument or line fails the load with a log line naming it.
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         let argv: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
-        let result = if !argv.len().is_multiple_of(2) {
-            Err("loadmodule arguments must be name value pairs".to_string())
-        } else {
-            argv.chunks(2)
-                .try_for_each(|pair| apply_module_arg(ctx, pair[0], pair[1]))
+        let defaults = match config::registered_defaults(&argv) {
+            Ok(defaults) => defaults,
+            Err(message) => return not_loaded(ctx, &message),
         };
-        match result {
-            Ok(()) => Status::Ok,
-            Err(message) => {
-                log::warning(ctx, &format!("not loaded: {message}"));
-                Status::Err
-            }
+        const FLAGS: ConfigurationFlags = ConfigurationFlags::DEFAULT;
+        for (c, default) in NUMBER_CONFIGS.iter().zip(defaults.numbers) {
+            let (min, max) = (c.range.min, c.range.max);
+            register_i64_configuration(ctx, c.name, c.value, default, min, max, FLAGS, None);
         }
+        for (c, default) in STRING_CONFIGS.iter().zip(&defaults.strings) {
+            register_string_configuration(ctx, c.name, c.value, default, FLAGS, None);
+        }
+        // SAFETY: reads a function pointer Redis filled in before calling this module's OnLoad.
+        let Some(load_configs) = (unsafe { raw::RedisModule_LoadConfigs }) else {
+            return not_loaded(
+                ctx,
+                "this server has no module configs (Redis 7.0 or later needed)",
+            );
+        };
+        // SAFETY: `ctx.ctx` is the live context of this OnLoad call, as RM_LoadConfigs requires.
+        if unsafe { load_configs(ctx.ctx) } != raw::REDISMODULE_OK as i32 {
+            return not_loaded(ctx, "a quantum.* setting was refused (see the line above)");
+        }
+        Status::Ok
     }
 
-    fn apply_module_arg(ctx: &Context, name: &[u8], value: &[u8]) -> Result<(), String> {
-        let prefix = protocol::PREFIX.as_bytes();
-        let name = name.strip_prefix(prefix).unwrap_or(name);
-        let config_name = [prefix, name].concat();
-        let options = redis_module::CallOptionsBuilder::new()
-            .errors_as_replies()
-            .build();
-        let result: redis_module::CallResult = ctx.call_ext(
-            "CONFIG",
-            &options,
-            &[b"SET".as_slice(), &config_name, value],
-        );
-        result.map(|_| ()).map_err(|e| {
-            format!(
-                "loadmodule argument {} {}: {}",
-                text::quote(name),
-                text::quote(value),
-                // Escaped: the log line goes through a CString, which panics on NUL.
-                text::ascii(e.as_bytes())
-            )
-        })
+    fn not_loaded(ctx: &Context, message: &str) -> Status {
+        log::warning(ctx, &format!("not loaded: {message}"));
+        Status::Err
     }
 
     redis_module! {
@@ -221,6 +216,7 @@ mod registration {
         version: 1,
         allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
         data_types: [],
+        // Registers the configs too: `init` sees the loadmodule arguments first.
         init: init,
         info: add_info,
         commands: [
@@ -229,28 +225,6 @@ mod registration {
             ["quantum.retire", |ctx: &Context, args: Vec<RedisString>| dispatch(ctx, RETIRE, &args), "write getkeys-api", 1, 1, 1, ""],
             ["quantum.status", |ctx: &Context, args: Vec<RedisString>| dispatch(ctx, STATUS, &args), "readonly getkeys-api", 1, 1, 1, ""],
         ],
-        configurations: [
-            i64: [
-                [protocol::MIN_IDLE, &MIN_IDLE, protocol::DEFAULT_MIN_IDLE, range::MIN_IDLE.min, range::MIN_IDLE.max, ConfigurationFlags::DEFAULT, None],
-                [protocol::COUNT, &COUNT, protocol::DEFAULT_COUNT, range::COUNT.min, range::COUNT.max, ConfigurationFlags::DEFAULT, None],
-                [protocol::SCAN, &SCAN, protocol::DEFAULT_SCAN, range::SCAN.min, range::SCAN.max, ConfigurationFlags::DEFAULT, None],
-                [protocol::ZOMBIE_IDLE, &ZOMBIE_IDLE, protocol::DEFAULT_ZOMBIE_IDLE, range::ZOMBIE_IDLE.min, range::ZOMBIE_IDLE.max, ConfigurationFlags::DEFAULT, None],
-                [protocol::DELETE_LIMIT, &DELETE_LIMIT, protocol::DEFAULT_DELETE_LIMIT, range::DELETE_LIMIT.min, range::DELETE_LIMIT.max, ConfigurationFlags::DEFAULT, None],
-                [protocol::MAX_DELIVERIES, &MAX_DELIVERIES, protocol::DEFAULT_MAX_DELIVERIES, range::MAX_DELIVERIES.min, range::MAX_DELIVERIES.max, ConfigurationFlags::DEFAULT, None],
-                [protocol::RETIRE_COUNT, &RETIRE_COUNT, protocol::DEFAULT_RETIRE_COUNT, range::RETIRE_COUNT.min, range::RETIRE_COUNT.max, ConfigurationFlags::DEFAULT, None],
-            ],
-            string: [
-                [protocol::TARGET, &TARGET, protocol::DEFAULT_TARGET, ConfigurationFlags::DEFAULT, None],
-                [protocol::QUARANTINE, &QUARANTINE, protocol::DEFAULT_QUARANTINE, ConfigurationFlags::DEFAULT, None],
-                [protocol::MODE_KEY, &MODE_KEY, protocol::DEFAULT_MODE_KEY, ConfigurationFlags::DEFAULT, None],
-                [protocol::ALLOWED_MODES, &ALLOWED_MODES, protocol::DEFAULT_ALLOWED_MODES, ConfigurationFlags::DEFAULT, None],
-            ],
-            // The macro wants every kind listed once module arguments are mentioned.
-            bool: [],
-            enum: [],
-            // Applied by `init` through CONFIG SET instead, which checks them like any config.
-            module_args_as_configuration: false,
-        ]
     }
 }
 

@@ -1,5 +1,6 @@
-//! The mode guard (S3): a mutating call runs only when the mode key holds one of
-//! `quantum.allowed-modes`, byte for byte. Anything else fails closed.
+//! The mode guard (S3): a mutating call runs only when the mode key holds, byte
+//! for byte, one of the (trimmed) names in `quantum.allowed-modes`. Anything
+//! else fails closed.
 
 use crate::text::quote;
 use quantum_protocol::error;

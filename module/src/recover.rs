@@ -49,7 +49,7 @@ pub struct Report {
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let started = Instant::now();
     let request = shared::parse(argv, args::parse_recover)?;
-    let report = recover(ctx, &request)?;
+    let report = recover(ctx, argv, &request)?;
     record(ctx, &request, &report, started);
     reply::reply(ctx, reply_of(&report));
     Ok(())
@@ -62,12 +62,12 @@ pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
         .argv_pos
 }
 
-fn recover(ctx: &Context, request: &RecoverRequest) -> Result<Report, Failure> {
+fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Report, Failure> {
     let acl = CallerAcl::of(ctx)?;
     let mode_value = if request.dry_run {
-        shared::read_mode(ctx, &acl, &request.mode_key)?
+        shared::read_mode(ctx, &acl, argv, &request.mode_key)?
     } else {
-        shared::guard_mode(ctx, &acl, &request.mode_key)?
+        shared::guard_mode(ctx, &acl, argv, &request.mode_key)?
     };
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);

@@ -98,28 +98,6 @@ impl CallerAcl {
         Ok(CallerAcl { user })
     }
 
-    pub fn check_read_key(&self, key: &[u8], what: &str) -> Result<(), RedisError> {
-        let name = RedisString::create_from_slice(std::ptr::null_mut(), key);
-        // SAFETY: `self.user` is the non-null user `of` got and only `drop` frees;
-        // `name.inner` is a valid string owned by `name` for the whole call.
-        let status = unsafe {
-            raw::RedisModule_ACLCheckKeyPermissions.map(|check| {
-                check(
-                    self.user,
-                    name.inner,
-                    raw::REDISMODULE_CMD_KEY_ACCESS as c_int,
-                )
-            })
-        };
-        match status {
-            Some(s) if s == raw::REDISMODULE_OK as c_int => Ok(()),
-            _ => Err(RedisError::String(format!(
-                "{} this user has no permissions to read {what}",
-                error::NOPERM
-            ))),
-        }
-    }
-
     pub fn check_command(&self, argv: &[&[u8]]) -> Result<(), RedisError> {
         let strings: Vec<RedisString> = argv
             .iter()

@@ -41,7 +41,7 @@ struct Retired {
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let request = shared::parse(argv, args::parse_retire)?;
     let acl = CallerAcl::of(ctx)?;
-    shared::guard_mode(ctx, &acl, &request.mode_key)?;
+    shared::guard_mode(ctx, &acl, argv, &request.mode_key)?;
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
     group.check_allowed(&acl, &INTERNAL_COMMANDS)?;

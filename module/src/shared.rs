@@ -35,9 +35,10 @@ pub fn parse<R>(
 pub fn guard_mode(
     ctx: &Context,
     acl: &CallerAcl,
+    argv: &[&[u8]],
     mode_key: &ModeKey,
 ) -> Result<ModeValue, Failure> {
-    let value = read_mode(ctx, acl, mode_key)?;
+    let value = read_mode(ctx, acl, argv, mode_key)?;
     mode::check(&value, &config::ALLOWED_MODES.get_string(), &mode_key.name)
         .map_err(Failure::Refused)?;
     Ok(value)
@@ -45,7 +46,12 @@ pub fn guard_mode(
 
 /// Reads the mode key, after checking the caller may read it (it is read
 /// directly, not through an ACL-checked call). STATUS and DRYRUN use it as is.
-pub fn read_mode(ctx: &Context, acl: &CallerAcl, mode_key: &ModeKey) -> Result<ModeValue, Failure> {
+pub fn read_mode(
+    ctx: &Context,
+    acl: &CallerAcl,
+    argv: &[&[u8]],
+    mode_key: &ModeKey,
+) -> Result<ModeValue, Failure> {
     // In a cluster the configured mode key may live on another node, where this
     // node would read it as missing (`mode: nil, allowed: 0` from STATUS or a
     // DRYRUN, a refusal from the rest): every call must name it, in the
@@ -57,6 +63,21 @@ pub fn read_mode(ctx: &Context, acl: &CallerAcl, mode_key: &ModeKey) -> Result<M
             text::quote(&mode_key.name)
         ))));
     }
-    acl.check_read_key(&mode_key.name, "the mode key")?;
+    if mode_key.argv_pos.is_none() {
+        check_default_mode_key(acl, argv, &mode_key.name)?;
+    }
     Ok(redis_ops::read_mode(ctx, &mode_key.name)?)
+}
+
+/// Redis checked a MODEKEY in argv with the command, in one selector. The
+/// configured key gets the same check: this call with `MODEKEY <key>` added
+/// (the getkeys-api declares it then), so a selector granting the key but not
+/// the command does not let it be read.
+fn check_default_mode_key(acl: &CallerAcl, argv: &[&[u8]], key: &[u8]) -> Result<(), Failure> {
+    let with_key = [argv, &[b"MODEKEY".as_slice(), key]].concat();
+    acl.check_command(&with_key).map_err(|_| {
+        Failure::Error(RedisError::Str(
+            "NOPERM this user has no permissions to read the mode key",
+        ))
+    })
 }

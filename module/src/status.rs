@@ -21,7 +21,7 @@ use redis_module::Context;
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let request = shared::parse(argv, args::parse_status)?;
     let acl = CallerAcl::of(ctx)?;
-    let mode_value = shared::read_mode(ctx, &acl, &request.mode_key)?;
+    let mode_value = shared::read_mode(ctx, &acl, argv, &request.mode_key)?;
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
     let info = group.info()?;
