@@ -174,6 +174,16 @@ fn a_password_in_the_url_is_never_shown() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(text.lines().count(), 6, "{text}");
     assert!(!text.contains("S3cr3t") && text.contains("****"), "{text}");
+    // A URL where an option was expected: a usage error that quotes it.
+    let out = run_trigger(&["redis://u:S3cr3t@h", "--log-file", &log, "--json"], &[]);
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !format!("{}{}{text}", out.stderr, out.stdout).contains("S3cr3t"),
+        "{}{}{text}",
+        out.stderr,
+        out.stdout
+    );
 }
 
 /// 40 entries parked in TO at the front of the PEL, 20 stuck with a dead
@@ -476,4 +486,55 @@ fn rediss_insecure_is_a_bad_url() {
         &[],
     );
     assert_eq!(out.code, 78, "{}", out.stderr);
+}
+
+/// The `_total` counters come from the run's own replies: a user without
+/// `+info` still gets all four after a successful run.
+#[test]
+fn the_counters_need_no_info_permission() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let mut con = server.connect();
+    quantum_integration::reply::run(
+        &mut con,
+        &[
+            "ACL",
+            "SETUSER",
+            "qr",
+            "on",
+            ">pw",
+            "resetkeys",
+            "~quantum:stream:*",
+            "%R~quantum:mode",
+            "resetchannels",
+            "-@all",
+            "+quantum.recover",
+            "+xpending",
+            "+xclaim",
+            "+xrange",
+            "+xinfo|consumers",
+            "+xinfo|groups",
+            "+xgroup|createconsumer",
+            "+xgroup|delconsumer",
+            "+ping",
+        ],
+    )
+    .unwrap();
+    let url = format!("unix://{}?user=qr", server.socket().display());
+    let dir = TempDir::new("no-info");
+    let metrics = path_str(&dir, "m.prom");
+    let mut argv = vec!["--url", &url, "--metrics-file", &metrics];
+    argv.extend_from_slice(&FAST);
+    let out = run_trigger(&argv, &[("REDISCLI_AUTH", "pw")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    for (counter, value) in [
+        ("claimed", 3.0),
+        ("quarantined", 0.0),
+        ("dropped", 0.0),
+        ("deleted", 2.0),
+    ] {
+        let series = format!("quantum_stream_recovery_{counter}_total");
+        assert_eq!(metric(&text, &series), Some(value), "{text}");
+    }
 }

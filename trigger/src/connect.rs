@@ -120,6 +120,18 @@ pub fn redact_url(url: &str) -> String {
     shown
 }
 
+/// `text` with the password of every URL in it redacted (a usage error may
+/// quote a URL given where an option was expected).
+pub fn redact_urls_in(text: &str) -> String {
+    text.split(' ')
+        .map(|word| match word.contains("://") {
+            true => redact_url(word),
+            false => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `redis+cluster://…` and `rediss+cluster://…` name a cluster seed node.
 fn cluster_url(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("+cluster://")?;

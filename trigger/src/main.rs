@@ -92,8 +92,8 @@ fn main() -> ExitCode {
     let (cli, matches) = match parsed {
         Ok(parsed) => parsed,
         Err(e) if e.use_stderr() => {
-            let _ = e.print();
-            let text = e.to_string();
+            let text = connect::redact_urls_in(&e.to_string());
+            console::err_line(text.trim_end());
             let first = text.lines().next().unwrap_or_default();
             return early_exit(&args, failure::USAGE, first.trim_start_matches("error: "));
         }
