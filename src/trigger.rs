@@ -47,3 +47,36 @@ pub fn run_trigger(args: &[&str], env: &[(&str, &str)]) -> TriggerRun {
 pub fn url_of(socket: &Path) -> String {
     format!("unix://{}", socket.display())
 }
+
+/// Runs the trigger, killing it if it is still running after `within` (then
+/// `code` is -1): for cases that used to hang.
+pub fn run_trigger_within(args: &[&str], env: &[(&str, &str)], within: Duration) -> TriggerRun {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut child = trigger_command(args, env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run quantum-stream-recover");
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    TriggerRun {
+        code,
+        stdout,
+        stderr,
+        elapsed,
+    }
+}

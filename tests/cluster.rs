@@ -524,3 +524,69 @@ fn a_killed_primary_is_followed_to_its_promoted_replica() {
     assert!(totals.windows(2).all(|w| w[0] <= w[1]), "{totals:?}");
     assert_eq!(totals[2], totals[1]);
 }
+
+/// SIGCONT for a SIGSTOPped node when dropped, even when an assertion failed.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// A hung node (SIGSTOP: a paused VM, a black-holed host) that does not own
+/// the stream: a run through the owner is not held by it, and a run whose only
+/// seed is the hung node ends at the deadline.
+#[test]
+fn a_hung_node_that_does_not_own_the_stream_keeps_the_deadline() {
+    let cluster = Cluster::start();
+    let (stream, mode) = scenario(&cluster, "hung");
+    let owner = cluster.owner_index(&stream);
+    let victim = (0..3).find(|i| *i != owner).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let url_of = |i: usize| {
+        format!(
+            "redis+cluster://127.0.0.1:{}",
+            cluster.nodes[i].port.unwrap()
+        )
+    };
+    let run_with = |url: &str| {
+        let args = [
+            "--url",
+            url,
+            "--stream",
+            &stream,
+            "--group",
+            GROUP,
+            "--mode-key",
+            &mode,
+            "--min-idle",
+            "100ms",
+            "--deadline",
+            "2s",
+            "--json",
+        ];
+        run_trigger(&args, &[])
+    };
+    let _stopped = Stopped::stop(cluster.nodes[victim].pid());
+    let out = run_with(&url_of(owner));
+    eprintln!("through the owner: {:?}", out.elapsed);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["claimed"].as_array().unwrap().len(), 2);
+    assert!(out.elapsed <= Duration::from_secs(3), "{:?}", out.elapsed);
+    let out = run_with(&url_of(victim));
+    ended_at_the_deadline(&out, Duration::from_secs(2), "did not answer");
+}

@@ -438,7 +438,8 @@ fn a_ten_thousand_entry_backlog_drains_over_many_batches() {
         .collect();
     quantum_integration::reply::assert_same_ids(&claimed, &ids, "drained once each, in order");
 
-    // --max-batches stops early; the next run continues where the PEL still holds work.
+    // --max-batches stops early; without --state-dir the next run starts over
+    // (trigger_hostile.rs drains with one).
     run(
         &mut con,
         &["XGROUP", "DELCONSUMER", STREAM, GROUP, "recovery"],
@@ -471,7 +472,8 @@ fn a_ten_thousand_entry_backlog_drains_over_many_batches() {
         (Some(2), 6)
     );
     assert!(
-        out.stderr.contains("the next run continues"),
+        out.stderr
+            .contains("starts again at the beginning of the PEL"),
         "{}",
         out.stderr
     );
@@ -561,13 +563,18 @@ fn the_readme_acl_user_is_enough_for_every_verb() {
         &["status"][..],
         &["run", "--dry-run"],
         &["run", "--metrics-file", metrics.to_str().unwrap()],
-        &["retire", "--consumer", "exec-4242"],
+        // The run deleted exec-4242; the entries it held are now with recovery.
+        &["retire", "--consumer", "recovery", "--to", "exec-5000"],
     ] {
         let mut argv = args(&url, verb);
         argv.push("--json");
         let out = run_trigger(&argv, &env);
         assert_eq!(out.code, 0, "{verb:?}: {}", out.stderr);
-        assert_eq!(out.json()["result"], "success", "{verb:?}: {}", out.stdout);
+        let expected = match verb.contains(&"--dry-run") {
+            true => "dry-run",
+            false => "success",
+        };
+        assert_eq!(out.json()["result"], expected, "{verb:?}: {}", out.stdout);
     }
     assert!(std::fs::read_to_string(&metrics)
         .unwrap()

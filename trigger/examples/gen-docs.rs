@@ -8,10 +8,16 @@
 #[allow(dead_code)]
 #[path = "../src/cli.rs"]
 mod cli;
-// cli.rs reads --env-file through it.
+// What cli.rs's --env-file reader uses.
+#[allow(dead_code)]
+#[path = "../src/console.rs"]
+mod console;
 #[allow(dead_code)]
 #[path = "../src/env_file.rs"]
 mod env_file;
+#[allow(dead_code)]
+#[path = "../src/files.rs"]
+mod files;
 
 use clap::CommandFactory;
 use clap_complete::Shell;

@@ -1,10 +1,14 @@
 //! Command line: every option also reads an environment variable, so systemd
 //! units can pass settings through an EnvironmentFile or `--env-file`.
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Parser, Subcommand};
 use quantum_protocol::range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub const DEFAULT_STREAM: &str = "quantum:stream:trade.intent";
+pub const DEFAULT_GROUP: &str = "quantum:group:execution:trade.intent";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,7 +47,7 @@ pub struct Cli {
         long,
         global = true,
         env = "QUANTUM_STREAM",
-        default_value = "quantum:stream:trade.intent"
+        default_value = DEFAULT_STREAM
     )]
     pub stream: String,
 
@@ -52,11 +56,11 @@ pub struct Cli {
         long,
         global = true,
         env = "QUANTUM_GROUP",
-        default_value = "quantum:group:execution:trade.intent"
+        default_value = DEFAULT_GROUP
     )]
     pub group: String,
 
-    /// Consumer that receives recovered entries [default: module's quantum.target]
+    /// Consumer that receives recovered entries (run, retire) [default: module's quantum.target]
     #[arg(long, global = true, env = "QUANTUM_TO")]
     pub to: Option<String>,
 
@@ -84,7 +88,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_MAX_DELIVERIES", value_parser = clap::value_parser!(u64).range(range::MAX_DELIVERIES.as_u64()))]
     pub max_deliveries: Option<u64>,
 
-    /// Consumer that parks poison entries [default: quantum.quarantine]
+    /// Consumer that parks poison entries (run) [default: quantum.quarantine]
     #[arg(long, global = true, env = "QUANTUM_QUARANTINE")]
     pub quarantine: Option<String>,
 
@@ -104,9 +108,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_LIMIT", value_parser = clap::value_parser!(u64).range(range::STATUS_LIMIT.as_u64()))]
     pub limit: Option<u64>,
 
-    /// Most batches per run; the next run continues
+    /// Most batches per run; with --state-dir the next run continues where this one stopped
     #[arg(long, global = true, env = "QUANTUM_MAX_BATCHES", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batches: u64,
+
+    /// Folder where run keeps its cursor between runs (systemd: StateDirectory=quantum)
+    #[arg(long, global = true, env = "QUANTUM_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// Overall time limit, connecting included
     #[arg(long, global = true, env = "QUANTUM_DEADLINE", default_value = "30s", value_parser = parse_deadline)]
@@ -124,7 +132,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
 
-    /// Report what would happen, change nothing
+    /// Report what would happen, change nothing (run only)
     #[arg(long, global = true, env = "QUANTUM_DRY_RUN", action = clap::ArgAction::SetTrue, value_parser = parse_switch)]
     pub dry_run: bool,
 
@@ -209,33 +217,81 @@ fn parse_deadline(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// `--env-file`'s path, looked up before clap runs.
-fn env_file_arg(args: &[String]) -> Option<String> {
-    args.iter().enumerate().find_map(|(i, a)| {
-        a.strip_prefix("--env-file=")
+/// The value of option `name` (`--name value` or `--name=value`), looked up
+/// before clap runs (the env file's path, or where to report a usage error).
+pub fn arg_value(args: &[String], name: &str) -> Option<String> {
+    let with_equals = format!("{name}=");
+    args.iter().enumerate().skip(1).find_map(|(i, a)| {
+        a.strip_prefix(&with_equals)
             .map(str::to_string)
-            .or_else(|| {
-                (a == "--env-file")
-                    .then(|| args.get(i + 1).cloned())
-                    .flatten()
-            })
+            .or_else(|| (a == name).then(|| args.get(i + 1).cloned()).flatten())
     })
 }
+
+/// An option's value from the arguments, else its environment variable: for
+/// errors found before clap's parse succeeds.
+pub fn early_value(args: &[String], name: &str, env: &str) -> Option<String> {
+    arg_value(args, name)
+        .or_else(|| std::env::var(env).ok())
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether the arguments name a verb other than `run` (best effort, before clap).
+pub fn names_other_verb(args: &[String]) -> bool {
+    args.iter().skip(1).any(|a| a == "status" || a == "retire")
+}
+
+/// Options that belong to one verb are not silently ignored by another:
+/// `--dry-run` is `run`'s. RETIRE has no dry run, so `retire` with it would act
+/// for real; it refuses instead (64), from the command line or from
+/// QUANTUM_DRY_RUN alike: an operator who set the switch expects this tool to
+/// change nothing. `status` changes nothing anyway: QUANTUM_DRY_RUN (a shared
+/// env file) is no reason to fail it, an explicit `--dry-run` is a mistake.
+pub fn check_verb_options(cli: &Cli, matches: &ArgMatches) -> Result<(), String> {
+    let verb = cli.command.unwrap_or(Verb::Run);
+    if !cli.dry_run || verb == Verb::Run {
+        return Ok(());
+    }
+    let source = matches
+        .subcommand()
+        .and_then(|(_, sub)| sub.value_source("dry_run"))
+        .or_else(|| matches.value_source("dry_run"));
+    let from_env = source == Some(ValueSource::EnvVariable);
+    match (verb, from_env) {
+        (Verb::Status, true) => Ok(()),
+        (Verb::Status, false) => {
+            Err("--dry-run applies to run only: status changes nothing anyway".into())
+        }
+        (_, false) => Err(
+            "--dry-run applies to run only: retire has no dry run, so nothing was retired".into(),
+        ),
+        (_, true) => Err(
+            "QUANTUM_DRY_RUN is on (environment or --env-file) and retire has no dry run: \
+             nothing was retired, the consumer keeps its entries; set QUANTUM_DRY_RUN=0 for \
+             retire to hand them over"
+                .into(),
+        ),
+    }
+}
+
+/// The longest env file read: a few hundred bytes in practice.
+const MAX_ENV_FILE: u64 = 1 << 20;
 
 /// Reads `--env-file` before clap runs, with systemd's `EnvironmentFile=`
 /// rules (env_file.rs); its settings become environment variables unless the
 /// real environment already has them.
 pub fn load_env_file(args: &[String]) -> Result<(), String> {
-    let Some(path) = env_file_arg(args) else {
+    let Some(path) = arg_value(args, "--env-file") else {
         return Ok(());
     };
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read --env-file {path}: {e}"))?;
+    let bytes = crate::files::read_regular(Path::new(&path), MAX_ENV_FILE, false)
+        .map_err(|e| format!("cannot read --env-file {path}: {e}"))?;
     let file = crate::env_file::parse(&bytes).map_err(|e| format!("--env-file {path}: {e}"))?;
     for ignored in file.ignored {
-        eprintln!(
+        crate::console::err_line(&format!(
             "quantum-stream-recover: --env-file {path}: {ignored} is not a valid variable name, \
              ignored (as systemd ignores it)"
-        );
+        ));
     }
     for (key, value) in file.vars {
         if std::env::var_os(&key).is_none() {

@@ -151,12 +151,17 @@ fn recover_command(cli: &Cli, cursor: Option<&str>) -> redis::Cmd {
     cmd
 }
 
-/// Follows the cursor until the end of the PEL or `--max-batches`. A DRYRUN
-/// changes nothing, so following its cursor would only repeat the same plan:
-/// it stops after one batch.
-pub fn run(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Outcome<RunSummary>, Failure> {
+/// Follows the cursor from `start` (none: the beginning of the PEL) until the
+/// end of the PEL or `--max-batches`. A DRYRUN changes nothing, so following
+/// its cursor would only repeat the same plan: it stops after one batch.
+pub fn run(
+    cli: &Cli,
+    con: &mut Link,
+    start: Option<String>,
+    deadline: Instant,
+) -> Result<Outcome<RunSummary>, Failure> {
     let mut summary = RunSummary::default();
-    let mut cursor: Option<String> = None;
+    let mut cursor = start;
     loop {
         let reply = match call(con, &recover_command(cli, cursor.as_deref()), deadline) {
             Err(f) if summary.batches > 0 => {

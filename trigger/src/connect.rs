@@ -13,18 +13,27 @@ use std::time::{Duration, Instant};
 /// black-holed host fails fast and the unit's log says why.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest password file read (Redis passwords are short).
+const MAX_PASSWORD_FILE: u64 = 64 * 1024;
+
 /// Where the password comes from, first match wins.
 fn password(password_file: Option<&Path>) -> Result<Option<String>, Failure> {
     let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
         .map(|dir| PathBuf::from(dir).join("redis-password"))
         .filter(|path| path.exists());
     if let Some(path) = password_file.map(Path::to_path_buf).or(credential) {
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Failure::new(
-                CONFIG,
-                format!("cannot read password file {}: {e}", path.display()),
-            )
-        })?;
+        // A FIFO or a device there must not hold the run past its deadline.
+        let text = crate::files::read_regular(&path, MAX_PASSWORD_FILE, false)
+            .and_then(|bytes| {
+                String::from_utf8(bytes)
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+            })
+            .map_err(|e| {
+                Failure::new(
+                    CONFIG,
+                    format!("cannot read password file {}: {e}", path.display()),
+                )
+            })?;
         let password = text.trim_end_matches(['\r', '\n']);
         if password.is_empty() {
             return Err(Failure::new(
@@ -58,6 +67,71 @@ pub enum Link {
     Cluster(Box<Cluster>),
 }
 
+/// The userinfo of a URL's authority (`user:password` before the last `@`).
+fn userinfo(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    Some(authority.rsplit_once('@')?.0)
+}
+
+/// The query's `key=value` pairs (before any `#fragment`).
+fn query_pairs(url: &str) -> impl Iterator<Item = (&str, &str)> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+fn is_password_key(key: &str) -> bool {
+    matches!(key.to_ascii_lowercase().as_str(), "password" | "pass")
+}
+
+/// A password in the userinfo (`user:pw@`, `:pw@`) or the query (`?password=`, `?pass=`).
+fn holds_password(url: &str) -> bool {
+    userinfo(url).is_some_and(|u| u.contains(':'))
+        || query_pairs(url).any(|(key, _)| is_password_key(key))
+}
+
+/// The URL for messages: any password replaced by `****`.
+pub fn redact_url(url: &str) -> String {
+    let mut shown = url.to_string();
+    if let Some((user, _)) = userinfo(url).and_then(|u| u.split_once(':')) {
+        let start = url.find("://").map_or(0, |i| i + 3);
+        let end = start + userinfo(url).map_or(0, str::len);
+        shown = format!("{}{user}:****{}", &url[..start], &url[end..]);
+    }
+    if query_pairs(&shown).any(|(key, _)| is_password_key(key)) {
+        let (base, query) = shown.split_once('?').unwrap_or((&shown, ""));
+        let (query, fragment) = query
+            .split_once('#')
+            .map_or((query, None), |(q, f)| (q, Some(f)));
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((key, _)) if is_password_key(key) => format!("{key}=****"),
+                _ => p.to_string(),
+            })
+            .collect();
+        let fragment = fragment.map_or(String::new(), |f| format!("#{f}"));
+        return format!("{base}?{}{fragment}", pairs.join("&"));
+    }
+    shown
+}
+
+/// `text` with the password of every URL in it redacted (a usage error may
+/// quote a URL given where an option was expected).
+pub fn redact_urls_in(text: &str) -> String {
+    text.split(' ')
+        .map(|word| match word.contains("://") {
+            true => redact_url(word),
+            false => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `redis+cluster://…` and `rediss+cluster://…` name a cluster seed node.
 fn cluster_url(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("+cluster://")?;
@@ -70,12 +144,24 @@ pub fn connect(
     password_file: Option<&Path>,
     deadline: Instant,
 ) -> Result<Link, Failure> {
+    // Checked before parsing, and the URL is only ever shown redacted: a URL
+    // that also fails to parse must not carry its password into the journal.
+    if holds_password(given_url) {
+        return Err(Failure::new(
+            CONFIG,
+            format!(
+                "the URL {:?} holds a password: put it in --password-file (or REDISCLI_AUTH) \
+                 instead, command lines are visible to every local user",
+                redact_url(given_url)
+            ),
+        ));
+    }
+    let shown = redact_url(given_url);
     let (url, cluster) = match cluster_url(given_url) {
         Some(seed) => (seed, true),
         None => (given_url.to_string(), cluster),
     };
-    let bad_url =
-        |e: redis::RedisError| Failure::new(CONFIG, format!("bad --url {given_url:?}: {e}"));
+    let bad_url = |e: redis::RedisError| Failure::new(CONFIG, format!("bad --url {shown:?}: {e}"));
     let info = url.as_str().into_connection_info().map_err(bad_url)?;
     let settings = info.redis_settings();
     if settings.password().is_some() {
@@ -88,7 +174,7 @@ pub fn connect(
     if cluster && settings.db() != 0 {
         return Err(Failure::new(
             CONFIG,
-            format!("bad --url {given_url:?}: a Redis Cluster has only database 0"),
+            format!("bad --url {shown:?}: a Redis Cluster has only database 0"),
         ));
     }
     let password = password(password_file)?;
@@ -104,7 +190,7 @@ pub fn connect(
     }
     let connect_by = Instant::now() + remaining(deadline)?.min(CONNECT_TIMEOUT);
     if cluster {
-        let cluster = Cluster::connect(info, password, given_url, connect_by)?;
+        let cluster = Cluster::connect(info, password, &shown, connect_by)?;
         return Ok(Link::Cluster(Box::new(cluster)));
     }
     let name = match info.addr() {
@@ -119,7 +205,7 @@ pub fn connect(
             Failure::new(
                 CONFIG,
                 format!(
-                    "bad --url {given_url:?}: no such database on this server ({})",
+                    "bad --url {shown:?}: no such database on this server ({})",
                     e.message
                 ),
             )
@@ -222,6 +308,37 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_found_and_never_shown() {
+        for url in [
+            "redis://user:S3cr3t@host:badport",
+            "redis://:S3cr3t@host",
+            "rediss://user:S3cr3t@host:6379/0?x=1#insecure",
+            "redis://host/?password=S3cr3t",
+            "unix:///run/redis.sock?db=0&pass=S3cr3t",
+            "redis+cluster://u:S3cr3t@h:1",
+        ] {
+            assert!(holds_password(url), "{url}");
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("S3cr3t") && shown.contains("****"),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            redact_url("redis://user:pw@host:badport/x"),
+            "redis://user:****@host:badport/x"
+        );
+        for url in [
+            "redis://user@host:6379",
+            "unix:///a@b/s.sock?db=1",
+            "redis://h:1/?user=u",
+        ] {
+            assert!(!holds_password(url), "{url}");
+            assert_eq!(redact_url(url), url);
+        }
+    }
 
     #[test]
     fn commands_are_routed_by_their_key() {

@@ -108,7 +108,7 @@ pub fn run(cli: &Cli, deadline: Instant) -> u8 {
 
     for check in &checks {
         let mark = if check.ok { "ok  " } else { "FAIL" };
-        println!("{mark} {}: {}", check.what, check.detail);
+        crate::console::out(&format!("{mark} {}: {}\n", check.what, check.detail));
     }
     u8::from(!checks.iter().all(|c| c.ok))
 }

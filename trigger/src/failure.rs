@@ -43,6 +43,10 @@ pub fn from_redis(e: &RedisError) -> Failure {
             format!("authentication failed: {line}{NO_SUCH_USER_HINT}"),
         );
     }
+    if e.kind() == redis::ErrorKind::InvalidClientConfig {
+        // Found only when connecting, e.g. rediss://…/#insecure.
+        return Failure::new(CONFIG, format!("bad --url: {line}"));
+    }
     if e.is_timeout() {
         return Failure::new(UNAVAILABLE, format!("Redis did not answer in time: {line}"));
     }

@@ -6,49 +6,95 @@ mod cli;
 mod cluster;
 mod commands;
 mod connect;
+mod console;
 mod doctor;
 mod env_file;
 mod failure;
+mod files;
 mod report;
+mod state;
 mod status_table;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Verb};
 use commands::{Outcome, RunSummary, Stopped};
 use failure::Failure;
 use report::{Metrics, RunResult};
 use serde_json::json;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
 /// Ends a run that failed before the options were known (the caller said why
-/// on stderr), with the JSON object when `--json` (or QUANTUM_JSON) asked for one.
+/// on stderr), with the JSON object when `--json` (or QUANTUM_JSON) asked for
+/// one. The log line and the metrics (`result="error"`) are written too where
+/// the arguments or the environment name their paths, so a typo in the env
+/// file is seen by the alerts rather than leaving the last success standing.
 fn early_exit(args: &[String], code: u8, message: &str) -> ExitCode {
     if cli::json_requested(args) {
-        println!(
-            "{}",
-            json!({"result": "error", "error": message, "exit_code": code})
+        let json = json!({"result": "error", "error": message, "exit_code": code});
+        console::out(&format!("{json}\n"));
+    }
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let value = |name: &str, env: &str| cli::early_value(args, name, env);
+    if let Some(path) = value("--log-file", "QUANTUM_LOG_FILE") {
+        let stream =
+            value("--stream", "QUANTUM_STREAM").unwrap_or_else(|| cli::DEFAULT_STREAM.into());
+        let group = value("--group", "QUANTUM_GROUP").unwrap_or_else(|| cli::DEFAULT_GROUP.into());
+        let line = format!(
+            "stream={} group={} error={message:?} exit_code={code} elapsed_ms=0",
+            report::field_value(&stream),
+            report::field_value(&group)
         );
+        if let Err(e) = report::append_log_line(Path::new(&path), RunResult::Error, &line) {
+            console::err_line(&format!(
+                "quantum-stream-recover: cannot append to {path}: {e}"
+            ));
+        }
+    }
+    match value("--metrics-file", "QUANTUM_METRICS_FILE") {
+        Some(path) if !cli::names_other_verb(args) => {
+            let metrics = Metrics {
+                result: RunResult::Error,
+                started_unix_s,
+                duration_s: 0.0,
+                counters: None,
+                gauges: None,
+                mode_known: None,
+            };
+            if let Err(e) = report::write_metrics(Path::new(&path), &metrics) {
+                console::err_line(&format!(
+                    "quantum-stream-recover: cannot write metrics to {path}: {e}"
+                ));
+            }
+        }
+        _ => {}
     }
     ExitCode::from(code)
 }
 
 fn main() -> ExitCode {
-    // Lossy only to find --env-file and --json: clap gets the real arguments
-    // and refuses a value that is not UTF-8 (64) rather than altering it.
+    // Lossy only to find --env-file, --json and the output paths: clap gets the
+    // real arguments and refuses a value that is not UTF-8 (64) rather than
+    // altering it.
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     if let Err(message) = cli::load_env_file(&args) {
-        eprintln!("quantum-stream-recover: {message}");
+        console::err_line(&format!("quantum-stream-recover: {message}"));
         return early_exit(&args, failure::CONFIG, &message);
     }
-    let cli = match Cli::try_parse_from(std::env::args_os()) {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches_from(std::env::args_os())
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if e.use_stderr() => {
-            let _ = e.print();
-            let text = e.to_string();
+            let text = connect::redact_urls_in(&e.to_string());
+            console::err_line(text.trim_end());
             let first = text.lines().next().unwrap_or_default();
             return early_exit(&args, failure::USAGE, first.trim_start_matches("error: "));
         }
@@ -57,11 +103,17 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    if let Err(message) = cli::check_verb_options(&cli, &matches) {
+        console::err_line(&format!("quantum-stream-recover: {message}"));
+        return early_exit(&args, failure::USAGE, &message);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .without_time()
         .with_target(false)
+        // A broken stderr must not make the subscriber print (and panic) about it.
+        .log_internal_errors(false)
         .init();
     // One process-wide TLS provider for rediss:// (ignored if one is already set).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -118,6 +170,7 @@ fn main() -> ExitCode {
             duration_s: started.elapsed().as_secs_f64(),
             counters: done.counted,
             gauges: done.gauges,
+            mode_known: done.mode_known,
         };
         if let Err(e) = report::write_metrics(path, &metrics) {
             unwritten.push(format!("cannot write metrics to {}: {e}", path.display()));
@@ -139,7 +192,7 @@ fn main() -> ExitCode {
         json["stream"] = json!(cli.stream);
         json["group"] = json!(cli.group);
         json["elapsed_ms"] = json!(elapsed_ms as u64);
-        println!("{json}");
+        console::out(&format!("{json}\n"));
     }
     ExitCode::from(exit)
 }
@@ -156,6 +209,8 @@ struct Done {
     /// What this run moved (claimed, quarantined, dropped, deleted) when it
     /// reached the module: the metrics' `_total` counters add it up.
     counted: Option<[u64; 4]>,
+    /// Whether the mode key held a mode, when the run could tell (run only).
+    mode_known: Option<bool>,
 }
 
 impl Done {
@@ -167,6 +222,7 @@ impl Done {
             json,
             gauges: None,
             counted: None,
+            mode_known: None,
         }
     }
 
@@ -181,6 +237,7 @@ impl Done {
                 json: json!({"result": "error", "error": f.message, "exit_code": f.code}),
                 gauges: None,
                 counted: None,
+                mode_known: None,
             };
         };
         let mut json = run_json(summary);
@@ -194,6 +251,7 @@ impl Done {
             json,
             gauges: Some((summary.pending, summary.consumers)),
             counted: Some(counts(summary)),
+            mode_known: Some(true),
         }
     }
 }
@@ -208,7 +266,16 @@ fn not_done(message: String, result: RunResult) -> Done {
         json: json!({"result": result.as_str(), "message": message, "exit_code": 0}),
         gauges: None,
         counted: Some([0; 4]),
+        mode_known: None,
     }
+}
+
+/// Whether the mode guard's refusal says the mode key holds a mode (LIVE, a
+/// typo of TESTNET) rather than nothing (missing, misspelled --mode-key) or
+/// something that is not a string: the module's words (module/src/mode.rs).
+fn mode_known_from_refusal(message: &str) -> bool {
+    !(message.contains("' is missing; allowed modes")
+        || message.contains(", not a string; allowed modes"))
 }
 
 fn run(
@@ -217,9 +284,23 @@ fn run(
     deadline: Instant,
     started: Instant,
 ) -> Result<Done, Failure> {
-    let summary = match commands::run(cli, con, deadline)? {
+    // A dry run changes nothing: it neither uses nor moves the saved cursor.
+    let state_dir = cli.state_dir.as_deref().filter(|_| !cli.dry_run);
+    let start = match state_dir.map(|dir| state::load(dir, &cli.stream, &cli.group)) {
+        Some(Ok(cursor)) => cursor,
+        Some(Err(why)) => {
+            warn!("{why}: starting at the beginning of the PEL");
+            None
+        }
+        None => None,
+    };
+    let summary = match commands::run(cli, con, start.clone(), deadline)? {
         Outcome::Done(summary) => summary,
-        Outcome::Refused(m) => return Ok(not_done(m, RunResult::Refused)),
+        Outcome::Refused(m) => {
+            let mut done = not_done(m, RunResult::Refused);
+            done.mode_known = done.json["message"].as_str().map(mode_known_from_refusal);
+            return Ok(done);
+        }
         Outcome::Absent(m) => {
             return Ok(not_done(
                 format!("nothing to recover: {m}"),
@@ -227,42 +308,89 @@ fn run(
             ))
         }
     };
-    let fields = summary_fields(&summary);
+    let saved = match state_dir {
+        Some(dir) => match state::save(dir, &cli.stream, &cli.group, &summary.cursor) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                warn!(
+                    "cannot save the cursor in {}: {e}; the next run starts at the beginning \
+                     of the PEL",
+                    dir.display()
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let mut fields = summary_fields(&summary);
     let stream = report::field_value(&cli.stream);
     let group = report::field_value(&cli.group);
+    let mut json = run_json(&summary);
+    json["resumed_from"] = json!(start);
     if let Some(f) = &summary.stopped {
         error!(
             "stopped early, after recovering stream={stream} group={group} {fields}: {}",
             f.message
         );
-        return Ok(Done::failed(f, Some(&summary)));
+        let mut done = Done::failed(f, Some(&summary));
+        done.json["resumed_from"] = json!(start);
+        return Ok(done);
     }
-    let more = if summary.cursor != "0-0" && !summary.dry_run {
-        format!(
-            " (stopped at cursor {} after --max-batches; the next run continues)",
-            summary.cursor
-        )
-    } else {
-        String::new()
+    let mut more = match &start {
+        Some(cursor) => format!(" (continued from cursor {cursor}, saved by the previous run)"),
+        None => String::new(),
     };
-    let what = if summary.dry_run {
-        "would recover"
-    } else {
-        "recovered"
+    if summary.cursor != "0-0" && !summary.dry_run {
+        more.push_str(&match &saved {
+            Some(path) => format!(
+                " (stopped at cursor {} after --max-batches; saved in {}: the next run \
+                 continues from it)",
+                summary.cursor,
+                path.display()
+            ),
+            None => format!(
+                " (stopped at cursor {} after --max-batches; without --state-dir the next run \
+                 starts again at the beginning of the PEL)",
+                summary.cursor
+            ),
+        });
+    }
+    let result = match summary.dry_run {
+        true => RunResult::DryRun,
+        false => RunResult::Success,
     };
-    info!(
-        "{what} stream={stream} group={group} {fields} elapsed_ms={}{more}",
-        started.elapsed().as_millis()
-    );
+    json["result"] = json!(result.as_str());
+    if summary.dry_run {
+        fields = format!("dry_run=1 {fields}");
+        info!(
+            "dry run, nothing changed: would recover stream={stream} group={group} {fields} \
+             elapsed_ms={}",
+            started.elapsed().as_millis()
+        );
+    } else {
+        info!(
+            "recovered stream={stream} group={group} {fields} elapsed_ms={}{more}",
+            started.elapsed().as_millis()
+        );
+    }
+    let deleted = match summary.dry_run {
+        true => "would delete",
+        false => "deleted",
+    };
     for name in &summary.deleted {
-        info!("deleted consumer {name:?}");
+        info!("{deleted} consumer {}", report::quoted(name));
     }
     for name in &summary.kept {
-        warn!("consumer {name:?} is idle but still holds entries too fresh to move");
+        warn!(
+            "consumer {} is idle but still holds entries too fresh to move",
+            report::quoted(name)
+        );
     }
-    let mut done = Done::success(fields, run_json(&summary));
+    let mut done = Done::success(fields, json);
+    done.result = result;
     done.gauges = Some((summary.pending, summary.consumers));
     done.counted = Some(counts(&summary));
+    done.mode_known = Some(summary.mode.is_some());
     Ok(done)
 }
 
@@ -311,7 +439,7 @@ fn status(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
         Outcome::Done(fields) => {
             let status = status_table::Status::from_reply(&fields)?;
             if !cli.json {
-                print!("{}", status.table(&cli.stream, &cli.group));
+                console::out(&status.table(&cli.stream, &cli.group));
             }
             let fields = format!("pending={} consumers={}", status.pending, status.total());
             Ok(Done::success(fields, status.to_json()))
@@ -333,6 +461,7 @@ fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
         }
     };
     let consumer = cli.consumer.as_deref().unwrap_or_default();
+    let shown = report::quoted(consumer);
     let s = &summary;
     let counts = format!(
         "moved={} dropped={} remaining={} deleted={} calls={}",
@@ -342,7 +471,13 @@ fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
         u8::from(s.deleted),
         s.calls
     );
+    // One call that moved nothing and deleted nothing: no such consumer.
+    let absent = s.calls == 1 && s.moved.is_empty() && s.dropped.is_empty() && !s.deleted;
     let (result, exit, why) = match &s.stopped {
+        None if absent => {
+            warn!("consumer {shown} is not in the group: nothing to retire");
+            (RunResult::Absent, 0, None)
+        }
         None => (RunResult::Success, 0, None),
         Some(Stopped::Refused(m)) => (RunResult::Refused, 0, Some(m.clone())),
         Some(Stopped::Failed(f)) => (RunResult::Error, f.code, Some(f.message.clone())),
@@ -357,12 +492,13 @@ fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
         "calls": s.calls,
         "exit_code": exit,
     });
-    let mut fields = format!("consumer={consumer:?} {counts}");
+    let mut fields = format!("consumer={shown} {counts}");
     match why {
-        None => info!("retired consumer {consumer:?}: {counts}"),
+        None if absent => {}
+        None => info!("retired consumer {shown}: {counts}"),
         Some(why) => {
             let message = format!(
-                "retire of consumer {consumer:?} stopped after {} calls ({why}): it still holds {} \
+                "retire of consumer {shown} stopped after {} calls ({why}): it still holds {} \
                  entries (as of the last answered call), which stay pending under its name: \
                  nothing is lost, the next retire continues",
                 s.calls, s.remaining
@@ -383,5 +519,6 @@ fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
         json,
         gauges: None,
         counted: None,
+        mode_known: None,
     })
 }

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::SystemTime;
+
+use crate::files;
 
 /// The `result` label of the metrics and the JSON. Every result but `error`
 /// is healthy: a refusal is what LIVE is for, and a missing stream or group is
@@ -17,14 +19,17 @@ pub enum RunResult {
     Refused,
     /// The stream or the group does not exist.
     Absent,
+    /// `--dry-run`: nothing changed, so no recovery to report as a success.
+    DryRun,
     Error,
 }
 
 impl RunResult {
-    const ALL: [RunResult; 4] = [
+    const ALL: [RunResult; 5] = [
         RunResult::Success,
         RunResult::Refused,
         RunResult::Absent,
+        RunResult::DryRun,
         RunResult::Error,
     ];
 
@@ -33,13 +38,14 @@ impl RunResult {
             RunResult::Success => "success",
             RunResult::Refused => "refused",
             RunResult::Absent => "absent",
+            RunResult::DryRun => "dry-run",
             RunResult::Error => "error",
         }
     }
 
     fn level(self) -> &'static str {
         match self {
-            RunResult::Success => "INFO",
+            RunResult::Success | RunResult::DryRun => "INFO",
             RunResult::Refused | RunResult::Absent => "WARN",
             RunResult::Error => "ERROR",
         }
@@ -51,31 +57,59 @@ impl RunResult {
 /// or a field.
 pub fn field_value(name: &str) -> String {
     let plain = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| !c.is_control() && !c.is_whitespace() && !matches!(c, '"' | '\\' | '='));
+        && name.chars().all(|c| {
+            !c.is_control()
+                && !c.is_whitespace()
+                && !is_format_char(c)
+                && !matches!(c, '"' | '\\' | '=')
+        });
     if plain {
         name.to_string()
     } else {
-        format!("{name:?}")
+        quoted(name)
     }
+}
+
+/// Invisible and bidirectional format characters (U+200B–U+200F, U+202A–U+202E,
+/// U+2060–U+2069, U+061C, U+FEFF), which Rust's `{:?}` leaves raw: they can
+/// reorder or hide what a reader of the log sees.
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}')
+}
+
+/// `name` quoted and escaped like a Rust string, format characters included.
+pub fn quoted(name: &str) -> String {
+    format!("{name:?}")
+        .chars()
+        .map(|c| match is_format_char(c) {
+            true => format!("\\u{{{:x}}}", u32::from(c)),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// Appends `<RFC 3339 ms UTC> [LEVEL] <fields>` to `path`, opened for append
 /// on each run so logrotate can move the file between runs; created 0640 like
-/// logrotate's `create 0640 quantum quantum`. A symlink there is refused
-/// (O_NOFOLLOW): the ExecStartPre may run as a more privileged user than the
-/// owner of the log folder.
+/// logrotate's `create 0640 quantum quantum` (set after creation, whatever the
+/// umask). A symlink there is refused (O_NOFOLLOW): the ExecStartPre may run as
+/// a more privileged user than the owner of the log folder; so is anything but
+/// a regular file (a FIFO would hold the run past its deadline).
 pub fn append_log_line(path: &Path, result: RunResult, fields: &str) -> std::io::Result<()> {
     let now = humantime::format_rfc3339_millis(SystemTime::now());
     let line = format!("{now} [{}] {fields}\n", result.level());
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?
-        .write_all(line.as_bytes())
+    let mut create = OpenOptions::new();
+    create.append(true).create_new(true).mode(0o640);
+    let file = match files::open_regular(path, &mut create, true) {
+        Ok(file) => {
+            file.set_permissions(fs::Permissions::from_mode(0o640))?;
+            file
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            files::open_regular(path, OpenOptions::new().append(true), true)?
+        }
+        Err(e) => return Err(e),
+    };
+    (&file).write_all(line.as_bytes())
 }
 
 const PREFIX: &str = "quantum_stream_recovery_";
@@ -96,6 +130,9 @@ pub struct Metrics {
     pub counters: Option<[u64; 4]>,
     /// Group gauges after the run: pending, consumers.
     pub gauges: Option<(i64, i64)>,
+    /// Whether the mode key held a string mode (allowed or not), when the run
+    /// reached the module and could tell.
+    pub mode_known: Option<bool>,
 }
 
 const COUNTERS: [&str; 4] = [
@@ -106,7 +143,7 @@ const COUNTERS: [&str; 4] = [
 ];
 
 /// `(name, help, type)` of every metric, in file order.
-const SERIES: [(&str, &str, &str); 10] = [
+const SERIES: [(&str, &str, &str); 11] = [
     (
         "claimed_total",
         "Entries moved to the recovery consumer by the runs that wrote this file.",
@@ -144,7 +181,7 @@ const SERIES: [(&str, &str, &str); 10] = [
     ),
     (
         "last_run_result",
-        "1 for the last run's result (success, refused, absent: stream or group missing, error), 0 for the others.",
+        "1 for the last run's result (success, refused, absent: stream or group missing, dry-run, error), 0 for the others.",
         "gauge",
     ),
     (
@@ -157,15 +194,35 @@ const SERIES: [(&str, &str, &str); 10] = [
         "The group's consumers after the last run.",
         "gauge",
     ),
+    (
+        "mode_known",
+        "1 when the mode key held a mode (allowed or not) at the last run that reached the module, 0 when it was missing or not a string (every run is then refused).",
+        "gauge",
+    ),
 ];
 
-/// A textfile's values: `series (name and labels) -> value`.
+/// A textfile's values: `series (name and labels) -> value`, only this
+/// trigger's own series with a finite number: a corrupt line must not be
+/// carried into every later file (node_exporter drops a file it cannot parse).
 fn parse_values(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, value)| {
+            known_series(series) && value.parse::<f64>().is_ok_and(f64::is_finite)
+        })
         .map(|(series, value)| (series.to_string(), value.to_string()))
         .collect()
+}
+
+fn known_series(series: &str) -> bool {
+    let Some(name) = series.strip_prefix(PREFIX) else {
+        return false;
+    };
+    SERIES.iter().any(|(known, _, _)| *known == name)
+        || RunResult::ALL
+            .iter()
+            .any(|r| name == format!("last_run_result{{result=\"{}\"}}", r.as_str()))
 }
 
 pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) -> String {
@@ -208,6 +265,9 @@ pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) ->
         set("pending", pending.to_string());
         set("consumers", consumers.to_string());
     }
+    if let Some(known) = metrics.mode_known {
+        set("mode_known", u8::from(known).to_string());
+    }
 
     let mut out = String::new();
     for (name, help, kind) in SERIES {
@@ -225,17 +285,23 @@ pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) ->
     out
 }
 
+/// The most of a previous metrics file read: it is about 2 KiB.
+const MAX_METRICS_FILE: u64 = 1 << 20;
+
 /// Writes the textfile atomically: a temp file in the same folder, then rename.
 /// The temp file has an unpredictable name and is created with O_EXCL (which
 /// never follows a symlink); rename replaces whatever is at `path`, a symlink
 /// included, without following it. The previous file is read with O_NOFOLLOW.
 pub fn write_metrics(path: &Path, metrics: &Metrics) -> std::io::Result<()> {
-    let previous = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .and_then(std::io::read_to_string)
-        .unwrap_or_default();
+    let previous = match files::read_regular(path, MAX_METRICS_FILE, true) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        // A FIFO, a device or a huge file where the metrics go: refused (73).
+        Err(e) if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::InvalidData) => {
+            return Err(e)
+        }
+        // None yet, or a symlink (replaced by the rename, never followed).
+        Err(_) => String::new(),
+    };
     let text = render_metrics(metrics, &parse_values(&previous));
     let dir = path
         .parent()
@@ -266,6 +332,7 @@ mod tests {
             duration_s: 0.002,
             counters,
             gauges: counters.map(|_| (3, 2)),
+            mode_known: None,
         }
     }
 
@@ -279,6 +346,8 @@ mod tests {
         assert_eq!(field_value("a b"), "\"a b\"");
         assert_eq!(field_value("k=v"), "\"k=v\"");
         assert_eq!(field_value(""), "\"\"");
+        assert_eq!(field_value("a\u{202E}b"), "\"a\\u{202e}b\"");
+        assert_eq!(quoted("x\u{2066}y"), "\"x\\u{2066}y\"");
     }
 
     #[test]
@@ -308,5 +377,23 @@ mod tests {
         );
         assert!(second.contains("quantum_stream_recovery_last_run_result{result=\"error\"} 1\n"));
         assert!(second.contains("quantum_stream_recovery_last_run_result{result=\"success\"} 0\n"));
+    }
+
+    #[test]
+    fn only_well_formed_series_of_this_trigger_are_carried_over() {
+        let previous = parse_values(
+            "quantum_stream_recovery_claimed_total abc\n\
+             quantum_stream_recovery_deleted_total{evil=\"x\"} 7\n\
+             quantum_stream_recovery_dropped_total NaN\n\
+             quantum_stream_recovery_quarantined_total 4\n\
+             other_metric 1\n",
+        );
+        assert_eq!(
+            previous.keys().collect::<Vec<_>>(),
+            ["quantum_stream_recovery_quarantined_total"]
+        );
+        let text = render_metrics(&metrics(RunResult::Error, None), &previous);
+        assert!(!text.contains("abc") && !text.contains("evil") && !text.contains("NaN"));
+        assert!(text.contains("quantum_stream_recovery_quarantined_total 4\n"));
     }
 }

@@ -1,0 +1,540 @@
+//! The trigger under a hostile review (after issues 16 and 17): options one
+//! verb ignored, write errors, paths that hang, leaked passwords, a cursor that
+//! never moved on, failures that wrote no metrics, dry runs that looked real,
+//! and a missing mode key nobody saw.
+
+use quantum_integration::reply::{assert_same_ids, consumer_names, pel};
+use quantum_integration::scenario::*;
+use quantum_integration::trigger::{run_trigger, run_trigger_within, trigger_command, url_of};
+use quantum_integration::{Server, TempDir};
+use std::fs::File;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A dead consumer holding 3 idle entries and a zombie, in TESTNET.
+fn zombie_scenario(server: &Server) {
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    create_consumer(&mut con, "exec-1111");
+    add_entries(&mut con, 3);
+    read_as(&mut con, "exec-4242", 3);
+    sleep_ms(150);
+}
+
+const FAST: [&str; 4] = ["--min-idle", "100ms", "--zombie-idle", "100ms"];
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn path_str(dir: &TempDir, name: &str) -> String {
+    dir.path().join(name).to_str().unwrap().to_string()
+}
+
+fn mkfifo(path: &str) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn dry_run_is_refused_by_retire_and_explicitly_by_status() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    let mut con = server.connect();
+    let before = (
+        consumer_names(&mut con, STREAM, GROUP),
+        pel(&mut con, STREAM, GROUP),
+    );
+    let retire = ["retire", "--url", &url, "--consumer", "exec-4242", "--json"];
+    for (extra, env) in [
+        (&["--dry-run"][..], &[][..]),
+        (&[], &[("QUANTUM_DRY_RUN", "1")][..]),
+    ] {
+        let mut argv = vec!["--url", &url];
+        argv.extend_from_slice(extra);
+        argv.extend_from_slice(&retire);
+        let out = run_trigger(&argv, env);
+        assert_eq!(out.code, 64, "{extra:?} {env:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("retire has no dry run"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(out.json()["exit_code"], 64);
+        let after = (
+            consumer_names(&mut con, STREAM, GROUP),
+            pel(&mut con, STREAM, GROUP),
+        );
+        assert_eq!(after, before, "{extra:?} {env:?} changed the group");
+    }
+    let out = run_trigger(&["status", "--url", &url, "--dry-run"], &[]);
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    // QUANTUM_DRY_RUN from a shared env file: status changes nothing anyway.
+    let out = run_trigger(&["status", "--url", &url], &[("QUANTUM_DRY_RUN", "1")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // And run still takes it.
+    let out = run_trigger(&["--url", &url, "--dry-run", "--json"], &[]);
+    assert_eq!((out.code, out.json()["dry_run"].as_bool()), (0, Some(true)));
+}
+
+#[test]
+fn write_errors_on_stdout_or_stderr_never_panic() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    let full = || File::options().write(true).open("/dev/full").unwrap();
+    let code = |mut cmd: Command| cmd.status().unwrap().code();
+    for verb in [&["run"][..], &["status"]] {
+        let mut argv = verb.to_vec();
+        argv.extend(["--url", &url, "--json"]);
+        argv.extend_from_slice(&FAST);
+        // stdout at a full disk, stderr at a full disk.
+        let mut cmd = trigger_command(&argv, &[]);
+        cmd.stdout(full()).stderr(Stdio::null());
+        assert_eq!(code(cmd), Some(0), "{verb:?} >/dev/full");
+        let mut cmd = trigger_command(&argv, &[]);
+        cmd.stdout(Stdio::null()).stderr(full());
+        assert_eq!(code(cmd), Some(0), "{verb:?} 2>/dev/full");
+        // stdout a pipe whose reader is gone (`| true`).
+        let mut child = trigger_command(&argv, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        assert_eq!(child.wait().unwrap().code(), Some(0), "{verb:?} | true");
+    }
+    // A usage error keeps its own code.
+    let mut cmd = trigger_command(&["--bogus", "--json"], &[]);
+    cmd.stdout(full()).stderr(full());
+    assert_eq!(code(cmd), Some(64));
+}
+
+#[test]
+fn fifos_and_devices_at_file_paths_fail_fast() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    let dir = TempDir::new("fifo");
+    let fifo = path_str(&dir, "fifo");
+    mkfifo(&fifo);
+    let within = Duration::from_secs(10);
+    for (option, path, code) in [
+        ("--metrics-file", fifo.as_str(), 73),
+        ("--metrics-file", "/dev/zero", 73),
+        ("--log-file", fifo.as_str(), 73),
+        ("--log-file", "/dev/null", 73),
+        ("--password-file", fifo.as_str(), 78),
+        ("--password-file", "/dev/zero", 78),
+        ("--env-file", fifo.as_str(), 78),
+    ] {
+        let out = run_trigger_within(
+            &["--url", &url, "--deadline", "2s", option, path],
+            &[],
+            within,
+        );
+        assert_eq!(out.code, code, "{option} {path}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("not a regular file") || out.stderr.contains("os error"),
+            "{option} {path}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn a_password_in_the_url_is_never_shown() {
+    let dir = TempDir::new("url-secret");
+    let log = path_str(&dir, "l.log");
+    for url in [
+        "redis://quantum-recover:S3cr3t@127.0.0.1:badport",
+        "redis://quantum-recover:S3cr3t@127.0.0.1:6379/x",
+        "redis://:S3cr3t@[::1",
+        "redis://127.0.0.1:1/?password=S3cr3t",
+        "unix:///nonexistent.sock?pass=S3cr3t",
+    ] {
+        let out = run_trigger(&["--url", url, "--json", "--log-file", &log], &[]);
+        assert_eq!(out.code, 78, "{url}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("S3cr3t") && !out.stdout.contains("S3cr3t"),
+            "{url} leaked: {}{}",
+            out.stderr,
+            out.stdout
+        );
+    }
+    // The same from the environment (the env file's QUANTUM_REDIS_URL).
+    let out = run_trigger(
+        &["--log-file", &log],
+        &[("QUANTUM_REDIS_URL", "redis://u:S3cr3t@h:99999")],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(!out.stderr.contains("S3cr3t"), "{}", out.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 6, "{text}");
+    assert!(!text.contains("S3cr3t") && text.contains("****"), "{text}");
+    // A URL where an option was expected: a usage error that quotes it.
+    let out = run_trigger(&["redis://u:S3cr3t@h", "--log-file", &log, "--json"], &[]);
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !format!("{}{}{text}", out.stderr, out.stdout).contains("S3cr3t"),
+        "{}{}{text}",
+        out.stderr,
+        out.stdout
+    );
+}
+
+/// 40 entries parked in TO at the front of the PEL, 20 stuck with a dead
+/// consumer behind them; a run examines at most 2 batches of 5.
+#[test]
+fn a_backlog_behind_parked_entries_drains_over_runs_with_the_state_dir() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 40);
+    let parked = read_as(&mut con, "recovery", 40);
+    age_entries(&mut con, "recovery", &parked, 120_000);
+    let stuck_ids = add_entries(&mut con, 20);
+    let stuck = read_as(&mut con, "exec-1", 20);
+    age_entries(&mut con, "exec-1", &stuck, 120_000);
+    let url = url_of(&server.socket());
+    let state = TempDir::new("state");
+    let state_dir = state.path().to_str().unwrap();
+    let base = [
+        "--url",
+        &url,
+        "--min-idle",
+        "60s",
+        "--count",
+        "5",
+        "--scan",
+        "5",
+        "--max-batches",
+        "2",
+        "--to",
+        "recovery",
+        "--json",
+    ];
+    let claimed_by = |extra: &[&str]| {
+        let mut argv = base.to_vec();
+        argv.extend_from_slice(extra);
+        let out = run_trigger(&argv, &[]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let ids: Vec<String> = out.json()["claimed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        (ids, out)
+    };
+    // Without a state dir every run sees the same 10 parked entries, and says so.
+    for _ in 0..3 {
+        let (ids, out) = claimed_by(&[]);
+        assert!(ids.is_empty());
+        assert!(
+            out.stderr
+                .contains("starts again at the beginning of the PEL"),
+            "{}",
+            out.stderr
+        );
+    }
+    // With one, each run continues where the last stopped.
+    let mut claimed = Vec::new();
+    let mut runs = 0;
+    while claimed.len() < stuck.len() {
+        runs += 1;
+        assert!(runs <= 10, "not drained after 10 runs: {claimed:?}");
+        let (ids, out) = claimed_by(&["--state-dir", state_dir]);
+        if runs > 1 {
+            assert!(!out.json()["resumed_from"].is_null(), "{}", out.stdout);
+        }
+        claimed.extend(ids);
+    }
+    assert_same_ids(
+        &claimed,
+        &stuck_ids,
+        "each stuck entry moved once, in order",
+    );
+    // The end of the PEL was reached: the file is gone, the next run starts over.
+    let (ids, out) = claimed_by(&["--state-dir", state_dir]);
+    if out.json()["cursor"] == "0-0" {
+        assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0);
+    }
+    assert!(ids.is_empty());
+
+    // A corrupt state file: a WARN, and the run starts at the beginning.
+    let (_, _) = claimed_by(&["--state-dir", state_dir]);
+    for entry in std::fs::read_dir(state.path()).unwrap() {
+        std::fs::write(entry.unwrap().path(), "garbage").unwrap();
+    }
+    let (_, out) = claimed_by(&["--state-dir", state_dir]);
+    assert!(out.json()["resumed_from"].is_null(), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("WARN") && out.stderr.contains("starting at the beginning"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn usage_and_env_file_errors_write_metrics_and_a_log_line() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    let dir = TempDir::new("early");
+    let metrics = path_str(&dir, "m.prom");
+    let log = path_str(&dir, "l.log");
+    let env = [
+        ("QUANTUM_REDIS_URL", url.as_str()),
+        ("QUANTUM_METRICS_FILE", metrics.as_str()),
+        ("QUANTUM_LOG_FILE", log.as_str()),
+        ("QUANTUM_MIN_IDLE", "100ms"),
+    ];
+    let out = run_trigger(&[], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let success = "quantum_stream_recovery_last_run_result{result=\"success\"}";
+    let error = "quantum_stream_recovery_last_run_result{result=\"error\"}";
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(metric(&text, success), Some(1.0));
+    let claimed = metric(&text, "quantum_stream_recovery_claimed_total");
+
+    let typo = [env.as_slice(), &[("QUANTUM_COUNT", "1O")]].concat();
+    let out = run_trigger(&[], &typo);
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(
+        (metric(&text, error), metric(&text, success)),
+        (Some(1.0), Some(0.0))
+    );
+    assert_eq!(
+        metric(&text, "quantum_stream_recovery_claimed_total"),
+        claimed
+    );
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert!(lines.lines().last().unwrap().contains("[ERROR]"), "{lines}");
+
+    // An env file systemd would refuse (a NUL byte), paths from the command line.
+    let env_file = path_str(&dir, "bad.env");
+    std::fs::write(&env_file, b"QUANTUM_COUNT=5\0\n").unwrap();
+    let metrics2 = path_str(&dir, "m2.prom");
+    let out = run_trigger(
+        &[
+            "--env-file",
+            &env_file,
+            "--metrics-file",
+            &metrics2,
+            "--log-file",
+            &log,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics2).unwrap();
+    assert_eq!(metric(&text, error), Some(1.0), "{text}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn a_dry_run_says_so_in_the_log_the_metrics_and_the_json() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    let dir = TempDir::new("dry");
+    let metrics = path_str(&dir, "m.prom");
+    let log = path_str(&dir, "l.log");
+    let mut argv = vec!["--url", &url, "--dry-run", "--json"];
+    argv.extend_from_slice(&FAST);
+    argv.extend(["--metrics-file", &metrics, "--log-file", &log]);
+    let out = run_trigger(&argv, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["result"], "dry-run");
+    assert!(
+        out.stderr.contains("dry run, nothing changed")
+            && out.stderr.contains("would delete consumer \"exec-1111\"")
+            && !out.stderr.contains(" deleted consumer"),
+        "{}",
+        out.stderr
+    );
+    let line = std::fs::read_to_string(&log).unwrap();
+    assert!(line.contains(" dry_run=1 claimed=3 "), "{line}");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "quantum_stream_recovery_last_run_result{result=\"dry-run\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "quantum_stream_recovery_last_run_result{result=\"success\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "quantum_stream_recovery_last_success_timestamp_seconds"
+        ),
+        None
+    );
+    assert_eq!(
+        metric(&text, "quantum_stream_recovery_claimed_total"),
+        Some(0.0)
+    );
+    let mut con = server.connect();
+    assert_eq!(
+        consumer_names(&mut con, STREAM, GROUP),
+        ["exec-1111", "exec-4242"]
+    );
+}
+
+#[test]
+fn whether_the_mode_key_holds_a_mode_is_exported() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    let dir = TempDir::new("mode");
+    let metrics = path_str(&dir, "m.prom");
+    let known = "quantum_stream_recovery_mode_known";
+    let mut con = server.connect();
+    for (mode_key, value, expected) in [
+        ("quantum:mdoe", None, 0.0),
+        ("quantum:mode", Some("LIVE"), 1.0),
+        ("quantum:hash", None, 0.0),
+        ("quantum:mode", Some("TESTNET"), 1.0),
+    ] {
+        if let Some(value) = value {
+            quantum_integration::reply::run(&mut con, &["SET", "quantum:mode", value]).unwrap();
+        }
+        quantum_integration::reply::run(&mut con, &["HSET", "quantum:hash", "a", "b"]).unwrap();
+        let mut argv = vec!["--url", &url, "--mode-key", mode_key, "--json"];
+        argv.extend(["--metrics-file", &metrics]);
+        argv.extend_from_slice(&FAST);
+        let out = run_trigger(&argv, &[]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        assert_eq!(metric(&text, known), Some(expected), "{mode_key} {value:?}");
+    }
+}
+
+#[test]
+fn retiring_a_consumer_that_does_not_exist_is_absent() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &["retire", "--url", &url, "--consumer", "exec-9999", "--json"],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["result"], "absent", "{}", out.stdout);
+    assert!(out.stderr.contains("WARN"), "{}", out.stderr);
+}
+
+#[test]
+fn bidi_controls_in_names_are_escaped_in_the_log() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    let dir = TempDir::new("bidi");
+    let log = path_str(&dir, "l.log");
+    let group = "g\u{202E}txt.exe";
+    let out = run_trigger(&["--url", &url, "--group", group, "--log-file", &log], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains('\u{202E}') && text.contains("\\u{202e}"),
+        "{text}"
+    );
+    assert!(!out.stderr.contains('\u{202E}'), "{}", out.stderr);
+}
+
+#[test]
+fn a_log_file_is_0640_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start();
+    zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    let dir = TempDir::new("umask");
+    let log = path_str(&dir, "l.log");
+    let script = format!("umask 077; exec \"$0\" --url '{url}' --log-file '{log}'",);
+    let trigger = quantum_integration::trigger_path();
+    let status = Command::new("sh")
+        .args(["-c", &script, trigger.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "{mode:o}");
+}
+
+#[test]
+fn rediss_insecure_is_a_bad_url() {
+    let out = run_trigger(
+        &[
+            "--url",
+            "rediss://127.0.0.1:1/#insecure",
+            "--deadline",
+            "2s",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+}
+
+/// The `_total` counters come from the run's own replies: a user without
+/// `+info` still gets all four after a successful run.
+#[test]
+fn the_counters_need_no_info_permission() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let mut con = server.connect();
+    quantum_integration::reply::run(
+        &mut con,
+        &[
+            "ACL",
+            "SETUSER",
+            "qr",
+            "on",
+            ">pw",
+            "resetkeys",
+            "~quantum:stream:*",
+            "%R~quantum:mode",
+            "resetchannels",
+            "-@all",
+            "+quantum.recover",
+            "+xpending",
+            "+xclaim",
+            "+xrange",
+            "+xinfo|consumers",
+            "+xinfo|groups",
+            "+xgroup|createconsumer",
+            "+xgroup|delconsumer",
+            "+ping",
+        ],
+    )
+    .unwrap();
+    let url = format!("unix://{}?user=qr", server.socket().display());
+    let dir = TempDir::new("no-info");
+    let metrics = path_str(&dir, "m.prom");
+    let mut argv = vec!["--url", &url, "--metrics-file", &metrics];
+    argv.extend_from_slice(&FAST);
+    let out = run_trigger(&argv, &[("REDISCLI_AUTH", "pw")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    for (counter, value) in [
+        ("claimed", 3.0),
+        ("quarantined", 0.0),
+        ("dropped", 0.0),
+        ("deleted", 2.0),
+    ] {
+        let series = format!("quantum_stream_recovery_{counter}_total");
+        assert_eq!(metric(&text, &series), Some(value), "{text}");
+    }
+}
