@@ -334,6 +334,23 @@ pub fn parse_retire(argv: &[&[u8]], defaults: &Defaults) -> Result<RetireRequest
             quote(&request.to)
         )));
     }
+    // Poison entries stay parked until an operator decides (README: Retiring a
+    // consumer): retiring QUARANTINE would hand them on, TO QUARANTINE would
+    // park healthy ones.
+    if request.consumer == defaults.quarantine {
+        return Err(invalid(format!(
+            "{} is the quarantine consumer (quantum.quarantine): its poison entries \
+             are not retired",
+            quote(&request.consumer)
+        )));
+    }
+    if request.to == defaults.quarantine {
+        return Err(invalid(format!(
+            "TO {} is the quarantine consumer (quantum.quarantine): retired entries \
+             are not poison",
+            quote(&request.to)
+        )));
+    }
     Ok(request)
 }
 

@@ -116,13 +116,20 @@ impl CallerAcl {
             _ => Err(RedisError::String(format!(
                 "{} this user has no permissions to run the '{}' command on this key",
                 error::NOPERM,
-                argv.iter()
-                    .take(2)
-                    .map(|a| String::from_utf8_lossy(a).to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join("|")
+                command_name(argv)
             ))),
         }
+    }
+}
+
+/// How Redis names a command in ACL messages: `xpending`, or `xgroup|createconsumer`
+/// for a command with subcommands (only XINFO and XGROUP, of those checked here).
+fn command_name(argv: &[&[u8]]) -> String {
+    let word = |a: &[u8]| String::from_utf8_lossy(a).to_lowercase();
+    let name = argv.first().map_or_else(String::new, |a| word(a));
+    match (name.as_str(), argv.get(1)) {
+        ("xinfo" | "xgroup", Some(sub)) => format!("{name}|{}", word(sub)),
+        _ => name,
     }
 }
 
@@ -262,6 +269,34 @@ impl<'a> Group<'a> {
             .collect()
     }
 
+    /// How many of `owner`'s PEL entries follow `after`, counting at most
+    /// `limit`: XPENDING's extended form walks only that consumer's PEL, so
+    /// this costs O(limit), whatever the group's size. The rows are not parsed.
+    pub fn pending_len(
+        &self,
+        after: StreamId,
+        limit: usize,
+        owner: &[u8],
+    ) -> Result<usize, RedisError> {
+        if after == StreamId::MAX {
+            return Ok(0);
+        }
+        let start = format!("({after}");
+        let limit = limit.to_string();
+        let args: [&[u8]; 6] = [
+            self.key,
+            self.group,
+            start.as_bytes(),
+            b"+",
+            limit.as_bytes(),
+            owner,
+        ];
+        match self.read("XPENDING", &args)? {
+            CallReply::Array(rows) => Ok(rows.len()),
+            _ => Err(unexpected("XPENDING")),
+        }
+    }
+
     /// This group's counts from XINFO GROUPS: without a pass over every consumer.
     pub fn info(&self) -> Result<GroupInfo, RedisError> {
         match self.group_fields(&[b"pending", b"consumers", b"lag"])?[..] {
@@ -311,12 +346,13 @@ impl<'a> Group<'a> {
     /// creates it, so a replica and the AOF would lack it (S4). Created here, the
     /// creation is propagated itself (and not at all when it already exists),
     /// and primary, replica and AOF hold the same consumers on every version.
-    pub fn create_consumer(&self, consumer: &[u8]) -> Result<(), RedisError> {
+    /// Returns whether it created the consumer (false: it existed already).
+    pub fn create_consumer(&self, consumer: &[u8]) -> Result<bool, RedisError> {
         match self.write(
             "XGROUP",
             &[b"CREATECONSUMER", self.key, self.group, consumer],
         )? {
-            CallReply::I64(_) => Ok(()),
+            CallReply::I64(created) => Ok(created.to_i64() == 1),
             _ => Err(unexpected("XGROUP CREATECONSUMER")),
         }
     }
@@ -455,5 +491,25 @@ fn int_at(item: &Option<CallResult<'_>>) -> Option<i64> {
     match item {
         Some(Ok(CallReply::I64(n))) => Some(n.to_i64()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_name;
+
+    #[test]
+    fn acl_messages_name_the_command_not_the_key() {
+        assert_eq!(command_name(&[b"XPENDING", b"s", b"g"]), "xpending");
+        assert_eq!(command_name(&[b"XCLAIM", b"s", b"g", b"c"]), "xclaim");
+        assert_eq!(
+            command_name(&[b"XGROUP", b"CREATECONSUMER", b"s", b"g", b"-"]),
+            "xgroup|createconsumer"
+        );
+        assert_eq!(
+            command_name(&[b"XINFO", b"CONSUMERS", b"s", b"g"]),
+            "xinfo|consumers"
+        );
+        assert_eq!(command_name(&[b"QUANTUM.RETIRE", b"s"]), "quantum.retire");
     }
 }

@@ -1,8 +1,9 @@
 //! QUANTUM.RETIRE: a stopping consumer hands its pending entries to TO, at most
 //! COUNT per call, and is deleted by the call that leaves it empty.
 
-use crate::args::{self, RetireRequest};
-use crate::plan::retire::{self as step_plan, RetireStep};
+use crate::args::{self, RetireRequest, StreamId};
+use crate::plan::retire::{self as step_plan, Remaining};
+use crate::plan::PendingEntry;
 use crate::redis_ops::{self, CallerAcl, Group, Internal};
 use crate::reply::{self, Reply};
 use crate::shared::{self, Failure};
@@ -12,9 +13,10 @@ use quantum_protocol::key;
 use redis_module::{Context, RedisError};
 use std::collections::HashSet;
 
-/// Every command a call may run, checked against the caller's ACL before the first change (S7).
-const INTERNAL_COMMANDS: [Internal; 5] = [
-    Internal::InfoConsumers,
+/// Every command a call may run, checked against the caller's ACL before the
+/// first change (S7). No XINFO CONSUMERS: its cost grows with the group's
+/// consumer count, and a zombie-heavy group has 100,000 of them.
+const INTERNAL_COMMANDS: [Internal; 4] = [
     Internal::Pending,
     Internal::CreateConsumer,
     Internal::Claim,
@@ -25,7 +27,7 @@ const INTERNAL_COMMANDS: [Internal; 5] = [
 struct Retired {
     moved: Vec<String>,
     dropped: Vec<String>,
-    remaining: i64,
+    remaining: Remaining,
     deleted: bool,
 }
 
@@ -35,9 +37,11 @@ struct Retired {
 /// Moves up to COUNT of `consumer`'s pending entries, lowest IDs first and
 /// whatever their idle time, to TO (entries whose stream entry is gone leave
 /// the PEL instead); the call that leaves the consumer empty deletes it. A
-/// bigger backlog takes several calls, each atomic and short (S5). Mode-guarded.
+/// bigger backlog takes several calls, each atomic and O(COUNT): it reads only
+/// the consumer's own PEL, never the group's consumer list (S5). Mode-guarded.
 /// Replies with a map: moved (IDs), dropped (IDs), remaining (entries the
-/// consumer still holds), deleted (0/1; 0 when there was no such consumer).
+/// consumer still holds: exact up to COUNT, else COUNT + 1 as a lower bound),
+/// remaining-exact (0/1), deleted (0/1; 0 when there was no such consumer).
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let request = shared::parse(argv, args::parse_retire)?;
     let acl = CallerAcl::of(ctx)?;
@@ -46,24 +50,12 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let group = Group::new(ctx, &request.key, &request.group);
     group.check_allowed(&acl, &INTERNAL_COMMANDS)?;
 
-    let held = group
-        .consumers()?
-        .into_iter()
-        .find(|c| c.name == request.consumer);
-    let retired = match held {
-        None => Retired {
-            moved: Vec::new(),
-            dropped: Vec::new(),
-            remaining: 0,
-            deleted: false,
-        },
-        Some(consumer) => {
-            if consumer.pending > 0 {
-                // Explicitly, so replicas and the AOF get TO even if every entry is gone.
-                group.create_consumer(&request.to)?;
-            }
-            retire_step(ctx, &group, &request, consumer.pending)?
-        }
+    let count = request.count as usize;
+    let take = group.pending(None, count, Some(&request.consumer))?;
+    let retired = if take.is_empty() {
+        retire_empty(&group, &request.consumer)?
+    } else {
+        retire_step(ctx, &group, &request, &take)?
     };
 
     bump(&STATS.retires, 1);
@@ -74,7 +66,11 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let fields = vec![
         (key::MOVED, Reply::ids(&retired.moved)),
         (key::DROPPED, Reply::ids(&retired.dropped)),
-        (key::REMAINING, Reply::Int(retired.remaining)),
+        (key::REMAINING, Reply::Int(retired.remaining.entries)),
+        (
+            key::REMAINING_EXACT,
+            Reply::Int(retired.remaining.exact.into()),
+        ),
         (key::DELETED, Reply::Int(retired.deleted.into())),
     ];
     reply::reply(ctx, Reply::Map(fields));
@@ -88,21 +84,47 @@ pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
         .argv_pos
 }
 
-/// Moves the consumer's first COUNT entries to TO; deletes it only when the
-/// PEL page showed nothing beyond them.
+/// A consumer whose PEL read empty: it holds nothing, or does not exist (XPENDING
+/// cannot tell). XGROUP CREATECONSUMER tells, in O(log consumers): 0 when it
+/// exists. Then DELCONSUMER deletes the empty consumer, or the one the probe
+/// just made; both writes are replicated, so replicas and the AOF end where
+/// the primary does (a missing consumer: created and deleted in one MULTI).
+fn retire_empty(group: &Group, consumer: &[u8]) -> Result<Retired, RedisError> {
+    let existed = !group.create_consumer(consumer)?;
+    group.delete_consumer(consumer)?;
+    Ok(Retired {
+        moved: Vec::new(),
+        dropped: Vec::new(),
+        remaining: Remaining::NONE,
+        deleted: existed,
+    })
+}
+
+/// Moves `take`, the consumer's first COUNT entries, to TO; looks at most
+/// COUNT + 1 entries further to say what stays, and deletes the consumer only
+/// when nothing does.
 fn retire_step(
     ctx: &Context,
     group: &Group,
     request: &RetireRequest,
-    pending: i64,
+    take: &[PendingEntry],
 ) -> Result<Retired, RedisError> {
     let count = request.count as usize;
-    let page = group.pending(None, count + 1, Some(&request.consumer))?;
-    let step: RetireStep = step_plan::plan_step(&page, count);
-    let ids: Vec<&str> = step.take.iter().map(|e| e.id.as_str()).collect();
+    let remaining = match take.last() {
+        Some(last) if take.len() == count => {
+            let after = StreamId::parse(last.id.as_bytes())
+                .ok_or(RedisError::Str("ERR unexpected reply from XPENDING"))?;
+            let seen = group.pending_len(after, count + 1, &request.consumer)?;
+            Remaining::from_look_ahead(seen, count)
+        }
+        _ => Remaining::NONE,
+    };
+    // Explicitly, so replicas and the AOF get TO even if every entry is gone.
+    group.create_consumer(&request.to)?;
+    let ids: Vec<&str> = take.iter().map(|e| e.id.as_str()).collect();
     let claimed: HashSet<String> = group.claim(&request.to, 0, &ids)?.into_iter().collect();
-    let (moved, dropped) = step_plan::split_claimed(&step, &claimed);
-    if step.empties {
+    let (moved, dropped) = step_plan::split_claimed(take, &claimed);
+    if remaining.empties() {
         let lost = group.delete_consumer(&request.consumer)?;
         if lost != 0 {
             // Cannot happen: its PEL was read empty past these entries in this same call.
@@ -116,10 +138,10 @@ fn retire_step(
         }
     }
     Ok(Retired {
-        remaining: step_plan::remaining_after(pending, ids.len(), step.empties),
         moved,
         dropped,
-        deleted: step.empties,
+        remaining,
+        deleted: remaining.empties(),
     })
 }
 
@@ -136,13 +158,14 @@ fn log(ctx: &Context, request: &RetireRequest, retired: &Retired) {
     log::notice(
         ctx,
         &format!(
-            "{what} '{}' stream='{}' group='{}' moved={} dropped={} remaining={} to='{}'",
+            "{what} '{}' stream='{}' group='{}' moved={} dropped={} remaining={}{} to='{}'",
             text::printable(&request.consumer, 200),
             text::printable(&request.key, 200),
             text::printable(&request.group, 200),
             retired.moved.len(),
             retired.dropped.len(),
-            retired.remaining,
+            retired.remaining.entries,
+            if retired.remaining.exact { "" } else { "+" },
             text::printable(&request.to, 200),
         ),
     );

@@ -154,6 +154,8 @@ pub mod key {
     // RETIRE (with `dropped` and `deleted` above).
     pub const MOVED: &str = "moved";
     pub const REMAINING: &str = "remaining";
+    /// 1: `remaining` is exact; 0: a lower bound (the consumer holds more than COUNT).
+    pub const REMAINING_EXACT: &str = "remaining-exact";
 }
 
 /// The states STATUS gives a consumer, in the order its `states` lists them.

@@ -166,6 +166,19 @@ fn status_and_retire_arguments() {
 }
 
 #[test]
+fn retire_leaves_the_quarantine_consumer_alone() {
+    let retire = |argv: &[&[u8]]| parse_retire(argv, &defaults());
+    assert!(
+        matches!(retire(&[b"x", b"s", b"g", b"quarantine"]), Err(ArgError::Invalid(m)) if m.contains("'quarantine' is the quarantine consumer"))
+    );
+    assert!(
+        matches!(retire(&[b"x", b"s", b"g", b"exec-1", b"TO", b"quarantine"]), Err(ArgError::Invalid(m)) if m.contains("TO 'quarantine' is the quarantine consumer"))
+    );
+    // Adopting what recovery parked is what RETIRE is for.
+    assert!(retire(&[b"x", b"s", b"g", b"recovery", b"TO", b"exec-1"]).is_ok());
+}
+
+#[test]
 fn retire_count_and_status_limit() {
     let retire = |extra: &[&[u8]]| {
         let mut argv: Vec<&[u8]> = vec![b"x", b"s", b"g", b"exec-1"];
@@ -255,6 +268,7 @@ mod fuzz {
             }
             if let Ok(r) = parse_retire(&argv, &defaults()) {
                 prop_assert!(!r.consumer.is_empty() && r.consumer != r.to);
+                prop_assert!(r.consumer != b"quarantine" && r.to != b"quarantine");
                 prop_assert!((1..=100_000).contains(&r.count));
             }
         }
