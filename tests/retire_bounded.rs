@@ -4,7 +4,7 @@
 //! trigger's `retire` repeats the call until `remaining` is 0 or its deadline.
 
 use quantum_integration::reply::{
-    consumers, group_state, info_counter, int, pairs, pel, run, texts,
+    consumer_names, consumers, group_state, info_counter, int, pairs, pel, run, text, texts,
 };
 use quantum_integration::scenario::*;
 use quantum_integration::trigger::{run_trigger, url_of};
@@ -12,7 +12,7 @@ use quantum_integration::{primary_and_replica, Options, Server, TempDir};
 use redis::{Connection, Value};
 use std::time::{Duration, Instant};
 
-/// QUANTUM.RETIRE's reply: moved, dropped, remaining, deleted (keys checked in order).
+/// QUANTUM.RETIRE's reply: moved, dropped, remaining, remaining-exact, deleted (keys checked in order).
 fn retire(con: &mut Connection, consumer: &str, options: &[&str]) -> Result<Retired, String> {
     let mut words = vec!["QUANTUM.RETIRE", STREAM, GROUP, consumer];
     words.extend_from_slice(options);
@@ -24,6 +24,8 @@ struct Retired {
     moved: Vec<String>,
     dropped: Vec<String>,
     remaining: i64,
+    /// false: `remaining` is a lower bound (COUNT + 1, "more than COUNT").
+    exact: bool,
     deleted: bool,
 }
 
@@ -31,12 +33,22 @@ impl Retired {
     fn from(value: &Value) -> Retired {
         let fields = pairs(value);
         let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["moved", "dropped", "remaining", "deleted"]);
+        assert_eq!(
+            keys,
+            [
+                "moved",
+                "dropped",
+                "remaining",
+                "remaining-exact",
+                "deleted"
+            ]
+        );
         Retired {
             moved: texts(&fields[0].1),
             dropped: texts(&fields[1].1),
             remaining: int(&fields[2].1),
-            deleted: int(&fields[3].1) == 1,
+            exact: int(&fields[3].1) == 1,
+            deleted: int(&fields[4].1) == 1,
         }
     }
 }
@@ -157,6 +169,7 @@ fn a_backlog_retires_over_several_calls_and_a_late_entry_is_not_lost() {
             moved: vec![],
             dropped: vec![],
             remaining: 0,
+            exact: true,
             deleted: false
         },
         "a consumer that does not exist"
@@ -370,25 +383,32 @@ fn a_deadline_with_entries_left_is_exit_75_and_the_consumer_keeps_them() {
         json["calls"].as_u64().unwrap(),
     );
     assert!(calls >= 1 && moved == calls as i64, "{json}");
-    assert_eq!(moved + remaining, total as i64, "{json}");
+    // One entry per call: the module looked one entry further, so "at least 2".
+    assert_eq!(
+        (remaining, json["remaining_exact"].as_bool()),
+        (2, Some(false))
+    );
     assert_eq!(
         (json["result"].as_str(), json["deleted"].as_bool()),
         (Some("error"), Some(false))
     );
-    for expected in [
-        format!("still holds {remaining} entries"),
-        "nothing is lost".to_string(),
-        "the next retire continues".to_string(),
-    ] {
+    // The deadline may strike between two calls or while one is in flight.
+    let unknown = json["last_call_unknown"].as_bool().unwrap();
+    let expected = match unknown {
+        false => "still holds at least 2 entries",
+        true => "the outcome of the last call is unknown",
+    };
+    for expected in [expected, "nothing is lost", "the next retire continues"] {
         assert!(
-            out.stderr.contains(&expected),
+            out.stderr.contains(expected),
             "{expected:?} in {}",
             out.stderr
         );
     }
     let mut con = server.connect();
     let now = pending_of(&mut con, "exec-7").expect("the consumer keeps its name");
-    assert!(now >= 1 && now <= remaining, "{now} > {remaining}");
+    let lost_call = i64::from(unknown);
+    assert_eq!(now, total as i64 - moved - lost_call, "{json}");
     assert_eq!(
         pel(&mut con, STREAM, GROUP).len(),
         total,
@@ -416,4 +436,318 @@ fn a_deadline_with_entries_left_is_exit_75_and_the_consumer_keeps_them() {
         "the next retire finished it"
     );
     assert_eq!(pending_of(&mut con, "exec-7"), None);
+}
+
+/// `cmdstat_<name>` lines of INFO commandstats (internal calls count there too).
+fn commands_run(con: &mut Connection) -> Vec<String> {
+    text(&run(con, &["INFO", "commandstats"]).unwrap())
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .map(|l| l.split(':').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// `n` consumers holding nothing, as dead PID-named consumers pile up.
+fn empty_consumers(con: &mut Connection, n: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg(STREAM)
+            .arg(GROUP)
+            .arg(format!("dead-{i}"))
+            .ignore();
+    }
+    pipe.query::<()>(con).unwrap();
+}
+
+#[test]
+fn a_call_reads_only_the_consumers_own_pel_never_the_consumer_list() {
+    let (_server, mut con) = testnet_group();
+    empty_consumers(&mut con, 2_000);
+    add_entries(&mut con, 5);
+    let held = read_as(&mut con, "exec-7", 5);
+    run(&mut con, &["CONFIG", "RESETSTAT"]).unwrap();
+
+    let step = |con: &mut Connection, consumer| retire(con, consumer, &["COUNT", "2"]).unwrap();
+    let first = step(&mut con, "exec-7");
+    assert_eq!(first.moved, held[..2]);
+    assert_eq!(
+        (first.remaining, first.exact, first.deleted),
+        (3, false, false),
+        "it looked at most COUNT + 1 further: more than COUNT remain"
+    );
+    let second = step(&mut con, "exec-7");
+    assert_eq!(second.moved, held[2..4]);
+    assert_eq!(
+        (second.remaining, second.exact, second.deleted),
+        (1, true, false),
+        "at most COUNT remain: exact"
+    );
+    let last = step(&mut con, "exec-7");
+    assert_eq!(
+        (last.moved, last.remaining, last.exact, last.deleted),
+        (held[4..].to_vec(), 0, true, true)
+    );
+    let empty = step(&mut con, "dead-7");
+    assert_eq!(
+        (empty.remaining, empty.deleted),
+        (0, true),
+        "an empty consumer is deleted"
+    );
+    let missing = step(&mut con, "nobody");
+    assert_eq!(
+        (missing.remaining, missing.deleted),
+        (0, false),
+        "no such consumer"
+    );
+
+    let commands = commands_run(&mut con);
+    assert!(
+        commands.iter().any(|c| c == "xpending")
+            && !commands.iter().any(|c| c.starts_with("xinfo")),
+        "RETIRE must not read the group's consumer list (O(consumers)): {commands:?}"
+    );
+    let names = consumer_names(&mut con, STREAM, GROUP);
+    assert!(!names
+        .iter()
+        .any(|n| n == "exec-7" || n == "dead-7" || n == "nobody"));
+    assert_eq!(names.len(), 2_000, "1,999 dead ones and recovery");
+}
+
+/// A primary with an AOF written on every change, and a replica of it.
+fn primary_with_aof_and_replica() -> (Server, Server) {
+    let primary = Server::with(Options {
+        tcp: true,
+        config: vec![
+            ("appendonly".into(), "yes".into()),
+            ("appendfsync".into(), "always".into()),
+        ],
+        ..Options::default()
+    });
+    let replica = Server::with(Options {
+        tcp: true,
+        ..Options::default()
+    });
+    let mut r = replica.connect();
+    let port = primary.port.unwrap().to_string();
+    run(&mut r, &["REPLICAOF", "127.0.0.1", &port]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !run(&mut r, &["INFO", "replication"])
+        .is_ok_and(|v| text(&v).contains("master_link_status:up"))
+    {
+        assert!(Instant::now() < deadline, "the replica never linked up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (primary, replica)
+}
+
+#[test]
+fn an_empty_and_a_missing_consumer_are_told_apart_and_replica_and_aof_agree() {
+    let (primary, replica) = primary_with_aof_and_replica();
+    let (mut con, mut rep) = (primary.connect(), replica.connect());
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 3);
+    read_as(&mut con, "exec-7", 3);
+    empty_consumers(&mut con, 3);
+    replica_matches(&mut con, &mut rep, "before");
+
+    let empty = retire(&mut con, "dead-1", &[]).unwrap();
+    assert_eq!(
+        (empty.moved.len(), empty.remaining, empty.deleted),
+        (0, 0, true)
+    );
+    replica_matches(&mut con, &mut rep, "after retiring an empty consumer");
+
+    // XGROUP CREATECONSUMER tells a missing consumer from an empty one; the
+    // consumer it creates is deleted in the same call, on the replica too.
+    let missing = retire(&mut con, "ghost", &[]).unwrap();
+    assert_eq!((missing.remaining, missing.deleted), (0, false));
+    replica_matches(&mut con, &mut rep, "after retiring a missing consumer");
+
+    let held = retire(&mut con, "exec-7", &["COUNT", "2"]).unwrap();
+    assert_eq!((held.moved.len(), held.remaining, held.exact), (2, 1, true));
+    replica_matches(&mut con, &mut rep, "after a step");
+    let last = retire(&mut con, "exec-7", &["COUNT", "2"]).unwrap();
+    assert_eq!((last.moved.len(), last.deleted), (1, true));
+    replica_matches(&mut con, &mut rep, "after the last step");
+
+    let names = consumer_names(&mut con, STREAM, GROUP);
+    assert_eq!(
+        names,
+        ["dead-0", "dead-2", "recovery"],
+        "no ghost left behind"
+    );
+    let expected = view(&mut con);
+    drop((con, rep));
+    let primary = primary.restart();
+    assert_eq!(
+        view(&mut primary.connect()),
+        expected,
+        "the AOF holds the same group"
+    );
+}
+
+#[test]
+fn retire_needs_no_xinfo_and_an_acl_refusal_names_the_command() {
+    let (server, mut con) = testnet_group();
+    add_entries(&mut con, 2);
+    let held = read_as(&mut con, "exec-7", 2);
+    for (user, denied) in [("no-xinfo", "-xinfo"), ("no-xpending", "-xpending")] {
+        let words = ["ACL", "SETUSER", user, "on", ">pw", "+@all", denied, "~*"];
+        run(&mut con, &words).unwrap();
+    }
+    let mut no_xpending = server.connect_as("no-xpending", "pw");
+    let err = run(
+        &mut no_xpending,
+        &["QUANTUM.RETIRE", STREAM, GROUP, "exec-7"],
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("NOPERM") && err.contains("run the 'xpending' command"),
+        "{err}"
+    );
+    let mut no_xinfo = server.connect_as("no-xinfo", "pw");
+    let step = run(&mut no_xinfo, &["QUANTUM.RETIRE", STREAM, GROUP, "exec-7"]).unwrap();
+    let step = Retired::from(&step);
+    assert_eq!((step.moved, step.deleted), (held, true));
+}
+
+#[test]
+fn the_quarantine_consumer_is_neither_retired_nor_a_target() {
+    let (_server, mut con) = testnet_group();
+    add_entries(&mut con, 2);
+    read_as(&mut con, "quarantine", 1);
+    read_as(&mut con, "exec-7", 1);
+    run(&mut con, &["CONFIG", "SET", "quantum.quarantine", "parked"]).unwrap();
+    let before = snapshot(&mut con);
+    for (consumer, options, expected) in [
+        ("parked", vec![], "'parked' is the quarantine consumer"),
+        (
+            "exec-7",
+            vec!["TO", "parked"],
+            "TO 'parked' is the quarantine consumer",
+        ),
+    ] {
+        let err = retire(&mut con, consumer, &options).unwrap_err();
+        assert!(err.starts_with("ERR ") && err.contains(expected), "{err}");
+    }
+    assert_eq!(snapshot(&mut con), before, "a refused call changed state");
+    // Only the configured name is special: the old default is an ordinary consumer now.
+    let step = retire(&mut con, "quarantine", &[]).unwrap();
+    assert_eq!((step.moved.len(), step.deleted), (1, true));
+}
+
+#[test]
+fn a_reply_lost_at_the_deadline_is_reported_as_unknown_not_as_entries_left() {
+    let server = Server::start();
+    let total = 100_000;
+    let held = holding(&server, "exec-7", total);
+    let url = url_of(&server.socket());
+    // One call moves everything, and takes longer than the deadline: its reply is lost.
+    let out = run_trigger(
+        &[
+            "retire",
+            "--url",
+            &url,
+            "--consumer",
+            "exec-7",
+            "--retire-count",
+            "100000",
+            "--deadline",
+            "500ms",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(
+        (
+            json["consumer"].as_str(),
+            json["last_call_unknown"].as_bool(),
+            json["calls"].as_u64(),
+            json["result"].as_str()
+        ),
+        (Some("exec-7"), Some(true), Some(0), Some("error")),
+        "{json}"
+    );
+    assert!(json["remaining"].is_null(), "no call answered: {json}");
+    for expected in [
+        "the outcome of the last call is unknown",
+        "it may have moved up to 100000 more entries",
+        "deleted it",
+        "no call was answered",
+    ] {
+        assert!(
+            out.stderr.contains(expected) && json["message"].as_str().unwrap().contains(expected),
+            "{expected:?} in {}",
+            out.stderr
+        );
+    }
+    // What really happened: the call ran in full once Redis got to it.
+    let mut con = server.connect();
+    assert_eq!(ids_of(&mut con, "recovery"), held);
+    assert_eq!(
+        pending_of(&mut con, "exec-7"),
+        None,
+        "deleted, as the message allows"
+    );
+}
+
+#[test]
+fn the_mode_flipping_to_live_mid_retire_says_what_stays_and_the_next_retire_continues() {
+    let server = Server::start();
+    let total = 20_000;
+    let held = holding(&server, "exec-7", total);
+    let url = url_of(&server.socket());
+    let flipper = {
+        let mut con = server.connect();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            run(&mut con, &["SET", "quantum:mode", "LIVE"]).unwrap();
+        })
+    };
+    let args = ["retire", "--url", &url, "--consumer", "exec-7", "--json"];
+    let out = run_trigger(
+        &[&args[..], &["--retire-count", "1", "--deadline", "60s"]].concat(),
+        &[],
+    );
+    flipper.join().unwrap();
+    assert_eq!(out.code, 0, "a refusal exits 0: {}", out.stderr);
+    let json = out.json();
+    let moved = json["moved"].as_array().unwrap().len();
+    assert!(moved >= 1 && moved < total, "{json}");
+    assert_eq!(
+        (
+            json["result"].as_str(),
+            json["remaining"].as_i64(),
+            json["remaining_exact"].as_bool()
+        ),
+        (Some("refused"), Some(2), Some(false))
+    );
+    let message = json["message"].as_str().unwrap();
+    for expected in [
+        "MODE refused",
+        "it still holds at least 2 entries",
+        "stay pending under its name",
+        "the next retire continues",
+    ] {
+        assert!(
+            message.contains(expected) && out.stderr.contains(expected),
+            "{expected:?}: {message}"
+        );
+    }
+    let mut con = server.connect();
+    assert_eq!(pending_of(&mut con, "exec-7"), Some((total - moved) as i64));
+
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let out = run_trigger(&[&args[..], &["--retire-count", "10000"]].concat(), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["moved"].as_array().unwrap().len(), total - moved);
+    assert_eq!(
+        ids_of(&mut con, "recovery"),
+        held,
+        "the next retire finished it"
+    );
 }

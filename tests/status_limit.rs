@@ -2,7 +2,7 @@
 //! longest idle first, with counts per state over all of them; the trigger's
 //! `status` shows the counts and says when the list was cut.
 
-use quantum_integration::reply::{consumers, field, group_state, int, pairs, status, text};
+use quantum_integration::reply::{consumers, field, group_state, int, pairs, run, status, text};
 use quantum_integration::scenario::*;
 use quantum_integration::trigger::{run_trigger, url_of};
 use quantum_integration::Server;
@@ -206,4 +206,35 @@ fn the_trigger_shows_the_states_and_says_when_the_list_was_cut() {
         run_trigger(&["status", "--url", &url, "--limit", "10001"], &[]).code,
         64
     );
+}
+
+#[test]
+fn the_status_table_escapes_names_chosen_by_clients() {
+    let (server, mut con) = testnet_group();
+    let forger = "evil\nrecovery    live               0  1s";
+    for name in [forger, "esc\u{1b}[2Jgone", "tab\tname"] {
+        create_consumer(&mut con, name);
+    }
+    run(&mut con, &["SET", "quantum:mode", "TEST\u{1b}[31mNET"]).unwrap();
+    let url = url_of(&server.socket());
+    let out = run_trigger(&["status", "--url", &url], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !out.stdout.contains('\u{1b}') && !out.stdout.contains('\t'),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.lines().any(|l| l.starts_with("recovery")),
+        "a name forged a row:\n{}",
+        out.stdout
+    );
+    for shown in [
+        r#""evil\nrecovery    live               0  1s""#,
+        r#""esc\u{1b}[2Jgone""#,
+        r#""tab\tname""#,
+        r#""TEST\u{1b}[31mNET""#,
+    ] {
+        assert!(out.stdout.contains(shown), "{shown} in\n{}", out.stdout);
+    }
 }

@@ -233,7 +233,8 @@ impl Cluster {
                 Answer::Fail(f) => {
                     return Err(match waiting {
                         Some(why) if f.code == UNAVAILABLE => {
-                            Failure::new(f.code, format!("{} (after {why})", f.message))
+                            let message = format!("{} (after {why})", f.message);
+                            f.reworded(message)
                         }
                         _ => f,
                     })
@@ -383,7 +384,10 @@ impl Cluster {
             }
         }
         let timed_out = e.is_timeout();
-        let f = self.failed(addr, &e);
+        let f = Failure {
+            reply_lost: failure::reply_lost(&e),
+            ..self.failed(addr, &e)
+        };
         let changing = matches!(
             e.code(),
             Some("TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "LOADING" | "READONLY")

@@ -257,10 +257,16 @@ pub enum Stopped {
 pub struct RetireSummary {
     pub moved: Vec<String>,
     pub dropped: Vec<String>,
-    /// Entries the consumer still held after the last answered call.
-    pub remaining: i64,
+    /// Entries the consumer still held after the last answered call (none answered: None) ...
+    pub remaining: Option<i64>,
+    /// ... exactly, or at least that many (the module looks at most COUNT past its moves).
+    pub remaining_exact: bool,
     pub deleted: bool,
+    /// Answered calls.
     pub calls: u64,
+    /// A call was sent but its reply was lost (timeout, dropped connection):
+    /// it may have moved up to COUNT more entries and deleted the consumer.
+    pub last_call_unknown: bool,
     pub stopped: Option<Stopped>,
 }
 
@@ -298,8 +304,10 @@ pub fn retire(
     loop {
         let outcome = match call(con, &cmd, deadline).and_then(|o| o.and_then(pairs)) {
             Ok(outcome) => outcome,
-            Err(f) if summary.calls == 0 => return Err(f),
+            // Nothing happened, or nothing that anyone knows of: a plain failure.
+            Err(f) if summary.calls == 0 && !f.reply_lost => return Err(f),
             Err(f) => {
+                summary.last_call_unknown = f.reply_lost;
                 summary.stopped = Some(Stopped::Failed(f));
                 return Ok(Outcome::Done(summary));
             }
@@ -324,10 +332,16 @@ pub fn retire(
         let progress = moved.len() + dropped.len();
         summary.moved.extend(moved);
         summary.dropped.extend(dropped);
-        summary.remaining = int(field(&fields, key::REMAINING)?)?;
+        let remaining = int(field(&fields, key::REMAINING)?)?;
+        summary.remaining = Some(remaining);
+        // A module from before `remaining-exact` counted exactly.
+        summary.remaining_exact = match fields.iter().find(|(k, _)| k == key::REMAINING_EXACT) {
+            Some((_, exact)) => int(exact)? == 1,
+            None => true,
+        };
         summary.deleted = int(field(&fields, key::DELETED)?)? == 1;
         summary.calls += 1;
-        if summary.remaining == 0 {
+        if remaining == 0 {
             return Ok(Outcome::Done(summary));
         }
         if progress == 0 {

@@ -297,8 +297,10 @@ impl Link {
                 con.set_read_timeout(left)
                     .and_then(|_| con.set_write_timeout(left))
                     .map_err(|e| failure::from_redis(&e))?;
-                cmd.query(con)
-                    .map_err(|e| cluster::at_node(failure::from_redis(&e), name))
+                cmd.query(con).map_err(|e| Failure {
+                    reply_lost: failure::reply_lost(&e),
+                    ..cluster::at_node(failure::from_redis(&e), name)
+                })
             }
             Link::Cluster(cluster) => cluster.query(cmd, key_of(cmd), deadline),
         }

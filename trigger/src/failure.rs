@@ -15,6 +15,9 @@ pub const CONFIG: u8 = 78;
 pub struct Failure {
     pub code: u8,
     pub message: String,
+    /// The command was sent but its answer never came (a timeout, a dropped
+    /// connection): Redis may have run it.
+    pub reply_lost: bool,
 }
 
 impl Failure {
@@ -22,8 +25,20 @@ impl Failure {
         Failure {
             code,
             message: message.into(),
+            reply_lost: false,
         }
     }
+
+    /// The same failure with another message.
+    pub fn reworded(self, message: String) -> Failure {
+        Failure { message, ..self }
+    }
+}
+
+/// `e` ended a command that was already sent: a timeout or a connection lost
+/// mid-call leaves its outcome unknown (a refused connection sent nothing).
+pub fn reply_lost(e: &RedisError) -> bool {
+    e.is_timeout() || e.is_connection_dropped() || (e.is_io_error() && !e.is_connection_refusal())
 }
 
 /// Why a password that worked yesterday fails today.

@@ -463,14 +463,20 @@ fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
     let consumer = cli.consumer.as_deref().unwrap_or_default();
     let shown = report::quoted(consumer);
     let s = &summary;
-    let counts = format!(
+    let mut counts = format!(
         "moved={} dropped={} remaining={} deleted={} calls={}",
         s.moved.len(),
         s.dropped.len(),
-        s.remaining,
+        s.remaining.map_or("unknown".into(), |n| n.to_string()),
         u8::from(s.deleted),
         s.calls
     );
+    if !s.remaining_exact && s.remaining.is_some() {
+        counts.push_str(" remaining_exact=0");
+    }
+    if s.last_call_unknown {
+        counts.push_str(" last_call_unknown=1");
+    }
     // One call that moved nothing and deleted nothing: no such consumer.
     let absent = s.calls == 1 && s.moved.is_empty() && s.dropped.is_empty() && !s.deleted;
     let (result, exit, why) = match &s.stopped {
@@ -488,8 +494,10 @@ fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
         "moved": s.moved,
         "dropped": s.dropped,
         "remaining": s.remaining,
+        "remaining_exact": s.remaining_exact,
         "deleted": s.deleted,
         "calls": s.calls,
+        "last_call_unknown": s.last_call_unknown,
         "exit_code": exit,
     });
     let mut fields = format!("consumer={shown} {counts}");
@@ -497,12 +505,7 @@ fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
         None if absent => {}
         None => info!("retired consumer {shown}: {counts}"),
         Some(why) => {
-            let message = format!(
-                "retire of consumer {shown} stopped after {} calls ({why}): it still holds {} \
-                 entries (as of the last answered call), which stay pending under its name: \
-                 nothing is lost, the next retire continues",
-                s.calls, s.remaining
-            );
+            let message = stop_message(cli, &shown, s, &why);
             if exit == 0 {
                 warn!("{message}; {counts}");
             } else {
@@ -521,4 +524,40 @@ fn retire(cli: &Cli, con: &mut connect::Link, deadline: Instant) -> Result<Done,
         counted: None,
         mode_known: None,
     })
+}
+
+/// Why a retire stopped short, and where the entries are as far as anyone can
+/// know: after a lost reply the last call may have run in full.
+fn stop_message(cli: &Cli, shown: &str, s: &commands::RetireSummary, why: &str) -> String {
+    let held = match (s.remaining, s.remaining_exact) {
+        (Some(n), true) => format!("{n} entries"),
+        (Some(n), false) => format!("at least {n} entries"),
+        (None, _) => "an unknown number of entries".into(),
+    };
+    let rest = "nothing is lost: entries not moved stay pending under its name, \
+                and the next retire continues";
+    if !s.last_call_unknown {
+        return format!(
+            "retire of consumer {shown} stopped after {} calls ({why}): it still holds {held} \
+             (as of the last answered call), which stay pending under its name: nothing is \
+             lost, the next retire continues",
+            s.calls
+        );
+    }
+    let count = cli
+        .retire_count
+        .map_or("COUNT (quantum.retire-count)".into(), |n| n.to_string());
+    let to = cli
+        .to
+        .as_deref()
+        .map_or("TO (quantum.target)".into(), report::quoted);
+    let before = match s.calls {
+        0 => "no call was answered".to_string(),
+        n => format!("after {n} answered calls it held {held}"),
+    };
+    format!(
+        "retire of consumer {shown} stopped ({why}); the outcome of the last call is unknown \
+         (its reply was lost): it may have moved up to {count} more entries to {to} and, if \
+         that emptied the consumer, deleted it; {before}; {rest}"
+    )
 }

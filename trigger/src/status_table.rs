@@ -2,6 +2,7 @@
 
 use crate::commands::{field, int, pairs, text};
 use crate::failure::{self, Failure};
+use crate::report;
 use quantum_protocol::key;
 use redis::Value;
 use serde_json::json;
@@ -101,14 +102,17 @@ impl Status {
             humantime::format_duration(Duration::from_millis(ms.max(0) as u64)).to_string()
         };
         let mut out = String::new();
-        let mode = self.mode.as_deref().unwrap_or("(missing)");
+        // Names and the mode come from Redis (a client chose them): escaped as
+        // in the log line, so a newline cannot forge a row nor ESC reach the terminal.
+        let shown = report::field_value;
+        let mode = self.mode.as_deref().map_or("(missing)".into(), shown);
         let allowed = if self.allowed {
             "recovery allowed"
         } else {
             "recovery refused"
         };
-        let _ = writeln!(out, "stream       {stream}");
-        let _ = writeln!(out, "group        {group}");
+        let _ = writeln!(out, "stream       {}", shown(stream));
+        let _ = writeln!(out, "group        {}", shown(group));
         let _ = writeln!(out, "mode         {mode} ({allowed})");
         let _ = writeln!(
             out,
@@ -131,10 +135,10 @@ impl Status {
             .map(|(state, n)| format!("{state} {n}"))
             .collect();
         let _ = writeln!(out, "consumers    {}: {}", self.total(), states.join(", "));
-        let width = self
-            .consumers
+        let names: Vec<String> = self.consumers.iter().map(|c| shown(&c.name)).collect();
+        let width = names
             .iter()
-            .map(|c| c.name.len())
+            .map(|n| n.chars().count())
             .max()
             .unwrap_or(0)
             .max("CONSUMER".len());
@@ -143,11 +147,11 @@ impl Status {
             "\n{:<width$}  {:<10}  {:>8}  IDLE",
             "CONSUMER", "STATE", "PENDING"
         );
-        for c in &self.consumers {
+        for (c, name) in self.consumers.iter().zip(&names) {
             let _ = writeln!(
                 out,
                 "{:<width$}  {:<10}  {:>8}  {}",
-                c.name,
+                name,
                 c.state,
                 c.pending,
                 ms(c.idle_ms)
