@@ -33,6 +33,8 @@ struct Sizes {
     retire_per_call: (usize, Vec<(usize, usize)>),
     /// Entries retired through the trigger.
     retire_total: usize,
+    /// Empty consumers beside the retiring one, and iterations, for RETIRE COUNT 1.
+    retire_crowded: (usize, usize),
 }
 
 fn sizes(smoke: bool) -> Sizes {
@@ -49,6 +51,7 @@ fn sizes(smoke: bool) -> Sizes {
             startup_runs: 3,
             retire_per_call: (2_000, vec![(100, 5), (1_000, 3)]),
             retire_total: 3_000,
+            retire_crowded: (200, 3),
         };
     }
     Sizes {
@@ -67,6 +70,7 @@ fn sizes(smoke: bool) -> Sizes {
             vec![(100, 200), (1_000, 100), (10_000, 20), (100_000, 5)],
         ),
         retire_total: 1_000_000,
+        retire_crowded: (100_000, 20),
     }
 }
 
@@ -93,6 +97,8 @@ enum Part {
     Startup,
     Scaling,
     Retire,
+    /// RETIRE COUNT 1 in a group with many empty consumers (also part of `retire`).
+    RetireCrowded,
 }
 
 fn main() {
@@ -126,6 +132,9 @@ fn main() {
     }
     if part(Part::Retire) {
         retire_section(&mut md, &server, &mut con, &sizes);
+    }
+    if part(Part::Retire) || part(Part::RetireCrowded) {
+        retire_crowded_section(&mut md, &mut con, &sizes);
     }
 
     // The tables as the report has them are the printed table too.
@@ -275,6 +284,19 @@ fn scaling_section(
 
     std::fs::create_dir_all(out.join("benchmarks")).unwrap();
     report::plot(&out.join("benchmarks/scaling.svg"), &by_consumers, &by_pel).unwrap();
+}
+
+/// RETIRE COUNT 1 in a zombie-heavy group: its time must not grow with the consumer count.
+fn retire_crowded_section(md: &mut String, con: &mut Connection, sizes: &Sizes) {
+    let (zombies, iterations) = sizes.retire_crowded;
+    let scenario = build(con, 10, zombies, 0);
+    let (held, missing) = retire::crowded(con, &scenario, iterations);
+    let _ = writeln!(
+        md,
+        "\nQUANTUM.RETIRE COUNT 1 in a group crowded with {zombies} empty consumers (the retiring one holds 10 \
+         entries; INFO commandstats, RESTOREd before each of {iterations} calls): {held:.0} µs per call for the \
+         consumer, {missing:.0} µs for a consumer that does not exist."
+    );
 }
 
 /// Part 5, RETIRE in bounded steps: server time per call against COUNT, and a big

@@ -59,6 +59,41 @@ pub fn per_call(
     (module, native)
 }
 
+/// Server µs per `QUANTUM.RETIRE … COUNT 1` in `scenario`, a group crowded with
+/// empty consumers: (of the consumer holding entries, of a consumer that does not exist).
+pub fn crowded(con: &mut Connection, scenario: &Scenario, iterations: usize) -> (f64, f64) {
+    let one = |consumer: &'static str| {
+        move |c: &mut Connection| {
+            let words = [
+                "QUANTUM.RETIRE",
+                STREAM,
+                GROUP,
+                consumer,
+                "TO",
+                "exec-new",
+                "COUNT",
+                "1",
+            ];
+            run(c, &words).unwrap();
+        }
+    };
+    let held = measure(
+        con,
+        scenario,
+        iterations,
+        &["quantum.retire"],
+        one(CONSUMER),
+    );
+    let missing = measure(
+        con,
+        scenario,
+        iterations,
+        &["quantum.retire"],
+        one("exec-missing"),
+    );
+    (held, missing)
+}
+
 pub struct Retire {
     pub entries: usize,
     pub took: Duration,
