@@ -329,3 +329,87 @@ fn packages_install_recover_upgrade_and_go_in_a_booted_debian() {
     );
     assert_eq!(read("after-removal.txt"), "active\nPONG\n", "{}", context());
 }
+
+const CHECK_REDIS_CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/module/debian/check-redis-config"
+);
+
+/// The module prerm's guard (check-redis-config) on one config folder: its
+/// exit code and the lines it lists.
+fn guard(etc: &Path) -> (i32, String) {
+    let out = Command::new(CHECK_REDIS_CONFIG)
+        .env("QUANTUM_REDIS_ETC", etc)
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn the_removal_guard_reads_redis_conf_as_redis_does() {
+    let dir = TempDir::new("guard");
+    let etc = dir.path();
+    let conf = etc.join("redis.conf");
+    let clean = "bind 127.0.0.1\n# loadmodule /usr/lib/redis/modules/libquantum.so\n\
+                 loadmodule /usr/lib/redis/modules/other.so\n";
+    std::fs::write(&conf, clean).unwrap();
+    assert_eq!(guard(etc), (0, String::new()));
+
+    let link = etc.join("link.so");
+    std::os::unix::fs::symlink("/usr/lib/redis/modules/libquantum.so", &link).unwrap();
+    for form in [
+        "LOADMODULE /usr/lib/redis/modules/libquantum.so".to_string(),
+        "loadmodule \"/usr/lib/redis/modules/libquantum.so\"".to_string(),
+        "loadmodule '/usr/lib/redis/modules/libquantum.so' x".to_string(),
+        "  loadmodule /usr/lib/redis/modules//libquantum.so".to_string(),
+        "loadmodule /usr/lib/redis/./modules/../modules/libquantum.so".to_string(),
+        format!("loadmodule {}", link.display()),
+        "QUANTUM.mode-key quantum:mode".to_string(),
+        "user q on nopass ~* +Quantum.Recover".to_string(),
+    ] {
+        std::fs::write(&conf, format!("{clean}{form}\n")).unwrap();
+        assert_eq!(
+            guard(etc),
+            (1, format!("{}:4: {form}\n", conf.display())),
+            "{form}"
+        );
+    }
+
+    // Lines in included files (globs) and in the aclfile any of them names.
+    let sub = etc.join("conf.d");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(&conf, format!("{clean}include {}/*.conf\n", sub.display())).unwrap();
+    let acl = etc.join("users.acl");
+    std::fs::write(
+        sub.join("10-quantum.conf"),
+        format!(
+            "Loadmodule /usr/lib/redis/modules/libquantum.so\naclfile \"{}\"\n",
+            acl.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &acl,
+        "user default on nopass ~* &* +@all\nuser quantum-recover on #ab ~* +quantum.recover\n",
+    )
+    .unwrap();
+    let (code, lines) = guard(etc);
+    assert_eq!(code, 1, "{lines}");
+    assert_eq!(
+        lines,
+        format!(
+            "{}/10-quantum.conf:1: Loadmodule /usr/lib/redis/modules/libquantum.so\n\
+             {}:2: user quantum-recover on #ab ~* +quantum.recover\n",
+            sub.display(),
+            acl.display()
+        )
+    );
+}
