@@ -143,7 +143,9 @@ systemctl is-active quantum-stream-recover.timer >> /results/after-purge.txt
 # README, Rolling back: the ACL user, then the module's lines, then a restart.
 r ACL DELUSER quantum-recover
 r CONFIG REWRITE
-sed -i -e '/^[[:space:]]*loadmodule .*libquantum\.so/d' -e '/^[[:space:]]*quantum\./d' $CONF
+sed -i -e '/^[[:space:]]*loadmodule .*libquantum\.so/Id' -e '/^[[:space:]]*quantum\./Id' $CONF
+/usr/libexec/quantum-redis-module/check-redis-config > /results/check-config.txt 2>&1
+echo "rc=$?" >> /results/check-config.txt
 systemctl restart redis-server
 dpkg --purge quantum-redis-module > /results/module-purge.txt 2>&1
 echo "rc=$?" >> /results/module-purge.txt
@@ -321,7 +323,9 @@ fn packages_install_recover_upgrade_and_go_in_a_booted_debian() {
         context()
     );
 
-    // The documented removal path: Redis restarts, the module package goes.
+    // The documented removal path: the check is clean before the restart,
+    // Redis restarts, the module package goes.
+    assert_eq!(read("check-config.txt"), "rc=0\n");
     assert!(
         read("module-purge.txt").ends_with("rc=0\n"),
         "{}",
