@@ -801,7 +801,8 @@ fn metrics_writable(path: &Path) -> Check {
                 "{who} may not create files in {} (the service writes a temp file there and \
                  renames it): setfacl -m u:{USER}:rwx {} (what the package's postinst does; \
                  needs ACL support), or a --metrics-file in a folder {USER} owns \
-                 (/var/lib/quantum) with node_exporter's textfile directory there",
+                 and node_exporter reads (e.g. install -d -o {USER} -m 0755 \
+                 /var/lib/quantum-metrics)",
                 folder.display(),
                 folder.display()
             ),
