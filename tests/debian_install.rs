@@ -120,6 +120,9 @@ systemctl enable --now quantum-stream-recover.timer
 # The ACL user survives a restart (CONFIG REWRITE); doctor passes.
 systemctl restart redis-server
 doctor ok
+systemctl stop quantum-stream-recover.timer
+doctor stopped
+systemctl start quantum-stream-recover.timer
 
 # Upgrade with an edited conffile and the timer running.
 sed -i 's|^QUANTUM_DEADLINE=.*|QUANTUM_DEADLINE=29s|' $ENV
@@ -290,6 +293,12 @@ fn packages_install_recover_upgrade_and_go_in_a_booted_debian() {
     assert!(
         ok.contains("ok   trading user: trader is in group quantum"),
         "{ok}"
+    );
+    let stopped = read("doctor-stopped.txt");
+    assert!(
+        stopped.contains("FAIL timer: quantum-stream-recover.timer is enabled but inactive")
+            && stopped.ends_with("rc=1\n"),
+        "{stopped}"
     );
 
     // Upgrade: the edited conffile, its mode and the running timer stay.
