@@ -6,6 +6,10 @@
 //! edited conffile, refused module removal, purge, and the documented removal
 //! path leaving a Redis that restarts.
 //!
+//! The module's removal guard (check-redis-config) and the README's rollback
+//! with an aclfile run on this host too, against config folders and a real
+//! redis-server.
+//!
 //! Uses the packages `scripts/package.sh` put in target/debian/ (scripts/test.sh
 //! builds them first).
 
@@ -434,4 +438,51 @@ fn the_removal_guard_reads_redis_conf_as_redis_does() {
             acl.display()
         )
     );
+}
+
+/// README "Rolling back" with an aclfile: CONFIG REWRITE leaves the user's
+/// `+quantum.*` line in the aclfile (Redis would not start without the
+/// module); ACL SAVE removes it, and the check then passes.
+#[test]
+fn rolling_back_with_an_aclfile_needs_acl_save() {
+    let dir = TempDir::new("rollback-aclfile");
+    let acl = dir.path().join("users.acl");
+    std::fs::write(&acl, "user default on nopass ~* &* +@all\n").unwrap();
+    let server = quantum_integration::Server::with(quantum_integration::Options {
+        config_file: Some(format!("aclfile {}\n", acl.display())),
+        ..Default::default()
+    });
+    std::fs::write(
+        dir.path().join("redis.conf"),
+        format!("aclfile \"{}\"\n", acl.display()),
+    )
+    .unwrap();
+    let mut con = server.connect();
+    let mut run = |args: &[&str]| {
+        redis::cmd(args[0])
+            .arg(&args[1..])
+            .query::<redis::Value>(&mut con)
+            .unwrap();
+    };
+    run(&[
+        "ACL",
+        "SETUSER",
+        "quantum-recover",
+        "on",
+        ">pw",
+        "+quantum.recover",
+    ]);
+    run(&["ACL", "SAVE"]);
+    let (code, lines) = guard(dir.path());
+    assert!(code == 1 && lines.contains("+quantum.recover"), "{lines}");
+
+    run(&["ACL", "DELUSER", "quantum-recover"]);
+    run(&["CONFIG", "REWRITE"]);
+    let (code, lines) = guard(dir.path());
+    assert!(
+        code == 1 && lines.contains("quantum-recover"),
+        "CONFIG REWRITE alone: {lines}"
+    );
+    run(&["ACL", "SAVE"]);
+    assert_eq!(guard(dir.path()), (0, String::new()));
 }
