@@ -215,6 +215,15 @@ fn doctor_checks_the_module_path_the_next_restart_loads() {
         "{check}"
     );
 
+    // Any name, when it resolves to the file Redis runs.
+    let renamed = dir.path().join("mod.so");
+    std::os::unix::fs::symlink(&built, &renamed).unwrap();
+    let check = at(&format!("loadmodule {}\n", renamed.display()));
+    assert!(
+        check.starts_with("ok   module path: ") && check.contains("mod.so"),
+        "{check}"
+    );
+
     let missing = dir.path().join("libquantum-missing.so");
     let check = at(&format!("loadmodule {}\n", missing.display()));
     assert!(

@@ -74,31 +74,26 @@ pub fn run(cli: &Cli, deadline: Instant) -> u8 {
     )
     .ok();
 
+    let module_list = match (&con, admin.as_mut()) {
+        (Ok(_), Some(admin)) => loaded_module_path(admin, deadline),
+        _ => None,
+    };
     let conf = &cli.doctor.redis_conf;
-    let loadmodule = crate::redis_conf::loadmodule_lines(conf).map(|lines| {
-        lines
-            .into_iter()
-            .filter(|l| l.path.contains("quantum"))
-            .collect::<Vec<_>>()
-    });
-    let module_list = match &mut con {
+    let loadmodule =
+        quantum_loadmodule_lines(conf, module_list.as_ref().and_then(Option::as_deref));
+    match &mut con {
         Ok(con) => {
             checks.push(ok(
                 "redis",
                 format!("{} answers PING", connect::redact_url(&cli.url)),
             ));
-            let module_list = loaded_module_path(admin.as_mut(), deadline);
             checks.push(module_build(cli, con, &module_list, &loadmodule, deadline));
             checks.push(mode_key(cli, con, admin.as_mut(), deadline));
             checks.push(acl(cli, admin.as_mut(), &module_list, deadline));
             checks.push(stream_and_group(cli, con, deadline));
-            module_list
         }
-        Err(f) => {
-            checks.push(fail("redis", unreachable(&cli.url, f)));
-            None
-        }
-    };
+        Err(f) => checks.push(fail("redis", unreachable(&cli.url, f))),
+    }
     checks.push(module_path_check(
         &cli.doctor.redis_unit,
         conf,
@@ -447,10 +442,20 @@ fn stream_and_group(cli: &Cli, con: &mut Link, deadline: Instant) -> Check {
     }
 }
 
+/// The `loadmodule` lines of redis.conf (and its includes) that load this
+/// module: a path naming quantum, or the file MODULE LIST shows.
+fn quantum_loadmodule_lines(conf: &Path, loaded: Option<&str>) -> std::io::Result<Vec<LoadModule>> {
+    let loaded = loaded.map(resolved);
+    Ok(crate::redis_conf::loadmodule_lines(conf)?
+        .into_iter()
+        .filter(|l| l.path.contains("quantum") || Some(resolved(&l.path)) == loaded)
+        .collect())
+}
+
 /// The path MODULE LIST shows for the module: `None` when it could not be
 /// asked, `Some(None)` when the module is not loaded.
-fn loaded_module_path(admin: Option<&mut Link>, deadline: Instant) -> Option<Option<String>> {
-    let reply = admin?
+fn loaded_module_path(admin: &mut Link, deadline: Instant) -> Option<Option<String>> {
+    let reply = admin
         .query(redis::cmd("MODULE").arg("LIST"), deadline)
         .ok()?;
     let Value::Array(modules) = reply else {
