@@ -6,6 +6,10 @@
 //! edited conffile, refused module removal, purge, and the documented removal
 //! path leaving a Redis that restarts.
 //!
+//! The module's removal guard (check-redis-config) and the README's rollback
+//! with an aclfile run on this host too, against config folders and a real
+//! redis-server.
+//!
 //! Uses the packages `scripts/package.sh` put in target/debian/ (scripts/test.sh
 //! builds them first).
 
@@ -120,11 +124,18 @@ systemctl enable --now quantum-stream-recover.timer
 # The ACL user survives a restart (CONFIG REWRITE); doctor passes.
 systemctl restart redis-server
 doctor ok
+systemctl stop quantum-stream-recover.timer
+doctor stopped
+systemctl start quantum-stream-recover.timer
 
 # Upgrade with an edited conffile and the timer running.
 sed -i 's|^QUANTUM_DEADLINE=.*|QUANTUM_DEADLINE=29s|' $ENV
+# The textfile folder a dangling symlink: the upgrade warns, never fails.
+MD=/var/lib/prometheus/node-exporter
+mv $MD $MD.real && ln -s /nonexistent/node-exporter $MD
 dpkg -i /debs/quantum-stream-recover-2.deb > /results/upgrade.txt 2>&1
 echo "rc=$?" >> /results/upgrade.txt
+rm $MD && mv $MD.real $MD
 { dpkg-query -W -f '${Version}\n' quantum-stream-recover; grep '^QUANTUM_DEADLINE=' $ENV; stat -c '%a %U:%G' $ENV; systemctl is-active quantum-stream-recover.timer; } > /results/after-upgrade.txt
 
 # The module package refuses to go while redis.conf loads it.
@@ -132,10 +143,14 @@ dpkg -r quantum-redis-module > /results/module-refused.txt 2>&1
 echo "rc=$?" >> /results/module-refused.txt
 ls /usr/lib/redis/modules/libquantum.so >> /results/module-refused.txt 2>&1
 
-# Purge the trigger.
+# Purge the trigger, with a policy-rc.d that forbids actions (as in
+# containers): the timer still stops rather than outliving its unit.
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
 dpkg --purge quantum-stream-recover > /results/purge.txt 2>&1
 echo "rc=$?" >> /results/purge.txt
-for p in /etc/quantum /var/log/quantum /var/lib/prometheus/node-exporter/quantum_stream_recover.prom /usr/bin/quantum-stream-recover /usr/lib/systemd/system/quantum-stream-recover.timer /etc/systemd/system/timers.target.wants/quantum-stream-recover.timer; do
+rm -f /usr/sbin/policy-rc.d
+getfacl -cp $MD | grep -E '^(user:quantum|mask)' >> /results/after-purge.txt
+for p in /etc/quantum /var/log/quantum /var/lib/quantum /var/lib/prometheus/node-exporter/quantum_stream_recover.prom /usr/bin/quantum-stream-recover /usr/lib/systemd/system/quantum-stream-recover.timer /etc/systemd/system/timers.target.wants/quantum-stream-recover.timer; do
     [ -e $p ] && echo "left: $p"
 done > /results/after-purge.txt
 systemctl is-active quantum-stream-recover.timer >> /results/after-purge.txt
@@ -143,7 +158,9 @@ systemctl is-active quantum-stream-recover.timer >> /results/after-purge.txt
 # README, Rolling back: the ACL user, then the module's lines, then a restart.
 r ACL DELUSER quantum-recover
 r CONFIG REWRITE
-sed -i -e '/^[[:space:]]*loadmodule .*libquantum\.so/d' -e '/^[[:space:]]*quantum\./d' $CONF
+sed -i -e '/^[[:space:]]*loadmodule .*libquantum\.so/Id' -e '/^[[:space:]]*quantum\./Id' $CONF
+/usr/libexec/quantum-redis-module/check-redis-config > /results/check-config.txt 2>&1
+echo "rc=$?" >> /results/check-config.txt
 systemctl restart redis-server
 dpkg --purge quantum-redis-module > /results/module-purge.txt 2>&1
 echo "rc=$?" >> /results/module-purge.txt
@@ -281,10 +298,17 @@ fn packages_install_recover_upgrade_and_go_in_a_booted_debian() {
         ok.contains("ok   trading user: trader is in group quantum"),
         "{ok}"
     );
+    let stopped = read("doctor-stopped.txt");
+    assert!(
+        stopped.contains("FAIL timer: quantum-stream-recover.timer is enabled but inactive")
+            && stopped.ends_with("rc=1\n"),
+        "{stopped}"
+    );
 
     // Upgrade: the edited conffile, its mode and the running timer stay.
     assert!(
-        read("upgrade.txt").ends_with("rc=0\n"),
+        read("upgrade.txt").ends_with("rc=0\n")
+            && read("upgrade.txt").contains("warning: could not allow user quantum to write"),
         "{}",
         read("upgrade.txt")
     );
@@ -321,11 +345,144 @@ fn packages_install_recover_upgrade_and_go_in_a_booted_debian() {
         context()
     );
 
-    // The documented removal path: Redis restarts, the module package goes.
+    // The documented removal path: the check is clean before the restart,
+    // Redis restarts, the module package goes.
+    assert_eq!(read("check-config.txt"), "rc=0\n");
     assert!(
         read("module-purge.txt").ends_with("rc=0\n"),
         "{}",
         read("module-purge.txt")
     );
     assert_eq!(read("after-removal.txt"), "active\nPONG\n", "{}", context());
+}
+
+const CHECK_REDIS_CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/module/debian/check-redis-config"
+);
+
+/// The module prerm's guard (check-redis-config) on one config folder: its
+/// exit code and the lines it lists.
+fn guard(etc: &Path) -> (i32, String) {
+    let out = Command::new(CHECK_REDIS_CONFIG)
+        .env("QUANTUM_REDIS_ETC", etc)
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn the_removal_guard_reads_redis_conf_as_redis_does() {
+    let dir = TempDir::new("guard");
+    let etc = dir.path();
+    let conf = etc.join("redis.conf");
+    let clean = "bind 127.0.0.1\n# loadmodule /usr/lib/redis/modules/libquantum.so\n\
+                 loadmodule /usr/lib/redis/modules/other.so\n";
+    std::fs::write(&conf, clean).unwrap();
+    assert_eq!(guard(etc), (0, String::new()));
+
+    let link = etc.join("link.so");
+    std::os::unix::fs::symlink("/usr/lib/redis/modules/libquantum.so", &link).unwrap();
+    for form in [
+        "LOADMODULE /usr/lib/redis/modules/libquantum.so".to_string(),
+        "loadmodule \"/usr/lib/redis/modules/libquantum.so\"".to_string(),
+        "loadmodule '/usr/lib/redis/modules/libquantum.so' x".to_string(),
+        "  loadmodule /usr/lib/redis/modules//libquantum.so".to_string(),
+        "loadmodule /usr/lib/redis/./modules/../modules/libquantum.so".to_string(),
+        format!("loadmodule {}", link.display()),
+        "QUANTUM.mode-key quantum:mode".to_string(),
+        "user q on nopass ~* +Quantum.Recover".to_string(),
+    ] {
+        std::fs::write(&conf, format!("{clean}{form}\n")).unwrap();
+        assert_eq!(
+            guard(etc),
+            (1, format!("{}:4: {form}\n", conf.display())),
+            "{form}"
+        );
+    }
+
+    // Lines in included files (globs) and in the aclfile any of them names.
+    let sub = etc.join("conf.d");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(&conf, format!("{clean}include {}/*.conf\n", sub.display())).unwrap();
+    let acl = etc.join("users.acl");
+    std::fs::write(
+        sub.join("10-quantum.conf"),
+        format!(
+            "Loadmodule /usr/lib/redis/modules/libquantum.so\naclfile \"{}\"\n",
+            acl.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &acl,
+        "user default on nopass ~* &* +@all\nuser quantum-recover on #ab ~* +quantum.recover\n",
+    )
+    .unwrap();
+    let (code, lines) = guard(etc);
+    assert_eq!(code, 1, "{lines}");
+    assert_eq!(
+        lines,
+        format!(
+            "{}/10-quantum.conf:1: Loadmodule /usr/lib/redis/modules/libquantum.so\n\
+             {}:2: user quantum-recover on #ab ~* +quantum.recover\n",
+            sub.display(),
+            acl.display()
+        )
+    );
+}
+
+/// README "Rolling back" with an aclfile: CONFIG REWRITE leaves the user's
+/// `+quantum.*` line in the aclfile (Redis would not start without the
+/// module); ACL SAVE removes it, and the check then passes.
+#[test]
+fn rolling_back_with_an_aclfile_needs_acl_save() {
+    let dir = TempDir::new("rollback-aclfile");
+    let acl = dir.path().join("users.acl");
+    std::fs::write(&acl, "user default on nopass ~* &* +@all\n").unwrap();
+    let server = quantum_integration::Server::with(quantum_integration::Options {
+        config_file: Some(format!("aclfile {}\n", acl.display())),
+        ..Default::default()
+    });
+    std::fs::write(
+        dir.path().join("redis.conf"),
+        format!("aclfile \"{}\"\n", acl.display()),
+    )
+    .unwrap();
+    let mut con = server.connect();
+    let mut run = |args: &[&str]| {
+        redis::cmd(args[0])
+            .arg(&args[1..])
+            .query::<redis::Value>(&mut con)
+            .unwrap();
+    };
+    run(&[
+        "ACL",
+        "SETUSER",
+        "quantum-recover",
+        "on",
+        ">pw",
+        "+quantum.recover",
+    ]);
+    run(&["ACL", "SAVE"]);
+    let (code, lines) = guard(dir.path());
+    assert!(code == 1 && lines.contains("+quantum.recover"), "{lines}");
+
+    run(&["ACL", "DELUSER", "quantum-recover"]);
+    run(&["CONFIG", "REWRITE"]);
+    let (code, lines) = guard(dir.path());
+    assert!(
+        code == 1 && lines.contains("quantum-recover"),
+        "CONFIG REWRITE alone: {lines}"
+    );
+    run(&["ACL", "SAVE"]);
+    assert_eq!(guard(dir.path()), (0, String::new()));
 }

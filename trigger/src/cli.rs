@@ -171,6 +171,15 @@ pub struct DoctorOptions {
         default_value = "redis-server.service"
     )]
     pub redis_unit: String,
+
+    /// doctor: Redis's config file, whose loadmodule line the next restart loads
+    #[arg(
+        long,
+        global = true,
+        env = "QUANTUM_REDIS_CONF",
+        default_value = "/etc/redis/redis.conf"
+    )]
+    pub redis_conf: PathBuf,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]

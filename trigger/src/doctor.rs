@@ -8,7 +8,9 @@ use crate::cli::Cli;
 use crate::commands::{text, texts};
 use crate::connect::{self, Link};
 use crate::failure::{Failure, NO_PERMISSION};
+use crate::redis_conf::LoadModule;
 use redis::{IntoConnectionInfo, Value};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -16,7 +18,6 @@ use std::time::Instant;
 /// Where the package installs the module: the only place Debian's
 /// redis-server.service lets Redis map it.
 pub const MODULE_PATH: &str = "/usr/lib/redis/modules/libquantum.so";
-const REDIS_CONF: &str = "/etc/redis/redis.conf";
 const TIMER: &str = "quantum-stream-recover.timer";
 const SERVICE: &str = "quantum-stream-recover.service";
 /// The paths the packaged service passes on its command line.
@@ -73,28 +74,31 @@ pub fn run(cli: &Cli, deadline: Instant) -> u8 {
     )
     .ok();
 
-    let module_path = match &mut con {
-        Ok(con) => {
-            checks.push(ok("redis", format!("{} answers PING", cli.url)));
-            checks.push(module_build(con, deadline));
-            checks.push(mode_key(cli, con, admin.as_mut(), deadline));
-            checks.push(acl(cli, admin.as_mut(), deadline));
-            checks.push(stream_and_group(cli, con, deadline));
-            loaded_module_path(admin.as_mut(), deadline)
-        }
-        Err(f) => {
-            checks.push(fail("redis", unreachable(&cli.url, f)));
-            None
-        }
+    let module_list = match (&con, admin.as_mut()) {
+        (Ok(_), Some(admin)) => loaded_module_path(admin, deadline),
+        _ => None,
     };
-    let module_path = module_path
-        .map(|p| (p, "MODULE LIST"))
-        .or_else(|| loadmodule_line(REDIS_CONF).map(|p| (p, REDIS_CONF)))
-        .unwrap_or_else(|| (MODULE_PATH.to_string(), "the package's path"));
-    checks.push(unit_may_map(
+    let conf = &cli.doctor.redis_conf;
+    let loadmodule =
+        quantum_loadmodule_lines(conf, module_list.as_ref().and_then(Option::as_deref));
+    match &mut con {
+        Ok(con) => {
+            checks.push(ok(
+                "redis",
+                format!("{} answers PING", connect::redact_url(&cli.url)),
+            ));
+            checks.push(module_build(cli, con, &module_list, &loadmodule, deadline));
+            checks.push(mode_key(cli, con, admin.as_mut(), deadline));
+            checks.push(acl(cli, admin.as_mut(), &module_list, deadline));
+            checks.push(stream_and_group(cli, con, deadline));
+        }
+        Err(f) => checks.push(fail("redis", unreachable(&cli.url, f))),
+    }
+    checks.push(module_path_check(
         &cli.doctor.redis_unit,
-        &module_path.0,
-        module_path.1,
+        conf,
+        &loadmodule,
+        module_list.flatten(),
     ));
     checks.push(timer());
     let log = cli.log_file.clone().unwrap_or_else(|| LOG_FILE.into());
@@ -102,8 +106,8 @@ pub fn run(cli: &Cli, deadline: Instant) -> u8 {
         .metrics_file
         .clone()
         .unwrap_or_else(|| METRICS_FILE.into());
-    checks.push(writable("log file", &log));
-    checks.push(writable("metrics file", &metrics));
+    checks.push(log_writable(&log));
+    checks.push(metrics_writable(&metrics));
     checks.push(trading_user(cli.doctor.trading_user.as_deref()));
 
     for check in &checks {
@@ -114,7 +118,7 @@ pub fn run(cli: &Cli, deadline: Instant) -> u8 {
 }
 
 fn unreachable(url: &str, f: &Failure) -> String {
-    let mut text = format!("cannot use {url}: {}", f.message);
+    let mut text = format!("cannot use {}: {}", connect::redact_url(url), f.message);
     if f.code == NO_PERMISSION {
         text.push_str(
             "; the ACL user may not exist: users made with ACL SETUSER live in memory until \
@@ -139,27 +143,75 @@ fn without_user(url: &str) -> String {
     }
 }
 
-fn info_field(con: &mut Link, section: &str, name: &str, deadline: Instant) -> Option<String> {
-    let info = con.query(redis::cmd("INFO").arg(section), deadline).ok()?;
-    let info = match info {
-        Value::VerbatimString { text, .. } => text,
-        other => text(&other).ok()?,
-    };
-    info.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(|v| v.trim().to_string())
+/// The URL's ACL user, and whether the URL named it.
+fn url_user(cli: &Cli) -> (String, bool) {
+    match cli
+        .url
+        .as_str()
+        .into_connection_info()
+        .ok()
+        .and_then(|i| i.redis_settings().username().map(str::to_string))
+    {
+        Some(user) => (user, true),
+        None => ("default".into(), false),
+    }
 }
 
-fn module_build(con: &mut Link, deadline: Instant) -> Check {
+/// `module_list`: the admin's MODULE LIST (`None`: could not ask; `Some(None)`:
+/// not loaded). Only it says whether the module is loaded: the URL's user may
+/// just lack `+info`.
+fn module_build(
+    cli: &Cli,
+    con: &mut Link,
+    module_list: &Option<Option<String>>,
+    loadmodule: &std::io::Result<Vec<LoadModule>>,
+    deadline: Instant,
+) -> Check {
     let ours = env!("QUANTUM_BUILD");
-    match info_field(con, "quantum", "quantum_build", deadline) {
-        None => fail(
-            "module",
-            format!(
-                "not loaded (INFO quantum is empty): add `loadmodule {MODULE_PATH}` to \
-                 {REDIS_CONF} and restart redis-server (MODULE LOAD is off since Redis 7)"
+    let (user, _) = url_user(cli);
+    let not_loaded = || {
+        let conf = cli.doctor.redis_conf.display();
+        match loadmodule {
+            Ok(lines) if !lines.is_empty() => format!(
+                "not loaded, though {}:{} has `loadmodule {}`: systemctl restart redis-server \
+                 (after the module path check passes)",
+                lines[0].file.display(),
+                lines[0].line,
+                lines[0].path
             ),
-        ),
+            _ => format!(
+                "not loaded: add `loadmodule {MODULE_PATH}` to {conf} and restart \
+                 redis-server (MODULE LOAD is off since Redis 7)"
+            ),
+        }
+    };
+    let info = con.query(redis::cmd("INFO").arg("quantum"), deadline);
+    let info = match info {
+        Err(f) if f.code == NO_PERMISSION => {
+            let state = match module_list {
+                Some(None) => return fail("module", not_loaded()),
+                Some(Some(path)) => format!("the module is loaded ({path})"),
+                None => "whether the module is loaded is unknown (no admin connection)".into(),
+            };
+            return fail(
+                "module",
+                format!(
+                    "user {user} may not run INFO ({}): an ACL problem, not a missing module; \
+                     ACL SETUSER {user} +info, then persist it; {state}",
+                    f.message
+                ),
+            );
+        }
+        Err(f) => return fail("module", format!("INFO quantum: {}", f.message)),
+        Ok(Value::VerbatimString { text, .. }) => text,
+        Ok(other) => text(&other).unwrap_or_default(),
+    };
+    let build = info
+        .lines()
+        .find_map(|l| l.strip_prefix("quantum_build")?.strip_prefix(':'))
+        .map(|v| v.trim().to_string());
+    match build {
+        None => fail("module", not_loaded()),
         Some(build) if build == ours => ok("module", format!("loaded, build {build}")),
         Some(build) => fail(
             "module",
@@ -189,6 +241,7 @@ fn mode_key(cli: &Cli, con: &mut Link, admin: Option<&mut Link>, deadline: Insta
     let get = redis::cmd("GET").arg(&key).clone();
     let value = match admin.as_deref_mut().map(|a| a.query(&get, deadline)) {
         Some(Ok(v)) => Ok(v),
+        Some(Err(f)) if f.code != NO_PERMISSION => Err(f),
         _ => con.query(&get, deadline),
     };
     let allowed = config(&mut admin, "quantum.allowed-modes").unwrap_or_else(|| "TESTNET".into());
@@ -213,6 +266,10 @@ fn mode_key(cli: &Cli, con: &mut Link, admin: Option<&mut Link>, deadline: Insta
                 format!("{key} is not a string: SET it to a mode"),
             ),
         },
+        Err(f) if f.message.contains("WRONGTYPE") => fail(
+            "mode key",
+            format!("{key} is not a string (wrong type): DEL it, then SET it to a mode"),
+        ),
         Err(f) => fail("mode key", format!("cannot read {key}: {}", f.message)),
     }
 }
@@ -239,14 +296,18 @@ fn needed_commands(cli: &Cli, mode_key: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn acl(cli: &Cli, admin: Option<&mut Link>, deadline: Instant) -> Check {
-    let user = cli
-        .url
-        .as_str()
-        .into_connection_info()
-        .ok()
-        .and_then(|i| i.redis_settings().username().map(str::to_string))
-        .unwrap_or_else(|| "default".into());
+fn acl(
+    cli: &Cli,
+    admin: Option<&mut Link>,
+    module_list: &Option<Option<String>>,
+    deadline: Instant,
+) -> Check {
+    let (user, named) = url_user(cli);
+    let checked = if named {
+        format!("user {user}")
+    } else {
+        format!("user {user} (the URL names no user)")
+    };
     let Some(admin) = admin else {
         return fail(
             "acl",
@@ -257,22 +318,28 @@ fn acl(cli: &Cli, admin: Option<&mut Link>, deadline: Instant) -> Check {
         .mode_key
         .clone()
         .unwrap_or_else(|| "quantum:mode".into());
+    let module_missing = matches!(module_list, Some(None));
     let mut refused = Vec::new();
+    let mut grants = Vec::new();
     for argv in needed_commands(cli, &mode_key) {
+        // ACL DRYRUN knows no command of a module that is not loaded.
+        if module_missing && argv[0].starts_with("QUANTUM.") {
+            continue;
+        }
         let mut cmd = redis::cmd("ACL");
         cmd.arg("DRYRUN").arg(&user).arg(&argv);
-        match admin.query(&cmd, deadline) {
-            Ok(Value::Okay) => {}
+        let answer = match admin.query(&cmd, deadline) {
+            Ok(Value::Okay) => continue,
             Ok(reply) => match text(&reply) {
-                Ok(answer) if answer == "OK" => {}
-                Ok(answer) => refused.push(format!("{} {} ({answer})", argv[0], argv[1])),
-                Err(_) => refused.push(format!("{}: unexpected ACL DRYRUN reply", argv[0])),
+                Ok(answer) if answer == "OK" => continue,
+                Ok(answer) => answer,
+                Err(_) => "unexpected ACL DRYRUN reply".into(),
             },
-            Err(f) if f.message.contains("not found") => {
+            Err(f) if f.message.contains("User '") && f.message.contains("not found") => {
                 return fail(
                     "acl",
                     format!(
-                        "user {user} does not exist: ACL SETUSER it (README, Installing), then \
+                        "{checked} does not exist: create it (README, Installing, step 4), then \
                          CONFIG REWRITE (or ACL SAVE with an aclfile) so it survives a restart"
                     ),
                 )
@@ -281,25 +348,56 @@ fn acl(cli: &Cli, admin: Option<&mut Link>, deadline: Instant) -> Check {
                 return fail(
                     "acl",
                     format!(
-                        "cannot run ACL DRYRUN: {} (give --admin-url of an admin user)",
-                        f.message
-                    ),
+                    "cannot run ACL DRYRUN for {checked}: {} (give --admin-url of an admin user)",
+                    f.message
+                ),
                 )
             }
-        }
+        };
+        refused.push(format!("{} {} ({answer})", argv[0], argv[1]));
+        let grant = match argv[0].as_str() {
+            "XGROUP" | "XINFO" => format!("+{}|{}", argv[0], argv[1]),
+            name => format!("+{name}"),
+        };
+        grants.push(grant.to_lowercase());
     }
-    if refused.is_empty() {
-        ok(
-            "acl",
-            format!("user {user} may run every command RECOVER needs"),
-        )
+    let skipped = if module_missing {
+        "; QUANTUM.* not checked: the module is not loaded"
     } else {
-        fail(
+        ""
+    };
+    if !refused.is_empty() {
+        grants.dedup();
+        let fix = if named {
+            format!(
+                "grant them (ACL SETUSER {user} {}), then CONFIG REWRITE (or ACL SAVE with an \
+                 aclfile)",
+                grants.join(" ")
+            )
+        } else {
+            "put a least-privilege user in the URL (README, Installing, step 4) rather than \
+             changing the default user"
+                .to_string()
+        };
+        return fail(
             "acl",
             format!(
-                "user {user} may not run: {}; grant them (e.g. ACL SETUSER {user} \
-                 +xgroup|delconsumer), then CONFIG REWRITE",
+                "{checked} may not run: {}; {fix}{skipped}",
                 refused.join(", ")
+            ),
+        );
+    }
+    if named {
+        ok(
+            "acl",
+            format!("{checked} may run every command RECOVER needs{skipped}"),
+        )
+    } else {
+        ok(
+            "acl",
+            format!(
+                "{checked} may run every command RECOVER needs{skipped}; a least-privilege \
+                 user in the URL is safer (README, Installing, step 4)"
             ),
         )
     }
@@ -344,14 +442,26 @@ fn stream_and_group(cli: &Cli, con: &mut Link, deadline: Instant) -> Check {
     }
 }
 
-fn loaded_module_path(admin: Option<&mut Link>, deadline: Instant) -> Option<String> {
-    let reply = admin?
+/// The `loadmodule` lines of redis.conf (and its includes) that load this
+/// module: a path naming quantum, or the file MODULE LIST shows.
+fn quantum_loadmodule_lines(conf: &Path, loaded: Option<&str>) -> std::io::Result<Vec<LoadModule>> {
+    let loaded = loaded.map(resolved);
+    Ok(crate::redis_conf::loadmodule_lines(conf)?
+        .into_iter()
+        .filter(|l| l.path.contains("quantum") || Some(resolved(&l.path)) == loaded)
+        .collect())
+}
+
+/// The path MODULE LIST shows for the module: `None` when it could not be
+/// asked, `Some(None)` when the module is not loaded.
+fn loaded_module_path(admin: &mut Link, deadline: Instant) -> Option<Option<String>> {
+    let reply = admin
         .query(redis::cmd("MODULE").arg("LIST"), deadline)
         .ok()?;
     let Value::Array(modules) = reply else {
         return None;
     };
-    modules.into_iter().find_map(|module| {
+    Some(modules.into_iter().find_map(|module| {
         let fields = crate::commands::pairs(module).ok()?;
         let get = |name: &str| {
             fields
@@ -362,20 +472,7 @@ fn loaded_module_path(admin: Option<&mut Link>, deadline: Instant) -> Option<Str
         (get("name").as_deref() == Some("quantum"))
             .then(|| get("path"))
             .flatten()
-    })
-}
-
-/// The module path of an active `loadmodule …libquantum.so` line.
-fn loadmodule_line(conf: &str) -> Option<String> {
-    let text = std::fs::read_to_string(conf).ok()?;
-    text.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        (words.next() == Some("loadmodule"))
-            .then(|| words.next())
-            .flatten()
-            .filter(|p| p.ends_with("libquantum.so"))
-            .map(str::to_string)
-    })
+    }))
 }
 
 /// Whether a unit with these `ExecPaths=`/`NoExecPaths=` may execute (map)
@@ -409,8 +506,8 @@ fn property<'a>(show: &'a str, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-fn unit_may_map(unit: &str, module: &str, source: &str) -> Check {
-    let what = "module path";
+/// `ExecPaths=`/`NoExecPaths=` of Redis's unit; `Err` says why not checked.
+fn unit_exec_paths(unit: &str) -> Result<(String, String), String> {
     let Some(show) = systemctl(&[
         "show",
         unit,
@@ -421,34 +518,140 @@ fn unit_may_map(unit: &str, module: &str, source: &str) -> Check {
         "-p",
         "NoExecPaths",
     ]) else {
-        return ok(
-            what,
-            format!("{module} ({source}); no systemctl here, {unit} not checked"),
-        );
+        return Err(format!("no systemctl here, {unit} not checked"));
     };
     if property(&show, "LoadState") != "loaded" {
-        return ok(
-            what,
-            format!("{module} ({source}); no {unit} on this host, not checked"),
-        );
+        return Err(format!("no {unit} on this host, not checked"));
     }
-    // Debian links /lib to /usr/lib: compare the path systemd will see.
-    let resolved = std::fs::canonicalize(module)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| module.to_string());
-    let (exec, no_exec) = (property(&show, "ExecPaths"), property(&show, "NoExecPaths"));
-    if exec_allowed(&resolved, exec, no_exec) {
-        ok(what, format!("{unit} may map {module} ({source})"))
-    } else {
-        fail(
+    Ok((
+        property(&show, "ExecPaths").to_string(),
+        property(&show, "NoExecPaths").to_string(),
+    ))
+}
+
+/// What the next restart of Redis loads: the quantum `loadmodule` line of
+/// redis.conf (and its includes) must name an executable file Redis's unit may
+/// map (the symlink's target counts), and the one MODULE LIST shows.
+fn module_path_check(
+    unit: &str,
+    conf: &Path,
+    lines: &std::io::Result<Vec<LoadModule>>,
+    loaded: Option<String>,
+) -> Check {
+    let what = "module path";
+    let unit_paths = unit_exec_paths(unit);
+    let lines = match lines {
+        Err(e) => {
+            return fail(
+                what,
+                format!(
+                    "cannot read {}: {e}; run doctor as root on the Redis host (--redis-conf \
+                     names another file)",
+                    conf.display()
+                ),
+            )
+        }
+        Ok(lines) if lines.is_empty() => {
+            let (path, source) = match &loaded {
+                Some(path) => (path.as_str(), "MODULE LIST"),
+                None => (MODULE_PATH, "the package's path"),
+            };
+            let unit_note = match &unit_paths {
+                Ok((exec, no_exec)) if !exec_allowed(&resolved(path), exec, no_exec) => {
+                    format!("; {unit} forbids executing {path} ({source})")
+                }
+                Ok(_) => format!("; {unit} may map {path} ({source})"),
+                Err(why) => format!("; {why}"),
+            };
+            return fail(
+                what,
+                format!(
+                    "no loadmodule line for the module in {} or its includes, so the next \
+                     restart loads no module: add `loadmodule {MODULE_PATH}`{unit_note}",
+                    conf.display()
+                ),
+            );
+        }
+        Ok(lines) => lines,
+    };
+    if lines.len() > 1 {
+        let at: Vec<String> = lines
+            .iter()
+            .map(|l| format!("{}:{}", l.file.display(), l.line))
+            .collect();
+        return fail(
             what,
             format!(
-                "{unit} forbids executing {module} ({source}; NoExecPaths={no_exec} \
-                 ExecPaths={exec}), so Redis would refuse to start: move the module to \
-                 {MODULE_PATH} (package quantum-redis-module) and point loadmodule there"
+                "loadmodule for the module {} times ({}): Redis refuses to start loading one \
+                 module twice; keep one line",
+                lines.len(),
+                at.join(", ")
             ),
-        )
+        );
     }
+    let line = &lines[0];
+    let at = format!(
+        "{}:{} loadmodule {}",
+        line.file.display(),
+        line.line,
+        line.path
+    );
+    let move_it = format!("point loadmodule at {MODULE_PATH} (package quantum-redis-module)");
+    let real = match std::fs::canonicalize(&line.path) {
+        Ok(real) => real.display().to_string(),
+        Err(e) => {
+            return fail(
+                what,
+                format!("{at}: {e}, so Redis would refuse to start: {move_it}"),
+            )
+        }
+    };
+    match std::fs::metadata(&real) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+        Ok(_) => {
+            return fail(
+                what,
+                format!(
+                    "{at}: {real} is not an executable file (Redis 7 refuses a module \
+                     without x bits), so Redis would refuse to start: {move_it}"
+                ),
+            )
+        }
+        Err(e) => return fail(what, format!("{at}: {real}: {e}")),
+    }
+    let unit_note = match &unit_paths {
+        Ok((exec, no_exec)) if !exec_allowed(&real, exec, no_exec) => {
+            return fail(
+                what,
+                format!(
+                    "{unit} forbids executing {real} ({at}; NoExecPaths={no_exec} \
+                     ExecPaths={exec}), so Redis would refuse to start: move the module to \
+                     {MODULE_PATH} (package quantum-redis-module) and point loadmodule there"
+                ),
+            )
+        }
+        Ok(_) => format!("{unit} may map {real}"),
+        Err(why) => why.clone(),
+    };
+    if let Some(loaded) = loaded {
+        if resolved(&loaded) != real {
+            return fail(
+                what,
+                format!(
+                    "Redis runs {loaded} (MODULE LIST) but its next restart loads {real} \
+                     ({at}): make sure that is the file you mean, or {move_it}"
+                ),
+            );
+        }
+    }
+    ok(what, format!("{at}: {unit_note}"))
+}
+
+/// The path systemd and Redis will see (Debian links /lib to /usr/lib).
+fn resolved(path: &str) -> String {
+    std::fs::canonicalize(path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.to_string())
 }
 
 fn timer() -> Check {
@@ -464,6 +667,16 @@ fn timer() -> Check {
             format!(
                 "{TIMER} is {}: systemctl enable --now {TIMER}",
                 enabled.trim()
+            ),
+        );
+    }
+    let active = systemctl(&["is-active", TIMER]).unwrap_or_default();
+    if active.trim() != "active" {
+        return fail(
+            "timer",
+            format!(
+                "{TIMER} is enabled but {}: systemctl start {TIMER}",
+                active.trim()
             ),
         );
     }
@@ -494,13 +707,9 @@ fn timer() -> Check {
     }
 }
 
-/// Whether user quantum may write `path` (or create it in its folder).
-fn writable(what: &'static str, path: &Path) -> Check {
-    let target: PathBuf = if path.exists() {
-        path.to_path_buf()
-    } else {
-        path.parent().unwrap_or(Path::new("/")).to_path_buf()
-    };
+/// Runs `test EXPR…` as user quantum (when root and the user exists), else as
+/// this user; returns whether it passed and who was checked.
+fn test_as_quantum(expr: &[&str]) -> (bool, &'static str) {
     let user_exists = Command::new("id")
         .arg(USER)
         .output()
@@ -508,26 +717,108 @@ fn writable(what: &'static str, path: &Path) -> Check {
     let as_root = is_root() && user_exists;
     let mut test = if as_root {
         let mut c = Command::new("runuser");
-        c.args(["-u", USER, "--", "test", "-w"]);
+        c.args(["-u", USER, "--", "test"]);
         c
     } else {
-        let mut c = Command::new("test");
-        c.arg("-w");
-        c
+        Command::new("test")
     };
-    let writable = test.arg(&target).status().is_ok_and(|s| s.success());
-    let who = if as_root { USER } else { "this user" };
+    let passed = test.args(expr).status().is_ok_and(|s| s.success());
+    (passed, if as_root { USER } else { "this user" })
+}
+
+/// The service writes only regular files it does not follow symlinks to
+/// (exit 73 otherwise): an existing path must be a regular file.
+fn not_a_regular_file(path: &Path) -> Option<&'static str> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_symlink() {
+        Some("a symlink")
+    } else if !meta.is_file() {
+        Some("not a regular file")
+    } else {
+        None
+    }
+}
+
+/// The log: a regular file quantum may append to, or absent in a folder
+/// where quantum may create it.
+fn log_writable(path: &Path) -> Check {
+    let what = "log file";
+    let fix = "systemd-tmpfiles --create quantum-stream-recover.conf (the package's tmpfiles.d)";
+    if let Some(kind) = not_a_regular_file(path) {
+        return fail(
+            what,
+            format!(
+                "{} is {kind}; the service writes regular files only (exit 73): remove it, \
+                 then {fix}",
+                path.display()
+            ),
+        );
+    }
+    let target = if path.exists() {
+        path.to_path_buf()
+    } else {
+        parent(path)
+    };
+    let t = target.to_string_lossy();
+    let (writable, who) = if path.exists() {
+        test_as_quantum(&["-w", &t])
+    } else {
+        test_as_quantum(&["-d", &t, "-a", "-w", &t, "-a", "-x", &t])
+    };
     if writable {
         ok(what, format!("{} is writable by {who}", path.display()))
     } else {
         fail(
             what,
+            format!("{} is not writable by {who}: {fix}", target.display()),
+        )
+    }
+}
+
+/// The metrics file is written as a temp file in its folder and renamed over
+/// the old one: quantum must be able to create files in the folder.
+fn metrics_writable(path: &Path) -> Check {
+    let what = "metrics file";
+    let folder = parent(path);
+    if let Some(kind) = not_a_regular_file(path) {
+        return fail(
+            what,
             format!(
-                "{} is not writable by {who}: systemd-tmpfiles --create \
-                 quantum-stream-recover.conf (the package's tmpfiles.d) makes it so",
-                target.display()
+                "{} is {kind}; the service replaces regular files only (exit 73): remove it",
+                path.display()
+            ),
+        );
+    }
+    let f = folder.to_string_lossy();
+    let (writable, who) = test_as_quantum(&["-d", &f, "-a", "-w", &f, "-a", "-x", &f]);
+    if writable {
+        ok(
+            what,
+            format!(
+                "{who} may create files in {} (temp file + rename)",
+                folder.display()
             ),
         )
+    } else {
+        fail(
+            what,
+            format!(
+                "{who} may not create files in {} (the service writes a temp file there and \
+                 renames it): setfacl -m u:{USER}:rwx {} (what the package's postinst does; \
+                 needs ACL support), or a --metrics-file in a folder {USER} owns \
+                 and node_exporter reads (e.g. install -d -o {USER} -m 0755 \
+                 /var/lib/quantum-metrics)",
+                folder.display(),
+                folder.display()
+            ),
+        )
+    }
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 
@@ -545,6 +836,12 @@ fn trading_user(user: Option<&str>) -> Check {
             "not named (QUANTUM_TRADING_USER / --trading-user): group quantum not checked",
         );
     };
+    if user == "root" {
+        return ok(
+            "trading user",
+            "root reads the env and password files as it is",
+        );
+    }
     let groups = Command::new("id").args(["-nG", user]).output();
     match groups {
         Ok(out) if out.status.success() => {

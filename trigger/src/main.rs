@@ -11,6 +11,7 @@ mod doctor;
 mod env_file;
 mod failure;
 mod files;
+mod redis_conf;
 mod report;
 mod state;
 mod status_table;
