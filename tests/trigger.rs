@@ -147,7 +147,10 @@ fn a_run_recovers_logs_a_line_writes_metrics_and_prints_json() {
         .collect();
     names.sort();
     assert_eq!(names.len(), 3, "no temp file left behind: {names:?}");
-    assert!(names[0].starts_with('.') && names[0].ends_with(".lock"), "{names:?}");
+    assert!(
+        names[0].starts_with('.') && names[0].ends_with(".lock"),
+        "{names:?}"
+    );
 
     // LIVE: refused, exit 0, WARN; the metrics keep the counters and the last success.
     run(&mut server.connect(), &["SET", "quantum:mode", "LIVE"]).unwrap();

@@ -268,7 +268,10 @@ impl Cluster {
                 }
                 Answer::Wait(why) => {
                     hops = 0;
-                    let why = format!("{}: {why}", show(&addr));
+                    let why = match why.starts_with(&show(&addr)) {
+                        true => why,
+                        false => format!("{}: {why}", show(&addr)),
+                    };
                     self.wait(&mut pause, &mut waiting, why, deadline)?;
                 }
                 Answer::Fail(f) => {
@@ -475,7 +478,7 @@ impl Cluster {
         if let Some(before) = self.served.get(&slot).filter(|b| **b != addr) {
             info!(
                 "key {:?} (slot {slot}) is now served by {} instead of {}: the cluster \
-                 switched its owner (failover or migration); continuing where the run was",
+                 switched its owner (failover or migration); the run goes on there",
                 String::from_utf8_lossy(key),
                 show(&addr),
                 show(before)
