@@ -682,6 +682,21 @@ fn a_hung_primary_mid_drain_is_followed_to_its_promoted_replica() {
     assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["cursor"], "0-0", "the drain finished in the same run");
+    // Each entry reported once, even one claimed again after the restart; a
+    // call that timed out at the hang may have moved 2 unreported.
+    let claimed: Vec<&str> = json["claimed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|id| id.as_str())
+        .collect();
+    let unique: std::collections::HashSet<&&str> = claimed.iter().collect();
+    assert_eq!(unique.len(), claimed.len(), "an entry reported twice");
+    assert!(
+        (total - 2..=total).contains(&claimed.len()),
+        "{}",
+        claimed.len()
+    );
     let promoted = (0..cluster.nodes.len())
         .find(|i| {
             *i != owner

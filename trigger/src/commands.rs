@@ -7,6 +7,7 @@ use crate::connect::Link;
 use crate::failure::{self, Failure};
 use quantum_protocol::{command, error, key, keyword};
 use redis::Value;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -182,7 +183,8 @@ fn recover_command(cli: &Cli, cursor: Option<&str>) -> redis::Cmd {
 /// the stream's owner (failover, migration) the drain starts again at the
 /// beginning of the PEL: claims the old primary made but never replicated are
 /// pending under their old owner again, behind the cursor. RECOVER never
-/// re-claims what TO already holds, so the second pass is cheap.
+/// re-claims what TO already holds, so the second pass is cheap; an entry it
+/// claims again (its first claim was lost) is reported and counted once.
 pub fn run(
     cli: &Cli,
     con: &mut Link,
@@ -193,6 +195,8 @@ pub fn run(
     let lock = || progress.lock().unwrap_or_else(PoisonError::into_inner);
     let mut cursor = start;
     let mut restart = false;
+    // After a restart: the IDs already reported, so a lost claim made again counts once.
+    let mut reported: Option<HashSet<String>> = None;
     loop {
         let switches = con.owner_switches();
         let batches = lock().batches;
@@ -230,7 +234,13 @@ pub fn run(
             restart = true;
         }
         let mut summary = lock();
-        add_batch(&mut summary, &fields)?;
+        if restart {
+            let ids = summary.claimed.iter().chain(&summary.quarantined);
+            reported
+                .get_or_insert_with(HashSet::new)
+                .extend(ids.cloned());
+        }
+        add_batch(&mut summary, &fields, reported.as_ref())?;
         if summary.batches >= cli.max_batches || cli.dry_run {
             return Ok(Outcome::Done(summary.clone()));
         }
@@ -245,17 +255,27 @@ pub fn run(
     }
 }
 
-/// Adds one batch's reply to the drain's sums.
-fn add_batch(summary: &mut RunSummary, fields: &[(String, Value)]) -> Result<(), Failure> {
+/// Adds one batch's reply to the drain's sums; IDs in `reported` were already counted.
+fn add_batch(
+    summary: &mut RunSummary,
+    fields: &[(String, Value)],
+    reported: Option<&HashSet<String>>,
+) -> Result<(), Failure> {
+    let new = |ids: Vec<String>| {
+        ids.into_iter()
+            .filter(|id| reported.is_none_or(|seen| !seen.contains(id)))
+    };
     summary.mode = match field(fields, key::MODE)? {
         Value::Nil => None,
         v => Some(text(v)?),
     };
     summary.dry_run = int(field(fields, key::DRY_RUN)?)? == 1;
-    summary.claimed.extend(texts(field(fields, key::CLAIMED)?)?);
+    summary
+        .claimed
+        .extend(new(texts(field(fields, key::CLAIMED)?)?));
     summary
         .quarantined
-        .extend(texts(field(fields, key::QUARANTINED)?)?);
+        .extend(new(texts(field(fields, key::QUARANTINED)?)?));
     summary.dropped.extend(texts(field(fields, key::DROPPED)?)?);
     summary.deleted.extend(texts(field(fields, key::DELETED)?)?);
     // `kept-total` is nil when the batch skipped the consumer pass
