@@ -186,6 +186,7 @@ impl Cluster {
             switches: 0,
         };
         let mut pause = FIRST_PAUSE;
+        let mut first_round = true;
         loop {
             let mut last = None;
             for seed in &known {
@@ -204,11 +205,14 @@ impl Cluster {
                     // Refused credentials or a bad reply do not get better by waiting.
                     Err(f) if f.code != UNAVAILABLE => return Err(f),
                     Err(f) => {
-                        warn!("cluster seed {}: {}", show(seed), f.message);
+                        if first_round {
+                            warn!("{}; trying again until the deadline", f.message);
+                        }
                         last = Some(f);
                     }
                 }
             }
+            first_round = false;
             let last = last.expect("at least one seed");
             let Ok(left) = remaining(deadline) else {
                 return Err(last);

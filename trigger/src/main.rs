@@ -207,7 +207,7 @@ const METRICS_LOCK_WAIT: Duration = Duration::from_millis(500);
 /// How long past the deadline the main thread waits for the worker's own
 /// answer (the worker's calls end at the deadline themselves when the network
 /// lets them) before it reports without it.
-const DEADLINE_GRACE: Duration = Duration::from_millis(200);
+const DEADLINE_GRACE: Duration = Duration::from_millis(300);
 
 /// Connects and runs the verb (on the worker thread).
 fn work(
@@ -242,7 +242,7 @@ fn overrun(cli: &Cli, progress: &Progress, where_: &str) -> Done {
     let f = Failure::new(
         failure::UNAVAILABLE,
         format!(
-            "deadline reached: Redis did not finish answering within --deadline {}; the \
+            "deadline reached: Redis did not answer (in full) within --deadline {}; the \
              outcome of the last call is unknown (entries it may have moved are with the \
              target consumer, not lost, and are not counted here)",
             humantime::format_duration(cli.deadline)
