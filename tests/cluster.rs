@@ -589,4 +589,124 @@ fn a_hung_node_that_does_not_own_the_stream_keeps_the_deadline() {
     assert!(out.elapsed <= Duration::from_secs(3), "{:?}", out.elapsed);
     let out = run_with(&url_of(victim));
     ended_at_the_deadline(&out, Duration::from_secs(2), "did not answer");
+    let victim_node = format!("127.0.0.1:{}", cluster.nodes[victim].port.unwrap());
+    assert!(out.stderr.contains(&victim_node), "{}", out.stderr);
+    assert!(!out.stderr.contains("rediss"), "{}", out.stderr);
+
+    // A seed list: the hung first seed costs at most its connect bound.
+    let seeds = format!(
+        "{},127.0.0.1:{}",
+        url_of(victim),
+        cluster.nodes[owner].port.unwrap()
+    );
+    let out = run_with(&seeds);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.elapsed <= Duration::from_secs(2), "{:?}", out.elapsed);
+
+    // A cluster node named without --cluster: MOVED means the URL is wrong.
+    let other = (0..3).find(|i| *i != owner && *i != victim).unwrap();
+    let plain = format!("redis://127.0.0.1:{}", cluster.nodes[other].port.unwrap());
+    let out = run_with(&plain);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("this is a Redis Cluster node: use --cluster or a redis+cluster:// URL"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The stream's primary hung (SIGSTOP) mid-drain: each call's wait is
+/// bounded, so the run notices, reads the slot map again, follows the promoted
+/// replica and finishes in the same run. Claims the replica never received are
+/// recovered too: after the switch the drain starts again at the PEL's start.
+#[test]
+fn a_hung_primary_mid_drain_is_followed_to_its_promoted_replica() {
+    let cluster = Cluster::with(ClusterOptions {
+        replicas: 1,
+        node_timeout_ms: 1000,
+        ..ClusterOptions::default()
+    });
+    let total = 4000;
+    let (stream, mode) = backlog(&cluster, "hungdrain", total);
+    let owner = cluster.owner_index(&stream);
+    std::thread::sleep(Duration::from_millis(5));
+    let seed = cluster.seed_url();
+    let drain = [
+        "--url",
+        &seed,
+        "--stream",
+        &stream,
+        "--group",
+        GROUP,
+        "--mode-key",
+        &mode,
+        "--min-idle",
+        "1ms",
+        "--count",
+        "2",
+        "--scan",
+        "2",
+        "--max-batches",
+        "1000000",
+        "--deadline",
+        "25s",
+        "--json",
+    ];
+    let started = Instant::now();
+    let child = trigger_command(&drain, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut con = cluster.nodes[owner].connect();
+    while consumers(&mut con, &stream, GROUP)
+        .iter()
+        .find(|c| c.0 == "recovery")
+        .is_none_or(|c| c.1 < 200)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the drain never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(con);
+    let _stopped = Stopped::stop(cluster.nodes[owner].pid());
+    let out = child.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("drain with a hung primary: {elapsed:?}\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("now served by"), "{stderr}");
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["cursor"], "0-0", "the drain finished in the same run");
+    // Each entry reported once, even one claimed again after the restart; a
+    // call that timed out at the hang may have moved 2 unreported.
+    let claimed: Vec<&str> = json["claimed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|id| id.as_str())
+        .collect();
+    let unique: std::collections::HashSet<&&str> = claimed.iter().collect();
+    assert_eq!(unique.len(), claimed.len(), "an entry reported twice");
+    assert!(
+        (total - 2..=total).contains(&claimed.len()),
+        "{}",
+        claimed.len()
+    );
+    let promoted = (0..cluster.nodes.len())
+        .find(|i| {
+            *i != owner
+                && cluster.nodes[*i]
+                    .try_connect()
+                    .is_ok_and(|mut c| run(&mut c, &["EXISTS", &stream]).is_ok())
+        })
+        .expect("a promoted replica");
+    let after = pel(&mut cluster.nodes[promoted].connect(), &stream, GROUP);
+    assert_eq!(after.len(), total, "nothing lost");
+    let left: Vec<_> = after.iter().filter(|e| e.1 != "recovery").collect();
+    assert!(left.is_empty(), "left behind the cursor: {left:?}");
 }

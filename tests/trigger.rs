@@ -140,10 +140,16 @@ fn a_run_recovers_logs_a_line_writes_metrics_and_prints_json() {
     );
     assert!(success > 1.7e9);
     promtool(&["check", "metrics"], &text);
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        2,
-        "no temp file left behind"
+    // The log, the metrics and the metrics' lock file (node_exporter reads only *.prom).
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "no temp file left behind: {names:?}");
+    assert!(
+        names[0].starts_with('.') && names[0].ends_with(".lock"),
+        "{names:?}"
     );
 
     // LIVE: refused, exit 0, WARN; the metrics keep the counters and the last success.

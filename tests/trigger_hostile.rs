@@ -538,3 +538,239 @@ fn the_counters_need_no_info_permission() {
         assert_eq!(metric(&text, &series), Some(value), "{text}");
     }
 }
+
+/// A fake Redis that accepts every connection and answers whatever it is sent
+/// with a reply that never ends, one byte every 500 ms: each byte restarts a
+/// socket read timeout, so only an absolute deadline ends the run.
+fn dripping_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut con in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                if con.read(&mut buf).unwrap_or(0) == 0 {
+                    return;
+                }
+                let reply = b"*100000\r\n".iter().chain(b":1\r\n".iter().cycle());
+                for byte in reply {
+                    if con.write_all(&[*byte]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The ExecStartPre's command line (`run --env-file … --deadline`) ends
+/// within deadline + 1 s whatever the node does: it drips its replies one
+/// byte at a time (single server and cluster seed), or it is hung (SIGSTOP).
+#[test]
+fn the_deadline_holds_against_a_dripping_or_hung_server() {
+    let dir = TempDir::new("drip");
+    let port = dripping_server();
+    let server = Server::start();
+    zombie_scenario(&server);
+    let stopped = server.pid();
+    let urls = [
+        format!("redis://127.0.0.1:{port}"),
+        format!("redis+cluster://127.0.0.1:{port}"),
+        url_of(&server.socket()),
+    ];
+    let _stopped = Stopped::stop(stopped);
+    for url in urls {
+        let env_file = path_str(&dir, "recover.env");
+        std::fs::write(&env_file, format!("QUANTUM_REDIS_URL={url}\n")).unwrap();
+        let metrics = path_str(&dir, "m.prom");
+        let args = [
+            "run",
+            "--env-file",
+            &env_file,
+            "--deadline",
+            "2s",
+            "--json",
+            "--metrics-file",
+            &metrics,
+        ];
+        let out = run_trigger_within(&args, &[], Duration::from_secs(15));
+        eprintln!("{url}: {:?}", out.elapsed);
+        assert!(
+            out.elapsed <= Duration::from_secs(3),
+            "{url}: took {:?} (exit {}): {}",
+            out.elapsed,
+            out.code,
+            out.stderr
+        );
+        assert_eq!(out.code, 75, "{url}: {}", out.stderr);
+        assert_eq!(out.json()["result"], "error", "{url}");
+        assert!(
+            out.stderr.contains("deadline") || out.stderr.contains("did not answer"),
+            "{url}: {}",
+            out.stderr
+        );
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        let series = "quantum_stream_recovery_last_run_result{result=\"error\"}";
+        assert_eq!(metric(&text, series), Some(1.0), "{url}: {text}");
+    }
+}
+
+/// SIGCONT for a SIGSTOPped server when dropped, even when an assertion failed.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        let status = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// A backlog of `n` idle entries held by `exec-1`, drained one entry per batch
+/// by a trigger started in the background; `interrupt` runs once `recovery`
+/// holds 50 of them. Returns the run's JSON and stderr.
+fn drain_interrupted(
+    interrupt: impl FnOnce(&mut redis::Connection),
+) -> (serde_json::Value, String, usize) {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 3000);
+    read_as(&mut con, "exec-1", 3000);
+    sleep_ms(20);
+    let url = url_of(&server.socket());
+    let args = [
+        "--url",
+        &url,
+        "--min-idle",
+        "1ms",
+        "--count",
+        "1",
+        "--scan",
+        "1",
+        "--max-batches",
+        "1000000",
+        "--json",
+    ];
+    let child = trigger_command(&args, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held = |con: &mut redis::Connection| {
+        quantum_integration::reply::consumers(con, STREAM, GROUP)
+            .iter()
+            .find(|c| c.0 == "recovery")
+            .map_or(0, |c| c.1)
+    };
+    while held(&mut con) < 50 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    interrupt(&mut con);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let json = serde_json::from_slice(&out.stdout).unwrap();
+    let moved = match quantum_integration::reply::run(&mut con, &["EXISTS", STREAM]) {
+        Ok(redis::Value::Int(1)) => held(&mut con) as usize,
+        _ => usize::MAX,
+    };
+    (
+        json,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        moved,
+    )
+}
+
+/// The mode switched to LIVE, or the stream deleted, in the middle of a drain:
+/// the run says so (refused / absent, at WARN, the mode the refusal named),
+/// counts what earlier batches moved, and does not blame --max-batches.
+#[test]
+fn a_refusal_or_a_vanished_stream_mid_drain_is_reported_as_such() {
+    let (json, stderr, moved) = drain_interrupted(|con| {
+        quantum_integration::reply::run(con, &["SET", "quantum:mode", "LIVE"]).unwrap();
+    });
+    assert_eq!(json["result"], "refused", "{json}\n{stderr}");
+    assert_eq!(json["mode"], "LIVE", "{json}");
+    assert_eq!(json["claimed"].as_array().unwrap().len(), moved, "{json}");
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(!stderr.contains("--max-batches"), "{stderr}");
+
+    let (json, stderr, _) = drain_interrupted(|con| {
+        quantum_integration::reply::run(con, &["DEL", STREAM]).unwrap();
+    });
+    assert_eq!(json["result"], "absent", "{json}\n{stderr}");
+    assert!(json["claimed"].as_array().unwrap().len() >= 50, "{json}");
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(!stderr.contains("--max-batches"), "{stderr}");
+}
+
+/// Eight runs at once share one metrics file: no run's claims are lost from
+/// `claimed_total`. A garbled file is said (WARN) and what parses is kept.
+#[test]
+fn concurrent_runs_add_up_in_the_metrics_file_and_garbage_is_said() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 400);
+    read_as(&mut con, "exec-1", 400);
+    sleep_ms(20);
+    let dir = TempDir::new("metrics-race");
+    let metrics = path_str(&dir, "m.prom");
+    let url = url_of(&server.socket());
+    let args = [
+        "--url",
+        &url,
+        "--min-idle",
+        "1ms",
+        "--count",
+        "5",
+        "--scan",
+        "400",
+        "--max-batches",
+        "1",
+        "--metrics-file",
+        &metrics,
+        "--json",
+    ];
+    let children: Vec<_> = (0..40)
+        .map(|_| {
+            trigger_command(&args, &[])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut reported = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        reported += json["claimed"].as_array().map_or(0, Vec::len);
+    }
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let total = "quantum_stream_recovery_claimed_total";
+    assert_eq!(metric(&text, total), Some(reported as f64), "{text}");
+    assert_eq!(reported, 200);
+
+    std::fs::write(&metrics, format!("{text}garbage{{\n")).unwrap();
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("WARN"), "{}", out.stderr);
+    assert!(out.stderr.contains("garbage"), "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(metric(&text, total), Some(205.0), "{text}");
+}

@@ -22,6 +22,12 @@ const FIRST_PAUSE: Duration = Duration::from_millis(25);
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 /// Redirects in a row before they count as a cluster under change (and wait).
 const MAX_HOPS: u32 = 3;
+/// The longest wait for one call's reply. RECOVER's work is bounded (SCAN,
+/// COUNT), so a node silent this long is treated like an unreachable one: the
+/// slot map is read again and a promoted replica followed.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest wait for a node's CLUSTER SLOTS: a hung node is skipped.
+const SLOTS_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Cluster {
     /// The seed's connection settings (scheme, TLS, user), used for every node.
@@ -34,6 +40,8 @@ pub struct Cluster {
     links: HashMap<Addr, Connection>,
     /// The node that answered the last call per slot, to log a switch.
     served: HashMap<u16, Addr>,
+    /// How often a slot's call was answered by another node than before.
+    pub switches: u64,
 }
 
 /// What one try at a node came to.
@@ -113,8 +121,9 @@ fn parse_slots(reply: Value, asked: &str) -> Option<SlotMap> {
             "" | "?" => asked.to_string(),
             _ => host,
         };
+        // Port 0: a node without a usable address (a failed or unknown one).
         match fields.get(1)? {
-            Value::Int(port) => Some((host, u16::try_from(*port).ok()?)),
+            Value::Int(port) => Some((host, u16::try_from(*port).ok().filter(|p| *p != 0)?)),
             _ => None,
         }
     };
@@ -127,7 +136,10 @@ fn parse_slots(reply: Value, asked: &str) -> Option<SlotMap> {
         else {
             return None;
         };
-        let primary = node(items.get(2)?)?;
+        // A range whose primary has no address has no owner to ask now.
+        let Some(primary) = node(items.get(2)?) else {
+            continue;
+        };
         nodes.extend(items.iter().skip(2).filter_map(node));
         slots.push((
             u16::try_from(*first).ok()?,
@@ -139,12 +151,14 @@ fn parse_slots(reply: Value, asked: &str) -> Option<SlotMap> {
 }
 
 impl Cluster {
-    /// Reads the slot map from the seed `info` within `connect_by`.
+    /// Reads the slot map from the first seed that answers (`info`, then
+    /// `others`), each within its own short bound, trying again until the deadline.
     pub fn connect(
         info: ConnectionInfo,
+        others: Vec<Addr>,
         password: Option<String>,
         given_url: &str,
-        connect_by: Instant,
+        deadline: Instant,
     ) -> Result<Cluster, Failure> {
         let seed = match info.addr() {
             ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
@@ -156,28 +170,59 @@ impl Cluster {
                 ))
             }
         };
+        let mut known = vec![seed];
+        for addr in others {
+            if !known.contains(&addr) {
+                known.push(addr);
+            }
+        }
         let mut cluster = Cluster {
             template: info,
             password,
-            known: vec![seed.clone()],
+            known: known.clone(),
             slots: Vec::new(),
             links: HashMap::new(),
             served: HashMap::new(),
+            switches: 0,
         };
-        cluster.refresh_from(&seed, connect_by).map_err(|f| {
-            if f.message.contains("cluster support disabled") {
-                Failure::new(
-                    failure::CONFIG,
-                    format!(
-                        "bad --url {given_url:?}: it names a Redis Cluster (redis+cluster:// or \
-                         --cluster) but this server has cluster support disabled: use redis://"
-                    ),
-                )
-            } else {
-                f
+        let mut pause = FIRST_PAUSE;
+        let mut first_round = true;
+        loop {
+            let mut last = None;
+            for seed in &known {
+                match cluster.refresh_from(seed, deadline) {
+                    Ok(()) => return Ok(cluster),
+                    Err(f) if f.message.contains("cluster support disabled") => {
+                        return Err(Failure::new(
+                            failure::CONFIG,
+                            format!(
+                                "bad --url {given_url:?}: it names a Redis Cluster \
+                                 (redis+cluster:// or --cluster) but this server has cluster \
+                                 support disabled: use redis://"
+                            ),
+                        ))
+                    }
+                    // Refused credentials or a bad reply do not get better by waiting.
+                    Err(f) if f.code != UNAVAILABLE => return Err(f),
+                    Err(f) => {
+                        if first_round {
+                            warn!("{}; trying again until the deadline", f.message);
+                        }
+                        last = Some(f);
+                    }
+                }
             }
-        })?;
-        Ok(cluster)
+            first_round = false;
+            let last = last.expect("at least one seed");
+            let Ok(left) = remaining(deadline) else {
+                return Err(last);
+            };
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(MAX_PAUSE);
+            if remaining(deadline).is_err() {
+                return Err(last);
+            }
+        }
     }
 
     /// Runs `cmd` on the primary owning `key` (without one, on the owner of
@@ -227,7 +272,10 @@ impl Cluster {
                 }
                 Answer::Wait(why) => {
                     hops = 0;
-                    let why = format!("{}: {why}", show(&addr));
+                    let why = match why.starts_with(&show(&addr)) {
+                        true => why,
+                        false => format!("{}: {why}", show(&addr)),
+                    };
                     self.wait(&mut pause, &mut waiting, why, deadline)?;
                 }
                 Answer::Fail(f) => {
@@ -292,9 +340,22 @@ impl Cluster {
     }
 
     fn refresh_from(&mut self, addr: &Addr, deadline: Instant) -> Result<(), Failure> {
-        let con = self.link(addr, deadline)?;
+        let con = self.link(addr, deadline, SLOTS_TIMEOUT)?;
         let reply = redis::cmd("CLUSTER").arg("SLOTS").query::<Value>(con);
-        let reply = reply.map_err(|e| self.failed(addr, &e))?;
+        let reply = reply.map_err(|e| {
+            let f = self.failed(addr, &e);
+            match e.is_timeout() {
+                true => Failure::new(
+                    f.code,
+                    format!(
+                        "{} did not answer CLUSTER SLOTS within {}s",
+                        show(addr),
+                        SLOTS_TIMEOUT.as_secs()
+                    ),
+                ),
+                false => Failure::new(f.code, format!("{}: {}", show(addr), f.message)),
+            }
+        })?;
         let (slots, nodes) =
             parse_slots(reply, &addr.0).ok_or_else(|| failure::unexpected("CLUSTER SLOTS"))?;
         if slots.is_empty() {
@@ -320,9 +381,14 @@ impl Cluster {
             .map(|(_, _, addr)| addr.clone())
     }
 
-    /// The connection to `addr` (made within the connect bound), with the time
-    /// left as its read and write timeouts.
-    fn link(&mut self, addr: &Addr, deadline: Instant) -> Result<&mut Connection, Failure> {
+    /// The connection to `addr` (made within the node connect bound), with
+    /// the time left, at most `bound`, as its read and write timeouts.
+    fn link(
+        &mut self,
+        addr: &Addr,
+        deadline: Instant,
+        bound: Duration,
+    ) -> Result<&mut Connection, Failure> {
         let left = remaining(deadline)?;
         if !self.links.contains_key(addr) {
             let info = self.template.clone().set_addr(match self.template.addr() {
@@ -338,27 +404,33 @@ impl Cluster {
                 },
                 _ => ConnectionAddr::Tcp(addr.0.clone(), addr.1),
             });
-            let connect_by = Instant::now() + left.min(crate::connect::CONNECT_TIMEOUT);
+            let connect_by = Instant::now() + left.min(crate::connect::NODE_CONNECT_TIMEOUT);
             let con = single(info, self.password.clone(), connect_by)?;
             self.links.insert(addr.clone(), con);
         }
         let con = self.links.get_mut(addr).expect("inserted above");
-        con.set_read_timeout(Some(left))
-            .and_then(|_| con.set_write_timeout(Some(left)))
+        let wait = Some(left.min(bound));
+        con.set_read_timeout(wait)
+            .and_then(|_| con.set_write_timeout(wait))
             .map_err(|e| failure::from_redis(&e))?;
         Ok(con)
     }
 
-    /// A connection that failed is dropped, so the next try makes a new one.
+    /// A connection that failed is dropped, so the next try makes a new one
+    /// (after a timeout the reply may still arrive: the connection is unusable).
     fn failed(&mut self, addr: &Addr, e: &RedisError) -> Failure {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+        {
             self.links.remove(addr);
         }
         failure::from_redis(e)
     }
 
     fn send(&mut self, addr: &Addr, cmd: &redis::Cmd, asking: bool, deadline: Instant) -> Answer {
-        let con = match self.link(addr, deadline) {
+        let con = match self.link(addr, deadline, CALL_TIMEOUT) {
             Ok(con) => con,
             Err(f) if f.code == UNAVAILABLE && remaining(deadline).is_ok() => {
                 return Answer::Wait(f.message)
@@ -393,9 +465,17 @@ impl Cluster {
             Some("TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "LOADING" | "READONLY")
         );
         let gone = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
-        match (changing || gone) && !timed_out {
-            true => Answer::Wait(f.message),
-            false => Answer::Fail(at_node(f, &show(addr))),
+        match (changing, gone, timed_out) {
+            // Hung (SIGSTOP, a paused VM) or overloaded: like a dead node, the
+            // cluster may be promoting its replica. The call may have run:
+            // asking again from the same cursor re-claims nothing TO holds.
+            (_, _, true) => Answer::Wait(format!(
+                "{} did not answer within {}s",
+                show(addr),
+                CALL_TIMEOUT.as_secs()
+            )),
+            (true, _, _) | (_, true, _) => Answer::Wait(f.message),
+            _ => Answer::Fail(at_node(f, &show(addr))),
         }
     }
 
@@ -406,11 +486,12 @@ impl Cluster {
         if let Some(before) = self.served.get(&slot).filter(|b| **b != addr) {
             info!(
                 "key {:?} (slot {slot}) is now served by {} instead of {}: the cluster \
-                 switched its owner (failover or migration); continuing where the run was",
+                 switched its owner (failover or migration); the run goes on there",
                 String::from_utf8_lossy(key),
                 show(&addr),
                 show(before)
             );
+            self.switches += 1;
         }
         self.served.insert(slot, addr);
     }

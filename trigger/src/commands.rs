@@ -7,7 +7,13 @@ use crate::connect::Link;
 use crate::failure::{self, Failure};
 use quantum_protocol::{command, error, key, keyword};
 use redis::Value;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
+
+/// The drain so far, updated after each answered batch: what the main thread
+/// reports if the deadline passes while a call is still waiting for Redis.
+pub type Progress = Arc<Mutex<RunSummary>>;
 
 /// How a call that reached the module ended, when it did not fail.
 #[derive(Debug)]
@@ -52,6 +58,25 @@ pub struct RunSummary {
     /// Why the drain stopped before its end after earlier batches had moved
     /// entries (the deadline, a lost connection): those batches still count.
     pub stopped: Option<Failure>,
+    /// A later batch was refused or found the stream or group gone.
+    pub interrupted: Option<Interrupted>,
+}
+
+/// Why a drain ended early without failing, after earlier batches moved entries.
+#[derive(Debug, Clone)]
+pub enum Interrupted {
+    /// The mode guard refused a later batch (the mode changed mid-run).
+    Refused(String),
+    /// The stream or the group went away (deleted, or an unsynced replica promoted).
+    Absent(String),
+}
+
+/// The mode a refusal names (`… mode key 'k' is 'LIVE'; allowed modes: …`);
+/// none when the key is missing or not a string.
+pub fn mode_in_refusal(message: &str) -> Option<String> {
+    let head = message.rsplit_once("; allowed modes")?.0;
+    let mode = head.rsplit_once(" is '")?.1.strip_suffix('\'')?;
+    Some(mode.to_string())
 }
 
 /// A module reply's map (RESP2 flat array) as `(key, value)` pairs.
@@ -152,76 +177,131 @@ fn recover_command(cli: &Cli, cursor: Option<&str>) -> redis::Cmd {
 }
 
 /// Follows the cursor from `start` (none: the beginning of the PEL) until the
-/// end of the PEL or `--max-batches`. A DRYRUN changes nothing, so following
-/// its cursor would only repeat the same plan: it stops after one batch.
+/// end of the PEL or `--max-batches`, recording each answered batch in
+/// `progress`. A DRYRUN changes nothing, so following its cursor would only
+/// repeat the same plan: it stops after one batch. After the cluster switched
+/// the stream's owner (failover, migration) the drain starts again at the
+/// beginning of the PEL: claims the old primary made but never replicated are
+/// pending under their old owner again, behind the cursor. RECOVER never
+/// re-claims what TO already holds, so the second pass is cheap; an entry it
+/// claims again (its first claim was lost) is reported and counted once.
 pub fn run(
     cli: &Cli,
     con: &mut Link,
     start: Option<String>,
     deadline: Instant,
+    progress: &Progress,
 ) -> Result<Outcome<RunSummary>, Failure> {
-    let mut summary = RunSummary::default();
+    let lock = || progress.lock().unwrap_or_else(PoisonError::into_inner);
     let mut cursor = start;
+    let mut restart = false;
+    // After a restart: the IDs already reported, so a lost claim made again counts once.
+    let mut reported: Option<HashSet<String>> = None;
     loop {
+        let switches = con.owner_switches();
+        let batches = lock().batches;
         let reply = match call(con, &recover_command(cli, cursor.as_deref()), deadline) {
-            Err(f) if summary.batches > 0 => {
+            Err(f) if batches > 0 => {
+                let mut summary = lock();
                 summary.stopped = Some(f);
-                return Ok(Outcome::Done(summary));
+                return Ok(Outcome::Done(summary.clone()));
             }
             reply => reply?,
         };
         let fields = match reply.and_then(pairs)? {
             Outcome::Done(fields) => fields,
             // Refused or gone before anything happened: pass the outcome on.
-            other if summary.batches == 0 => return other.and_then(|_| Ok(RunSummary::default())),
-            // After earlier batches changed things (the mode flipped mid-run): report those.
-            _ => return Ok(Outcome::Done(summary)),
-        };
-        summary.mode = match field(&fields, key::MODE)? {
-            Value::Nil => None,
-            v => Some(text(v)?),
-        };
-        summary.dry_run = int(field(&fields, key::DRY_RUN)?)? == 1;
-        summary
-            .claimed
-            .extend(texts(field(&fields, key::CLAIMED)?)?);
-        summary
-            .quarantined
-            .extend(texts(field(&fields, key::QUARANTINED)?)?);
-        summary
-            .dropped
-            .extend(texts(field(&fields, key::DROPPED)?)?);
-        summary
-            .deleted
-            .extend(texts(field(&fields, key::DELETED)?)?);
-        // `kept-total` is nil when the batch skipped the consumer pass
-        // (DELETELIMIT 0): the last batch that made one still holds.
-        match fields
-            .iter()
-            .find(|(k, _)| k == key::KEPT_TOTAL)
-            .map(|(_, v)| v)
-        {
-            Some(Value::Nil) => {}
-            Some(total) => {
-                summary.kept = texts(field(&fields, key::KEPT)?)?;
-                summary.kept_total = int(total)?;
+            other if batches == 0 => return other.and_then(|_| Ok(RunSummary::default())),
+            // After earlier batches changed things (the mode flipped mid-run):
+            // report those, and why it stopped.
+            Outcome::Refused(m) => {
+                let mut summary = lock();
+                summary.mode = mode_in_refusal(&m);
+                summary.interrupted = Some(Interrupted::Refused(m));
+                return Ok(Outcome::Done(summary.clone()));
             }
-            // A module from before `kept-total`: its `kept` is the whole list.
-            None => {
-                summary.kept = texts(field(&fields, key::KEPT)?)?;
-                summary.kept_total = summary.kept.len() as i64;
+            Outcome::Absent(m) => {
+                let mut summary = lock();
+                summary.interrupted = Some(Interrupted::Absent(m));
+                return Ok(Outcome::Done(summary.clone()));
             }
+        };
+        if con.owner_switches() != switches && batches > 0 && !restart {
+            tracing::warn!(
+                "the stream's owner changed: claims the old owner made may not have reached \
+                 the new one, so the drain starts again at the beginning of the PEL"
+            );
+            restart = true;
         }
-        summary.scanned += int(field(&fields, key::SCANNED)?)?;
-        summary.cursor = text(field(&fields, key::CURSOR)?)?;
-        summary.pending = int(field(&fields, key::PENDING)?)?;
-        summary.consumers = int(field(&fields, key::CONSUMERS)?)?;
-        summary.batches += 1;
-        if summary.cursor == "0-0" || summary.batches >= cli.max_batches || cli.dry_run {
-            return Ok(Outcome::Done(summary));
+        let mut summary = lock();
+        if restart {
+            let ids = summary.claimed.iter().chain(&summary.quarantined);
+            reported
+                .get_or_insert_with(HashSet::new)
+                .extend(ids.cloned());
         }
-        cursor = Some(summary.cursor.clone());
+        add_batch(&mut summary, &fields, reported.as_ref())?;
+        if summary.batches >= cli.max_batches || cli.dry_run {
+            return Ok(Outcome::Done(summary.clone()));
+        }
+        if restart {
+            restart = false;
+            cursor = None;
+        } else if summary.cursor == "0-0" {
+            return Ok(Outcome::Done(summary.clone()));
+        } else {
+            cursor = Some(summary.cursor.clone());
+        }
     }
+}
+
+/// Adds one batch's reply to the drain's sums; IDs in `reported` were already counted.
+fn add_batch(
+    summary: &mut RunSummary,
+    fields: &[(String, Value)],
+    reported: Option<&HashSet<String>>,
+) -> Result<(), Failure> {
+    let new = |ids: Vec<String>| {
+        ids.into_iter()
+            .filter(|id| reported.is_none_or(|seen| !seen.contains(id)))
+    };
+    summary.mode = match field(fields, key::MODE)? {
+        Value::Nil => None,
+        v => Some(text(v)?),
+    };
+    summary.dry_run = int(field(fields, key::DRY_RUN)?)? == 1;
+    summary
+        .claimed
+        .extend(new(texts(field(fields, key::CLAIMED)?)?));
+    summary
+        .quarantined
+        .extend(new(texts(field(fields, key::QUARANTINED)?)?));
+    summary.dropped.extend(texts(field(fields, key::DROPPED)?)?);
+    summary.deleted.extend(texts(field(fields, key::DELETED)?)?);
+    // `kept-total` is nil when the batch skipped the consumer pass
+    // (DELETELIMIT 0): the last batch that made one still holds.
+    match fields
+        .iter()
+        .find(|(k, _)| k == key::KEPT_TOTAL)
+        .map(|(_, v)| v)
+    {
+        Some(Value::Nil) => {}
+        Some(total) => {
+            summary.kept = texts(field(fields, key::KEPT)?)?;
+            summary.kept_total = int(total)?;
+        }
+        // A module from before `kept-total`: its `kept` is the whole list.
+        None => {
+            summary.kept = texts(field(fields, key::KEPT)?)?;
+            summary.kept_total = summary.kept.len() as i64;
+        }
+    }
+    summary.scanned += int(field(fields, key::SCANNED)?)?;
+    summary.cursor = text(field(fields, key::CURSOR)?)?;
+    summary.pending = int(field(fields, key::PENDING)?)?;
+    summary.consumers = int(field(fields, key::CONSUMERS)?)?;
+    summary.batches += 1;
+    Ok(())
 }
 
 pub fn status(
@@ -349,5 +429,18 @@ pub fn retire(
                 "QUANTUM.RETIRE moved nothing yet reports entries remaining",
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_mode_it_found() {
+        let live = "MODE refused: mode key '{u}:mode' is 'LIVE'; allowed modes: TESTNET";
+        assert_eq!(mode_in_refusal(live).as_deref(), Some("LIVE"));
+        let missing = "MODE refused: mode key 'quantum:mode' is missing; allowed modes: TESTNET";
+        assert_eq!(mode_in_refusal(missing), None);
     }
 }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// black-holed host fails fast and the unit's log says why.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A cluster node gets less: a hung one must leave time for the others.
+pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The longest password file read (Redis passwords are short).
 const MAX_PASSWORD_FILE: u64 = 64 * 1024;
 
@@ -132,10 +135,33 @@ pub fn redact_urls_in(text: &str) -> String {
         .join(" ")
 }
 
-/// `redis+cluster://…` and `rediss+cluster://…` name a cluster seed node.
-fn cluster_url(url: &str) -> Option<String> {
+/// A further cluster seed node: `(host, port)`.
+type Seed = (String, u16);
+
+/// `redis+cluster://…` and `rediss+cluster://…` name cluster seed nodes:
+/// `host:port[,host:port…]`. Returns the URL of the first seed and the others.
+fn cluster_url(url: &str) -> Option<Result<(String, Vec<Seed>), String>> {
     let (scheme, rest) = url.split_once("+cluster://")?;
-    matches!(scheme, "redis" | "rediss").then(|| format!("{scheme}://{rest}"))
+    if !matches!(scheme, "redis" | "rediss") {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (user, hosts) = match authority.rsplit_once('@') {
+        Some((user, hosts)) => (format!("{user}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let mut hosts = hosts.split(',');
+    let first = hosts.next().unwrap_or_default();
+    let others = hosts
+        .map(|h| {
+            h.rsplit_once(':')
+                .and_then(|(host, port)| Some((host.to_string(), port.parse().ok()?)))
+                .filter(|(host, port)| !host.is_empty() && *port != 0)
+                .ok_or_else(|| format!("seed {h:?} is not host:port"))
+        })
+        .collect::<Result<Vec<_>, _>>();
+    Some(others.map(|others| (format!("{scheme}://{user}{first}{tail}"), others)))
 }
 
 pub fn connect(
@@ -157,9 +183,12 @@ pub fn connect(
         ));
     }
     let shown = redact_url(given_url);
-    let (url, cluster) = match cluster_url(given_url) {
-        Some(seed) => (seed, true),
-        None => (given_url.to_string(), cluster),
+    let (url, seeds, cluster) = match cluster_url(given_url) {
+        Some(Ok((first, others))) => (first, others, true),
+        Some(Err(why)) => {
+            return Err(Failure::new(CONFIG, format!("bad --url {shown:?}: {why}")));
+        }
+        None => (given_url.to_string(), Vec::new(), cluster),
     };
     let bad_url = |e: redis::RedisError| Failure::new(CONFIG, format!("bad --url {shown:?}: {e}"));
     let info = url.as_str().into_connection_info().map_err(bad_url)?;
@@ -188,18 +217,12 @@ pub fn connect(
             ),
         ));
     }
-    let connect_by = Instant::now() + remaining(deadline)?.min(CONNECT_TIMEOUT);
     if cluster {
-        let cluster = Cluster::connect(info, password, &shown, connect_by)?;
+        let cluster = Cluster::connect(info, seeds, password, &shown, deadline)?;
         return Ok(Link::Cluster(Box::new(cluster)));
     }
-    let name = match info.addr() {
-        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-            format!("{host}:{port}")
-        }
-        ConnectionAddr::Unix(path) => path.display().to_string(),
-        other => other.to_string(),
-    };
+    let connect_by = Instant::now() + remaining(deadline)?.min(CONNECT_TIMEOUT);
+    let name = node_name(info.addr());
     let con = single(info, password, connect_by).map_err(|e| {
         if e.message.contains("DB index is out of range") {
             Failure::new(
@@ -216,6 +239,17 @@ pub fn connect(
     Ok(Link::Single(con, name))
 }
 
+/// A server's address for messages.
+fn node_name(addr: &ConnectionAddr) -> String {
+    match addr {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{host}:{port}")
+        }
+        ConnectionAddr::Unix(path) => path.display().to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// One server, ready within `connect_by`: rediss:// does its TLS handshake on
 /// the first command, so a PING inside the connect bound catches a plaintext
 /// or silent server here rather than at the deadline.
@@ -229,21 +263,27 @@ pub fn single(
     if let Some(password) = password {
         settings = settings.set_password(password);
     }
+    let bound = connect_by.saturating_duration_since(Instant::now());
+    let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    let node = node_name(info.addr());
     let client = redis::Client::open(info.set_redis_settings(settings))
         .map_err(|e| Failure::new(CONFIG, format!("bad --url: {e}")))?;
     let not_ready = |e: redis::RedisError| {
         let f = failure::from_redis(&e);
+        let hint = match tls {
+            true => " (a plaintext server behind rediss://, or one that never answers?)",
+            false => " (hung, overloaded, or not Redis?)",
+        };
         match e.is_timeout() {
             true => Failure::new(
                 f.code,
                 format!(
-                    "no Redis answered within the {}s connect bound (a plaintext server \
-                     behind rediss://, or one that never answers?): {}",
-                    CONNECT_TIMEOUT.as_secs(),
+                    "{node} did not answer within the {:.1}s connect bound{hint}: {}",
+                    bound.as_secs_f64(),
                     f.message
                 ),
             ),
-            false => f,
+            false => Failure::new(f.code, format!("{node}: {}", f.message)),
         }
     };
     let mut con = client
@@ -297,12 +337,30 @@ impl Link {
                 con.set_read_timeout(left)
                     .and_then(|_| con.set_write_timeout(left))
                     .map_err(|e| failure::from_redis(&e))?;
-                cmd.query(con).map_err(|e| Failure {
-                    reply_lost: failure::reply_lost(&e),
-                    ..cluster::at_node(failure::from_redis(&e), name)
+                cmd.query(con).map_err(|e| match e.code() {
+                    Some("MOVED" | "ASK") => Failure::new(
+                        CONFIG,
+                        format!(
+                            "{name} answered {}: this is a Redis Cluster node: use --cluster \
+                             or a redis+cluster:// URL",
+                            failure::from_redis(&e).message
+                        ),
+                    ),
+                    _ => Failure {
+                        reply_lost: failure::reply_lost(&e),
+                        ..cluster::at_node(failure::from_redis(&e), name)
+                    },
                 })
             }
             Link::Cluster(cluster) => cluster.query(cmd, key_of(cmd), deadline),
+        }
+    }
+
+    /// How often the cluster switched the owner of a slot this run used.
+    pub fn owner_switches(&self) -> u64 {
+        match self {
+            Link::Single(..) => 0,
+            Link::Cluster(cluster) => cluster.switches,
         }
     }
 }
@@ -340,6 +398,17 @@ mod tests {
             assert!(!holds_password(url), "{url}");
             assert_eq!(redact_url(url), url);
         }
+    }
+
+    #[test]
+    fn cluster_urls_take_a_seed_list() {
+        let (first, others) = cluster_url("redis+cluster://u@h1:1,h2:2,[::1]:3/?x=1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first, "redis://u@h1:1/?x=1");
+        assert_eq!(others, [("h2".into(), 2), ("[::1]".into(), 3)]);
+        assert!(cluster_url("redis+cluster://h1:1,h2").unwrap().is_err());
+        assert!(cluster_url("redis://h1:1").is_none());
     }
 
     #[test]

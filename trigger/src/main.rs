@@ -18,13 +18,14 @@ mod status_table;
 
 use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Verb};
-use commands::{Outcome, RunSummary, Stopped};
+use commands::{Interrupted, Outcome, Progress, RunSummary, Stopped};
 use failure::Failure;
 use report::{Metrics, RunResult};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{mpsc, Arc, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
 /// Ends a run that failed before the options were known (the caller said why
@@ -66,7 +67,8 @@ fn early_exit(args: &[String], code: u8, message: &str) -> ExitCode {
                 gauges: None,
                 mode_known: None,
             };
-            if let Err(e) = report::write_metrics(Path::new(&path), &metrics) {
+            let wait_until = Instant::now() + METRICS_LOCK_WAIT;
+            if let Err(e) = report::write_metrics(Path::new(&path), &metrics, wait_until) {
                 console::err_line(&format!(
                     "quantum-stream-recover: cannot write metrics to {path}: {e}"
                 ));
@@ -134,25 +136,24 @@ fn main() -> ExitCode {
         return ExitCode::from(doctor::run(&cli, deadline));
     }
 
-    let mut con = connect::connect(
-        &cli.url,
-        cli.cluster,
-        cli.password_file.as_deref(),
-        deadline,
-    );
-    let done = match &mut con {
-        Ok(con) => match verb {
-            Verb::Run => run(&cli, con, deadline, started),
-            Verb::Status => status(&cli, con, deadline),
-            Verb::Retire => retire(&cli, con, deadline),
-            Verb::Doctor => unreachable!("doctor returns before connecting"),
-        },
-        Err(f) => Err(f.clone()),
+    // The work runs on a worker thread and this one waits for it at most
+    // until the deadline: a node that answers one byte at a time, a hung
+    // TLS handshake or a slow DNS lookup cannot hold the run (and the trading
+    // service's ExecStartPre) longer. Returning from main ends the worker.
+    let cli = Arc::new(cli);
+    let progress = Progress::default();
+    let (tx, rx) = mpsc::channel();
+    {
+        let (cli, progress, where_) = (Arc::clone(&cli), progress.clone(), where_.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(work(&cli, verb, deadline, started, &progress, &where_));
+        });
+    }
+    let waited = deadline.saturating_duration_since(Instant::now()) + DEADLINE_GRACE;
+    let done = match rx.recv_timeout(waited) {
+        Ok(done) => done,
+        Err(_) => overrun(&cli, &progress, &where_),
     };
-    let done = done.unwrap_or_else(|f| {
-        error!("{where_}: {}", f.message);
-        Done::failed(&f, None)
-    });
 
     let elapsed_ms = started.elapsed().as_millis();
     // A log or metrics file that cannot be written is exit 73 (EX_CANTCREAT)
@@ -173,7 +174,10 @@ fn main() -> ExitCode {
             gauges: done.gauges,
             mode_known: done.mode_known,
         };
-        if let Err(e) = report::write_metrics(path, &metrics) {
+        // The deadline holds for the metrics too: at most a short wait for
+        // another run's lock past it.
+        let wait_until = deadline.max(Instant::now()) + METRICS_LOCK_WAIT;
+        if let Err(e) = report::write_metrics(path, &metrics, wait_until) {
             unwritten.push(format!("cannot write metrics to {}: {e}", path.display()));
         }
     }
@@ -196,6 +200,73 @@ fn main() -> ExitCode {
         console::out(&format!("{json}\n"));
     }
     ExitCode::from(exit)
+}
+
+/// How long past the deadline a run waits for another run's metrics lock.
+const METRICS_LOCK_WAIT: Duration = Duration::from_millis(500);
+
+/// How long past the deadline the main thread waits for the worker's own
+/// answer (the worker's calls end at the deadline themselves when the network
+/// lets them) before it reports without it.
+const DEADLINE_GRACE: Duration = Duration::from_millis(300);
+
+/// Connects and runs the verb (on the worker thread).
+fn work(
+    cli: &Cli,
+    verb: Verb,
+    deadline: Instant,
+    started: Instant,
+    progress: &Progress,
+    where_: &str,
+) -> Done {
+    let done = connect::connect(
+        &cli.url,
+        cli.cluster,
+        cli.password_file.as_deref(),
+        deadline,
+    )
+    .and_then(|mut con| match verb {
+        Verb::Run => run(cli, &mut con, deadline, started, progress),
+        Verb::Status => status(cli, &mut con, deadline),
+        Verb::Retire => retire(cli, &mut con, deadline),
+        Verb::Doctor => unreachable!("doctor returns before connecting"),
+    });
+    done.unwrap_or_else(|f| {
+        error!("{where_}: {}", f.message);
+        Done::failed(&f, None)
+    })
+}
+
+/// The deadline passed while the worker still waited for Redis: what the
+/// answered batches did, and that the last call's outcome is unknown.
+fn overrun(cli: &Cli, progress: &Progress, where_: &str) -> Done {
+    let f = Failure::new(
+        failure::UNAVAILABLE,
+        format!(
+            "deadline reached: Redis did not answer (in full) within --deadline {}; the \
+             outcome of the last call is unknown (entries it may have moved are with the \
+             target consumer, not lost, and are not counted here)",
+            humantime::format_duration(cli.deadline)
+        ),
+    );
+    let summary = progress
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    match summary.batches {
+        0 => {
+            error!("{where_}: {}", f.message);
+            Done::failed(&f, None)
+        }
+        _ => {
+            error!(
+                "stopped early, after recovering {where_} {}: {}",
+                summary_fields(&summary),
+                f.message
+            );
+            Done::failed(&f, Some(&summary))
+        }
+    }
 }
 
 /// What a verb hands back for the log file, the metrics and the JSON.
@@ -284,6 +355,7 @@ fn run(
     con: &mut connect::Link,
     deadline: Instant,
     started: Instant,
+    progress: &Progress,
 ) -> Result<Done, Failure> {
     // A dry run changes nothing: it neither uses nor moves the saved cursor.
     let state_dir = cli.state_dir.as_deref().filter(|_| !cli.dry_run);
@@ -295,7 +367,7 @@ fn run(
         }
         None => None,
     };
-    let summary = match commands::run(cli, con, start.clone(), deadline)? {
+    let summary = match commands::run(cli, con, start.clone(), deadline, progress)? {
         Outcome::Done(summary) => summary,
         Outcome::Refused(m) => {
             let mut done = not_done(m, RunResult::Refused);
@@ -309,6 +381,9 @@ fn run(
             ))
         }
     };
+    if let Some(interrupted) = &summary.interrupted {
+        return Ok(interrupted_done(cli, &summary, interrupted, start));
+    }
     let saved = match state_dir {
         Some(dir) => match state::save(dir, &cli.stream, &cli.group, &summary.cursor) {
             Ok(path) => Some(path),
@@ -393,6 +468,42 @@ fn run(
     done.counted = Some(counts(&summary));
     done.mode_known = Some(summary.mode.is_some());
     Ok(done)
+}
+
+/// A drain that a later batch found refused (the mode changed) or without its
+/// stream or group: the result says so at WARN, with what earlier batches did.
+/// The cursor is not saved: the next run starts at the beginning of the PEL.
+fn interrupted_done(
+    cli: &Cli,
+    summary: &RunSummary,
+    interrupted: &Interrupted,
+    start: Option<String>,
+) -> Done {
+    let (result, message) = match interrupted {
+        Interrupted::Refused(m) => (RunResult::Refused, m.clone()),
+        Interrupted::Absent(m) => (RunResult::Absent, format!("nothing more to recover: {m}")),
+    };
+    let fields = summary_fields(summary);
+    warn!(
+        "{message}; batch {} stopped the drain, the earlier ones recovered stream={} group={} \
+         {fields}",
+        summary.batches + 1,
+        report::field_value(&cli.stream),
+        report::field_value(&cli.group)
+    );
+    let mut json = run_json(summary);
+    json["result"] = json!(result.as_str());
+    json["message"] = json!(message);
+    json["exit_code"] = json!(0);
+    json["resumed_from"] = json!(start);
+    let mut done = Done::success(format!("{fields} {}={message:?}", result.as_str()), json);
+    done.result = result;
+    done.counted = Some(counts(summary));
+    done.mode_known = match interrupted {
+        Interrupted::Refused(m) => Some(mode_known_from_refusal(m)),
+        Interrupted::Absent(_) => Some(summary.mode.is_some()),
+    };
+    done
 }
 
 /// What a drain moved, for the counters; a dry run moved nothing.

@@ -6,7 +6,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::files;
 
@@ -288,11 +288,59 @@ pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) ->
 /// The most of a previous metrics file read: it is about 2 KiB.
 const MAX_METRICS_FILE: u64 = 1 << 20;
 
+/// Holds an exclusive flock on `.<name>.lock` beside the metrics file (opened
+/// O_NOFOLLOW) while runs read, add to and replace the file: two runs at once
+/// (the timer and the ExecStartPre) must not lose each other's counts. Waits
+/// at most until `wait_until`.
+fn lock_beside(dir: &Path, name: &str, wait_until: Instant) -> std::io::Result<fs::File> {
+    let path = dir.join(format!(".{name}.lock"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)?;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < wait_until => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!("another run held {} until the deadline", path.display()),
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
+/// Lines of a previous metrics file that are neither comments nor this
+/// trigger's series: said, since their counters cannot be carried over.
+fn garbled_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter(|l| parse_values(l).is_empty())
+        .collect()
+}
+
 /// Writes the textfile atomically: a temp file in the same folder, then rename.
 /// The temp file has an unpredictable name and is created with O_EXCL (which
 /// never follows a symlink); rename replaces whatever is at `path`, a symlink
 /// included, without following it. The previous file is read with O_NOFOLLOW.
-pub fn write_metrics(path: &Path, metrics: &Metrics) -> std::io::Result<()> {
+pub fn write_metrics(path: &Path, metrics: &Metrics, wait_until: Instant) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let _lock = lock_beside(dir, &name, wait_until)?;
     let previous = match files::read_regular(path, MAX_METRICS_FILE, true) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         // A FIFO, a device or a huge file where the metrics go: refused (73).
@@ -302,15 +350,17 @@ pub fn write_metrics(path: &Path, metrics: &Metrics) -> std::io::Result<()> {
         // None yet, or a symlink (replaced by the rename, never followed).
         Err(_) => String::new(),
     };
+    let garbled = garbled_lines(&previous);
+    if let Some(first) = garbled.first() {
+        let first: String = first.chars().take(80).collect();
+        tracing::warn!(
+            "the metrics file {} holds {} line(s) this trigger did not write (first: {first:?}): \
+             kept the series that parse; a counter on such a line restarts from 0",
+            path.display(),
+            garbled.len()
+        );
+    }
     let text = render_metrics(metrics, &parse_values(&previous));
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let mut temp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
