@@ -4,8 +4,10 @@
 //! repository's units installed where the package puts them, and a zombie
 //! scenario; check that (a) the timer's run recovered the zombie and wrote the
 //! log line and metrics, (b) starting the trading service ran the ExecStartPre
-//! recovery first, and (c) in LIVE mode the trading service still started and
-//! nothing was claimed.
+//! recovery first, (c) in LIVE mode the trading service still started and
+//! nothing was claimed, and (d) with Redis answering one byte every half
+//! second, the trading service still started within the drop-in's
+//! `--deadline 5s` plus one second.
 //!
 //! Needs root and systemd-nspawn (Debian package systemd-container). Where it
 //! cannot run, it fails and says why; QUANTUM_SKIP_NSPAWN=1 skips it out loud.
@@ -53,6 +55,14 @@ fn reporter() -> String {
          sleep 1.5\n\
          systemctl restart quantum-execution.service\n\
          systemctl show -p ActiveState quantum-execution.service > $out/exec-show.txt\n\
+         # (d) Redis as slow as it gets: the ExecStartPre must end at its deadline\n\
+         python3 /opt/qtest/drip.py &\n\
+         sleep 0.5\n\
+         sed -i 's/^QUANTUM_REDIS_URL=.*/QUANTUM_REDIS_URL=redis:\\/\\/127.0.0.1:6390/' /etc/quantum/stream-recover.env\n\
+         t0=$(date +%s%N)\n\
+         systemctl restart quantum-execution.service\n\
+         echo $(( ($(date +%s%N) - t0) / 1000000 )) > $out/slow-start-ms.txt\n\
+         systemctl show -p ActiveState quantum-execution.service > $out/slow-exec-show.txt\n\
          journalctl --no-pager -u quantum-execution.service -u quantum-stream-recover.service > $out/journal.txt\n\
          echo done > $out/done\n\
          systemctl --no-block poweroff\n"
@@ -118,6 +128,23 @@ fn lay_out(m: &Machine) {
              {redis} xadd {S} '*' order 1\n\
              {redis} xreadgroup group {G} exec-dead count 1 streams {S} '>'\n"
         ),
+    );
+    // A "Redis" that accepts and answers one byte of an endless reply every half
+    // second: every read succeeds, so only an absolute deadline ends the wait.
+    write(
+        &m.path("/opt/qtest/drip.py"),
+        "import socket, threading, time\n\
+         def drip(c):\n\
+         \x20   try:\n\
+         \x20       c.sendall(b'$1000000\\r\\n')\n\
+         \x20       while True:\n\
+         \x20           c.sendall(b'x'); time.sleep(0.5)\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', 6390)); s.listen(16)\n\
+         while True:\n\
+         \x20   threading.Thread(target=drip, args=(s.accept()[0],), daemon=True).start()\n",
     );
     write(
         &m.path("/opt/qtest/stub-start.sh"),
@@ -260,6 +287,19 @@ fn timer_and_execstartpre_recover_in_a_real_systemd() {
     assert!(
         read("journal.txt").contains("MODE refused"),
         "the LIVE refusal is logged{}",
+        context()
+    );
+
+    // (d) the ExecStartPre's --deadline 5s holds against a Redis that drips its answer.
+    let slow_ms: u64 = read("slow-start-ms.txt").trim().parse().unwrap_or(u64::MAX);
+    assert!(
+        slow_ms <= 6_000,
+        "the trading service took {slow_ms} ms to start behind a dripping Redis{}",
+        context()
+    );
+    assert!(
+        read("slow-exec-show.txt").contains("ActiveState=active"),
+        "the trading service runs after a recovery that hit its deadline{}",
         context()
     );
 }
