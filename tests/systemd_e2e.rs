@@ -267,8 +267,8 @@ fn timer_and_execstartpre_recover_in_a_real_systemd() {
         .collect();
     assert_eq!(
         starts.len(),
-        2,
-        "the trading service started twice:\n{stub}"
+        3,
+        "the trading service started three times ((b), (c), (d)):\n{stub}"
     );
     assert!(starts[0].starts_with("TESTNET"), "{stub}");
     assert!(
