@@ -140,6 +140,8 @@ fn main() {
     // The tables as the report has them are the printed table too.
     print!("{md}");
     md.push_str(include_str!("../findings.md"));
+    // A benchmark may panic: it is a tool run by hand, not code inside Redis.
+    std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("BENCHMARKS.md"), md).unwrap();
     println!("wrote {}", out.join("BENCHMARKS.md").display());
 }
