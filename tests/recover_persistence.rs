@@ -107,53 +107,20 @@ fn view(con: &mut Connection) -> GroupView {
     (pel(con, STREAM, GROUP), names)
 }
 
-#[test]
-fn a_replica_holds_the_same_group_state() {
+/// After `change` on a primary, its replica holds the same group state.
+fn replica_matches_after(change: fn(&mut Connection)) {
     let (primary, replica) = primary_and_replica();
     let mut p = primary.connect();
     let mut r = replica.connect();
-
-    recover_everything(&mut p);
+    change(&mut p);
     let expected = view(&mut p);
     run(&mut p, &["WAIT", "1", "5000"]).unwrap();
     wait_for(|| view(&mut r) == expected);
     assert_eq!(view(&mut r), expected);
 }
 
-#[test]
-fn a_restart_from_the_aof_holds_the_same_group_state() {
-    let options = Options {
-        config: vec![
-            ("appendonly".into(), "yes".into()),
-            ("appendfsync".into(), "always".into()),
-        ],
-        ..Options::default()
-    };
-    let server = Server::with(options);
-    let mut con = server.connect();
-    recover_everything(&mut con);
-    let expected = view(&mut con);
-    drop(con);
-
-    let server = server.restart();
-    let mut con = server.connect();
-    assert_eq!(view(&mut con), expected);
-}
-
-#[test]
-fn a_replica_gets_the_consumers_of_a_claim_of_vanished_entries() {
-    let (primary, replica) = primary_and_replica();
-    let mut p = primary.connect();
-    let mut r = replica.connect();
-    claim_only_vanished_entries(&mut p);
-    let expected = view(&mut p);
-    run(&mut p, &["WAIT", "1", "5000"]).unwrap();
-    wait_for(|| view(&mut r) == expected);
-    assert_eq!(view(&mut r), expected);
-}
-
-#[test]
-fn an_aof_restart_keeps_the_consumers_of_a_claim_of_vanished_entries() {
+/// After `change`, a restart from the AOF holds the same group state.
+fn aof_restart_matches_after(change: fn(&mut Connection)) {
     let server = Server::with(Options {
         config: vec![
             ("appendonly".into(), "yes".into()),
@@ -162,11 +129,31 @@ fn an_aof_restart_keeps_the_consumers_of_a_claim_of_vanished_entries() {
         ..Options::default()
     });
     let mut con = server.connect();
-    claim_only_vanished_entries(&mut con);
+    change(&mut con);
     let expected = view(&mut con);
     drop(con);
     let server = server.restart();
     assert_eq!(view(&mut server.connect()), expected);
+}
+
+#[test]
+fn a_replica_holds_the_same_group_state() {
+    replica_matches_after(recover_everything);
+}
+
+#[test]
+fn a_restart_from_the_aof_holds_the_same_group_state() {
+    aof_restart_matches_after(recover_everything);
+}
+
+#[test]
+fn a_replica_gets_the_consumers_of_a_claim_of_vanished_entries() {
+    replica_matches_after(claim_only_vanished_entries);
+}
+
+#[test]
+fn an_aof_restart_keeps_the_consumers_of_a_claim_of_vanished_entries() {
+    aof_restart_matches_after(claim_only_vanished_entries);
 }
 
 fn wait_for(mut done: impl FnMut() -> bool) {

@@ -1,7 +1,7 @@
 //! A big PEL under one dead consumer, drained by the trigger at default
 //! settings while another client PINGs, against a plain XAUTOCLAIM JUSTID loop.
 
-use crate::scenario::{restore, Scenario, MIN_IDLE};
+use crate::scenario::{restore, restore_for_measuring, Scenario, MIN_IDLE};
 use quantum_integration::reply::{run, text};
 use quantum_integration::scenario::{GROUP, STREAM};
 use quantum_integration::trigger::{run_trigger, url_of};
@@ -27,15 +27,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 pub fn drain(server: &Server, scenario: &Scenario) -> Drain {
     let mut con = server.connect();
-    restore(&mut con, scenario);
-    for (name, value) in [
-        ("slowlog-log-slower-than", "500"),
-        ("slowlog-max-len", "100000"),
-    ] {
-        run(&mut con, &["CONFIG", "SET", name, value]).unwrap();
-    }
-    run(&mut con, &["SLOWLOG", "RESET"]).unwrap();
-    run(&mut con, &["CONFIG", "RESETSTAT"]).unwrap();
+    restore_for_measuring(&mut con, scenario, "500", "100000");
 
     let stop = AtomicBool::new(false);
     let (trigger, mut pings) = std::thread::scope(|scope| {

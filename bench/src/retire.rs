@@ -1,7 +1,7 @@
 //! QUANTUM.RETIRE in bounded steps: server time per call against COUNT, and a
 //! big backlog retired through the trigger, with the longest single call.
 
-use crate::scenario::{restore, Scenario};
+use crate::scenario::{restore_for_measuring, Scenario};
 use crate::servertime::measure;
 use quantum_integration::reply::{int, run, text};
 use quantum_integration::scenario::{GROUP, STREAM};
@@ -107,15 +107,7 @@ pub struct Retire {
 /// Retires every entry of `scenario`'s dead consumer through the trigger at the default COUNT.
 pub fn through_trigger(server: &Server, scenario: &Scenario) -> Retire {
     let mut con = server.connect();
-    restore(&mut con, scenario);
-    for (name, value) in [
-        ("slowlog-log-slower-than", "0"),
-        ("slowlog-max-len", "1000000"),
-    ] {
-        run(&mut con, &["CONFIG", "SET", name, value]).unwrap();
-    }
-    run(&mut con, &["SLOWLOG", "RESET"]).unwrap();
-    run(&mut con, &["CONFIG", "RESETSTAT"]).unwrap();
+    restore_for_measuring(&mut con, scenario, "0", "1000000");
     let started = Instant::now();
     let url = url_of(&server.socket());
     let out = run_trigger(

@@ -72,6 +72,25 @@ pub fn build(con: &mut Connection, dead_entries: usize, zombies: usize, live: us
     }
 }
 
+/// `scenario` restored, SLOWLOG logging calls over `slower_than_us` (up to
+/// `max_len` of them) and the command stats reset: a clean start for one measurement.
+pub fn restore_for_measuring(
+    con: &mut Connection,
+    scenario: &Scenario,
+    slower_than_us: &str,
+    max_len: &str,
+) {
+    restore(con, scenario);
+    for (name, value) in [
+        ("slowlog-log-slower-than", slower_than_us),
+        ("slowlog-max-len", max_len),
+    ] {
+        run(con, &["CONFIG", "SET", name, value]).unwrap();
+    }
+    run(con, &["SLOWLOG", "RESET"]).unwrap();
+    run(con, &["CONFIG", "RESETSTAT"]).unwrap();
+}
+
 pub fn restore(con: &mut Connection, scenario: &Scenario) {
     redis::cmd("RESTORE")
         .arg(STREAM)
