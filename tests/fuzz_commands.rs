@@ -55,7 +55,7 @@ fn random_case(rng: &mut Rng, word: &str) -> Vec<u8> {
         .collect()
 }
 
-const CONFIG_NAMES: [&str; 11] = [
+const CONFIG_NAMES: [&str; 13] = [
     "quantum.target",
     "quantum.quarantine",
     "quantum.mode-key",
@@ -66,6 +66,8 @@ const CONFIG_NAMES: [&str; 11] = [
     "quantum.zombie-idle",
     "quantum.delete-limit",
     "quantum.max-deliveries",
+    "quantum.retire-count",
+    "quantum.retire-budget",
     "quantum.nope",
 ];
 

@@ -52,7 +52,7 @@ fn a_nul_byte_in_a_string_config_is_refused_and_the_server_lives() {
     }
     let all = config_get(&mut con, "*");
     assert!(all.iter().any(|(k, _)| k == "quantum.allowed-modes"));
-    assert_eq!(config_get(&mut con, "quantum.*").len(), 11);
+    assert_eq!(config_get(&mut con, "quantum.*").len(), 12);
     run(&mut con, &["CONFIG", "REWRITE"]).expect("CONFIG REWRITE");
     assert!(server.is_alive());
     let written = std::fs::read_to_string(server.dir().join("redis.conf")).unwrap();

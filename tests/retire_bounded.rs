@@ -288,6 +288,74 @@ fn bad_count_values_are_refused_and_change_nothing() {
     assert_eq!(snapshot(&mut con), before, "a refused call changed state");
 }
 
+/// A server whose RETIRE calls claim all COUNT entries (the budget at its 10 s maximum).
+fn without_time_budget() -> Server {
+    Server::with(Options {
+        module_args: vec!["retire-budget".into(), "10000".into()],
+        ..Options::default()
+    })
+}
+
+#[test]
+fn a_call_stops_claiming_when_its_time_budget_is_spent_and_loses_nothing() {
+    let server = Server::with(Options {
+        module_args: vec!["retire-budget".into(), "1".into()],
+        ..Options::default()
+    });
+    let mut con = server.connect();
+    let got = texts(&run(&mut con, &["CONFIG", "GET", "quantum.retire-budget"]).unwrap());
+    assert_eq!(got, ["quantum.retire-budget", "1"]);
+    // 20,000 claims take far longer than 1 ms on any machine.
+    let total = 20_000;
+    let held = holding(&server, "exec-7", total);
+    let first = retire(&mut con, "exec-7", &["TO", "exec-9", "COUNT", "20000"]).unwrap();
+    let moved = first.moved.len();
+    assert!(
+        (100..total).contains(&moved) && moved % 100 == 0,
+        "whole chunks of 100, at least one: {moved}"
+    );
+    assert_eq!(first.moved, held[..moved], "lowest IDs first");
+    assert_eq!(
+        (first.remaining, first.exact, first.deleted),
+        ((total - moved) as i64, true, false),
+        "what the budget left behind is still the consumer's"
+    );
+    assert_eq!(ids_of(&mut con, "exec-7"), held[moved..]);
+    assert_eq!(ids_of(&mut con, "exec-9"), held[..moved]);
+
+    let mut calls = 1;
+    let mut step = first;
+    while !step.deleted {
+        step = retire(&mut con, "exec-7", &["TO", "exec-9", "COUNT", "20000"]).unwrap();
+        assert!(!step.moved.is_empty(), "every call makes progress");
+        calls += 1;
+    }
+    assert!(calls > 1);
+    assert_eq!(
+        ids_of(&mut con, "exec-9"),
+        held,
+        "nothing lost, nothing left"
+    );
+    assert_eq!(pending_of(&mut con, "exec-7"), None);
+
+    for bad in ["0", "10001", "x"] {
+        let err = run(&mut con, &["CONFIG", "SET", "quantum.retire-budget", bad]).unwrap_err();
+        assert!(
+            err.contains("quantum.retire-budget") || err.contains("argument"),
+            "{bad}: {err}"
+        );
+    }
+    let fresh = Server::start();
+    let got = texts(
+        &run(
+            &mut fresh.connect(),
+            &["CONFIG", "GET", "quantum.retire-budget"],
+        )
+        .unwrap(),
+    );
+    assert_eq!(got, ["quantum.retire-budget", "5"]);
+}
+
 fn holding(server: &Server, consumer: &str, n: usize) -> Vec<String> {
     let mut con = server.connect();
     group_with_mode(&mut con, "TESTNET");
@@ -302,7 +370,8 @@ fn holding(server: &Server, consumer: &str, n: usize) -> Vec<String> {
 
 #[test]
 fn the_trigger_repeats_retire_until_the_consumer_is_empty_and_sums_the_calls() {
-    let server = Server::start();
+    // COUNT alone decides the calls here: a loaded test machine must not meet the time budget.
+    let server = without_time_budget();
     let held = holding(&server, "exec-7", 2_500);
     let dir = TempDir::new("retire-log");
     let log = dir.path().join("retire.log");
@@ -640,7 +709,7 @@ fn the_quarantine_consumer_is_neither_retired_nor_a_target() {
 
 #[test]
 fn a_reply_lost_at_the_deadline_is_reported_as_unknown_not_as_entries_left() {
-    let server = Server::start();
+    let server = without_time_budget();
     let total = 100_000;
     let held = holding(&server, "exec-7", total);
     let url = url_of(&server.socket());

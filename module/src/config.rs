@@ -1,7 +1,8 @@
 //! The `quantum.*` configs: the defaults of every QUANTUM.RECOVER option,
-//! RETIRE's `quantum.retire-count` and `quantum.allowed-modes`. Redis owns them
-//! (CONFIG SET/GET, redis.conf lines); these statics are where Redis stores
-//! them and where each call reads them. `loadmodule` arguments become their
+//! RETIRE's `quantum.retire-count` and `quantum.retire-budget`, and
+//! `quantum.allowed-modes`. Redis owns them (CONFIG SET/GET, redis.conf
+//! lines); these statics are where Redis stores them and where each call
+//! reads them. `loadmodule` arguments become their
 //! registered defaults (`registered_defaults`), so redis.conf lines win.
 
 use crate::args::Defaults;
@@ -22,6 +23,7 @@ pub static ZOMBIE_IDLE: AtomicI64 = AtomicI64::new(protocol::DEFAULT_ZOMBIE_IDLE
 pub static DELETE_LIMIT: AtomicI64 = AtomicI64::new(protocol::DEFAULT_DELETE_LIMIT);
 pub static MAX_DELIVERIES: AtomicI64 = AtomicI64::new(protocol::DEFAULT_MAX_DELIVERIES);
 pub static RETIRE_COUNT: AtomicI64 = AtomicI64::new(protocol::DEFAULT_RETIRE_COUNT);
+pub static RETIRE_BUDGET: AtomicI64 = AtomicI64::new(protocol::DEFAULT_RETIRE_BUDGET);
 
 pub static TARGET: TextConfig = TextConfig::name(protocol::DEFAULT_TARGET);
 pub static QUARANTINE: TextConfig = TextConfig::name(protocol::DEFAULT_QUARANTINE);
@@ -44,7 +46,7 @@ pub struct StringConfig {
     pub default: &'static str,
 }
 
-pub static NUMBER_CONFIGS: [NumberConfig; 7] = [
+pub static NUMBER_CONFIGS: [NumberConfig; 8] = [
     number(
         protocol::MIN_IDLE,
         &MIN_IDLE,
@@ -81,6 +83,12 @@ pub static NUMBER_CONFIGS: [NumberConfig; 7] = [
         &RETIRE_COUNT,
         protocol::DEFAULT_RETIRE_COUNT,
         range::RETIRE_COUNT,
+    ),
+    number(
+        protocol::RETIRE_BUDGET,
+        &RETIRE_BUDGET,
+        protocol::DEFAULT_RETIRE_BUDGET,
+        range::RETIRE_BUDGET,
     ),
 ];
 
@@ -290,6 +298,12 @@ fn rewrite_breaks(value: &[u8]) -> Option<String> {
         0x21..=0x7e => None,
         _ => Some(format!("the value holds the byte \\x{b:02x}")),
     })
+}
+
+/// How long one RETIRE call may claim before it stops (a config, not an option).
+pub fn retire_budget() -> std::time::Duration {
+    let ms = RETIRE_BUDGET.load(Ordering::Relaxed);
+    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(1))
 }
 
 /// The configs as they are now: the defaults of every command's options.

@@ -2,6 +2,7 @@
 //! COUNT per call, and is deleted by the call that leaves it empty.
 
 use crate::args::{self, RetireRequest, StreamId};
+use crate::config;
 use crate::plan::retire::{self as step_plan, Remaining};
 use crate::plan::PendingEntry;
 use crate::redis_ops::{self, CallerAcl, Group, Internal};
@@ -12,6 +13,7 @@ use crate::{log, text};
 use quantum_protocol::key;
 use redis_module::{Context, RedisError};
 use std::collections::HashSet;
+use std::time::Instant;
 
 /// Every command a call may run, checked against the caller's ACL before the
 /// first change (S7). No XINFO CONSUMERS: its cost grows with the group's
@@ -38,11 +40,14 @@ struct Retired {
 /// whatever their idle time, to TO (entries whose stream entry is gone leave
 /// the PEL instead); the call that leaves the consumer empty deletes it. A
 /// bigger backlog takes several calls, each atomic and O(COUNT): it reads only
-/// the consumer's own PEL, never the group's consumer list (S5). Mode-guarded.
+/// the consumer's own PEL, never the group's consumer list (S5). A call also
+/// stops claiming once it has run `quantum.retire-budget` ms (after its first
+/// page of 100 entries), since big stream entries make each claim dearer. Mode-guarded.
 /// Replies with a map: moved (IDs), dropped (IDs), remaining (entries the
 /// consumer still holds: exact up to COUNT, else COUNT + 1 as a lower bound),
 /// remaining-exact (0/1), deleted (0/1; 0 when there was no such consumer).
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
+    let stop_claiming_at = Instant::now() + config::retire_budget();
     let request = shared::parse(argv, args::parse_retire)?;
     let acl = CallerAcl::of(ctx)?;
     shared::guard_mode(ctx, &acl, argv, &request.mode_key)?;
@@ -50,12 +55,15 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let group = Group::new(ctx, &request.key, &request.group);
     group.check_allowed(&acl, &INTERNAL_COMMANDS)?;
 
-    let count = request.count as usize;
-    let take = group.pending(None, count, Some(&request.consumer))?;
-    let retired = if take.is_empty() {
+    let first_page = group.pending(
+        None,
+        step_plan::page_size(request.count, 0),
+        Some(&request.consumer),
+    )?;
+    let retired = if first_page.is_empty() {
         retire_empty(&group, &request.consumer)?
     } else {
-        retire_step(ctx, &group, &request, &take)?
+        retire_step(ctx, &group, &request, first_page, stop_claiming_at)?
     };
 
     bump(&STATS.retires, 1);
@@ -100,30 +108,27 @@ fn retire_empty(group: &Group, consumer: &[u8]) -> Result<Retired, RedisError> {
     })
 }
 
-/// Moves `take`, the consumer's first COUNT entries, to TO; looks at most
-/// COUNT + 1 entries further to say what stays, and deletes the consumer only
-/// when nothing does.
+/// Moves the consumer's first entries to TO (see `claim_pages`), then looks at
+/// most COUNT + 1 entries further to say what stays, and deletes the consumer
+/// only when nothing does.
 fn retire_step(
     ctx: &Context,
     group: &Group,
     request: &RetireRequest,
-    take: &[PendingEntry],
+    first_page: Vec<PendingEntry>,
+    stop_claiming_at: Instant,
 ) -> Result<Retired, RedisError> {
-    let count = request.count as usize;
-    let remaining = match take.last() {
-        Some(last) if take.len() == count => {
-            let after = StreamId::parse(last.id.as_bytes())
-                .ok_or(RedisError::Str("ERR unexpected reply from XPENDING"))?;
-            let seen = group.pending_len(after, count + 1, &request.consumer)?;
-            Remaining::from_look_ahead(seen, count)
-        }
-        _ => Remaining::NONE,
-    };
     // Explicitly, so replicas and the AOF get TO even if every entry is gone.
     group.create_consumer(&request.to)?;
-    let ids: Vec<&str> = take.iter().map(|e| e.id.as_str()).collect();
-    let claimed: HashSet<String> = group.claim(&request.to, 0, &ids)?.into_iter().collect();
-    let (moved, dropped) = step_plan::split_claimed(take, &claimed);
+    let pages = claim_pages(group, request, first_page, stop_claiming_at)?;
+    let remaining = match pages.last_id {
+        Some(last) => {
+            let count = request.count as usize;
+            let seen = group.pending_len(last, count + 1, &request.consumer)?;
+            Remaining::from_look_ahead(seen, count)
+        }
+        None => Remaining::NONE,
+    };
     if remaining.empties() {
         let lost = group.delete_consumer(&request.consumer)?;
         if lost != 0 {
@@ -138,11 +143,59 @@ fn retire_step(
         }
     }
     Ok(Retired {
-        moved,
-        dropped,
+        moved: pages.moved,
+        dropped: pages.dropped,
         remaining,
         deleted: remaining.empties(),
     })
+}
+
+/// What `claim_pages` sent to XCLAIM.
+struct ClaimedPages {
+    moved: Vec<String>,
+    dropped: Vec<String>,
+    /// The last ID sent, when the consumer may hold more after it; None when
+    /// a page came back short (its PEL ended there).
+    last_id: Option<StreamId>,
+}
+
+/// Claims the consumer's entries for TO a page (XPENDING, then XCLAIM) at a
+/// time, from `first_page`, until COUNT were sent, its PEL ends, or
+/// `stop_claiming_at` has passed (checked between pages, so the first page
+/// always moves and every call makes progress).
+fn claim_pages(
+    group: &Group,
+    request: &RetireRequest,
+    first_page: Vec<PendingEntry>,
+    stop_claiming_at: Instant,
+) -> Result<ClaimedPages, RedisError> {
+    let mut pages = ClaimedPages {
+        moved: Vec::new(),
+        dropped: Vec::new(),
+        last_id: None,
+    };
+    let mut page = first_page;
+    // What `run` asked XPENDING for.
+    let mut asked = step_plan::page_size(request.count, 0);
+    while !page.is_empty() {
+        let ids: Vec<&str> = page.iter().map(|e| e.id.as_str()).collect();
+        let claimed: HashSet<String> = group.claim(&request.to, 0, &ids)?.into_iter().collect();
+        let (moved, dropped) = step_plan::split_claimed(&page, &claimed);
+        pages.moved.extend(moved);
+        pages.dropped.extend(dropped);
+        if page.len() < asked {
+            pages.last_id = None;
+            break;
+        }
+        let last = page.last().and_then(|e| StreamId::parse(e.id.as_bytes()));
+        pages.last_id = Some(last.ok_or(RedisError::Str("ERR unexpected reply from XPENDING"))?);
+        asked = step_plan::page_size(request.count, pages.moved.len() + pages.dropped.len());
+        if asked == 0 || Instant::now() >= stop_claiming_at {
+            break;
+        }
+        page = group.pending(pages.last_id, asked, Some(&request.consumer))?;
+    }
+    Ok(pages)
 }
 
 /// One audit line per call that changed something.

@@ -83,6 +83,11 @@ pub mod range {
         min: 1,
         max: 100_000,
     };
+    /// RETIRE's time budget (ms): a call stops claiming once it has run this long.
+    pub const RETIRE_BUDGET: Range = Range {
+        min: 1,
+        max: 10_000,
+    };
     /// STATUS's LIMIT: consumers listed; the state counts always cover them all.
     pub const STATUS_LIMIT: Range = Range {
         min: 1,
@@ -106,6 +111,7 @@ pub mod config {
     pub const DELETE_LIMIT: &str = "delete-limit";
     pub const MAX_DELIVERIES: &str = "max-deliveries";
     pub const RETIRE_COUNT: &str = "retire-count";
+    pub const RETIRE_BUDGET: &str = "retire-budget";
 
     pub const DEFAULT_TARGET: &str = "recovery";
     pub const DEFAULT_QUARANTINE: &str = "quarantine";
@@ -118,6 +124,8 @@ pub mod config {
     pub const DEFAULT_DELETE_LIMIT: i64 = 1_000;
     pub const DEFAULT_MAX_DELIVERIES: i64 = 0;
     pub const DEFAULT_RETIRE_COUNT: i64 = 1_000;
+    /// Milliseconds; half of the 10 ms a RETIRE call may hold Redis (BENCHMARKS.md).
+    pub const DEFAULT_RETIRE_BUDGET: i64 = 5;
     /// STATUS's LIMIT has no config.
     pub const DEFAULT_STATUS_LIMIT: i64 = 100;
 }

@@ -1,9 +1,28 @@
 //! One bounded RETIRE step: which of the retiring consumer's entries move now,
 //! whether this step leaves it empty (only then is it deleted), and what the
 //! reply can truthfully say about what it still holds.
+//!
+//! A step claims its entries in chunks and may stop between two chunks when
+//! its time budget is spent: XCLAIM's cost per entry grows with the size of
+//! the stream's entries (it walks the entry's listpack node to check that it
+//! still exists), so COUNT alone does not bound how long a call holds Redis.
+
+/// Entries per XPENDING page and XCLAIM inside one step: the step's time is
+/// checked between pages, and the first page always moves, so every call
+/// makes progress.
+pub const CLAIM_CHUNK: usize = 100;
 
 use super::PendingEntry;
 use std::collections::HashSet;
+
+/// Entries to ask XPENDING for next, after `sent` of COUNT went to XCLAIM: a
+/// page, or what is left of COUNT (0: the step is done).
+pub fn page_size(count: i64, sent: usize) -> usize {
+    usize::try_from(count)
+        .unwrap_or(0)
+        .saturating_sub(sent)
+        .min(CLAIM_CHUNK)
+}
 
 /// What the consumer still holds after a step, as far as one call can see:
 /// its PEL read at most COUNT entries past the ones it moved. An exact count
@@ -73,6 +92,15 @@ mod tests {
             (more.entries, more.exact, more.empties()),
             (4, false, false)
         );
+    }
+
+    #[test]
+    fn pages_are_a_chunk_or_what_is_left_of_count() {
+        assert_eq!(page_size(1000, 0), CLAIM_CHUNK);
+        assert_eq!(page_size(1000, 950), 50);
+        assert_eq!(page_size(1000, 1000), 0);
+        assert_eq!(page_size(3, 0), 3);
+        assert_eq!(page_size(3, 5), 0, "never negative");
     }
 
     #[test]
