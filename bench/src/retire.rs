@@ -13,30 +13,72 @@ use std::time::{Duration, Instant};
 /// The scenario's dead consumer, which retires.
 const CONSUMER: &str = "exec-dead";
 
-/// Server µs per call moving `count` of `scenario`'s entries: (QUANTUM.RETIRE,
-/// native floor). The floor is the XPENDING and XCLAIM JUSTID the module runs,
-/// sent by the client, only their server time counted.
+/// One QUANTUM.RETIRE call at `count` on `scenario`, at the server's time budget.
+pub struct PerCall {
+    /// Server µs per call, with `quantum.retire-budget` at its 10 s maximum: COUNT alone decides.
+    pub count_only_us: f64,
+    /// The native floor: the XPENDING and XCLAIM JUSTID of the same entries sent by the client.
+    pub native_us: f64,
+    /// Server µs per call at the default budget (5 ms) ...
+    pub budgeted_us: f64,
+    /// ... and the entries each of those calls moved.
+    pub budgeted_moved: f64,
+}
+
+fn retire_call(con: &mut Connection, count: &str) -> usize {
+    let words = [
+        "QUANTUM.RETIRE",
+        STREAM,
+        GROUP,
+        CONSUMER,
+        "TO",
+        "exec-new",
+        "COUNT",
+        count,
+    ];
+    moved_of(&run(con, &words).unwrap())
+}
+
+/// The length of a RETIRE reply's `moved`.
+fn moved_of(reply: &Value) -> usize {
+    match reply {
+        Value::Array(fields) => match fields.get(1) {
+            Some(Value::Array(ids)) => ids.len(),
+            other => panic!("RETIRE moved {other:?}"),
+        },
+        Value::Map(fields) => match fields.first() {
+            Some((_, Value::Array(ids))) => ids.len(),
+            other => panic!("RETIRE moved {other:?}"),
+        },
+        other => panic!("RETIRE {other:?}"),
+    }
+}
+
+fn set_budget(con: &mut Connection, ms: &str) {
+    run(con, &["CONFIG", "SET", "quantum.retire-budget", ms]).unwrap();
+}
+
+/// QUANTUM.RETIRE moving up to `count` of `scenario`'s entries per call,
+/// without and with the time budget, against the native floor.
 pub fn per_call(
     con: &mut Connection,
     scenario: &Scenario,
     count: usize,
     iterations: usize,
-) -> (f64, f64) {
+) -> PerCall {
     let count = count.to_string();
-    let module = measure(con, scenario, iterations, &["quantum.retire"], |c| {
-        let words = [
-            "QUANTUM.RETIRE",
-            STREAM,
-            GROUP,
-            CONSUMER,
-            "TO",
-            "exec-new",
-            "COUNT",
-            &count,
-        ];
-        run(c, &words).unwrap();
+    set_budget(con, "10000");
+    let count_only_us = measure(con, scenario, iterations, &["quantum.retire"], |c| {
+        retire_call(c, &count);
     });
-    let native = measure(con, scenario, iterations, &["xpending", "xclaim"], |c| {
+    set_budget(con, "5");
+    let mut moved = 0;
+    let budgeted_us = measure(con, scenario, iterations, &["quantum.retire"], |c| {
+        moved += retire_call(c, &count);
+    });
+    // The warm-up call counted too.
+    let budgeted_moved = moved as f64 / (iterations + 1) as f64;
+    let native_us = measure(con, scenario, iterations, &["xpending", "xclaim"], |c| {
         let page = run(c, &["XPENDING", STREAM, GROUP, "-", "+", &count, CONSUMER]).unwrap();
         let Value::Array(rows) = page else {
             panic!("XPENDING {page:?}")
@@ -56,7 +98,12 @@ pub fn per_call(
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         run(c, &words).unwrap();
     });
-    (module, native)
+    PerCall {
+        count_only_us,
+        native_us,
+        budgeted_us,
+        budgeted_moved,
+    }
 }
 
 /// Server µs per `QUANTUM.RETIRE … COUNT 1` in `scenario`, a group crowded with

@@ -44,7 +44,8 @@ struct Retired {
 /// stops claiming once it has run `quantum.retire-budget` ms (after its first
 /// page of 100 entries), since big stream entries make each claim dearer. Mode-guarded.
 /// Replies with a map: moved (IDs), dropped (IDs), remaining (entries the
-/// consumer still holds: exact up to COUNT, else COUNT + 1 as a lower bound),
+/// consumer still holds: exact up to as many as this call took from it, COUNT
+/// unless the budget stopped it; else that number + 1 as a lower bound),
 /// remaining-exact (0/1), deleted (0/1; 0 when there was no such consumer).
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let stop_claiming_at = Instant::now() + config::retire_budget();
@@ -108,9 +109,9 @@ fn retire_empty(group: &Group, consumer: &[u8]) -> Result<Retired, RedisError> {
     })
 }
 
-/// Moves the consumer's first entries to TO (see `claim_pages`), then looks at
-/// most COUNT + 1 entries further to say what stays, and deletes the consumer
-/// only when nothing does.
+/// Moves the consumer's first entries to TO (see `claim_pages`), then looks
+/// at most one entry more than it moved further to say what stays, and
+/// deletes the consumer only when nothing does.
 fn retire_step(
     ctx: &Context,
     group: &Group,
@@ -122,10 +123,12 @@ fn retire_step(
     group.create_consumer(&request.to)?;
     let pages = claim_pages(group, request, first_page, stop_claiming_at)?;
     let remaining = match pages.last_id {
+        // As far as this call claimed (COUNT, unless the budget stopped it):
+        // the look-ahead then costs a fraction of the claims, whatever COUNT is.
         Some(last) => {
-            let count = request.count as usize;
-            let seen = group.pending_len(last, count + 1, &request.consumer)?;
-            Remaining::from_look_ahead(seen, count)
+            let sent = pages.moved.len() + pages.dropped.len();
+            let seen = group.pending_len(last, sent + 1, &request.consumer)?;
+            Remaining::from_look_ahead(seen, sent)
         }
         None => Remaining::NONE,
     };

@@ -25,21 +25,22 @@ pub fn page_size(count: i64, sent: usize) -> usize {
 }
 
 /// What the consumer still holds after a step, as far as one call can see:
-/// its PEL read at most COUNT entries past the ones it moved. An exact count
+/// its PEL read at most one entry more than the step took, past the ones it
+/// took (so the look-ahead costs a fraction of the claims). An exact count
 /// would need XINFO CONSUMERS, a pass over every consumer of the group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Remaining {
-    /// Exact when `exact`; otherwise a lower bound (COUNT + 1: "more than COUNT").
+    /// Exact when `exact`; otherwise a lower bound (taken + 1: "more than this step took").
     pub entries: i64,
     pub exact: bool,
 }
 
 impl Remaining {
-    /// From the look-ahead: `seen` entries found past the step's (at most `count` + 1 read).
-    pub fn from_look_ahead(seen: usize, count: usize) -> Remaining {
+    /// From the look-ahead: `seen` entries found past the step's (at most `taken` + 1 read).
+    pub fn from_look_ahead(seen: usize, taken: usize) -> Remaining {
         Remaining {
             entries: seen as i64,
-            exact: seen <= count,
+            exact: seen <= taken,
         }
     }
 
@@ -86,7 +87,7 @@ mod tests {
         assert!(Remaining::from_look_ahead(0, 3).empties());
         let some = Remaining::from_look_ahead(3, 3);
         assert_eq!((some.entries, some.exact, some.empties()), (3, true, false));
-        // The look-ahead stops at COUNT + 1: "more than COUNT", never a guess.
+        // The look-ahead stops at taken + 1: "more than this step took", never a guess.
         let more = Remaining::from_look_ahead(4, 3);
         assert_eq!(
             (more.entries, more.exact, more.empties()),
