@@ -1,10 +1,11 @@
 //! Command line: every option also reads an environment variable, so systemd
-//! units can pass settings through an EnvironmentFile or `--env-file`.
+//! units can pass settings through an EnvironmentFile or `--env-file`. Which
+//! verb takes which option: `startup::VERB_OPTIONS`. Only clap's definitions
+//! here: examples/gen-docs.rs compiles this file for the man page.
 
-use clap::parser::ValueSource;
-use clap::{ArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use quantum_protocol::range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub const DEFAULT_STREAM: &str = "quantum:stream:trade.intent";
@@ -194,6 +195,25 @@ pub enum Verb {
     Doctor,
 }
 
+impl Verb {
+    /// The verb as typed on the command line and shown in the JSON's `command`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Run => "run",
+            Verb::Status => "status",
+            Verb::Retire => "retire",
+            Verb::Doctor => "doctor",
+        }
+    }
+}
+
+impl Cli {
+    /// The verb asked for; `run` when none was.
+    pub fn verb(&self) -> Verb {
+        self.command.unwrap_or(Verb::Run)
+    }
+}
+
 /// `250ms`, `60s`, `5m`, `1h`, or a bare number of milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -224,96 +244,6 @@ fn parse_deadline(text: &str) -> Result<Duration, String> {
         d if d.is_zero() || d > MAX_DEADLINE => Err("must be from 1ms to 24h".into()),
         d => Ok(d),
     }
-}
-
-/// The value of option `name` (`--name value` or `--name=value`), looked up
-/// before clap runs (the env file's path, or where to report a usage error).
-pub fn arg_value(args: &[String], name: &str) -> Option<String> {
-    let with_equals = format!("{name}=");
-    args.iter().enumerate().skip(1).find_map(|(i, a)| {
-        a.strip_prefix(&with_equals)
-            .map(str::to_string)
-            .or_else(|| (a == name).then(|| args.get(i + 1).cloned()).flatten())
-    })
-}
-
-/// An option's value from the arguments, else its environment variable: for
-/// errors found before clap's parse succeeds.
-pub fn early_value(args: &[String], name: &str, env: &str) -> Option<String> {
-    arg_value(args, name)
-        .or_else(|| std::env::var(env).ok())
-        .filter(|v| !v.is_empty())
-}
-
-/// Whether the arguments name a verb other than `run` (best effort, before clap).
-pub fn names_other_verb(args: &[String]) -> bool {
-    args.iter().skip(1).any(|a| a == "status" || a == "retire")
-}
-
-/// Options that belong to one verb are not silently ignored by another:
-/// `--dry-run` is `run`'s. RETIRE has no dry run, so `retire` with it would act
-/// for real; it refuses instead (64), from the command line or from
-/// QUANTUM_DRY_RUN alike: an operator who set the switch expects this tool to
-/// change nothing. `status` changes nothing anyway: QUANTUM_DRY_RUN (a shared
-/// env file) is no reason to fail it, an explicit `--dry-run` is a mistake.
-pub fn check_verb_options(cli: &Cli, matches: &ArgMatches) -> Result<(), String> {
-    let verb = cli.command.unwrap_or(Verb::Run);
-    if !cli.dry_run || verb == Verb::Run {
-        return Ok(());
-    }
-    let source = matches
-        .subcommand()
-        .and_then(|(_, sub)| sub.value_source("dry_run"))
-        .or_else(|| matches.value_source("dry_run"));
-    let from_env = source == Some(ValueSource::EnvVariable);
-    match (verb, from_env) {
-        (Verb::Status, true) => Ok(()),
-        (Verb::Status, false) => {
-            Err("--dry-run applies to run only: status changes nothing anyway".into())
-        }
-        (_, false) => Err(
-            "--dry-run applies to run only: retire has no dry run, so nothing was retired".into(),
-        ),
-        (_, true) => Err(
-            "QUANTUM_DRY_RUN is on (environment or --env-file) and retire has no dry run: \
-             nothing was retired, the consumer keeps its entries; set QUANTUM_DRY_RUN=0 for \
-             retire to hand them over"
-                .into(),
-        ),
-    }
-}
-
-/// The longest env file read: a few hundred bytes in practice.
-const MAX_ENV_FILE: u64 = 1 << 20;
-
-/// Reads `--env-file` before clap runs, with systemd's `EnvironmentFile=`
-/// rules (env_file.rs); its settings become environment variables unless the
-/// real environment already has them.
-pub fn load_env_file(args: &[String]) -> Result<(), String> {
-    let Some(path) = arg_value(args, "--env-file") else {
-        return Ok(());
-    };
-    let bytes = crate::files::read_regular(Path::new(&path), MAX_ENV_FILE, false)
-        .map_err(|e| format!("cannot read --env-file {path}: {e}"))?;
-    let file = crate::env_file::parse(&bytes).map_err(|e| format!("--env-file {path}: {e}"))?;
-    for ignored in file.ignored {
-        crate::console::err_line(&format!(
-            "quantum-stream-recover: --env-file {path}: {ignored} is not a valid variable name, \
-             ignored (as systemd ignores it)"
-        ));
-    }
-    for (key, value) in file.vars {
-        if std::env::var_os(&key).is_none() {
-            std::env::set_var(key, value);
-        }
-    }
-    Ok(())
-}
-
-/// Whether `--json` was asked for, for errors found before clap's parse succeeds.
-pub fn json_requested(args: &[String]) -> bool {
-    args.iter().skip(1).any(|a| a == "--json")
-        || std::env::var("QUANTUM_JSON").is_ok_and(|v| parse_switch(&v) == Ok(true))
 }
 
 /// A boolean as systemd users write it: 1/yes/y/true/t/on, 0/no/n/false/f/off;

@@ -4,7 +4,7 @@
 //! REDISCLI_AUTH, never from the command line.
 
 use crate::cluster::{self, Cluster};
-use crate::failure::{self, Failure, CONFIG};
+use crate::failure::{self, ExitCode, Failure};
 use redis::{Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,14 +33,14 @@ fn password(password_file: Option<&Path>) -> Result<Option<String>, Failure> {
             })
             .map_err(|e| {
                 Failure::new(
-                    CONFIG,
+                    ExitCode::Config,
                     format!("cannot read password file {}: {e}", path.display()),
                 )
             })?;
         let password = text.trim_end_matches(['\r', '\n']);
         if password.is_empty() {
             return Err(Failure::new(
-                CONFIG,
+                ExitCode::Config,
                 format!("password file {} is empty", path.display()),
             ));
         }
@@ -174,7 +174,7 @@ pub fn connect(
     // that also fails to parse must not carry its password into the journal.
     if holds_password(given_url) {
         return Err(Failure::new(
-            CONFIG,
+            ExitCode::Config,
             format!(
                 "the URL {:?} holds a password: put it in --password-file (or REDISCLI_AUTH) \
                  instead, command lines are visible to every local user",
@@ -186,23 +186,27 @@ pub fn connect(
     let (url, seeds, cluster) = match cluster_url(given_url) {
         Some(Ok((first, others))) => (first, others, true),
         Some(Err(why)) => {
-            return Err(Failure::new(CONFIG, format!("bad --url {shown:?}: {why}")));
+            return Err(Failure::new(
+                ExitCode::Config,
+                format!("bad --url {shown:?}: {why}"),
+            ));
         }
         None => (given_url.to_string(), Vec::new(), cluster),
     };
-    let bad_url = |e: redis::RedisError| Failure::new(CONFIG, format!("bad --url {shown:?}: {e}"));
+    let bad_url =
+        |e: redis::RedisError| Failure::new(ExitCode::Config, format!("bad --url {shown:?}: {e}"));
     let info = url.as_str().into_connection_info().map_err(bad_url)?;
     let settings = info.redis_settings();
     if settings.password().is_some() {
         return Err(Failure::new(
-            CONFIG,
+            ExitCode::Config,
             "the URL holds a password: put it in --password-file (or REDISCLI_AUTH) instead, \
              command lines are visible to every local user",
         ));
     }
     if cluster && settings.db() != 0 {
         return Err(Failure::new(
-            CONFIG,
+            ExitCode::Config,
             format!("bad --url {shown:?}: a Redis Cluster has only database 0"),
         ));
     }
@@ -210,7 +214,7 @@ pub fn connect(
     if let (Some(user), None) = (settings.username(), &password) {
         // Connecting as `default` instead would silently bypass the least-privilege user.
         return Err(Failure::new(
-            CONFIG,
+            ExitCode::Config,
             format!(
                 "the URL names user {user:?} but no password was found: {}",
                 sources_tried()
@@ -226,7 +230,7 @@ pub fn connect(
     let con = single(info, password, connect_by).map_err(|e| {
         if e.message.contains("DB index is out of range") {
             Failure::new(
-                CONFIG,
+                ExitCode::Config,
                 format!(
                     "bad --url {shown:?}: no such database on this server ({})",
                     e.message
@@ -267,7 +271,7 @@ pub fn single(
     let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
     let node = node_name(info.addr());
     let client = redis::Client::open(info.set_redis_settings(settings))
-        .map_err(|e| Failure::new(CONFIG, format!("bad --url: {e}")))?;
+        .map_err(|e| Failure::new(ExitCode::Config, format!("bad --url: {e}")))?;
     let not_ready = |e: redis::RedisError| {
         let f = failure::from_redis(&e);
         let hint = match tls {
@@ -303,7 +307,7 @@ pub fn single(
 pub fn remaining(deadline: Instant) -> Result<Duration, Failure> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(Failure::new(failure::UNAVAILABLE, "deadline reached"));
+        return Err(Failure::new(ExitCode::Unavailable, "deadline reached"));
     }
     Ok(left)
 }
@@ -339,7 +343,7 @@ impl Link {
                     .map_err(|e| failure::from_redis(&e))?;
                 cmd.query(con).map_err(|e| match e.code() {
                     Some("MOVED" | "ASK") => Failure::new(
-                        CONFIG,
+                        ExitCode::Config,
                         format!(
                             "{name} answered {}: this is a Redis Cluster node: use --cluster \
                              or a redis+cluster:// URL",
