@@ -571,7 +571,10 @@ fn the_readme_acl_user_is_enough_for_every_verb() {
         (&["run", "--dry-run"], true),
         (&["run", "--metrics-file", metrics.to_str().unwrap()], true),
         // The run deleted exec-4242; the entries it held are now with recovery.
-        (&["retire", "--consumer", "recovery", "--to", "exec-5000"], false),
+        (
+            &["retire", "--consumer", "recovery", "--to", "exec-5000"],
+            false,
+        ),
     ] {
         let mut argv = match fast {
             true => args(&url, verb),

@@ -80,6 +80,63 @@ fn dry_run_is_refused_by_retire_and_explicitly_by_status() {
 }
 
 #[test]
+fn an_option_of_another_verb_is_refused_on_the_command_line_and_ignored_in_the_environment() {
+    let server = Server::start();
+    zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    let mut con = server.connect();
+    let before = (
+        consumer_names(&mut con, STREAM, GROUP),
+        pel(&mut con, STREAM, GROUP),
+    );
+    for (argv, said) in [
+        (
+            vec!["status", "--url", &url, "--to", "exec-5000", "--json"],
+            "--to applies to run and retire only, not to status",
+        ),
+        (
+            vec!["--url", &url, "--consumer", "exec-4242", "--json"],
+            "--consumer applies to retire only, not to run",
+        ),
+        (
+            [
+                &["--url", url.as_str(), "--json", "--limit", "5"][..],
+                &FAST,
+            ]
+            .concat(),
+            "--limit applies to status only, not to run",
+        ),
+    ] {
+        let out = run_trigger(&argv, &[]);
+        assert_eq!(out.code, 64, "{argv:?}: {}", out.stderr);
+        assert!(out.stderr.contains(said), "{argv:?}: {}", out.stderr);
+        assert_eq!(out.json()["exit_code"], 64);
+        let after = (
+            consumer_names(&mut con, STREAM, GROUP),
+            pel(&mut con, STREAM, GROUP),
+        );
+        assert_eq!(after, before, "{argv:?} changed the group");
+    }
+    // One env file serves every verb: another verb's settings there are no error.
+    let env = [
+        ("QUANTUM_CONSUMER", "exec-4242"),
+        ("QUANTUM_QUARANTINE", "parked"),
+        ("QUANTUM_LIMIT", "5"),
+        ("QUANTUM_MIN_IDLE", "100ms"),
+        ("QUANTUM_ZOMBIE_IDLE", "100ms"),
+    ];
+    let out = run_trigger(&["status", "--url", &url, "--json"], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = run_trigger(&["--url", &url, "--json"], &env);
+    assert_eq!(
+        (out.code, out.json()["claimed"].as_array().map(Vec::len)),
+        (0, Some(3)),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn write_errors_on_stdout_or_stderr_never_panic() {
     let server = Server::start();
     zombie_scenario(&server);

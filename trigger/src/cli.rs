@@ -18,7 +18,9 @@ pub const DEFAULT_GROUP: &str = "quantum:group:execution:trade.intent";
     about = "Recovers a Redis Streams consumer group's stuck entries through the quantum module",
     long_about = "Recovers a Redis Streams consumer group's stuck entries through the quantum \
 module (QUANTUM.RECOVER), in bounded atomic batches. Meant for a systemd timer and an \
-ExecStartPre. Every option also reads the environment variable shown.\n\n\
+ExecStartPre. Every option also reads the environment variable shown. An option the verb \
+does not take is a usage error on the command line and ignored in the environment (one env \
+file serves every verb).\n\n\
 Exit codes: 0 success, nothing to do, or refused by the mode guard; 64 usage; 69 module not \
 loaded; 73 the log or metrics file could not be written; 75 Redis unreachable, timeout, \
 LOADING or READONLY; 76 unexpected reply; 77 NOAUTH/NOPERM; 78 bad URL, password or env file.",
@@ -65,27 +67,27 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_TO")]
     pub to: Option<String>,
 
-    /// Only entries idle at least this long move [default: quantum.min-idle]
+    /// Only entries idle at least this long move (run) [default: quantum.min-idle]
     #[arg(long, global = true, env = "QUANTUM_MIN_IDLE", value_parser = parse_duration_ms)]
     pub min_idle: Option<u64>,
 
-    /// Most entries moved per batch, 1..10000 [default: quantum.count]
+    /// Most entries moved per batch, 1..10000 (run) [default: quantum.count]
     #[arg(long, global = true, env = "QUANTUM_COUNT", value_parser = clap::value_parser!(u64).range(range::COUNT.as_u64()))]
     pub count: Option<u64>,
 
-    /// Most PEL entries examined per batch, 1..100000 and >= count [default: quantum.scan]
+    /// Most PEL entries examined per batch, 1..100000 and >= count (run) [default: quantum.scan]
     #[arg(long, global = true, env = "QUANTUM_SCAN", value_parser = clap::value_parser!(u64).range(range::SCAN.as_u64()))]
     pub scan: Option<u64>,
 
-    /// Consumers idle longer than this with nothing pending are deleted [default: quantum.zombie-idle]
+    /// Consumers idle longer than this with nothing pending are deleted (run, status) [default: quantum.zombie-idle]
     #[arg(long, global = true, env = "QUANTUM_ZOMBIE_IDLE", value_parser = parse_duration_ms)]
     pub zombie_idle: Option<u64>,
 
-    /// Most consumers deleted per batch, 0 (off)..100000 [default: quantum.delete-limit]
+    /// Most consumers deleted per batch, 0 (off)..100000 (run) [default: quantum.delete-limit]
     #[arg(long, global = true, env = "QUANTUM_DELETE_LIMIT", value_parser = clap::value_parser!(u64).range(range::DELETE_LIMIT.as_u64()))]
     pub delete_limit: Option<u64>,
 
-    /// Entries delivered at least this often go to quarantine; 0 is off [default: quantum.max-deliveries]
+    /// Entries delivered at least this often go to quarantine; 0 is off (run) [default: quantum.max-deliveries]
     #[arg(long, global = true, env = "QUANTUM_MAX_DELIVERIES", value_parser = clap::value_parser!(u64).range(range::MAX_DELIVERIES.as_u64()))]
     pub max_deliveries: Option<u64>,
 
@@ -101,19 +103,19 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_CONSUMER")]
     pub consumer: Option<String>,
 
-    /// Most entries retire moves per call, 1..100000 [default: quantum.retire-count]
+    /// Most entries retire moves per call, 1..100000 (retire) [default: quantum.retire-count]
     #[arg(long, global = true, env = "QUANTUM_RETIRE_COUNT", value_parser = clap::value_parser!(u64).range(range::RETIRE_COUNT.as_u64()))]
     pub retire_count: Option<u64>,
 
-    /// Most consumers status lists, the longest idle first, 1..10000 [default: 100]
+    /// Most consumers status lists, the longest idle first, 1..10000 (status) [default: 100]
     #[arg(long, global = true, env = "QUANTUM_LIMIT", value_parser = clap::value_parser!(u64).range(range::STATUS_LIMIT.as_u64()))]
     pub limit: Option<u64>,
 
-    /// Most batches per run; with --state-dir the next run continues where this one stopped
+    /// Most batches per run; with --state-dir the next run continues where this one stopped (run)
     #[arg(long, global = true, env = "QUANTUM_MAX_BATCHES", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batches: u64,
 
-    /// Folder where run keeps its cursor between runs (systemd: StateDirectory=quantum)
+    /// Folder where run keeps its cursor between runs (run; systemd: StateDirectory=quantum)
     #[arg(long, global = true, env = "QUANTUM_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -129,7 +131,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_LOG_FILE")]
     pub log_file: Option<PathBuf>,
 
-    /// Write node_exporter textfile metrics here (atomically)
+    /// Write node_exporter textfile metrics here, atomically (run; doctor checks it)
     #[arg(long, global = true, env = "QUANTUM_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
 
@@ -137,7 +139,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_DRY_RUN", action = clap::ArgAction::SetTrue, value_parser = parse_switch)]
     pub dry_run: bool,
 
-    /// Print one JSON object on stdout
+    /// Print one JSON object on stdout (run, status, retire)
     #[arg(long, global = true, env = "QUANTUM_JSON", action = clap::ArgAction::SetTrue, value_parser = parse_switch)]
     pub json: bool,
 

@@ -5,6 +5,7 @@
 
 use crate::cluster::{self, Cluster};
 use crate::failure::{self, ExitCode, Failure};
+use crate::files::Symlink;
 use redis::{Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ fn password(password_file: Option<&Path>) -> Result<Option<String>, Failure> {
         .filter(|path| path.exists());
     if let Some(path) = password_file.map(Path::to_path_buf).or(credential) {
         // A FIFO or a device there must not hold the run past its deadline.
-        let text = crate::files::read_regular(&path, MAX_PASSWORD_FILE, false)
+        let text = crate::files::read_regular(&path, MAX_PASSWORD_FILE, Symlink::Follow)
             .and_then(|bytes| {
                 String::from_utf8(bytes)
                     .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))

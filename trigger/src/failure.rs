@@ -150,6 +150,24 @@ pub fn unexpected(what: &str) -> Failure {
 mod tests {
     use super::*;
 
+    /// `--help`'s exit-code line says what this table says.
+    #[test]
+    fn the_long_help_names_every_exit_code() {
+        use clap::CommandFactory;
+        let help = crate::cli::Cli::command().render_long_help().to_string();
+        for code in [
+            ExitCode::Usage,
+            ExitCode::ModuleMissing,
+            ExitCode::CantCreate,
+            ExitCode::Unavailable,
+            ExitCode::Protocol,
+            ExitCode::NoPermission,
+            ExitCode::Config,
+        ] {
+            assert!(help.contains(&format!(" {} ", code.as_u8())), "{code:?}");
+        }
+    }
+
     #[test]
     fn server_errors_follow_the_exit_code_table() {
         for (code, line, exit) in [

@@ -1,7 +1,7 @@
 //! The `--metrics-file` textfile for node_exporter: this run's values added
 //! to the previous file's, written atomically under a lock.
 
-use crate::files;
+use crate::files::{self, Symlink};
 use crate::report::RunResult;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -260,7 +260,7 @@ pub fn write_metrics(path: &Path, metrics: &Metrics, wait_until: Instant) -> std
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let _lock = lock_beside(dir, &name, wait_until)?;
-    let previous = match files::read_regular(path, MAX_METRICS_FILE, true) {
+    let previous = match files::read_regular(path, MAX_METRICS_FILE, Symlink::Refuse) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         // A FIFO, a device or a huge file where the metrics go: refused (73).
         Err(e) if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::InvalidData) => {
@@ -273,10 +273,11 @@ pub fn write_metrics(path: &Path, metrics: &Metrics, wait_until: Instant) -> std
     if let Some(first) = garbled.first() {
         let first: String = first.chars().take(80).collect();
         tracing::warn!(
-            "the metrics file {} holds {} line(s) this trigger did not write (first: {first:?}): \
+            "the metrics file {} holds {} line(s) this trigger did not write (first: {}): \
              kept the series that parse; a counter on such a line restarts from 0",
             path.display(),
-            garbled.len()
+            garbled.len(),
+            crate::report::quoted(&first)
         );
     }
     let text = render_metrics(metrics, &parse_values(&previous));

@@ -6,7 +6,7 @@
 use crate::cli::{self, Cli, Verb};
 use crate::commands::{RetireSummary, RunSummary};
 use crate::failure::ExitCode;
-use crate::files;
+use crate::files::{self, Symlink};
 use crate::metrics::{self, Metrics};
 use crate::reply::StatusReport;
 use crate::verbs::{Clock, Done};
@@ -114,13 +114,13 @@ pub fn append_log_line(path: &Path, result: RunResult, fields: &str) -> std::io:
     let line = format!("{now} [{}] {fields}\n", result.level());
     let mut create = OpenOptions::new();
     create.append(true).create_new(true).mode(0o640);
-    let file = match files::open_regular(path, &mut create, true) {
+    let file = match files::open_regular(path, &mut create, Symlink::Refuse) {
         Ok(file) => {
             file.set_permissions(fs::Permissions::from_mode(0o640))?;
             file
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            files::open_regular(path, OpenOptions::new().append(true), true)?
+            files::open_regular(path, OpenOptions::new().append(true), Symlink::Refuse)?
         }
         Err(e) => return Err(e),
     };

@@ -4,6 +4,7 @@
 
 use crate::cli::{self, Cli, Verb};
 use crate::failure::ExitCode;
+use crate::files::Symlink;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use std::path::Path;
@@ -167,7 +168,7 @@ pub fn load_env_file(args: &[String]) -> Result<(), String> {
     let Some(path) = arg_value(args, "--env-file") else {
         return Ok(());
     };
-    let bytes = crate::files::read_regular(Path::new(&path), MAX_ENV_FILE, false)
+    let bytes = crate::files::read_regular(Path::new(&path), MAX_ENV_FILE, Symlink::Follow)
         .map_err(|e| format!("cannot read --env-file {path}: {e}"))?;
     let file = crate::env_file::parse(&bytes).map_err(|e| format!("--env-file {path}: {e}"))?;
     for ignored in file.ignored {
