@@ -1,7 +1,7 @@
 //! Whether the URL's ACL user may run every command the trigger and RECOVER
 //! need, asked with ACL DRYRUN on the admin connection.
 
-use super::{fail, ok, url_user, Check};
+use super::{fail, ok, url_user, Check, UrlUser};
 use crate::cli::Cli;
 use crate::connect::Link;
 use redis::{FromRedisValue, Value};
@@ -35,7 +35,7 @@ pub fn acl(
     module_list: &Option<Option<String>>,
     deadline: Instant,
 ) -> Check {
-    let (user, named) = url_user(cli);
+    let UrlUser { name: user, named } = url_user(cli);
     let checked = if named {
         format!("user {user}")
     } else {

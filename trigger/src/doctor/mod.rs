@@ -164,8 +164,14 @@ fn without_user(url: &str) -> String {
     }
 }
 
-/// The URL's ACL user, and whether the URL named it.
-fn url_user(cli: &Cli) -> (String, bool) {
+/// The ACL user the URL logs in as.
+struct UrlUser {
+    name: String,
+    /// Whether the URL names it (else it is `default`).
+    named: bool,
+}
+
+fn url_user(cli: &Cli) -> UrlUser {
     match cli
         .url
         .as_str()
@@ -173,8 +179,11 @@ fn url_user(cli: &Cli) -> (String, bool) {
         .ok()
         .and_then(|i| i.redis_settings().username().map(str::to_string))
     {
-        Some(user) => (user, true),
-        None => ("default".into(), false),
+        Some(name) => UrlUser { name, named: true },
+        None => UrlUser {
+            name: "default".into(),
+            named: false,
+        },
     }
 }
 

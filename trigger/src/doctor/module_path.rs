@@ -41,7 +41,13 @@ pub fn exec_allowed(path: &str, exec_paths: &str, no_exec_paths: &str) -> bool {
 }
 
 /// `ExecPaths=`/`NoExecPaths=` of Redis's unit; `Err` says why not checked.
-fn unit_exec_paths(unit: &str) -> Result<(String, String), String> {
+/// A unit's `ExecPaths=` and `NoExecPaths=`, as `systemctl show` prints them.
+struct ExecPaths {
+    exec: String,
+    no_exec: String,
+}
+
+fn unit_exec_paths(unit: &str) -> Result<ExecPaths, String> {
     let Some(show) = systemctl(&[
         "show",
         unit,
@@ -57,10 +63,10 @@ fn unit_exec_paths(unit: &str) -> Result<(String, String), String> {
     if property(&show, "LoadState") != "loaded" {
         return Err(format!("no {unit} on this host, not checked"));
     }
-    Ok((
-        property(&show, "ExecPaths").to_string(),
-        property(&show, "NoExecPaths").to_string(),
-    ))
+    Ok(ExecPaths {
+        exec: property(&show, "ExecPaths").to_string(),
+        no_exec: property(&show, "NoExecPaths").to_string(),
+    })
 }
 
 /// What the next restart of Redis loads: the quantum `loadmodule` line of
@@ -91,7 +97,7 @@ pub fn module_path_check(
                 None => (MODULE_PATH, "the package's path"),
             };
             let unit_note = match &unit_paths {
-                Ok((exec, no_exec)) if !exec_allowed(&resolved(path), exec, no_exec) => {
+                Ok(p) if !exec_allowed(&resolved(path), &p.exec, &p.no_exec) => {
                     format!("; {unit} forbids executing {path} ({source})")
                 }
                 Ok(_) => format!("; {unit} may map {path} ({source})"),
@@ -154,7 +160,7 @@ pub fn module_path_check(
         Err(e) => return fail(what, format!("{at}: {real}: {e}")),
     }
     let unit_note = match &unit_paths {
-        Ok((exec, no_exec)) if !exec_allowed(&real, exec, no_exec) => {
+        Ok(ExecPaths { exec, no_exec }) if !exec_allowed(&real, exec, no_exec) => {
             return fail(
                 what,
                 format!(

@@ -21,7 +21,7 @@ pub fn module_build(
     deadline: Instant,
 ) -> Check {
     let ours = env!("QUANTUM_BUILD");
-    let (user, _) = url_user(cli);
+    let user = url_user(cli).name;
     let not_loaded = || {
         let conf = cli.doctor.redis_conf.display();
         match loadmodule {
