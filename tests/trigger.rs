@@ -3,26 +3,14 @@
 
 use quantum_integration::reply::{consumer_names, pel, run};
 use quantum_integration::scenario::*;
-use quantum_integration::trigger::{run_trigger, url_of};
+use quantum_integration::trigger::{run_trigger, url_of, zombie_server, SHORT_IDLE_OPTIONS};
 use quantum_integration::{Options, Server, TempDir};
 use std::process::Command;
 use std::time::Duration;
 
-/// A dead consumer with 3 idle entries and a zombie, in TESTNET.
-fn zombie_scenario(server: &Server) {
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
-    create_consumer(&mut con, "exec-1111");
-    add_entries(&mut con, 3);
-    read_as(&mut con, "exec-4242", 3);
-    sleep_ms(150);
-}
-
-const FAST: [&str; 4] = ["--min-idle", "100ms", "--zombie-idle", "100ms"];
-
 fn args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["--url", url];
-    args.extend_from_slice(&FAST);
+    args.extend_from_slice(&SHORT_IDLE_OPTIONS);
     args.extend_from_slice(extra);
     args
 }
@@ -350,9 +338,7 @@ fn settings_come_from_the_environment_and_the_env_file_below_it() {
 
 #[test]
 fn dry_run_changes_nothing_and_status_and_retire_work() {
-    let server = Server::start();
-    zombie_scenario(&server);
-    let url = url_of(&server.socket());
+    let (server, url) = zombie_server();
     let out = run_trigger(&args(&url, &["--dry-run", "--json"]), &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.json()["dry_run"], true);
@@ -565,7 +551,7 @@ fn the_readme_acl_user_is_enough_for_every_verb() {
     let dir = TempDir::new("acl-metrics");
     let metrics = dir.path().join("m.prom");
     let env = [("REDISCLI_AUTH", "pw")];
-    // FAST holds run's options: status and retire refuse them (64).
+    // SHORT_IDLE_OPTIONS holds run's options: status and retire refuse them (64).
     for (verb, fast) in [
         (&["status"][..], false),
         (&["run", "--dry-run"], true),

@@ -4,6 +4,7 @@
 use super::{fail, ok, url_user, Check, UrlUser};
 use crate::cli::Cli;
 use crate::connect::Link;
+use crate::failure::Failure;
 use redis::{FromRedisValue, Value};
 use std::time::Instant;
 
@@ -59,15 +60,9 @@ pub fn acl(
         if module_missing && argv[0].starts_with("QUANTUM.") {
             continue;
         }
-        let mut cmd = redis::cmd("ACL");
-        cmd.arg("DRYRUN").arg(&user).arg(&argv);
-        let answer = match admin.query(&cmd, deadline) {
-            Ok(Value::Okay) => continue,
-            Ok(reply) => match String::from_redis_value(reply) {
-                Ok(answer) if answer == "OK" => continue,
-                Ok(answer) => answer,
-                Err(_) => "unexpected ACL DRYRUN reply".into(),
-            },
+        let answer = match dry_run(admin, &user, &argv, deadline) {
+            Ok(None) => continue,
+            Ok(Some(answer)) => answer,
             Err(f) if f.message.contains("User '") && f.message.contains("not found") => {
                 return fail(
                     "acl",
@@ -81,9 +76,10 @@ pub fn acl(
                 return fail(
                     "acl",
                     format!(
-                    "cannot run ACL DRYRUN for {checked}: {} (give --admin-url of an admin user)",
-                    f.message
-                ),
+                        "cannot run ACL DRYRUN for {checked}: {} (give --admin-url of an admin \
+                         user)",
+                        f.message
+                    ),
                 )
             }
         };
@@ -99,39 +95,52 @@ pub fn acl(
     } else {
         ""
     };
-    if !refused.is_empty() {
-        grants.dedup();
-        let fix = if named {
-            format!(
-                "grant them (ACL SETUSER {user} {}), then CONFIG REWRITE (or ACL SAVE with an \
-                 aclfile)",
-                grants.join(" ")
-            )
-        } else {
-            "put a least-privilege user in the URL (README, Installing, step 4) rather than \
-             changing the default user"
-                .to_string()
+    if refused.is_empty() {
+        let safer = match named {
+            true => "",
+            false => "; a least-privilege user in the URL is safer (README, Installing, step 4)",
         };
-        return fail(
+        return ok(
             "acl",
-            format!(
-                "{checked} may not run: {}; {fix}{skipped}",
-                refused.join(", ")
-            ),
+            format!("{checked} may run every command RECOVER needs{skipped}{safer}"),
         );
     }
-    if named {
-        ok(
-            "acl",
-            format!("{checked} may run every command RECOVER needs{skipped}"),
+    grants.dedup();
+    let fix = if named {
+        format!(
+            "grant them (ACL SETUSER {user} {}), then CONFIG REWRITE (or ACL SAVE with an \
+             aclfile)",
+            grants.join(" ")
         )
     } else {
-        ok(
-            "acl",
-            format!(
-                "{checked} may run every command RECOVER needs{skipped}; a least-privilege \
-                 user in the URL is safer (README, Installing, step 4)"
-            ),
-        )
-    }
+        "put a least-privilege user in the URL (README, Installing, step 4) rather than \
+         changing the default user"
+            .to_string()
+    };
+    fail(
+        "acl",
+        format!(
+            "{checked} may not run: {}; {fix}{skipped}",
+            refused.join(", ")
+        ),
+    )
+}
+
+/// `ACL DRYRUN user argv…`: `None` when the user may run it, else why not.
+fn dry_run(
+    admin: &mut Link,
+    user: &str,
+    argv: &[String],
+    deadline: Instant,
+) -> Result<Option<String>, Failure> {
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("DRYRUN").arg(user).arg(argv);
+    Ok(match admin.query(&cmd, deadline)? {
+        Value::Okay => None,
+        reply => match String::from_redis_value(reply) {
+            Ok(answer) if answer == "OK" => None,
+            Ok(answer) => Some(answer),
+            Err(_) => Some("unexpected ACL DRYRUN reply".into()),
+        },
+    })
 }

@@ -62,15 +62,31 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
         );
         return Ok(failed_after(f, summary.clone()));
     }
-    let mut fields = summary_fields(&summary);
+    let more = where_it_continues(&summary, &start, saved.as_deref());
+    let fields = log_drained(&summary, &target, clock, &more);
+    let result = match summary.dry_run {
+        true => RunResult::DryRun,
+        false => RunResult::Success,
+    };
+    let mut done = Done::success(result, fields, Details::Run(summary.clone()));
+    done.gauges = Some(gauges(&summary));
+    done.counted = Some(counts(&summary));
+    done.mode_known = Some(summary.mode.is_some());
+    Ok(done)
+}
+
+/// Says on stderr what a finished drain did (or would do); returns its log fields.
+fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> String {
+    let fields = summary_fields(summary);
     let elapsed_ms = clock.started.elapsed().as_millis();
-    if summary.dry_run {
-        fields = format!("dry_run=1 {fields}");
+    let fields = if summary.dry_run {
+        let fields = format!("dry_run=1 {fields}");
         info!("dry run, nothing changed: would recover {target} {fields} elapsed_ms={elapsed_ms}");
+        fields
     } else {
-        let more = where_it_continues(&summary, &start, saved.as_deref());
         info!("recovered {target} {fields} elapsed_ms={elapsed_ms}{more}");
-    }
+        fields
+    };
     let deleted = match summary.dry_run {
         true => "would delete",
         false => "deleted",
@@ -84,15 +100,7 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
             report::quoted(name)
         );
     }
-    let result = match summary.dry_run {
-        true => RunResult::DryRun,
-        false => RunResult::Success,
-    };
-    let mut done = Done::success(result, fields, Details::Run(summary.clone()));
-    done.gauges = Some(gauges(&summary));
-    done.counted = Some(counts(&summary));
-    done.mode_known = Some(summary.mode.is_some());
-    Ok(done)
+    fields
 }
 
 /// For the log: where this run started and where the next one starts.
