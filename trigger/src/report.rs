@@ -58,7 +58,7 @@ impl RunResult {
         }
     }
 
-    pub fn level(self) -> &'static str {
+    fn level(self) -> &'static str {
         match self {
             RunResult::Success | RunResult::DryRun => "INFO",
             RunResult::Refused | RunResult::Absent => "WARN",
