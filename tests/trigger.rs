@@ -47,12 +47,10 @@ fn promtool(args: &[&str], input: &str) {
 
 #[test]
 fn a_run_recovers_logs_a_line_writes_metrics_and_prints_json() {
-    let server = Server::start();
-    zombie_scenario(&server);
+    let (server, url) = zombie_server();
     let dir = TempDir::new("trigger");
     let log = dir.path().join("recover.log");
     let metrics = dir.path().join("quantum.prom");
-    let url = url_of(&server.socket());
     let (log_s, metrics_s) = (log.to_str().unwrap(), metrics.to_str().unwrap());
 
     let out = run_trigger(
@@ -306,11 +304,9 @@ fn nopermission_is_77_and_says_so() {
 
 #[test]
 fn settings_come_from_the_environment_and_the_env_file_below_it() {
-    let server = Server::start();
-    zombie_scenario(&server);
+    let (server, url) = zombie_server();
     let dir = TempDir::new("env");
     let env_file = dir.path().join("stream-recover.env");
-    let url = url_of(&server.socket());
     std::fs::write(
         &env_file,
         format!("# settings\nQUANTUM_REDIS_URL={url}\nQUANTUM_MIN_IDLE=100ms\nQUANTUM_ZOMBIE_IDLE=\"100ms\"\nQUANTUM_TO=from-file\n"),
@@ -600,10 +596,8 @@ fn file_in(dir: &TempDir, name: &str, text: &[u8]) -> String {
 /// comments, `\` continuation, a BOM line ignored, no panic on odd lines.
 #[test]
 fn the_env_file_means_what_it_means_to_systemd() {
-    let server = Server::start();
-    zombie_scenario(&server);
+    let (server, url) = zombie_server();
     let dir = TempDir::new("env-systemd");
-    let url = url_of(&server.socket());
     let env_file = file_in(
         &dir,
         "stream-recover.env",
@@ -862,11 +856,9 @@ fn failed_runs_keep_the_counters_of_the_previous_file() {
 /// which QuantumStreamRecoverGroupMissing watches: a misspelled name shows.
 #[test]
 fn a_missing_stream_is_result_absent() {
-    let server = Server::start();
-    zombie_scenario(&server);
+    let (_server, url) = zombie_server();
     let dir = TempDir::new("absent");
     let metrics = dir.path().join("quantum.prom");
-    let url = url_of(&server.socket());
     let out = run_trigger(
         &args(
             &url,
