@@ -153,9 +153,11 @@ pub fn early_value(args: &[String], name: &str, env: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Whether the arguments name a verb other than `run` (best effort, before clap).
+/// Whether the arguments name a verb other than `run` (best effort, before
+/// clap): only `run` writes the metrics, its early failures included.
 pub fn names_other_verb(args: &[String]) -> bool {
-    args.iter().skip(1).any(|a| a == "status" || a == "retire")
+    let others = [Verb::Status, Verb::Retire, Verb::Doctor].map(Verb::name);
+    args.iter().skip(1).any(|a| others.contains(&a.as_str()))
 }
 
 /// The longest env file read: a few hundred bytes in practice.
@@ -199,6 +201,16 @@ mod tests {
         let matches = Cli::command().try_get_matches_from(argv).unwrap();
         let cli = Cli::from_arg_matches(&matches).unwrap();
         check_verb_options(cli.verb(), &matches)
+    }
+
+    #[test]
+    fn only_runs_write_metrics_when_the_arguments_do_not_parse() {
+        let args = |argv: &[&str]| argv.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        for verb in ["status", "retire", "doctor"] {
+            assert!(names_other_verb(&args(&["q", verb, "--bogus"])), "{verb}");
+        }
+        assert!(!names_other_verb(&args(&["q", "run", "--bogus"])));
+        assert!(!names_other_verb(&args(&["q", "--bogus"])));
     }
 
     #[test]
