@@ -273,3 +273,8 @@ pub fn assert_same_ids(actual: &[String], expected: &[String], what: &str) {
         first.map(|i| &expected[i]),
     );
 }
+
+/// The group's consumer names and PEL: what a call that changes nothing leaves as it was.
+pub fn consumers_and_pel(con: &mut Connection) -> (Vec<String>, Vec<(String, String, i64)>) {
+    (consumer_names(con, STREAM, GROUP), pel(con, STREAM, GROUP))
+}

@@ -28,6 +28,15 @@ pub fn idle_reads(con: &mut Connection, consumer: &str, n: usize) -> Vec<String>
     ids
 }
 
+/// A dead consumer (`exec-4242`) holding 3 idle entries and a zombie
+/// (`exec-1111`), in TESTNET: what the trigger's tests start from.
+pub fn zombie_scenario(server: &Server) {
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    create_consumer(&mut con, "exec-1111");
+    idle_reads(&mut con, "exec-4242", 3);
+}
+
 /// The mode key set to `mode` and an empty stream with the group.
 pub fn group_with_mode(con: &mut Connection, mode: &str) {
     run(con, &["SET", "quantum:mode", mode]).unwrap();

@@ -4,6 +4,18 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// `run`'s options under which what `scenario::idle_reads` left is idle enough
+/// to move, and a consumer idle as long is a zombie (the trigger's `SHORT_IDLE`).
+pub const SHORT_IDLE_OPTIONS: [&str; 4] = ["--min-idle", "100ms", "--zombie-idle", "100ms"];
+
+/// A server holding `scenario::zombie_scenario`, and its URL for the trigger.
+pub fn zombie_server() -> (crate::Server, String) {
+    let server = crate::Server::start();
+    crate::scenario::zombie_scenario(&server);
+    let url = url_of(&server.socket());
+    (server, url)
+}
+
 pub struct TriggerRun {
     pub code: i32,
     pub stdout: String,

@@ -155,16 +155,16 @@ fn the_mode_key_must_share_the_streams_slot() {
     );
 
     let seed = cluster.seed_url();
-    let common = [
+    let target = [
         "--url",
         seed.as_str(),
         "--stream",
         stream.as_str(),
         "--group",
         GROUP,
-        "--min-idle",
-        "1ms",
     ];
+    // --min-idle is run's: status refuses it (64).
+    let common = [&target[..], &["--min-idle", "1ms"]].concat();
     let out = run_trigger(&[&common[..], &["--mode-key", &other_mode]].concat(), &[]);
     assert_eq!(
         out.code, 64,
@@ -172,8 +172,8 @@ fn the_mode_key_must_share_the_streams_slot() {
         out.stderr
     );
     assert!(out.stderr.contains("CROSSSLOT"), "{}", out.stderr);
-    for verb in ["run", "status"] {
-        let out = run_trigger(&[&[verb][..], &common].concat(), &[]);
+    for (verb, options) in [("run", &common[..]), ("status", &target[..])] {
+        let out = run_trigger(&[&[verb][..], options].concat(), &[]);
         assert_eq!(out.code, 64, "{verb}: no MODEKEY in a cluster");
         assert!(out.stderr.contains("pass MODEKEY"), "{}", out.stderr);
     }

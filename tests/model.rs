@@ -253,7 +253,12 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
 
     if words[0] == "QUANTUM.RETIRE" {
         let fields = pairs(&reply);
-        let get = |k: &str| fields.iter().find(|(key, _)| key == k).unwrap().1.clone();
+        let get = |k: &str| {
+            let value = fields.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+            value
+                .unwrap_or_else(|| panic!("{what}: no '{k}' in {reply:?}"))
+                .clone()
+        };
         let (moved, dropped) = (texts(&get("moved")), texts(&get("dropped")));
         let remaining = quantum_integration::reply::int(&get("remaining"));
         let deleted = quantum_integration::reply::int(&get("deleted")) == 1;

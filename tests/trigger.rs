@@ -3,26 +3,14 @@
 
 use quantum_integration::reply::{consumer_names, pel, run};
 use quantum_integration::scenario::*;
-use quantum_integration::trigger::{run_trigger, url_of};
+use quantum_integration::trigger::{run_trigger, url_of, zombie_server, SHORT_IDLE_OPTIONS};
 use quantum_integration::{Options, Server, TempDir};
 use std::process::Command;
 use std::time::Duration;
 
-/// A dead consumer with 3 idle entries and a zombie, in TESTNET.
-fn zombie_scenario(server: &Server) {
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
-    create_consumer(&mut con, "exec-1111");
-    add_entries(&mut con, 3);
-    read_as(&mut con, "exec-4242", 3);
-    sleep_ms(150);
-}
-
-const FAST: [&str; 4] = ["--min-idle", "100ms", "--zombie-idle", "100ms"];
-
 fn args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["--url", url];
-    args.extend_from_slice(&FAST);
+    args.extend_from_slice(&SHORT_IDLE_OPTIONS);
     args.extend_from_slice(extra);
     args
 }
@@ -59,12 +47,10 @@ fn promtool(args: &[&str], input: &str) {
 
 #[test]
 fn a_run_recovers_logs_a_line_writes_metrics_and_prints_json() {
-    let server = Server::start();
-    zombie_scenario(&server);
+    let (server, url) = zombie_server();
     let dir = TempDir::new("trigger");
     let log = dir.path().join("recover.log");
     let metrics = dir.path().join("quantum.prom");
-    let url = url_of(&server.socket());
     let (log_s, metrics_s) = (log.to_str().unwrap(), metrics.to_str().unwrap());
 
     let out = run_trigger(
@@ -318,11 +304,9 @@ fn nopermission_is_77_and_says_so() {
 
 #[test]
 fn settings_come_from_the_environment_and_the_env_file_below_it() {
-    let server = Server::start();
-    zombie_scenario(&server);
+    let (server, url) = zombie_server();
     let dir = TempDir::new("env");
     let env_file = dir.path().join("stream-recover.env");
-    let url = url_of(&server.socket());
     std::fs::write(
         &env_file,
         format!("# settings\nQUANTUM_REDIS_URL={url}\nQUANTUM_MIN_IDLE=100ms\nQUANTUM_ZOMBIE_IDLE=\"100ms\"\nQUANTUM_TO=from-file\n"),
@@ -350,9 +334,7 @@ fn settings_come_from_the_environment_and_the_env_file_below_it() {
 
 #[test]
 fn dry_run_changes_nothing_and_status_and_retire_work() {
-    let server = Server::start();
-    zombie_scenario(&server);
-    let url = url_of(&server.socket());
+    let (server, url) = zombie_server();
     let out = run_trigger(&args(&url, &["--dry-run", "--json"]), &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.json()["dry_run"], true);
@@ -565,14 +547,21 @@ fn the_readme_acl_user_is_enough_for_every_verb() {
     let dir = TempDir::new("acl-metrics");
     let metrics = dir.path().join("m.prom");
     let env = [("REDISCLI_AUTH", "pw")];
-    for verb in [
-        &["status"][..],
-        &["run", "--dry-run"],
-        &["run", "--metrics-file", metrics.to_str().unwrap()],
+    // SHORT_IDLE_OPTIONS holds run's options: status and retire refuse them (64).
+    for (verb, fast) in [
+        (&["status"][..], false),
+        (&["run", "--dry-run"], true),
+        (&["run", "--metrics-file", metrics.to_str().unwrap()], true),
         // The run deleted exec-4242; the entries it held are now with recovery.
-        &["retire", "--consumer", "recovery", "--to", "exec-5000"],
+        (
+            &["retire", "--consumer", "recovery", "--to", "exec-5000"],
+            false,
+        ),
     ] {
-        let mut argv = args(&url, verb);
+        let mut argv = match fast {
+            true => args(&url, verb),
+            false => [&["--url", url.as_str()][..], verb].concat(),
+        };
         argv.push("--json");
         let out = run_trigger(&argv, &env);
         assert_eq!(out.code, 0, "{verb:?}: {}", out.stderr);
@@ -607,10 +596,8 @@ fn file_in(dir: &TempDir, name: &str, text: &[u8]) -> String {
 /// comments, `\` continuation, a BOM line ignored, no panic on odd lines.
 #[test]
 fn the_env_file_means_what_it_means_to_systemd() {
-    let server = Server::start();
-    zombie_scenario(&server);
+    let (server, url) = zombie_server();
     let dir = TempDir::new("env-systemd");
-    let url = url_of(&server.socket());
     let env_file = file_in(
         &dir,
         "stream-recover.env",
@@ -869,11 +856,9 @@ fn failed_runs_keep_the_counters_of_the_previous_file() {
 /// which QuantumStreamRecoverGroupMissing watches: a misspelled name shows.
 #[test]
 fn a_missing_stream_is_result_absent() {
-    let server = Server::start();
-    zombie_scenario(&server);
+    let (_server, url) = zombie_server();
     let dir = TempDir::new("absent");
     let metrics = dir.path().join("quantum.prom");
-    let url = url_of(&server.socket());
     let out = run_trigger(
         &args(
             &url,

@@ -3,26 +3,17 @@
 //! never moved on, failures that wrote no metrics, dry runs that looked real,
 //! and a missing mode key nobody saw.
 
-use quantum_integration::reply::{assert_same_ids, consumer_names, pel};
+use quantum_integration::reply::{assert_same_ids, consumer_names, consumers_and_pel};
 use quantum_integration::scenario::*;
-use quantum_integration::trigger::{run_trigger, run_trigger_within, trigger_command, url_of};
+use quantum_integration::trigger::{
+    run_trigger, run_trigger_within, trigger_command, url_of, zombie_server, SHORT_IDLE_OPTIONS,
+};
 use quantum_integration::{Server, TempDir};
 use std::fs::File;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// A dead consumer holding 3 idle entries and a zombie, in TESTNET.
-fn zombie_scenario(server: &Server) {
-    let mut con = server.connect();
-    group_with_mode(&mut con, "TESTNET");
-    create_consumer(&mut con, "exec-1111");
-    add_entries(&mut con, 3);
-    read_as(&mut con, "exec-4242", 3);
-    sleep_ms(150);
-}
-
-const FAST: [&str; 4] = ["--min-idle", "100ms", "--zombie-idle", "100ms"];
-
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -39,14 +30,9 @@ fn mkfifo(path: &str) {
 
 #[test]
 fn dry_run_is_refused_by_retire_and_explicitly_by_status() {
-    let server = Server::start();
-    zombie_scenario(&server);
-    let url = url_of(&server.socket());
+    let (server, url) = zombie_server();
     let mut con = server.connect();
-    let before = (
-        consumer_names(&mut con, STREAM, GROUP),
-        pel(&mut con, STREAM, GROUP),
-    );
+    let before = consumers_and_pel(&mut con);
     let retire = ["retire", "--url", &url, "--consumer", "exec-4242", "--json"];
     for (extra, env) in [
         (&["--dry-run"][..], &[][..]),
@@ -63,10 +49,7 @@ fn dry_run_is_refused_by_retire_and_explicitly_by_status() {
             out.stderr
         );
         assert_eq!(out.json()["exit_code"], 64);
-        let after = (
-            consumer_names(&mut con, STREAM, GROUP),
-            pel(&mut con, STREAM, GROUP),
-        );
+        let after = consumers_and_pel(&mut con);
         assert_eq!(after, before, "{extra:?} {env:?} changed the group");
     }
     let out = run_trigger(&["status", "--url", &url, "--dry-run"], &[]);
@@ -80,16 +63,64 @@ fn dry_run_is_refused_by_retire_and_explicitly_by_status() {
 }
 
 #[test]
+fn an_option_of_another_verb_is_refused_on_the_command_line_and_ignored_in_the_environment() {
+    let (server, url) = zombie_server();
+    let mut con = server.connect();
+    let before = consumers_and_pel(&mut con);
+    for (argv, said) in [
+        (
+            vec!["status", "--url", &url, "--to", "exec-5000", "--json"],
+            "--to applies to run and retire only, not to status",
+        ),
+        (
+            vec!["--url", &url, "--consumer", "exec-4242", "--json"],
+            "--consumer applies to retire only, not to run",
+        ),
+        (
+            [
+                &["--url", url.as_str(), "--json", "--limit", "5"][..],
+                &SHORT_IDLE_OPTIONS,
+            ]
+            .concat(),
+            "--limit applies to status only, not to run",
+        ),
+    ] {
+        let out = run_trigger(&argv, &[]);
+        assert_eq!(out.code, 64, "{argv:?}: {}", out.stderr);
+        assert!(out.stderr.contains(said), "{argv:?}: {}", out.stderr);
+        assert_eq!(out.json()["exit_code"], 64);
+        let after = consumers_and_pel(&mut con);
+        assert_eq!(after, before, "{argv:?} changed the group");
+    }
+    // One env file serves every verb: another verb's settings there are no error.
+    let env = [
+        ("QUANTUM_CONSUMER", "exec-4242"),
+        ("QUANTUM_QUARANTINE", "parked"),
+        ("QUANTUM_LIMIT", "5"),
+        ("QUANTUM_MIN_IDLE", "100ms"),
+        ("QUANTUM_ZOMBIE_IDLE", "100ms"),
+    ];
+    let out = run_trigger(&["status", "--url", &url, "--json"], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = run_trigger(&["--url", &url, "--json"], &env);
+    assert_eq!(
+        (out.code, out.json()["claimed"].as_array().map(Vec::len)),
+        (0, Some(3)),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn write_errors_on_stdout_or_stderr_never_panic() {
-    let server = Server::start();
-    zombie_scenario(&server);
-    let url = url_of(&server.socket());
+    let (_server, url) = zombie_server();
     let full = || File::options().write(true).open("/dev/full").unwrap();
     let code = |mut cmd: Command| cmd.status().unwrap().code();
-    for verb in [&["run"][..], &["status"]] {
+    // SHORT_IDLE_OPTIONS holds run's options, which status refuses (64).
+    for (verb, options) in [(&["run"][..], &SHORT_IDLE_OPTIONS[..]), (&["status"], &[])] {
         let mut argv = verb.to_vec();
         argv.extend(["--url", &url, "--json"]);
-        argv.extend_from_slice(&FAST);
+        argv.extend_from_slice(options);
         // stdout at a full disk, stderr at a full disk.
         let mut cmd = trigger_command(&argv, &[]);
         cmd.stdout(full()).stderr(Stdio::null());
@@ -114,9 +145,7 @@ fn write_errors_on_stdout_or_stderr_never_panic() {
 
 #[test]
 fn fifos_and_devices_at_file_paths_fail_fast() {
-    let server = Server::start();
-    zombie_scenario(&server);
-    let url = url_of(&server.socket());
+    let (_server, url) = zombie_server();
     let dir = TempDir::new("fifo");
     let fifo = path_str(&dir, "fifo");
     mkfifo(&fifo);
@@ -281,9 +310,7 @@ fn a_backlog_behind_parked_entries_drains_over_runs_with_the_state_dir() {
 
 #[test]
 fn usage_and_env_file_errors_write_metrics_and_a_log_line() {
-    let server = Server::start();
-    zombie_scenario(&server);
-    let url = url_of(&server.socket());
+    let (_server, url) = zombie_server();
     let dir = TempDir::new("early");
     let metrics = path_str(&dir, "m.prom");
     let log = path_str(&dir, "l.log");
@@ -340,14 +367,12 @@ fn usage_and_env_file_errors_write_metrics_and_a_log_line() {
 
 #[test]
 fn a_dry_run_says_so_in_the_log_the_metrics_and_the_json() {
-    let server = Server::start();
-    zombie_scenario(&server);
-    let url = url_of(&server.socket());
+    let (server, url) = zombie_server();
     let dir = TempDir::new("dry");
     let metrics = path_str(&dir, "m.prom");
     let log = path_str(&dir, "l.log");
     let mut argv = vec!["--url", &url, "--dry-run", "--json"];
-    argv.extend_from_slice(&FAST);
+    argv.extend_from_slice(&SHORT_IDLE_OPTIONS);
     argv.extend(["--metrics-file", &metrics, "--log-file", &log]);
     let out = run_trigger(&argv, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -396,9 +421,7 @@ fn a_dry_run_says_so_in_the_log_the_metrics_and_the_json() {
 
 #[test]
 fn whether_the_mode_key_holds_a_mode_is_exported() {
-    let server = Server::start();
-    zombie_scenario(&server);
-    let url = url_of(&server.socket());
+    let (server, url) = zombie_server();
     let dir = TempDir::new("mode");
     let metrics = path_str(&dir, "m.prom");
     let known = "quantum_stream_recovery_mode_known";
@@ -415,7 +438,7 @@ fn whether_the_mode_key_holds_a_mode_is_exported() {
         quantum_integration::reply::run(&mut con, &["HSET", "quantum:hash", "a", "b"]).unwrap();
         let mut argv = vec!["--url", &url, "--mode-key", mode_key, "--json"];
         argv.extend(["--metrics-file", &metrics]);
-        argv.extend_from_slice(&FAST);
+        argv.extend_from_slice(&SHORT_IDLE_OPTIONS);
         let out = run_trigger(&argv, &[]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         let text = std::fs::read_to_string(&metrics).unwrap();
@@ -425,9 +448,7 @@ fn whether_the_mode_key_holds_a_mode_is_exported() {
 
 #[test]
 fn retiring_a_consumer_that_does_not_exist_is_absent() {
-    let server = Server::start();
-    zombie_scenario(&server);
-    let url = url_of(&server.socket());
+    let (_server, url) = zombie_server();
     let out = run_trigger(
         &["retire", "--url", &url, "--consumer", "exec-9999", "--json"],
         &[],
@@ -439,9 +460,7 @@ fn retiring_a_consumer_that_does_not_exist_is_absent() {
 
 #[test]
 fn bidi_controls_in_names_are_escaped_in_the_log() {
-    let server = Server::start();
-    zombie_scenario(&server);
-    let url = url_of(&server.socket());
+    let (_server, url) = zombie_server();
     let dir = TempDir::new("bidi");
     let log = path_str(&dir, "l.log");
     let group = "g\u{202E}txt.exe";
@@ -458,9 +477,7 @@ fn bidi_controls_in_names_are_escaped_in_the_log() {
 #[test]
 fn a_log_file_is_0640_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
-    let server = Server::start();
-    zombie_scenario(&server);
-    let url = url_of(&server.socket());
+    let (_server, url) = zombie_server();
     let dir = TempDir::new("umask");
     let log = path_str(&dir, "l.log");
     let script = format!("umask 077; exec \"$0\" --url '{url}' --log-file '{log}'",);
@@ -524,7 +541,7 @@ fn the_counters_need_no_info_permission() {
     let dir = TempDir::new("no-info");
     let metrics = path_str(&dir, "m.prom");
     let mut argv = vec!["--url", &url, "--metrics-file", &metrics];
-    argv.extend_from_slice(&FAST);
+    argv.extend_from_slice(&SHORT_IDLE_OPTIONS);
     let out = run_trigger(&argv, &[("REDISCLI_AUTH", "pw")]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let text = std::fs::read_to_string(&metrics).unwrap();

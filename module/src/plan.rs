@@ -2,6 +2,16 @@
 //! consumers, decide which entries move to TO, which are parked in QUARANTINE and
 //! which consumers are deleted. Pure data in, pure data out: no Redis here, so
 //! every rule is unit- and property-tested without a server.
+//!
+//! What gets deleted, and why (nothing else is: no entry is ever acked or
+//! removed from the stream, S1):
+//! - a consumer idle longer than ZOMBIEIDLE with nothing pending, at most
+//!   DELETELIMIT a call (`plan_deletions`): a dead process's name, which
+//!   would otherwise pile up for ever; TO and QUARANTINE never are;
+//! - a PEL entry whose stream entry is gone (XDEL, XTRIM): XCLAIM drops it
+//!   instead of moving it, reported as `dropped` (`ClaimOutcome::from_plan`);
+//!   there is nothing left to deliver;
+//! - RETIRE's consumer, only by the call that empties it (`plan/retire.rs`).
 
 use std::collections::{HashMap, HashSet};
 

@@ -8,17 +8,6 @@
 #[allow(dead_code)]
 #[path = "../src/cli.rs"]
 mod cli;
-// What cli.rs's --env-file reader uses.
-#[allow(dead_code)]
-#[path = "../src/console.rs"]
-mod console;
-#[allow(dead_code)]
-#[path = "../src/env_file.rs"]
-mod env_file;
-#[allow(dead_code)]
-#[path = "../src/files.rs"]
-mod files;
-
 use clap::CommandFactory;
 use clap_complete::Shell;
 use std::path::PathBuf;

@@ -1,10 +1,11 @@
 //! Command line: every option also reads an environment variable, so systemd
-//! units can pass settings through an EnvironmentFile or `--env-file`.
+//! units can pass settings through an EnvironmentFile or `--env-file`. Which
+//! verb takes which option: `startup::VERB_OPTIONS`. Only clap's definitions
+//! here: examples/gen-docs.rs compiles this file for the man page.
 
-use clap::parser::ValueSource;
-use clap::{ArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use quantum_protocol::range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub const DEFAULT_STREAM: &str = "quantum:stream:trade.intent";
@@ -17,7 +18,9 @@ pub const DEFAULT_GROUP: &str = "quantum:group:execution:trade.intent";
     about = "Recovers a Redis Streams consumer group's stuck entries through the quantum module",
     long_about = "Recovers a Redis Streams consumer group's stuck entries through the quantum \
 module (QUANTUM.RECOVER), in bounded atomic batches. Meant for a systemd timer and an \
-ExecStartPre. Every option also reads the environment variable shown.\n\n\
+ExecStartPre. Every option also reads the environment variable shown. An option the verb \
+does not take is a usage error on the command line and ignored in the environment (one env \
+file serves every verb).\n\n\
 Exit codes: 0 success, nothing to do, or refused by the mode guard; 64 usage; 69 module not \
 loaded; 73 the log or metrics file could not be written; 75 Redis unreachable, timeout, \
 LOADING or READONLY; 76 unexpected reply; 77 NOAUTH/NOPERM; 78 bad URL, password or env file.",
@@ -64,27 +67,27 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_TO")]
     pub to: Option<String>,
 
-    /// Only entries idle at least this long move [default: quantum.min-idle]
+    /// Only entries idle at least this long move (run) [default: quantum.min-idle]
     #[arg(long, global = true, env = "QUANTUM_MIN_IDLE", value_parser = parse_duration_ms)]
     pub min_idle: Option<u64>,
 
-    /// Most entries moved per batch, 1..10000 [default: quantum.count]
+    /// Most entries moved per batch, 1..10000 (run) [default: quantum.count]
     #[arg(long, global = true, env = "QUANTUM_COUNT", value_parser = clap::value_parser!(u64).range(range::COUNT.as_u64()))]
     pub count: Option<u64>,
 
-    /// Most PEL entries examined per batch, 1..100000 and >= count [default: quantum.scan]
+    /// Most PEL entries examined per batch, 1..100000 and >= count (run) [default: quantum.scan]
     #[arg(long, global = true, env = "QUANTUM_SCAN", value_parser = clap::value_parser!(u64).range(range::SCAN.as_u64()))]
     pub scan: Option<u64>,
 
-    /// Consumers idle longer than this with nothing pending are deleted [default: quantum.zombie-idle]
+    /// Consumers idle longer than this with nothing pending are deleted (run, status) [default: quantum.zombie-idle]
     #[arg(long, global = true, env = "QUANTUM_ZOMBIE_IDLE", value_parser = parse_duration_ms)]
     pub zombie_idle: Option<u64>,
 
-    /// Most consumers deleted per batch, 0 (off)..100000 [default: quantum.delete-limit]
+    /// Most consumers deleted per batch, 0 (off)..100000 (run) [default: quantum.delete-limit]
     #[arg(long, global = true, env = "QUANTUM_DELETE_LIMIT", value_parser = clap::value_parser!(u64).range(range::DELETE_LIMIT.as_u64()))]
     pub delete_limit: Option<u64>,
 
-    /// Entries delivered at least this often go to quarantine; 0 is off [default: quantum.max-deliveries]
+    /// Entries delivered at least this often go to quarantine; 0 is off (run) [default: quantum.max-deliveries]
     #[arg(long, global = true, env = "QUANTUM_MAX_DELIVERIES", value_parser = clap::value_parser!(u64).range(range::MAX_DELIVERIES.as_u64()))]
     pub max_deliveries: Option<u64>,
 
@@ -100,19 +103,19 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_CONSUMER")]
     pub consumer: Option<String>,
 
-    /// Most entries retire moves per call, 1..100000 [default: quantum.retire-count]
+    /// Most entries retire moves per call, 1..100000 (retire) [default: quantum.retire-count]
     #[arg(long, global = true, env = "QUANTUM_RETIRE_COUNT", value_parser = clap::value_parser!(u64).range(range::RETIRE_COUNT.as_u64()))]
     pub retire_count: Option<u64>,
 
-    /// Most consumers status lists, the longest idle first, 1..10000 [default: 100]
+    /// Most consumers status lists, the longest idle first, 1..10000 (status) [default: 100]
     #[arg(long, global = true, env = "QUANTUM_LIMIT", value_parser = clap::value_parser!(u64).range(range::STATUS_LIMIT.as_u64()))]
     pub limit: Option<u64>,
 
-    /// Most batches per run; with --state-dir the next run continues where this one stopped
+    /// Most batches per run; with --state-dir the next run continues where this one stopped (run)
     #[arg(long, global = true, env = "QUANTUM_MAX_BATCHES", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batches: u64,
 
-    /// Folder where run keeps its cursor between runs (systemd: StateDirectory=quantum)
+    /// Folder where run keeps its cursor between runs (run; systemd: StateDirectory=quantum)
     #[arg(long, global = true, env = "QUANTUM_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -128,7 +131,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_LOG_FILE")]
     pub log_file: Option<PathBuf>,
 
-    /// Write node_exporter textfile metrics here (atomically)
+    /// Write node_exporter textfile metrics here, atomically (run; doctor checks it)
     #[arg(long, global = true, env = "QUANTUM_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
 
@@ -136,7 +139,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_DRY_RUN", action = clap::ArgAction::SetTrue, value_parser = parse_switch)]
     pub dry_run: bool,
 
-    /// Print one JSON object on stdout
+    /// Print one JSON object on stdout (run, status, retire)
     #[arg(long, global = true, env = "QUANTUM_JSON", action = clap::ArgAction::SetTrue, value_parser = parse_switch)]
     pub json: bool,
 
@@ -194,6 +197,25 @@ pub enum Verb {
     Doctor,
 }
 
+impl Verb {
+    /// The verb as typed on the command line and shown in the JSON's `command`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Run => "run",
+            Verb::Status => "status",
+            Verb::Retire => "retire",
+            Verb::Doctor => "doctor",
+        }
+    }
+}
+
+impl Cli {
+    /// The verb asked for; `run` when none was.
+    pub fn verb(&self) -> Verb {
+        self.command.unwrap_or(Verb::Run)
+    }
+}
+
 /// `250ms`, `60s`, `5m`, `1h`, or a bare number of milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -224,96 +246,6 @@ fn parse_deadline(text: &str) -> Result<Duration, String> {
         d if d.is_zero() || d > MAX_DEADLINE => Err("must be from 1ms to 24h".into()),
         d => Ok(d),
     }
-}
-
-/// The value of option `name` (`--name value` or `--name=value`), looked up
-/// before clap runs (the env file's path, or where to report a usage error).
-pub fn arg_value(args: &[String], name: &str) -> Option<String> {
-    let with_equals = format!("{name}=");
-    args.iter().enumerate().skip(1).find_map(|(i, a)| {
-        a.strip_prefix(&with_equals)
-            .map(str::to_string)
-            .or_else(|| (a == name).then(|| args.get(i + 1).cloned()).flatten())
-    })
-}
-
-/// An option's value from the arguments, else its environment variable: for
-/// errors found before clap's parse succeeds.
-pub fn early_value(args: &[String], name: &str, env: &str) -> Option<String> {
-    arg_value(args, name)
-        .or_else(|| std::env::var(env).ok())
-        .filter(|v| !v.is_empty())
-}
-
-/// Whether the arguments name a verb other than `run` (best effort, before clap).
-pub fn names_other_verb(args: &[String]) -> bool {
-    args.iter().skip(1).any(|a| a == "status" || a == "retire")
-}
-
-/// Options that belong to one verb are not silently ignored by another:
-/// `--dry-run` is `run`'s. RETIRE has no dry run, so `retire` with it would act
-/// for real; it refuses instead (64), from the command line or from
-/// QUANTUM_DRY_RUN alike: an operator who set the switch expects this tool to
-/// change nothing. `status` changes nothing anyway: QUANTUM_DRY_RUN (a shared
-/// env file) is no reason to fail it, an explicit `--dry-run` is a mistake.
-pub fn check_verb_options(cli: &Cli, matches: &ArgMatches) -> Result<(), String> {
-    let verb = cli.command.unwrap_or(Verb::Run);
-    if !cli.dry_run || verb == Verb::Run {
-        return Ok(());
-    }
-    let source = matches
-        .subcommand()
-        .and_then(|(_, sub)| sub.value_source("dry_run"))
-        .or_else(|| matches.value_source("dry_run"));
-    let from_env = source == Some(ValueSource::EnvVariable);
-    match (verb, from_env) {
-        (Verb::Status, true) => Ok(()),
-        (Verb::Status, false) => {
-            Err("--dry-run applies to run only: status changes nothing anyway".into())
-        }
-        (_, false) => Err(
-            "--dry-run applies to run only: retire has no dry run, so nothing was retired".into(),
-        ),
-        (_, true) => Err(
-            "QUANTUM_DRY_RUN is on (environment or --env-file) and retire has no dry run: \
-             nothing was retired, the consumer keeps its entries; set QUANTUM_DRY_RUN=0 for \
-             retire to hand them over"
-                .into(),
-        ),
-    }
-}
-
-/// The longest env file read: a few hundred bytes in practice.
-const MAX_ENV_FILE: u64 = 1 << 20;
-
-/// Reads `--env-file` before clap runs, with systemd's `EnvironmentFile=`
-/// rules (env_file.rs); its settings become environment variables unless the
-/// real environment already has them.
-pub fn load_env_file(args: &[String]) -> Result<(), String> {
-    let Some(path) = arg_value(args, "--env-file") else {
-        return Ok(());
-    };
-    let bytes = crate::files::read_regular(Path::new(&path), MAX_ENV_FILE, false)
-        .map_err(|e| format!("cannot read --env-file {path}: {e}"))?;
-    let file = crate::env_file::parse(&bytes).map_err(|e| format!("--env-file {path}: {e}"))?;
-    for ignored in file.ignored {
-        crate::console::err_line(&format!(
-            "quantum-stream-recover: --env-file {path}: {ignored} is not a valid variable name, \
-             ignored (as systemd ignores it)"
-        ));
-    }
-    for (key, value) in file.vars {
-        if std::env::var_os(&key).is_none() {
-            std::env::set_var(key, value);
-        }
-    }
-    Ok(())
-}
-
-/// Whether `--json` was asked for, for errors found before clap's parse succeeds.
-pub fn json_requested(args: &[String]) -> bool {
-    args.iter().skip(1).any(|a| a == "--json")
-        || std::env::var("QUANTUM_JSON").is_ok_and(|v| parse_switch(&v) == Ok(true))
 }
 
 /// A boolean as systemd users write it: 1/yes/y/true/t/on, 0/no/n/false/f/off;

@@ -7,7 +7,7 @@
 //! so the routing lives here, over plain connections made by `connect::single`.
 
 use crate::connect::{remaining, single};
-use crate::failure::{self, Failure, UNAVAILABLE};
+use crate::failure::{self, ExitCode, Failure};
 use redis::{Connection, ConnectionAddr, ConnectionInfo, RedisError, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ fn parse_addr(text: &str) -> Option<Addr> {
 /// may lack the module.
 pub fn at_node(f: Failure, node: &str) -> Failure {
     match f.code {
-        failure::MODULE_MISSING => Failure::new(
+        ExitCode::ModuleMissing => Failure::new(
             f.code,
             format!("the quantum module is missing on {node}: {}", f.message),
         ),
@@ -165,7 +165,7 @@ impl Cluster {
             ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
             _ => {
                 return Err(Failure::new(
-                    failure::CONFIG,
+                    ExitCode::Config,
                     format!("bad --url {given_url:?}: a cluster seed node needs host:port"),
                 ))
             }
@@ -194,7 +194,7 @@ impl Cluster {
                     Ok(()) => return Ok(cluster),
                     Err(f) if f.message.contains("cluster support disabled") => {
                         return Err(Failure::new(
-                            failure::CONFIG,
+                            ExitCode::Config,
                             format!(
                                 "bad --url {given_url:?}: it names a Redis Cluster \
                                  (redis+cluster:// or --cluster) but this server has cluster \
@@ -203,7 +203,7 @@ impl Cluster {
                         ))
                     }
                     // Refused credentials or a bad reply do not get better by waiting.
-                    Err(f) if f.code != UNAVAILABLE => return Err(f),
+                    Err(f) if f.code != ExitCode::Unavailable => return Err(f),
                     Err(f) => {
                         if first_round {
                             warn!("{}; trying again until the deadline", f.message);
@@ -280,7 +280,7 @@ impl Cluster {
                 }
                 Answer::Fail(f) => {
                     return Err(match waiting {
-                        Some(why) if f.code == UNAVAILABLE => {
+                        Some(why) if f.code == ExitCode::Unavailable => {
                             let message = format!("{} (after {why})", f.message);
                             f.reworded(message)
                         }
@@ -305,7 +305,7 @@ impl Cluster {
         }
         let reached = |why: &str| {
             Failure::new(
-                UNAVAILABLE,
+                ExitCode::Unavailable,
                 format!("deadline reached while the cluster was changing: {why}"),
             )
         };
@@ -328,7 +328,10 @@ impl Cluster {
                 .filter(|a| !self.links.contains_key(*a))
                 .cloned(),
         );
-        let mut last = Failure::new(UNAVAILABLE, "no cluster node answered CLUSTER SLOTS");
+        let mut last = Failure::new(
+            ExitCode::Unavailable,
+            "no cluster node answered CLUSTER SLOTS",
+        );
         for addr in order {
             match self.refresh_from(&addr, deadline) {
                 Ok(()) => return Ok(()),
@@ -360,7 +363,7 @@ impl Cluster {
             parse_slots(reply, &addr.0).ok_or_else(|| failure::unexpected("CLUSTER SLOTS"))?;
         if slots.is_empty() {
             return Err(Failure::new(
-                UNAVAILABLE,
+                ExitCode::Unavailable,
                 format!("{} knows no slot owners", show(addr)),
             ));
         }
@@ -432,7 +435,7 @@ impl Cluster {
     fn send(&mut self, addr: &Addr, cmd: &redis::Cmd, asking: bool, deadline: Instant) -> Answer {
         let con = match self.link(addr, deadline, CALL_TIMEOUT) {
             Ok(con) => con,
-            Err(f) if f.code == UNAVAILABLE && remaining(deadline).is_ok() => {
+            Err(f) if f.code == ExitCode::Unavailable && remaining(deadline).is_ok() => {
                 return Answer::Wait(f.message)
             }
             Err(f) => return Answer::Fail(f),

@@ -4,9 +4,11 @@
 
 use crate::cli::Cli;
 use crate::connect::Link;
-use crate::failure::{self, Failure};
-use quantum_protocol::{command, error, key, keyword};
+use crate::failure::{self, ExitCode, Failure};
+use crate::reply::{self, RecoverBatch, RetireStep, StatusReport};
+use quantum_protocol::{command, error, keyword};
 use redis::Value;
+use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -36,9 +38,11 @@ impl<T> Outcome<T> {
     }
 }
 
-/// The batches of one `run`, summed.
-#[derive(Debug, Default, Clone)]
+/// The batches of one `run`, summed; its JSON is the `--json` output of `run`.
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct RunSummary {
+    /// The cursor the previous run saved, where this one started.
+    pub resumed_from: Option<String>,
     pub mode: Option<String>,
     pub dry_run: bool,
     pub claimed: Vec<String>,
@@ -57,8 +61,10 @@ pub struct RunSummary {
     pub consumers: i64,
     /// Why the drain stopped before its end after earlier batches had moved
     /// entries (the deadline, a lost connection): those batches still count.
+    #[serde(skip)]
     pub stopped: Option<Failure>,
     /// A later batch was refused or found the stream or group gone.
+    #[serde(skip)]
     pub interrupted: Option<Interrupted>,
 }
 
@@ -77,52 +83,6 @@ pub fn mode_in_refusal(message: &str) -> Option<String> {
     let head = message.rsplit_once("; allowed modes")?.0;
     let mode = head.rsplit_once(" is '")?.1.strip_suffix('\'')?;
     Some(mode.to_string())
-}
-
-/// A module reply's map (RESP2 flat array) as `(key, value)` pairs.
-pub fn pairs(value: Value) -> Result<Vec<(String, Value)>, Failure> {
-    let Value::Array(items) = value else {
-        return Err(failure::unexpected("expected a map"));
-    };
-    if !items.len().is_multiple_of(2) {
-        return Err(failure::unexpected("odd map length"));
-    }
-    let mut items = items.into_iter();
-    let mut out = Vec::new();
-    while let (Some(key), Some(value)) = (items.next(), items.next()) {
-        out.push((text(&key)?, value));
-    }
-    Ok(out)
-}
-
-pub fn text(value: &Value) -> Result<String, Failure> {
-    match value {
-        Value::BulkString(b) => Ok(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Ok(s.clone()),
-        _ => Err(failure::unexpected("expected a string")),
-    }
-}
-
-pub fn int(value: &Value) -> Result<i64, Failure> {
-    match value {
-        Value::Int(n) => Ok(*n),
-        _ => Err(failure::unexpected("expected an integer")),
-    }
-}
-
-pub fn texts(value: &Value) -> Result<Vec<String>, Failure> {
-    match value {
-        Value::Array(items) => items.iter().map(text).collect(),
-        _ => Err(failure::unexpected("expected an array")),
-    }
-}
-
-pub fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Result<&'a Value, Failure> {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-        .ok_or_else(|| failure::unexpected(&format!("no '{name}' in the reply")))
 }
 
 /// Calls a QUANTUM.* command; the mode guard's and a missing stream's answers
@@ -193,6 +153,7 @@ pub fn run(
     progress: &Progress,
 ) -> Result<Outcome<RunSummary>, Failure> {
     let lock = || progress.lock().unwrap_or_else(PoisonError::into_inner);
+    lock().resumed_from = start.clone();
     let mut cursor = start;
     let mut restart = false;
     // After a restart: the IDs already reported, so a lost claim made again counts once.
@@ -208,10 +169,12 @@ pub fn run(
             }
             reply => reply?,
         };
-        let fields = match reply.and_then(pairs)? {
-            Outcome::Done(fields) => fields,
+        let batch = match reply.and_then(reply::parse)? {
+            Outcome::Done(batch) => batch,
             // Refused or gone before anything happened: pass the outcome on.
-            other if batches == 0 => return other.and_then(|_| Ok(RunSummary::default())),
+            other if batches == 0 => {
+                return other.and_then(|_: RecoverBatch| Ok(RunSummary::default()))
+            }
             // After earlier batches changed things (the mode flipped mid-run):
             // report those, and why it stopped.
             Outcome::Refused(m) => {
@@ -240,7 +203,7 @@ pub fn run(
                 .get_or_insert_with(HashSet::new)
                 .extend(ids.cloned());
         }
-        add_batch(&mut summary, &fields, reported.as_ref())?;
+        add_batch(&mut summary, batch, reported.as_ref());
         if summary.batches >= cli.max_batches || cli.dry_run {
             return Ok(Outcome::Done(summary.clone()));
         }
@@ -255,60 +218,35 @@ pub fn run(
     }
 }
 
-/// Adds one batch's reply to the drain's sums; IDs in `reported` were already counted.
-fn add_batch(
-    summary: &mut RunSummary,
-    fields: &[(String, Value)],
-    reported: Option<&HashSet<String>>,
-) -> Result<(), Failure> {
+/// Adds one batch to the drain's sums; IDs in `reported` were already counted.
+fn add_batch(summary: &mut RunSummary, batch: RecoverBatch, reported: Option<&HashSet<String>>) {
     let new = |ids: Vec<String>| {
         ids.into_iter()
             .filter(|id| reported.is_none_or(|seen| !seen.contains(id)))
     };
-    summary.mode = match field(fields, key::MODE)? {
-        Value::Nil => None,
-        v => Some(text(v)?),
-    };
-    summary.dry_run = int(field(fields, key::DRY_RUN)?)? == 1;
-    summary
-        .claimed
-        .extend(new(texts(field(fields, key::CLAIMED)?)?));
-    summary
-        .quarantined
-        .extend(new(texts(field(fields, key::QUARANTINED)?)?));
-    summary.dropped.extend(texts(field(fields, key::DROPPED)?)?);
-    summary.deleted.extend(texts(field(fields, key::DELETED)?)?);
-    // `kept-total` is nil when the batch skipped the consumer pass
-    // (DELETELIMIT 0): the last batch that made one still holds.
-    match fields
-        .iter()
-        .find(|(k, _)| k == key::KEPT_TOTAL)
-        .map(|(_, v)| v)
-    {
-        Some(Value::Nil) => {}
-        Some(total) => {
-            summary.kept = texts(field(fields, key::KEPT)?)?;
-            summary.kept_total = int(total)?;
-        }
-        // A module from before `kept-total`: its `kept` is the whole list.
-        None => {
-            summary.kept = texts(field(fields, key::KEPT)?)?;
-            summary.kept_total = summary.kept.len() as i64;
-        }
+    summary.mode = batch.mode;
+    summary.dry_run = batch.dry_run;
+    summary.claimed.extend(new(batch.claimed));
+    summary.quarantined.extend(new(batch.quarantined));
+    summary.dropped.extend(batch.dropped);
+    summary.deleted.extend(batch.deleted);
+    // A batch that skipped the consumer pass leaves the last one's list standing.
+    if let Some(kept) = batch.kept {
+        summary.kept = kept.names;
+        summary.kept_total = kept.total;
     }
-    summary.scanned += int(field(fields, key::SCANNED)?)?;
-    summary.cursor = text(field(fields, key::CURSOR)?)?;
-    summary.pending = int(field(fields, key::PENDING)?)?;
-    summary.consumers = int(field(fields, key::CONSUMERS)?)?;
+    summary.scanned += batch.scanned;
+    summary.cursor = batch.cursor;
+    summary.pending = batch.pending;
+    summary.consumers = batch.consumers;
     summary.batches += 1;
-    Ok(())
 }
 
 pub fn status(
     cli: &Cli,
     con: &mut Link,
     deadline: Instant,
-) -> Result<Outcome<Vec<(String, Value)>>, Failure> {
+) -> Result<Outcome<StatusReport>, Failure> {
     let mut cmd = redis::cmd(command::STATUS);
     cmd.arg(&cli.stream).arg(&cli.group);
     if let Some(ms) = cli.zombie_idle {
@@ -320,7 +258,7 @@ pub fn status(
     if let Some(key) = &cli.mode_key {
         cmd.arg(keyword::MODEKEY).arg(key);
     }
-    call(con, &cmd, deadline)?.and_then(pairs)
+    call(con, &cmd, deadline)?.and_then(reply::parse)
 }
 
 /// Why a retire stopped before the consumer was empty.
@@ -332,8 +270,9 @@ pub enum Stopped {
     Failed(Failure),
 }
 
-/// The calls of one `retire`, summed.
-#[derive(Debug, Default)]
+/// The calls of one `retire`, summed; with the consumer's name its JSON is
+/// the `--json` output of `retire`.
+#[derive(Debug, Default, Serialize)]
 pub struct RetireSummary {
     pub moved: Vec<String>,
     pub dropped: Vec<String>,
@@ -347,6 +286,7 @@ pub struct RetireSummary {
     /// A call was sent but its reply was lost (timeout, dropped connection):
     /// it may have moved up to COUNT more entries and deleted the consumer.
     pub last_call_unknown: bool,
+    #[serde(skip)]
     pub stopped: Option<Stopped>,
 }
 
@@ -375,25 +315,26 @@ pub fn retire(
 ) -> Result<Outcome<RetireSummary>, Failure> {
     let consumer = cli.consumer.as_ref().ok_or_else(|| {
         Failure::new(
-            failure::USAGE,
+            ExitCode::Usage,
             "retire needs --consumer (or QUANTUM_CONSUMER)",
         )
     })?;
     let cmd = retire_command(cli, consumer);
     let mut summary = RetireSummary::default();
     loop {
-        let outcome = match call(con, &cmd, deadline).and_then(|o| o.and_then(pairs)) {
-            Ok(outcome) => outcome,
-            // Nothing happened, or nothing that anyone knows of: a plain failure.
-            Err(f) if summary.calls == 0 && !f.reply_lost => return Err(f),
-            Err(f) => {
-                summary.last_call_unknown = f.reply_lost;
-                summary.stopped = Some(Stopped::Failed(f));
-                return Ok(Outcome::Done(summary));
-            }
-        };
-        let fields = match outcome {
-            Outcome::Done(fields) => fields,
+        let outcome =
+            match call(con, &cmd, deadline).and_then(|o| o.and_then(reply::parse::<RetireStep>)) {
+                Ok(outcome) => outcome,
+                // Nothing happened, or nothing that anyone knows of: a plain failure.
+                Err(f) if summary.calls == 0 && !f.reply_lost => return Err(f),
+                Err(f) => {
+                    summary.last_call_unknown = f.reply_lost;
+                    summary.stopped = Some(Stopped::Failed(f));
+                    return Ok(Outcome::Done(summary));
+                }
+            };
+        let step = match outcome {
+            Outcome::Done(step) => step,
             // Refused or gone before anything happened: pass the outcome on.
             other if summary.calls == 0 => return other.and_then(|_| Ok(summary)),
             // After earlier calls moved entries: report those, and why it stopped.
@@ -407,21 +348,14 @@ pub fn retire(
                 return Ok(Outcome::Done(summary));
             }
         };
-        let moved = texts(field(&fields, key::MOVED)?)?;
-        let dropped = texts(field(&fields, key::DROPPED)?)?;
-        let progress = moved.len() + dropped.len();
-        summary.moved.extend(moved);
-        summary.dropped.extend(dropped);
-        let remaining = int(field(&fields, key::REMAINING)?)?;
-        summary.remaining = Some(remaining);
-        // A module from before `remaining-exact` counted exactly.
-        summary.remaining_exact = match fields.iter().find(|(k, _)| k == key::REMAINING_EXACT) {
-            Some((_, exact)) => int(exact)? == 1,
-            None => true,
-        };
-        summary.deleted = int(field(&fields, key::DELETED)?)? == 1;
+        let progress = step.moved.len() + step.dropped.len();
+        summary.moved.extend(step.moved);
+        summary.dropped.extend(step.dropped);
+        summary.remaining = Some(step.remaining);
+        summary.remaining_exact = step.remaining_exact;
+        summary.deleted = step.deleted;
         summary.calls += 1;
-        if remaining == 0 {
+        if step.remaining == 0 {
             return Ok(Outcome::Done(summary));
         }
         if progress == 0 {

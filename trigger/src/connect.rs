@@ -4,7 +4,8 @@
 //! REDISCLI_AUTH, never from the command line.
 
 use crate::cluster::{self, Cluster};
-use crate::failure::{self, Failure, CONFIG};
+use crate::failure::{self, ExitCode, Failure};
+use crate::files::Symlink;
 use redis::{Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,21 +27,21 @@ fn password(password_file: Option<&Path>) -> Result<Option<String>, Failure> {
         .filter(|path| path.exists());
     if let Some(path) = password_file.map(Path::to_path_buf).or(credential) {
         // A FIFO or a device there must not hold the run past its deadline.
-        let text = crate::files::read_regular(&path, MAX_PASSWORD_FILE, false)
+        let text = crate::files::read_regular(&path, MAX_PASSWORD_FILE, Symlink::Follow)
             .and_then(|bytes| {
                 String::from_utf8(bytes)
                     .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
             })
             .map_err(|e| {
                 Failure::new(
-                    CONFIG,
+                    ExitCode::Config,
                     format!("cannot read password file {}: {e}", path.display()),
                 )
             })?;
         let password = text.trim_end_matches(['\r', '\n']);
         if password.is_empty() {
             return Err(Failure::new(
-                CONFIG,
+                ExitCode::Config,
                 format!("password file {} is empty", path.display()),
             ));
         }
@@ -174,7 +175,7 @@ pub fn connect(
     // that also fails to parse must not carry its password into the journal.
     if holds_password(given_url) {
         return Err(Failure::new(
-            CONFIG,
+            ExitCode::Config,
             format!(
                 "the URL {:?} holds a password: put it in --password-file (or REDISCLI_AUTH) \
                  instead, command lines are visible to every local user",
@@ -186,23 +187,27 @@ pub fn connect(
     let (url, seeds, cluster) = match cluster_url(given_url) {
         Some(Ok((first, others))) => (first, others, true),
         Some(Err(why)) => {
-            return Err(Failure::new(CONFIG, format!("bad --url {shown:?}: {why}")));
+            return Err(Failure::new(
+                ExitCode::Config,
+                format!("bad --url {shown:?}: {why}"),
+            ));
         }
         None => (given_url.to_string(), Vec::new(), cluster),
     };
-    let bad_url = |e: redis::RedisError| Failure::new(CONFIG, format!("bad --url {shown:?}: {e}"));
+    let bad_url =
+        |e: redis::RedisError| Failure::new(ExitCode::Config, format!("bad --url {shown:?}: {e}"));
     let info = url.as_str().into_connection_info().map_err(bad_url)?;
     let settings = info.redis_settings();
     if settings.password().is_some() {
         return Err(Failure::new(
-            CONFIG,
+            ExitCode::Config,
             "the URL holds a password: put it in --password-file (or REDISCLI_AUTH) instead, \
              command lines are visible to every local user",
         ));
     }
     if cluster && settings.db() != 0 {
         return Err(Failure::new(
-            CONFIG,
+            ExitCode::Config,
             format!("bad --url {shown:?}: a Redis Cluster has only database 0"),
         ));
     }
@@ -210,7 +215,7 @@ pub fn connect(
     if let (Some(user), None) = (settings.username(), &password) {
         // Connecting as `default` instead would silently bypass the least-privilege user.
         return Err(Failure::new(
-            CONFIG,
+            ExitCode::Config,
             format!(
                 "the URL names user {user:?} but no password was found: {}",
                 sources_tried()
@@ -226,7 +231,7 @@ pub fn connect(
     let con = single(info, password, connect_by).map_err(|e| {
         if e.message.contains("DB index is out of range") {
             Failure::new(
-                CONFIG,
+                ExitCode::Config,
                 format!(
                     "bad --url {shown:?}: no such database on this server ({})",
                     e.message
@@ -267,7 +272,7 @@ pub fn single(
     let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
     let node = node_name(info.addr());
     let client = redis::Client::open(info.set_redis_settings(settings))
-        .map_err(|e| Failure::new(CONFIG, format!("bad --url: {e}")))?;
+        .map_err(|e| Failure::new(ExitCode::Config, format!("bad --url: {e}")))?;
     let not_ready = |e: redis::RedisError| {
         let f = failure::from_redis(&e);
         let hint = match tls {
@@ -303,7 +308,7 @@ pub fn single(
 pub fn remaining(deadline: Instant) -> Result<Duration, Failure> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(Failure::new(failure::UNAVAILABLE, "deadline reached"));
+        return Err(Failure::new(ExitCode::Unavailable, "deadline reached"));
     }
     Ok(left)
 }
@@ -339,7 +344,7 @@ impl Link {
                     .map_err(|e| failure::from_redis(&e))?;
                 cmd.query(con).map_err(|e| match e.code() {
                     Some("MOVED" | "ASK") => Failure::new(
-                        CONFIG,
+                        ExitCode::Config,
                         format!(
                             "{name} answered {}: this is a Redis Cluster node: use --cluster \
                              or a redis+cluster:// URL",

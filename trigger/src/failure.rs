@@ -1,19 +1,58 @@
 //! Why a run failed, as a sysexits code a systemd unit and an operator can act on.
+//! `ExitCode` below is the one table of which exit code means what; `from_redis`
+//! and `server_error_code` say which Redis error gets which code.
 
 use quantum_protocol::error;
 use redis::RedisError;
 
-pub const USAGE: u8 = 64;
-pub const MODULE_MISSING: u8 = 69;
-pub const CANT_CREATE: u8 = 73;
-pub const UNAVAILABLE: u8 = 75;
-pub const PROTOCOL: u8 = 76;
-pub const NO_PERMISSION: u8 = 77;
-pub const CONFIG: u8 = 78;
+/// Every exit code the trigger ends with (sysexits.h where one fits). The
+/// long help (`cli.rs`) and the README's exit-code table say the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// The run did its work, found nothing to do, or the mode guard refused
+    /// (a refusal is what LIVE is for).
+    Success = 0,
+    /// `doctor` only: at least one check failed.
+    ChecksFailed = 1,
+    /// EX_USAGE: a bad option, a missing `--consumer`, an option of another
+    /// verb, or an argument the module refused.
+    Usage = 64,
+    /// EX_UNAVAILABLE: the quantum module is not loaded.
+    ModuleMissing = 69,
+    /// EX_CANTCREAT: the log or metrics file could not be written.
+    CantCreate = 73,
+    /// EX_TEMPFAIL: Redis unreachable, a timeout or the deadline, LOADING,
+    /// READONLY, BUSY, a cluster that is down: the next run may succeed.
+    Unavailable = 75,
+    /// EX_PROTOCOL: a reply the trigger cannot use (WRONGTYPE, internal error).
+    Protocol = 76,
+    /// EX_NOPERM: NOAUTH, WRONGPASS, NOPERM.
+    NoPermission = 77,
+    /// EX_CONFIG: a bad URL, password file or env file.
+    Config = 78,
+}
+
+impl ExitCode {
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code.as_u8())
+    }
+}
+
+impl serde::Serialize for ExitCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(self.as_u8())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    pub code: u8,
+    pub code: ExitCode,
     pub message: String,
     /// The command was sent but its answer never came (a timeout, a dropped
     /// connection): Redis may have run it.
@@ -21,7 +60,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Failure {
         Failure {
             code,
             message: message.into(),
@@ -54,57 +93,80 @@ pub fn from_redis(e: &RedisError) -> Failure {
     };
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
         return Failure::new(
-            NO_PERMISSION,
+            ExitCode::NoPermission,
             format!("authentication failed: {line}{NO_SUCH_USER_HINT}"),
         );
     }
     if e.kind() == redis::ErrorKind::InvalidClientConfig {
         // Found only when connecting, e.g. rediss://…/#insecure.
-        return Failure::new(CONFIG, format!("bad --url: {line}"));
+        return Failure::new(ExitCode::Config, format!("bad --url: {line}"));
     }
     if e.is_timeout() {
-        return Failure::new(UNAVAILABLE, format!("Redis did not answer in time: {line}"));
+        return Failure::new(
+            ExitCode::Unavailable,
+            format!("Redis did not answer in time: {line}"),
+        );
     }
     if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
-        return Failure::new(UNAVAILABLE, format!("Redis unreachable: {line}"));
+        return Failure::new(ExitCode::Unavailable, format!("Redis unreachable: {line}"));
     }
     let code = server_error_code(e.code().unwrap_or(""), &line);
     let hint = match code {
-        UNAVAILABLE if line.starts_with("READONLY") => {
+        ExitCode::Unavailable if line.starts_with("READONLY") => {
             " (this server is a replica: point --url at the primary)"
         }
-        MODULE_MISSING => " (is the quantum module loaded? MODULE LIST)",
-        NO_PERMISSION if !line.starts_with(error::NOPERM) => NO_SUCH_USER_HINT,
+        ExitCode::ModuleMissing => " (is the quantum module loaded? MODULE LIST)",
+        ExitCode::NoPermission if !line.starts_with(error::NOPERM) => NO_SUCH_USER_HINT,
         _ => "",
     };
     Failure::new(code, format!("{line}{hint}"))
 }
 
 /// The exit code for a server error reply `line` with error code `code`.
-fn server_error_code(code: &str, line: &str) -> u8 {
+fn server_error_code(code: &str, line: &str) -> ExitCode {
     match code {
-        "LOADING" | "READONLY" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => UNAVAILABLE,
-        "NOAUTH" | "WRONGPASS" | "NOPERM" => NO_PERMISSION,
+        "LOADING" | "READONLY" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => {
+            ExitCode::Unavailable
+        }
+        "NOAUTH" | "WRONGPASS" | "NOPERM" => ExitCode::NoPermission,
         // A mode key outside the stream's cluster slot: a setting to fix.
-        "CROSSSLOT" => USAGE,
-        error::ERR if line.contains("unknown command") => MODULE_MISSING,
+        "CROSSSLOT" => ExitCode::Usage,
+        error::ERR if line.contains("unknown command") => ExitCode::ModuleMissing,
         // The module answers ERR for arguments it refuses (e.g. SCAN below COUNT from its configs).
         error::ERR
             if !line.starts_with(error::INTERNAL) && !line.starts_with(error::UNEXPECTED_REPLY) =>
         {
-            USAGE
+            ExitCode::Usage
         }
-        _ => PROTOCOL,
+        _ => ExitCode::Protocol,
     }
 }
 
 pub fn unexpected(what: &str) -> Failure {
-    Failure::new(PROTOCOL, format!("unexpected reply: {what}"))
+    Failure::new(ExitCode::Protocol, format!("unexpected reply: {what}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--help`'s exit-code line says what this table says.
+    #[test]
+    fn the_long_help_names_every_exit_code() {
+        use clap::CommandFactory;
+        let help = crate::cli::Cli::command().render_long_help().to_string();
+        for code in [
+            ExitCode::Usage,
+            ExitCode::ModuleMissing,
+            ExitCode::CantCreate,
+            ExitCode::Unavailable,
+            ExitCode::Protocol,
+            ExitCode::NoPermission,
+            ExitCode::Config,
+        ] {
+            assert!(help.contains(&format!(" {} ", code.as_u8())), "{code:?}");
+        }
+    }
 
     #[test]
     fn server_errors_follow_the_exit_code_table() {
@@ -112,34 +174,38 @@ mod tests {
             (
                 "ERR",
                 "ERR unknown command 'QUANTUM.RECOVER', with args beginning with:",
-                MODULE_MISSING,
+                ExitCode::ModuleMissing,
             ),
             (
                 "ERR",
                 "ERR COUNT must be an integer from 1 to 10000, got '0'",
-                USAGE,
+                ExitCode::Usage,
             ),
-            ("ERR", "ERR internal error", PROTOCOL),
+            ("ERR", "ERR internal error", ExitCode::Protocol),
             (
                 "LOADING",
                 "LOADING Redis is loading the dataset in memory",
-                UNAVAILABLE,
+                ExitCode::Unavailable,
             ),
             (
                 "READONLY",
                 "READONLY You can't write against a read only replica.",
-                UNAVAILABLE,
+                ExitCode::Unavailable,
             ),
-            ("NOPERM", "NOPERM XCLAIM refused by ACL", NO_PERMISSION),
+            (
+                "NOPERM",
+                "NOPERM XCLAIM refused by ACL",
+                ExitCode::NoPermission,
+            ),
             (
                 "WRONGPASS",
                 "WRONGPASS invalid username-password pair",
-                NO_PERMISSION,
+                ExitCode::NoPermission,
             ),
             (
                 "WRONGTYPE",
                 "WRONGTYPE Operation against a key holding the wrong kind of value",
-                PROTOCOL,
+                ExitCode::Protocol,
             ),
         ] {
             assert_eq!(server_error_code(code, line), exit, "{line}");

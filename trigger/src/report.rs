@@ -1,14 +1,23 @@
 //! What a run leaves behind besides its exit code: the `--log-file` line, the
-//! `--metrics-file` textfile for node_exporter, and the `--json` object.
+//! `--metrics-file` textfile for node_exporter (metrics.rs), and the `--json`
+//! object; every client-chosen name in them is escaped by `field_value` or
+//! `quoted`.
 
-use std::collections::BTreeMap;
+use crate::cli::{self, Cli, Verb};
+use crate::commands::{RetireSummary, RunSummary};
+use crate::failure::ExitCode;
+use crate::files::{self, Symlink};
+use crate::metrics::{self, Metrics};
+use crate::reply::StatusReport;
+use crate::verbs::{Clock, Done};
+use crate::{console, startup};
+use serde::Serialize;
 use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
-
-use crate::files;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::error;
 
 /// The `result` label of the metrics and the JSON. Every result but `error`
 /// is healthy: a refusal is what LIVE is for, and a missing stream or group is
@@ -24,8 +33,14 @@ pub enum RunResult {
     Error,
 }
 
+impl Serialize for RunResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 impl RunResult {
-    const ALL: [RunResult; 5] = [
+    pub const ALL: [RunResult; 5] = [
         RunResult::Success,
         RunResult::Refused,
         RunResult::Absent,
@@ -99,292 +114,194 @@ pub fn append_log_line(path: &Path, result: RunResult, fields: &str) -> std::io:
     let line = format!("{now} [{}] {fields}\n", result.level());
     let mut create = OpenOptions::new();
     create.append(true).create_new(true).mode(0o640);
-    let file = match files::open_regular(path, &mut create, true) {
+    let file = match files::open_regular(path, &mut create, Symlink::Refuse) {
         Ok(file) => {
             file.set_permissions(fs::Permissions::from_mode(0o640))?;
             file
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            files::open_regular(path, OpenOptions::new().append(true), true)?
+            files::open_regular(path, OpenOptions::new().append(true), Symlink::Refuse)?
         }
         Err(e) => return Err(e),
     };
     (&file).write_all(line.as_bytes())
 }
 
-const PREFIX: &str = "quantum_stream_recovery_";
-
-/// What this run measured. Whatever it could not measure (counters when the
-/// run did not reach the module on a primary, the last success after a
-/// failure) is carried over from the previous file, so a failed run never
-/// resets a series.
-pub struct Metrics {
-    pub result: RunResult,
-    pub started_unix_s: f64,
-    pub duration_s: f64,
-    /// What this run moved (claimed, quarantined, dropped, deleted), added to
-    /// the previous file's `_total` counters; none when the run did not reach
-    /// the module. Counted here rather than read from `INFO quantum`, whose
-    /// counters live in each server process: a failover, a restart or a
-    /// promoted replica would make them fall, and Prometheus would read a reset.
-    pub counters: Option<[u64; 4]>,
-    /// Group gauges after the run: pending, consumers.
-    pub gauges: Option<(i64, i64)>,
-    /// Whether the mode key held a string mode (allowed or not), when the run
-    /// reached the module and could tell.
-    pub mode_known: Option<bool>,
+/// The `--json` object: what every verb says, then the verb's own part.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elapsed_ms: Option<u64>,
+    result: RunResult,
+    exit_code: ExitCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    /// The log or metrics file that could not be written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_error: Option<&'a str>,
+    #[serde(flatten)]
+    details: Option<&'a Details>,
 }
 
-const COUNTERS: [&str; 4] = [
-    "claimed_total",
-    "quarantined_total",
-    "dropped_total",
-    "deleted_total",
-];
-
-/// `(name, help, type)` of every metric, in file order.
-const SERIES: [(&str, &str, &str); 11] = [
-    (
-        "claimed_total",
-        "Entries moved to the recovery consumer by the runs that wrote this file.",
-        "counter",
-    ),
-    (
-        "quarantined_total",
-        "Entries parked in the quarantine consumer by the runs that wrote this file.",
-        "counter",
-    ),
-    (
-        "dropped_total",
-        "PEL entries dropped (stream entry gone) by the runs that wrote this file.",
-        "counter",
-    ),
-    (
-        "deleted_total",
-        "Dead consumers deleted by the runs that wrote this file.",
-        "counter",
-    ),
-    (
-        "last_run_timestamp_seconds",
-        "When the last run started.",
-        "gauge",
-    ),
-    (
-        "last_success_timestamp_seconds",
-        "When the last successful run started.",
-        "gauge",
-    ),
-    (
-        "last_run_duration_seconds",
-        "How long the last run took.",
-        "gauge",
-    ),
-    (
-        "last_run_result",
-        "1 for the last run's result (success, refused, absent: stream or group missing, dry-run, error), 0 for the others.",
-        "gauge",
-    ),
-    (
-        "pending",
-        "The group's pending entries after the last run.",
-        "gauge",
-    ),
-    (
-        "consumers",
-        "The group's consumers after the last run.",
-        "gauge",
-    ),
-    (
-        "mode_known",
-        "1 when the mode key held a mode (allowed or not) at the last run that reached the module, 0 when it was missing or not a string (every run is then refused).",
-        "gauge",
-    ),
-];
-
-/// A textfile's values: `series (name and labels) -> value`, only this
-/// trigger's own series with a finite number: a corrupt line must not be
-/// carried into every later file (node_exporter drops a file it cannot parse).
-fn parse_values(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(series, value)| {
-            known_series(series) && value.parse::<f64>().is_ok_and(f64::is_finite)
-        })
-        .map(|(series, value)| (series.to_string(), value.to_string()))
-        .collect()
+/// A verb's own part of the `--json` object.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Details {
+    Run(RunSummary),
+    Status {
+        #[serde(flatten)]
+        report: StatusReport,
+        /// Consumers left out of the list by LIMIT.
+        unlisted: i64,
+    },
+    Retire {
+        consumer: String,
+        #[serde(flatten)]
+        summary: RetireSummary,
+    },
 }
 
-fn known_series(series: &str) -> bool {
-    let Some(name) = series.strip_prefix(PREFIX) else {
-        return false;
-    };
-    SERIES.iter().any(|(known, _, _)| *known == name)
-        || RunResult::ALL
-            .iter()
-            .any(|r| name == format!("last_run_result{{result=\"{}\"}}", r.as_str()))
+fn print_json(report: &JsonReport) {
+    match serde_json::to_string(report) {
+        Ok(json) => console::out(&format!("{json}\n")),
+        Err(e) => console::err_line(&format!("quantum-stream-recover: --json: {e}")),
+    }
 }
 
-pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) -> String {
-    let mut values: BTreeMap<String, String> = previous.clone();
-    let mut set = |name: &str, value: String| {
-        values.insert(format!("{PREFIX}{name}"), value);
-    };
-    if let Some(counters) = metrics.counters {
-        for (name, added) in COUNTERS.iter().zip(counters) {
-            let before = previous
-                .get(&format!("{PREFIX}{name}"))
-                .and_then(|v| v.parse::<f64>().ok())
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .map_or(0, |v| v as u64);
-            set(name, before.saturating_add(added).to_string());
+/// How long past the deadline a run waits for another run's metrics lock.
+const METRICS_LOCK_WAIT: Duration = Duration::from_millis(500);
+
+/// Writes what a verb did: the log line, the metrics (run only) and the JSON.
+/// A log or metrics file that cannot be written is exit 73 (EX_CANTCREAT)
+/// after a run that was otherwise fine: monitoring is blind without it.
+pub fn finish(cli: &Cli, verb: Verb, target: &str, clock: Clock, done: Done) -> ExitCode {
+    let elapsed = clock.started.elapsed();
+    let mut unwritten = Vec::new();
+    if let Some(path) = &cli.log_file {
+        let line = format!(
+            "{target} {} elapsed_ms={}",
+            done.fields,
+            elapsed.as_millis()
+        );
+        if let Err(e) = append_log_line(path, done.result, &line) {
+            unwritten.push(format!("cannot append to {}: {e}", path.display()));
         }
     }
-    set(
-        "last_run_timestamp_seconds",
-        format!("{:.3}", metrics.started_unix_s),
-    );
-    if metrics.result == RunResult::Success {
-        set(
-            "last_success_timestamp_seconds",
-            format!("{:.3}", metrics.started_unix_s),
-        );
-    }
-    set(
-        "last_run_duration_seconds",
-        format!("{:.6}", metrics.duration_s),
-    );
-    for result in RunResult::ALL {
-        let flag = u8::from(result == metrics.result);
-        set(
-            &format!("last_run_result{{result=\"{}\"}}", result.as_str()),
-            flag.to_string(),
-        );
-    }
-    if let Some((pending, consumers)) = metrics.gauges {
-        set("pending", pending.to_string());
-        set("consumers", consumers.to_string());
-    }
-    if let Some(known) = metrics.mode_known {
-        set("mode_known", u8::from(known).to_string());
-    }
-
-    let mut out = String::new();
-    for (name, help, kind) in SERIES {
-        let full = format!("{PREFIX}{name}");
-        let lines: Vec<String> = values
-            .iter()
-            .filter(|(series, _)| *series == &full || series.starts_with(&format!("{full}{{")))
-            .map(|(series, value)| format!("{series} {value}\n"))
-            .collect();
-        if !lines.is_empty() {
-            out.push_str(&format!("# HELP {full} {help}\n# TYPE {full} {kind}\n"));
-            out.extend(lines);
+    if let (Verb::Run, Some(path)) = (verb, &cli.metrics_file) {
+        let metrics = Metrics {
+            result: done.result,
+            started_unix_s: clock.started_unix_s,
+            duration_s: elapsed.as_secs_f64(),
+            counters: done.counted,
+            gauges: done.gauges,
+            mode_known: done.mode_known,
+        };
+        // The deadline holds for the metrics too: at most a short wait for
+        // another run's lock past it.
+        let wait_until = clock.deadline.max(Instant::now()) + METRICS_LOCK_WAIT;
+        if let Err(e) = metrics::write_metrics(path, &metrics, wait_until) {
+            unwritten.push(format!("cannot write metrics to {}: {e}", path.display()));
         }
     }
-    out
+    let output_error = (!unwritten.is_empty()).then(|| unwritten.join("; "));
+    let mut exit = done.exit;
+    if let Some(message) = &output_error {
+        error!("{message}");
+        if exit == ExitCode::Success {
+            exit = ExitCode::CantCreate;
+        }
+    }
+    if cli.json {
+        print_json(&JsonReport {
+            command: Some(verb.name()),
+            stream: Some(&cli.stream),
+            group: Some(&cli.group),
+            elapsed_ms: Some(elapsed.as_millis() as u64),
+            result: done.result,
+            exit_code: exit,
+            error: done.error.as_deref(),
+            message: done.message.as_deref(),
+            output_error: output_error.as_deref(),
+            details: done.details.as_ref(),
+        });
+    }
+    exit
 }
 
-/// The most of a previous metrics file read: it is about 2 KiB.
-const MAX_METRICS_FILE: u64 = 1 << 20;
-
-/// Holds an exclusive flock on `.<name>.lock` beside the metrics file (opened
-/// O_NOFOLLOW) while runs read, add to and replace the file: two runs at once
-/// (the timer and the ExecStartPre) must not lose each other's counts. Waits
-/// at most until `wait_until`.
-fn lock_beside(dir: &Path, name: &str, wait_until: Instant) -> std::io::Result<fs::File> {
-    let path = dir.join(format!(".{name}.lock"));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)?;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(fs::TryLockError::WouldBlock) if Instant::now() < wait_until => {
-                std::thread::sleep(Duration::from_millis(10));
+/// Ends a run that failed before the options were known (the caller said why
+/// on stderr), with the JSON object when `--json` (or QUANTUM_JSON) asked for
+/// one. The log line and the metrics (`result="error"`) are written too where
+/// the arguments or the environment name their paths, so a typo in the env
+/// file is seen by the alerts rather than leaving the last success standing.
+pub fn early_failure(args: &[String], code: ExitCode, message: &str) -> ExitCode {
+    if startup::json_requested(args) {
+        print_json(&JsonReport {
+            command: None,
+            stream: None,
+            group: None,
+            elapsed_ms: None,
+            result: RunResult::Error,
+            exit_code: code,
+            error: Some(message),
+            message: None,
+            output_error: None,
+            details: None,
+        });
+    }
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let value = |name: &str, env: &str| startup::early_value(args, name, env);
+    if let Some(path) = value("--log-file", "QUANTUM_LOG_FILE") {
+        let stream =
+            value("--stream", "QUANTUM_STREAM").unwrap_or_else(|| cli::DEFAULT_STREAM.into());
+        let group = value("--group", "QUANTUM_GROUP").unwrap_or_else(|| cli::DEFAULT_GROUP.into());
+        let line = format!(
+            "stream={} group={} error={} exit_code={} elapsed_ms=0",
+            field_value(&stream),
+            field_value(&group),
+            quoted(message),
+            code.as_u8()
+        );
+        if let Err(e) = append_log_line(Path::new(&path), RunResult::Error, &line) {
+            console::err_line(&format!(
+                "quantum-stream-recover: cannot append to {path}: {e}"
+            ));
+        }
+    }
+    match value("--metrics-file", "QUANTUM_METRICS_FILE") {
+        Some(path) if !startup::names_other_verb(args) => {
+            let metrics = Metrics {
+                result: RunResult::Error,
+                started_unix_s,
+                duration_s: 0.0,
+                counters: None,
+                gauges: None,
+                mode_known: None,
+            };
+            let wait_until = Instant::now() + METRICS_LOCK_WAIT;
+            if let Err(e) = metrics::write_metrics(Path::new(&path), &metrics, wait_until) {
+                console::err_line(&format!(
+                    "quantum-stream-recover: cannot write metrics to {path}: {e}"
+                ));
             }
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(std::io::Error::new(
-                    ErrorKind::TimedOut,
-                    format!("another run held {} until the deadline", path.display()),
-                ))
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(e),
         }
+        _ => {}
     }
-}
-
-/// Lines of a previous metrics file that are neither comments nor this
-/// trigger's series: said, since their counters cannot be carried over.
-fn garbled_lines(text: &str) -> Vec<&str> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter(|l| parse_values(l).is_empty())
-        .collect()
-}
-
-/// Writes the textfile atomically: a temp file in the same folder, then rename.
-/// The temp file has an unpredictable name and is created with O_EXCL (which
-/// never follows a symlink); rename replaces whatever is at `path`, a symlink
-/// included, without following it. The previous file is read with O_NOFOLLOW.
-pub fn write_metrics(path: &Path, metrics: &Metrics, wait_until: Instant) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let _lock = lock_beside(dir, &name, wait_until)?;
-    let previous = match files::read_regular(path, MAX_METRICS_FILE, true) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        // A FIFO, a device or a huge file where the metrics go: refused (73).
-        Err(e) if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::InvalidData) => {
-            return Err(e)
-        }
-        // None yet, or a symlink (replaced by the rename, never followed).
-        Err(_) => String::new(),
-    };
-    let garbled = garbled_lines(&previous);
-    if let Some(first) = garbled.first() {
-        let first: String = first.chars().take(80).collect();
-        tracing::warn!(
-            "the metrics file {} holds {} line(s) this trigger did not write (first: {first:?}): \
-             kept the series that parse; a counter on such a line restarts from 0",
-            path.display(),
-            garbled.len()
-        );
-    }
-    let text = render_metrics(metrics, &parse_values(&previous));
-    let mut temp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    temp.write_all(text.as_bytes())?;
-    temp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))?;
-    temp.persist(path).map(drop).map_err(|e| e.error)
+    code
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn metrics(result: RunResult, counters: Option<[u64; 4]>) -> Metrics {
-        Metrics {
-            result,
-            started_unix_s: 1_700_000_000.5,
-            duration_s: 0.002,
-            counters,
-            gauges: counters.map(|_| (3, 2)),
-            mode_known: None,
-        }
-    }
 
     #[test]
     fn plain_names_stay_plain_and_the_rest_is_quoted() {
@@ -398,52 +315,5 @@ mod tests {
         assert_eq!(field_value(""), "\"\"");
         assert_eq!(field_value("a\u{202E}b"), "\"a\\u{202e}b\"");
         assert_eq!(quoted("x\u{2066}y"), "\"x\\u{2066}y\"");
-    }
-
-    #[test]
-    fn counters_add_each_run_and_a_failed_run_keeps_them_and_the_last_success() {
-        let first = render_metrics(
-            &metrics(RunResult::Success, Some([1, 2, 3, 4])),
-            &BTreeMap::new(),
-        );
-        assert!(first.contains("quantum_stream_recovery_claimed_total 1\n"));
-        assert!(first
-            .contains("quantum_stream_recovery_last_success_timestamp_seconds 1700000000.500\n"));
-        assert!(first.contains("quantum_stream_recovery_last_run_result{result=\"success\"} 1\n"));
-        assert!(first.contains("# TYPE quantum_stream_recovery_deleted_total counter\n"));
-
-        let previous = parse_values(&first);
-        let added = render_metrics(&metrics(RunResult::Success, Some([10, 0, 0, 1])), &previous);
-        assert!(added.contains("quantum_stream_recovery_claimed_total 11\n"));
-        assert!(added.contains("quantum_stream_recovery_deleted_total 5\n"));
-        let mut failed = metrics(RunResult::Error, None);
-        failed.started_unix_s = 1_700_000_100.0;
-        let second = render_metrics(&failed, &previous);
-        assert!(second.contains("quantum_stream_recovery_claimed_total 1\n"));
-        assert!(second
-            .contains("quantum_stream_recovery_last_success_timestamp_seconds 1700000000.500\n"));
-        assert!(
-            second.contains("quantum_stream_recovery_last_run_timestamp_seconds 1700000100.000\n")
-        );
-        assert!(second.contains("quantum_stream_recovery_last_run_result{result=\"error\"} 1\n"));
-        assert!(second.contains("quantum_stream_recovery_last_run_result{result=\"success\"} 0\n"));
-    }
-
-    #[test]
-    fn only_well_formed_series_of_this_trigger_are_carried_over() {
-        let previous = parse_values(
-            "quantum_stream_recovery_claimed_total abc\n\
-             quantum_stream_recovery_deleted_total{evil=\"x\"} 7\n\
-             quantum_stream_recovery_dropped_total NaN\n\
-             quantum_stream_recovery_quarantined_total 4\n\
-             other_metric 1\n",
-        );
-        assert_eq!(
-            previous.keys().collect::<Vec<_>>(),
-            ["quantum_stream_recovery_quarantined_total"]
-        );
-        let text = render_metrics(&metrics(RunResult::Error, None), &previous);
-        assert!(!text.contains("abc") && !text.contains("evil") && !text.contains("NaN"));
-        assert!(text.contains("quantum_stream_recovery_quarantined_total 4\n"));
     }
 }

@@ -4,7 +4,7 @@
 //! Reaching the end of the PEL (`0-0`) removes the file; the run after that
 //! starts at the beginning again.
 
-use crate::files;
+use crate::files::{self, Symlink};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +34,7 @@ fn is_stream_id(text: &str) -> bool {
 /// run then starts at the beginning of the PEL).
 pub fn load(dir: &Path, stream: &str, group: &str) -> Result<Option<String>, String> {
     let path = file_for(dir, stream, group);
-    let bytes = match files::read_regular(&path, 4096, true) {
+    let bytes = match files::read_regular(&path, 4096, Symlink::Refuse) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),

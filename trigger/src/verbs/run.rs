@@ -1,0 +1,243 @@
+//! `run` (the default verb): drains the PEL in batches from the saved cursor,
+//! saves where it stopped, and says what moved.
+
+use super::{Clock, Done};
+use crate::cli::Cli;
+use crate::commands::{self, Interrupted, Outcome, Progress, RunSummary};
+use crate::connect::Link;
+use crate::failure::{ExitCode, Failure};
+use crate::metrics::{Counts, Gauges};
+use crate::report::{self, Details, RunResult};
+use crate::state;
+use std::sync::PoisonError;
+use tracing::{error, info, warn};
+
+pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Result<Done, Failure> {
+    // A dry run changes nothing: it neither uses nor moves the saved cursor.
+    let state_dir = cli.state_dir.as_deref().filter(|_| !cli.dry_run);
+    let start = match state_dir.map(|dir| state::load(dir, &cli.stream, &cli.group)) {
+        Some(Ok(cursor)) => cursor,
+        Some(Err(why)) => {
+            warn!("{why}: starting at the beginning of the PEL");
+            None
+        }
+        None => None,
+    };
+    let summary = match commands::run(cli, con, start.clone(), clock.deadline, progress)? {
+        Outcome::Done(summary) => summary,
+        Outcome::Refused(m) => {
+            let known = mode_known_from_refusal(&m);
+            let mut done = Done::skipped(RunResult::Refused, m);
+            done.mode_known = Some(known);
+            return Ok(done);
+        }
+        Outcome::Absent(m) => {
+            let message = format!("nothing to recover: {m}");
+            return Ok(Done::skipped(RunResult::Absent, message));
+        }
+    };
+    let target = super::target_fields(cli);
+    if let Some(interrupted) = &summary.interrupted {
+        return Ok(interrupted_done(&target, summary.clone(), interrupted));
+    }
+    let saved = match state_dir {
+        Some(dir) => match state::save(dir, &cli.stream, &cli.group, &summary.cursor) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                warn!(
+                    "cannot save the cursor in {}: {e}; the next run starts at the beginning \
+                     of the PEL",
+                    dir.display()
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(f) = &summary.stopped {
+        let fields = summary_fields(&summary);
+        error!(
+            "stopped early, after recovering {target} {fields}: {}",
+            f.message
+        );
+        return Ok(failed_after(f, summary.clone()));
+    }
+    let more = where_it_continues(&summary, &start, saved.as_deref());
+    let fields = log_drained(&summary, &target, clock, &more);
+    let result = match summary.dry_run {
+        true => RunResult::DryRun,
+        false => RunResult::Success,
+    };
+    let mut done = Done::success(result, fields, Details::Run(summary.clone()));
+    done.gauges = Some(gauges(&summary));
+    done.counted = Some(counts(&summary));
+    done.mode_known = Some(summary.mode.is_some());
+    Ok(done)
+}
+
+/// Says on stderr what a finished drain did (or would do); returns its log fields.
+fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> String {
+    let fields = summary_fields(summary);
+    let elapsed_ms = clock.started.elapsed().as_millis();
+    let fields = if summary.dry_run {
+        let fields = format!("dry_run=1 {fields}");
+        info!("dry run, nothing changed: would recover {target} {fields} elapsed_ms={elapsed_ms}");
+        fields
+    } else {
+        info!("recovered {target} {fields} elapsed_ms={elapsed_ms}{more}");
+        fields
+    };
+    let deleted = match summary.dry_run {
+        true => "would delete",
+        false => "deleted",
+    };
+    for name in &summary.deleted {
+        info!("{deleted} consumer {}", report::quoted(name));
+    }
+    for name in &summary.kept {
+        warn!(
+            "consumer {} is idle but still holds entries too fresh to move",
+            report::quoted(name)
+        );
+    }
+    fields
+}
+
+/// For the log: where this run started and where the next one starts.
+fn where_it_continues(
+    summary: &RunSummary,
+    start: &Option<String>,
+    saved: Option<&std::path::Path>,
+) -> String {
+    let mut more = match start {
+        Some(cursor) => format!(" (continued from cursor {cursor}, saved by the previous run)"),
+        None => String::new(),
+    };
+    if summary.cursor != "0-0" {
+        more.push_str(&match saved {
+            Some(path) => format!(
+                " (stopped at cursor {} after --max-batches; saved in {}: the next run \
+                 continues from it)",
+                summary.cursor,
+                path.display()
+            ),
+            None => format!(
+                " (stopped at cursor {} after --max-batches; without --state-dir the next run \
+                 starts again at the beginning of the PEL)",
+                summary.cursor
+            ),
+        });
+    }
+    more
+}
+
+/// A drain that failed after earlier batches moved entries: those count.
+fn failed_after(f: &Failure, summary: RunSummary) -> Done {
+    Done {
+        result: RunResult::Error,
+        exit: f.code,
+        fields: format!(
+            "{} error={}",
+            summary_fields(&summary),
+            report::quoted(&f.message)
+        ),
+        error: Some(f.message.clone()),
+        message: None,
+        gauges: Some(gauges(&summary)),
+        counted: Some(counts(&summary)),
+        mode_known: Some(true),
+        details: Some(Details::Run(summary)),
+    }
+}
+
+/// A drain that a later batch found refused (the mode changed) or without its
+/// stream or group: the result says so at WARN, with what earlier batches did.
+/// The cursor is not saved: the next run starts at the beginning of the PEL.
+fn interrupted_done(target: &str, summary: RunSummary, interrupted: &Interrupted) -> Done {
+    let (result, message) = match interrupted {
+        Interrupted::Refused(m) => (RunResult::Refused, m.clone()),
+        Interrupted::Absent(m) => (RunResult::Absent, format!("nothing more to recover: {m}")),
+    };
+    let fields = summary_fields(&summary);
+    warn!(
+        "{message}; batch {} stopped the drain, the earlier ones recovered {target} {fields}",
+        summary.batches + 1,
+    );
+    let fields = format!("{fields} {}={}", result.as_str(), report::quoted(&message));
+    let mut done = Done::success(result, fields, Details::Run(summary.clone()));
+    done.message = Some(message);
+    done.counted = Some(counts(&summary));
+    done.mode_known = match interrupted {
+        Interrupted::Refused(m) => Some(mode_known_from_refusal(m)),
+        Interrupted::Absent(_) => Some(summary.mode.is_some()),
+    };
+    done
+}
+
+/// The deadline passed while the worker still waited for Redis: what the
+/// answered batches did, and that the last call's outcome is unknown.
+pub fn overrun(cli: &Cli, progress: &Progress, target: &str) -> Done {
+    let f = Failure::new(
+        ExitCode::Unavailable,
+        format!(
+            "deadline reached: Redis did not answer (in full) within --deadline {}; the \
+             outcome of the last call is unknown (entries it may have moved are with the \
+             target consumer, not lost, and are not counted here)",
+            humantime::format_duration(cli.deadline)
+        ),
+    );
+    let summary = progress
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if summary.batches == 0 {
+        error!("{target}: {}", f.message);
+        return Done::failed(&f);
+    }
+    let fields = summary_fields(&summary);
+    error!(
+        "stopped early, after recovering {target} {fields}: {}",
+        f.message
+    );
+    failed_after(&f, summary)
+}
+
+/// Whether the mode guard's refusal says the mode key holds a mode (LIVE, a
+/// typo of TESTNET) rather than nothing (missing, misspelled --mode-key) or
+/// something that is not a string: the module's words (module/src/mode.rs).
+fn mode_known_from_refusal(message: &str) -> bool {
+    !(message.contains("' is missing; allowed modes")
+        || message.contains(", not a string; allowed modes"))
+}
+
+/// What a drain moved, for the counters; a dry run moved nothing.
+fn counts(s: &RunSummary) -> Counts {
+    if s.dry_run {
+        return Counts::default();
+    }
+    Counts {
+        claimed: s.claimed.len() as u64,
+        quarantined: s.quarantined.len() as u64,
+        dropped: s.dropped.len() as u64,
+        deleted: s.deleted.len() as u64,
+    }
+}
+
+fn gauges(s: &RunSummary) -> Gauges {
+    Gauges {
+        pending: s.pending,
+        consumers: s.consumers,
+    }
+}
+
+fn summary_fields(s: &RunSummary) -> String {
+    format!(
+        "claimed={} quarantined={} dropped={} deleted={} kept={} batches={}",
+        s.claimed.len(),
+        s.quarantined.len(),
+        s.dropped.len(),
+        s.deleted.len(),
+        s.kept_total,
+        s.batches
+    )
+}
