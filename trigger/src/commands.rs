@@ -278,7 +278,7 @@ pub struct RetireSummary {
     pub dropped: Vec<String>,
     /// Entries the consumer still held after the last answered call (none answered: None) ...
     pub remaining: Option<i64>,
-    /// ... exactly, or at least that many (the module looks at most COUNT past its moves).
+    /// ... exactly, or at least that many (the module looks one entry further than it moved).
     pub remaining_exact: bool,
     pub deleted: bool,
     /// Answered calls.

@@ -79,8 +79,8 @@ pub struct RetireStep {
     pub moved: Vec<String>,
     pub dropped: Vec<String>,
     pub remaining: i64,
-    /// Exactly `remaining`, or at least that many (the module looks at most
-    /// COUNT past its moves).
+    /// Exactly `remaining`, or at least that many (the module looks one
+    /// entry further than it moved).
     pub remaining_exact: bool,
     pub deleted: bool,
 }
