@@ -259,6 +259,18 @@ pub fn info_counter(con: &mut Connection, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("INFO quantum has no integer '{name}'"))
 }
 
+/// How often `command` (as INFO commandstats names it, e.g. `xinfo|consumers`)
+/// ran since the last CONFIG RESETSTAT; a module's internal calls count too.
+pub fn command_calls(con: &mut Connection, command: &str) -> i64 {
+    let stats = text(&run(con, &["INFO", "commandstats"]).expect("INFO commandstats"));
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Compares two ID lists, reporting lengths and the first difference instead of both lists.
 pub fn assert_same_ids(actual: &[String], expected: &[String], what: &str) {
     if actual == expected {

@@ -1,7 +1,7 @@
 //! The built `quantum-stream-recover` binary against real redis-server
 //! processes: every exit code, the log line, metrics, JSON, TLS, the drain.
 
-use quantum_integration::reply::{consumer_names, pel, run};
+use quantum_integration::reply::{command_calls, consumer_names, pel, run};
 use quantum_integration::scenario::*;
 use quantum_integration::trigger::{run_trigger, url_of, zombie_server, SHORT_IDLE_OPTIONS};
 use quantum_integration::{Options, Server, TempDir};
@@ -416,7 +416,8 @@ fn a_ten_thousand_entry_backlog_drains_over_many_batches() {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let json = out.json();
-    assert_eq!(json["batches"], 15);
+    // 15 batches reach the end of the PEL; one more runs the consumer step alone.
+    assert_eq!(json["batches"], 16);
     assert_eq!(json["cursor"], "0-0");
     let claimed: Vec<String> = json["claimed"]
         .as_array()
@@ -1080,4 +1081,57 @@ fn rediss_to_a_plaintext_or_silent_server_fails_within_the_connect_bound() {
         );
         assert_eq!(out.json()["exit_code"], 75);
     }
+}
+
+#[test]
+fn a_drain_reads_the_consumer_list_on_its_first_and_last_call_only() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 600);
+    let dead: Vec<String> = (0..6).map(|i| format!("exec-{i}")).collect();
+    for name in &dead {
+        read_as(&mut con, name, 100);
+    }
+    sleep_ms(150);
+    run(&mut con, &["CONFIG", "RESETSTAT"]).unwrap();
+    let url = url_of(&server.socket());
+    let args = [
+        &["--url", &url, "--count", "50", "--scan", "50", "--json"][..],
+        &SHORT_IDLE_OPTIONS,
+    ]
+    .concat();
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    // 12 batches of 50, one that finds the end of the PEL, then one call that
+    // runs only the consumer step.
+    assert_eq!(json["batches"], 14, "{}", out.stderr);
+    assert_eq!(json["claimed"].as_array().unwrap().len(), 600);
+    assert_eq!(
+        command_calls(&mut con, "xinfo|consumers"),
+        2,
+        "the consumer list is read by the first call and the last, not by every batch"
+    );
+    // The consumers the drain emptied were deleted by that last call.
+    let mut deleted: Vec<String> = json["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    deleted.sort();
+    assert_eq!(deleted, dead);
+    assert_eq!(consumer_names(&mut con, STREAM, GROUP), ["recovery"]);
+
+    // With deletion off no call reads the consumer list after the first.
+    add_entries(&mut con, 100);
+    read_as(&mut con, "exec-9", 100);
+    sleep_ms(150);
+    run(&mut con, &["CONFIG", "RESETSTAT"]).unwrap();
+    let out = run_trigger(&[&args[..], &["--delete-limit", "0"]].concat(), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // 700 PEL entries (600 already with recovery) at SCAN 50, then the end.
+    assert_eq!(out.json()["batches"], 15);
+    assert_eq!(command_calls(&mut con, "xinfo|consumers"), 0);
 }

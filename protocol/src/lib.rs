@@ -180,6 +180,11 @@ pub mod state {
 /// The `cursor` that says the end of the PEL was reached.
 pub const CURSOR_END: &str = "0-0";
 
+/// A CURSOR after every stream ID: a RECOVER call given it examines no PEL
+/// entry and runs only its consumer step (what the trigger sends to finish a
+/// drain whose batches skipped that step).
+pub const CURSOR_AFTER_ALL: &str = "18446744073709551615-18446744073709551615";
+
 /// Error replies: the code (first word) and the fixed texts a caller acts on.
 pub mod error {
     pub const ERR: &str = "ERR";

@@ -6,7 +6,7 @@ use crate::cli::Cli;
 use crate::connect::Link;
 use crate::failure::{self, ExitCode, Failure};
 use crate::reply::{self, RecoverBatch, RetireStep, StatusReport};
-use quantum_protocol::{command, error, keyword};
+use quantum_protocol::{command, error, keyword, CURSOR_AFTER_ALL, CURSOR_END};
 use redis::Value;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -101,7 +101,17 @@ fn call(con: &mut Link, cmd: &redis::Cmd, deadline: Instant) -> Result<Outcome<V
     }
 }
 
-fn recover_command(cli: &Cli, cursor: Option<&str>) -> redis::Cmd {
+/// Whether a RECOVER call runs its consumer step: XINFO CONSUMERS, a pass over
+/// every consumer of the group (100,000 in a zombie-heavy one), to delete
+/// zombies and name the kept. A drain needs it once, not on every batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConsumerStep {
+    Run,
+    /// DELETELIMIT 0: the module then answers `pending` and `consumers` from XINFO GROUPS.
+    Skip,
+}
+
+fn recover_command(cli: &Cli, cursor: Option<&str>, step: ConsumerStep) -> redis::Cmd {
     let mut cmd = redis::cmd(command::RECOVER);
     cmd.arg(&cli.stream).arg(&cli.group);
     let names = [
@@ -119,7 +129,13 @@ fn recover_command(cli: &Cli, cursor: Option<&str>) -> redis::Cmd {
         (keyword::COUNT, cli.count),
         (keyword::SCAN, cli.scan),
         (keyword::ZOMBIEIDLE, cli.zombie_idle),
-        (keyword::DELETELIMIT, cli.delete_limit),
+        (
+            keyword::DELETELIMIT,
+            match step {
+                ConsumerStep::Run => cli.delete_limit,
+                ConsumerStep::Skip => Some(0),
+            },
+        ),
         (keyword::MAXDELIVERIES, cli.max_deliveries),
     ];
     for (keyword, value) in numbers {
@@ -139,7 +155,11 @@ fn recover_command(cli: &Cli, cursor: Option<&str>) -> redis::Cmd {
 /// Follows the cursor from `start` (none: the beginning of the PEL) until the
 /// end of the PEL or `--max-batches`, recording each answered batch in
 /// `progress`. A DRYRUN changes nothing, so following its cursor would only
-/// repeat the same plan: it stops after one batch. After the cluster switched
+/// repeat the same plan: it stops after one batch. Only the first batch runs
+/// the consumer step; when later batches moved entries (which may leave a
+/// zombie empty) and the drain reached the end of the PEL, one more call runs
+/// it alone (CURSOR after every ID), so a drain of N batches pays for the
+/// group's consumer list twice, not N times. After the cluster switched
 /// the stream's owner (failover, migration) the drain starts again at the
 /// beginning of the PEL: claims the old primary made but never replicated are
 /// pending under their old owner again, behind the cursor. RECOVER never
@@ -158,10 +178,18 @@ pub fn run(
     let mut restart = false;
     // After a restart: the IDs already reported, so a lost claim made again counts once.
     let mut reported: Option<HashSet<String>> = None;
+    // Entries moved by batches that skipped the consumer step.
+    let mut moved_since_step = false;
+    let mut finishing = false;
     loop {
         let switches = con.owner_switches();
         let batches = lock().batches;
-        let reply = match call(con, &recover_command(cli, cursor.as_deref()), deadline) {
+        let step = match batches == 0 || finishing {
+            true => ConsumerStep::Run,
+            false => ConsumerStep::Skip,
+        };
+        let cmd = recover_command(cli, cursor.as_deref(), step);
+        let reply = match call(con, &cmd, deadline) {
             Err(f) if batches > 0 => {
                 let mut summary = lock();
                 summary.stopped = Some(f);
@@ -203,15 +231,22 @@ pub fn run(
                 .get_or_insert_with(HashSet::new)
                 .extend(ids.cloned());
         }
+        let moved =
+            !(batch.claimed.is_empty() && batch.quarantined.is_empty() && batch.dropped.is_empty());
+        moved_since_step = (moved_since_step || moved) && step == ConsumerStep::Skip;
         add_batch(&mut summary, batch, reported.as_ref());
-        if summary.batches >= cli.max_batches || cli.dry_run {
+        if summary.batches >= cli.max_batches || cli.dry_run || finishing {
             return Ok(Outcome::Done(summary.clone()));
         }
         if restart {
             restart = false;
             cursor = None;
-        } else if summary.cursor == "0-0" {
-            return Ok(Outcome::Done(summary.clone()));
+        } else if summary.cursor == CURSOR_END {
+            if !moved_since_step || cli.delete_limit == Some(0) {
+                return Ok(Outcome::Done(summary.clone()));
+            }
+            finishing = true;
+            cursor = Some(CURSOR_AFTER_ALL.to_string());
         } else {
             cursor = Some(summary.cursor.clone());
         }
