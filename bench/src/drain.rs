@@ -1,5 +1,7 @@
 //! A big PEL under one dead consumer, drained by the trigger at default
-//! settings while another client PINGs, against a plain XAUTOCLAIM JUSTID loop.
+//! settings, with and without another client PINGing, against a plain
+//! XAUTOCLAIM JUSTID loop; every call's server time from SLOWLOG, the
+//! intermediate batches (DELETELIMIT 0) apart from the consumer-step calls.
 
 use crate::scenario::{restore, restore_for_measuring, Scenario, MIN_IDLE};
 use quantum_integration::reply::{run, text};
@@ -13,33 +15,64 @@ use std::time::{Duration, Instant};
 pub struct Drain {
     pub entries: usize,
     pub trigger: Duration,
-    pub xautoclaim: Duration,
-    /// Slowest single QUANTUM.RECOVER (from SLOWLOG), µs; None when none took over 500 µs.
-    pub longest_call_us: Option<i64>,
-    pub mean_call_us: f64,
-    /// The concurrent PING client's latencies, µs: p50, p99, p99.9, max.
-    pub ping_us: [u64; 4],
+    /// None when the drain ran without the comparison.
+    pub xautoclaim: Option<Duration>,
+    /// The batches that skipped the consumer step (DELETELIMIT 0) ...
+    pub intermediate: Calls,
+    /// ... and the calls that ran it (the first and the closing one).
+    pub consumer_steps: Calls,
+    /// The concurrent PING client's latencies, µs: p50, p99, p99.9, max; None without one.
+    pub ping_us: Option<[u64; 4]>,
+}
+
+/// Server times of some QUANTUM.RECOVER calls, from SLOWLOG.
+#[derive(Default)]
+pub struct Calls {
+    pub count: usize,
+    pub mean_us: f64,
+    pub longest_us: i64,
+}
+
+impl Calls {
+    fn of(durations: &[i64]) -> Calls {
+        Calls {
+            count: durations.len(),
+            mean_us: durations.iter().sum::<i64>() as f64 / durations.len().max(1) as f64,
+            longest_us: durations.iter().copied().max().unwrap_or(0),
+        }
+    }
+}
+
+/// How the drain runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// Another client sends PING in a loop, sharing the cores with Redis and the trigger.
+    WithPing,
+    Alone,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-pub fn drain(server: &Server, scenario: &Scenario) -> Drain {
+/// Drains `scenario` through the trigger; `compare` also times an XAUTOCLAIM loop on the same state.
+pub fn drain(server: &Server, scenario: &Scenario, load: Load, compare: bool) -> Drain {
     let mut con = server.connect();
-    restore_for_measuring(&mut con, scenario, "500", "100000");
+    restore_for_measuring(&mut con, scenario, "0", "1000000");
 
     let stop = AtomicBool::new(false);
-    let (trigger, mut pings) = std::thread::scope(|scope| {
-        let pinger = scope.spawn(|| {
-            let mut ping = server.connect();
-            let mut latencies = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                run(&mut ping, &["PING"]).unwrap();
-                latencies.push(started.elapsed().as_micros() as u64);
-            }
-            latencies
+    let (trigger, pings) = std::thread::scope(|scope| {
+        let pinger = (load == Load::WithPing).then(|| {
+            scope.spawn(|| {
+                let mut ping = server.connect();
+                let mut latencies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    run(&mut ping, &["PING"]).unwrap();
+                    latencies.push(started.elapsed().as_micros() as u64);
+                }
+                latencies
+            })
         });
         let started = Instant::now();
         let url = url_of(&server.socket());
@@ -57,41 +90,67 @@ pub fn drain(server: &Server, scenario: &Scenario) -> Drain {
         let took = started.elapsed();
         stop.store(true, Ordering::Relaxed);
         assert_eq!(out.code, 0, "{}", out.stderr);
-        (took, pinger.join().unwrap())
+        (took, pinger.map(|p| p.join().unwrap()))
     });
-    pings.sort_unstable();
-    let longest_call_us = match run(&mut con, &["SLOWLOG", "GET", "-1"]).unwrap() {
-        Value::Array(entries) => entries
-            .iter()
-            .filter_map(|e| match e {
-                Value::Array(f)
-                    if format!("{:?}", f[3])
-                        .to_lowercase()
-                        .contains("quantum.recover") =>
-                {
-                    Some(quantum_integration::reply::int(&f[2]))
-                }
-                _ => None,
-            })
-            .max(),
-        _ => None,
-    };
-    let stats = text(&run(&mut con, &["INFO", "commandstats"]).unwrap());
-    let mean_call_us = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_quantum.recover:"))
-        .and_then(|f| {
-            f.split(',')
-                .find_map(|kv| kv.strip_prefix("usec_per_call=")?.parse().ok())
-        })
-        .unwrap_or(0.0);
+    let (intermediate, consumer_steps) = recover_calls(&mut con);
+    run(
+        &mut con,
+        &["CONFIG", "SET", "slowlog-log-slower-than", "10000"],
+    )
+    .unwrap();
+    Drain {
+        entries: scenario.pending,
+        trigger,
+        xautoclaim: compare.then(|| xautoclaim_loop(&mut con, scenario)),
+        intermediate,
+        consumer_steps,
+        ping_us: pings.map(|mut pings| {
+            pings.sort_unstable();
+            [0.5, 0.99, 0.999, 1.0].map(|p| percentile(&pings, p))
+        }),
+    }
+}
 
-    restore(&mut con, scenario);
+/// SLOWLOG's QUANTUM.RECOVER calls: (those sent with DELETELIMIT 0, the others).
+fn recover_calls(con: &mut redis::Connection) -> (Calls, Calls) {
+    let (mut skipped, mut stepped) = (Vec::new(), Vec::new());
+    let Value::Array(entries) = run(con, &["SLOWLOG", "GET", "-1"]).unwrap() else {
+        panic!("SLOWLOG GET")
+    };
+    for entry in &entries {
+        let Value::Array(fields) = entry else {
+            continue;
+        };
+        let Some(Value::Array(args)) = fields.get(3) else {
+            continue;
+        };
+        let words: Vec<String> = args.iter().map(text).collect();
+        if !words
+            .first()
+            .is_some_and(|w| w.eq_ignore_ascii_case("quantum.recover"))
+        {
+            continue;
+        }
+        let micros = quantum_integration::reply::int(&fields[2]);
+        match words
+            .windows(2)
+            .any(|w| w[0] == "DELETELIMIT" && w[1] == "0")
+        {
+            true => skipped.push(micros),
+            false => stepped.push(micros),
+        }
+    }
+    (Calls::of(&skipped), Calls::of(&stepped))
+}
+
+/// The same state drained by `XAUTOCLAIM … COUNT 100 JUSTID` from the client.
+fn xautoclaim_loop(con: &mut redis::Connection, scenario: &Scenario) -> Duration {
+    restore(con, scenario);
     let started = Instant::now();
     let mut cursor = "0-0".to_string();
     loop {
         let reply = run(
-            &mut con,
+            con,
             &[
                 "XAUTOCLAIM",
                 STREAM,
@@ -113,13 +172,5 @@ pub fn drain(server: &Server, scenario: &Scenario) -> Drain {
             break;
         }
     }
-    let xautoclaim = started.elapsed();
-    Drain {
-        entries: scenario.pending,
-        trigger,
-        xautoclaim,
-        longest_call_us,
-        mean_call_us,
-        ping_us: [0.5, 0.99, 0.999, 1.0].map(|p| percentile(&pings, p)),
-    }
+    started.elapsed()
 }

@@ -15,6 +15,7 @@ mod servertime;
 mod startup;
 
 use clap::{Parser, ValueEnum};
+use drain::Load;
 use quantum_integration::reply::run;
 use quantum_integration::Server;
 use redis::Connection;
@@ -26,6 +27,9 @@ struct Sizes {
     /// (name, dead entries, zombies, live consumers, iterations)
     server_time: Vec<(&'static str, usize, usize, usize, usize)>,
     drain: usize,
+    /// Entries, and the empty consumers beside them, for the drains that compare
+    /// intermediate batches in a small and a crowded group.
+    crowded_drain: (usize, Vec<usize>),
     scaling_consumers: Vec<usize>,
     scaling_pel: Vec<usize>,
     startup_runs: usize,
@@ -46,6 +50,7 @@ fn sizes(smoke: bool) -> Sizes {
                 ("crowded 100", 1, 0, 100, 5),
             ],
             drain: 2_000,
+            crowded_drain: (2_000, vec![10, 200]),
             scaling_consumers: vec![10, 100],
             scaling_pel: vec![1_000, 2_000],
             startup_runs: 3,
@@ -62,6 +67,7 @@ fn sizes(smoke: bool) -> Sizes {
             ("crowded: 100,000 consumers", 1, 0, 100_000, 10),
         ],
         drain: 1_000_000,
+        crowded_drain: (300_000, vec![10, 100_000]),
         scaling_consumers: vec![10, 100, 1_000, 10_000, 100_000],
         scaling_pel: vec![1_000, 10_000, 100_000, 1_000_000],
         startup_runs: 31,
@@ -180,32 +186,63 @@ fn drain_section(
     sizes: &Sizes,
 ) -> Scenario {
     let big = build(con, sizes.drain, 0, 0);
-    let d = drain::drain(server, &big);
-    let longest = d
-        .longest_call_us
-        .map_or("under 500 µs (none in SLOWLOG)".to_string(), |us| {
-            format!("{us} µs")
-        });
+    let with_ping = drain::drain(server, &big, Load::WithPing, true);
+    let alone = drain::drain(server, &big, Load::Alone, false);
+    let xautoclaim = with_ping.xautoclaim.unwrap_or_default().as_secs_f64();
     let _ = writeln!(
         md,
         "\n## Draining {} pending entries\n\nOne dead consumer holds them all; the trigger drains them at default settings \
-         (COUNT 100, SCAN 1000, one atomic call per batch) while another client sends PING in a loop; then the same state \
-         is drained by a plain `XAUTOCLAIM … COUNT 100 JUSTID` loop.\n\n\
-         | | value |\n|---|---|\n| trigger, total | {:.2} s |\n| XAUTOCLAIM loop, total | {:.2} s |\n\
-         | trigger / XAUTOCLAIM | {:.2} |\n| QUANTUM.RECOVER mean server time | {:.0} µs |\n| longest QUANTUM.RECOVER | {longest} |\n\
-         | PING during the drain: p50 / p99 / p99.9 / max | {} / {} / {} / {} µs |",
-        d.entries,
-        d.trigger.as_secs_f64(),
-        d.xautoclaim.as_secs_f64(),
-        d.trigger.as_secs_f64() / d.xautoclaim.as_secs_f64(),
-        d.mean_call_us,
-        d.ping_us[0],
-        d.ping_us[1],
-        d.ping_us[2],
-        d.ping_us[3]
+         (COUNT 100, SCAN 1000, one atomic call per batch), once while another client sends PING in a loop (three \
+         processes on two cores: Redis, the trigger and the PING client compete for CPU) and once alone; then the same \
+         state is drained by a plain `XAUTOCLAIM … COUNT 100 JUSTID` loop. Server times of every QUANTUM.RECOVER call \
+         from SLOWLOG (`slowlog-log-slower-than 0`); intermediate batches send `DELETELIMIT 0` and skip the consumer \
+         step, which the first and the closing call run.\n\n\
+         | | with PING client | alone |\n|---|---|---|\n\
+         | trigger, total | {:.2} s | {:.2} s |\n\
+         | trigger / XAUTOCLAIM loop ({xautoclaim:.2} s) | {:.2} | {:.2} |\n\
+         | intermediate batches: calls, mean, longest | {} | {} |\n\
+         | consumer-step calls: calls, mean, longest | {} | {} |",
+        with_ping.entries,
+        with_ping.trigger.as_secs_f64(),
+        alone.trigger.as_secs_f64(),
+        with_ping.trigger.as_secs_f64() / xautoclaim,
+        alone.trigger.as_secs_f64() / xautoclaim,
+        calls(&with_ping.intermediate),
+        calls(&alone.intermediate),
+        calls(&with_ping.consumer_steps),
+        calls(&alone.consumer_steps),
     );
-
+    if let Some(p) = with_ping.ping_us {
+        let _ = writeln!(
+            md,
+            "\nPING during the drain: p50 / p99 / p99.9 / max {} / {} / {} / {} µs.",
+            p[0], p[1], p[2], p[3]
+        );
+    }
+    let (entries, crowds) = &sizes.crowded_drain;
+    let _ = writeln!(
+        md,
+        "\nThe same drain of {entries} entries, alone, beside empty consumers (idle, not yet zombies at the trigger's \
+         default ZOMBIEIDLE of an hour):\n\n| consumers | trigger, total | intermediate batches: calls, mean, longest \
+         | consumer-step calls: calls, mean, longest |\n|---|---|---|---|"
+    );
+    for &zombies in crowds {
+        let scenario = build(con, *entries, zombies, 0);
+        let d = drain::drain(server, &scenario, Load::Alone, false);
+        let _ = writeln!(
+            md,
+            "| {zombies} | {:.2} s | {} | {} |",
+            d.trigger.as_secs_f64(),
+            calls(&d.intermediate),
+            calls(&d.consumer_steps)
+        );
+    }
     big
+}
+
+/// "calls, mean µs, longest µs" of some QUANTUM.RECOVER calls.
+fn calls(c: &drain::Calls) -> String {
+    format!("{}, {:.0} µs, {} µs", c.count, c.mean_us, c.longest_us)
 }
 
 /// Part 3, the trigger from start to exit.
