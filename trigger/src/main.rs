@@ -5,6 +5,9 @@
 mod cli;
 mod cluster;
 mod commands;
+// Wired in by the lead after issue 9 lands.
+#[allow(dead_code)]
+mod config_file;
 mod connect;
 mod console;
 mod doctor;
