@@ -10,6 +10,9 @@ mod commands;
 mod config_file;
 mod connect;
 mod console;
+// Wired in by the lead after issue 9 lands.
+#[allow(dead_code)]
+mod discover;
 mod doctor;
 mod env_file;
 mod failure;

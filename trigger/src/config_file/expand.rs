@@ -12,12 +12,7 @@ use super::{CallOptions, ConfigFile};
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
-/// A stream and its consumer groups, as discovery or XINFO GROUPS found them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamGroups {
-    pub stream: String,
-    pub groups: Vec<String>,
-}
+pub use crate::discover::StreamGroups;
 
 /// What Redis said about the file's group-less targets and discover tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
