@@ -288,3 +288,27 @@ fn a_top_level_stream_is_one_target_like_the_env_file() {
     assert_eq!(pairs(&expansion), owned(&[("s", "g")]));
     assert_eq!(expansion.targets[0].options.count, Some(3));
 }
+
+#[test]
+fn the_shipped_example_and_the_documented_one_parse() {
+    let example = include_str!("../../../systemd/stream-recover.toml.example");
+    let file = parse(example).unwrap();
+    assert_eq!(file.targets.len(), 2);
+    assert_eq!(file.min_idle, Some(60_000));
+    // Its commented-out [[discover]] is valid too once enabled.
+    let enabled = example
+        .replace("#[[discover]]", "[[discover]]")
+        .replace("#match", "match");
+    let enabled = enabled.replace("#count", "count").replace("#scan", "scan");
+    assert_eq!(parse(&enabled).unwrap().discovers[0].count, Some(500));
+    let doc = include_str!("../../../docs/many-streams.md");
+    let blocks: Vec<&str> = doc.split("```toml\n").skip(1).collect();
+    assert!(
+        !blocks.is_empty(),
+        "docs/many-streams.md has a toml example"
+    );
+    for block in blocks {
+        let text = block.split("```").next().unwrap();
+        parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+}
