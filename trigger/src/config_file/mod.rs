@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+/// The longest config file read: a thousand targets take about 100 KiB.
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+
 /// The default `max-targets`.
 pub const DEFAULT_MAX_TARGETS: usize = 1000;
 
@@ -263,18 +266,14 @@ impl ConfigFile {
         Ok(file)
     }
 
-    /// Reads and parses `path` (a regular file, at most 1 MiB).
-    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
-        const MAX_CONFIG_FILE: u64 = 1 << 20;
-        let whole_file = |message: String| ConfigError {
+    /// Parses a config file's bytes as read (at most `MAX_CONFIG_FILE`, with
+    /// `files::read_regular`); `path` is for messages.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<ConfigFile, ConfigError> {
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError {
             path: path.to_path_buf(),
             line: 0,
-            message,
-        };
-        let bytes = crate::files::read_regular(path, MAX_CONFIG_FILE, false)
-            .map_err(|e| whole_file(format!("cannot read: {e}")))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| whole_file("not UTF-8 text (TOML files are UTF-8)".into()))?;
+            message: "not UTF-8 text (TOML files are UTF-8)".into(),
+        })?;
         ConfigFile::parse(path, &text)
     }
 

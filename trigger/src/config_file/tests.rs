@@ -312,3 +312,15 @@ fn the_shipped_example_and_the_documented_one_parse() {
         parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
 }
+
+#[test]
+fn bytes_that_are_not_utf8_are_refused_whole() {
+    let path = Path::new("/etc/quantum/stream-recover.toml");
+    let e = ConfigFile::from_bytes(path, b"url = \"\xff\"\n".to_vec()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/etc/quantum/stream-recover.toml: not UTF-8 text (TOML files are UTF-8)"
+    );
+    let file = ConfigFile::from_bytes(path, b"count = 7\n".to_vec()).unwrap();
+    assert_eq!(file.count, Some(7));
+}
