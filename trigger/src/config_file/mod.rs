@@ -222,9 +222,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// The key written on the line at `offset` (`key = value`), or the table
 /// header there (`[[target]]`), if there is one.
 fn key_at(text: &str, offset: usize) -> Option<String> {
-    let start = text[..offset.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
     let line = text[start..].lines().next()?.trim();
     if line.starts_with('[') {
         return Some(line.to_string());
@@ -244,9 +242,10 @@ impl ConfigFile {
             message,
         };
         let file: ConfigFile = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start);
+            let offset = e.span().map(|s| s.start);
             let message = e.message().trim().to_string();
-            let message = match key_at(text, offset) {
+            let key = offset.and_then(|offset| key_at(text, offset));
+            let message = match key {
                 Some(key)
                     if !message.starts_with(&format!("{key}:"))
                         && !message.starts_with(&format!("{key} ")) =>
@@ -255,11 +254,7 @@ impl ConfigFile {
                 }
                 _ => message,
             };
-            ConfigError {
-                path: path.to_path_buf(),
-                line: e.span().map_or(0, |s| line_of(text, s.start)),
-                message,
-            }
+            error(offset, message)
         })?;
         file.check(text)
             .map_err(|(offset, message)| error(offset, message))?;
@@ -287,8 +282,8 @@ impl ConfigFile {
         self.stream.is_some() || !self.targets.is_empty() || !self.discovers.is_empty()
     }
 
-    /// The explicit targets, the top-level `stream` first: (stream, group,
-    /// byte offset of its `stream` for messages, options it sets).
+    /// The explicit targets, the top-level `stream` first: (stream with its
+    /// place in the file, group, the options it sets).
     fn explicit(&self) -> Vec<(&Spanned<String>, Option<&str>, CallOptions)> {
         let top = self.stream.iter().map(|stream| {
             let group = self.group.as_ref().map(|g| g.get_ref().as_str());

@@ -324,3 +324,13 @@ fn bytes_that_are_not_utf8_are_refused_whole() {
     let file = ConfigFile::from_bytes(path, b"count = 7\n".to_vec()).unwrap();
     assert_eq!(file.count, Some(7));
 }
+
+#[test]
+fn no_prefix_of_a_real_file_panics_and_errors_name_a_line_inside_it() {
+    for end in (0..=FULL.len()).filter(|&end| FULL.is_char_boundary(end)) {
+        let text = &FULL[..end];
+        if let Err(e) = parse(text) {
+            assert!(e.line <= text.lines().count() + 1, "{e} for {text:?}");
+        }
+    }
+}
