@@ -229,7 +229,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// A duration the module takes in milliseconds: 1 to i64::MAX.
-fn parse_duration_ms(text: &str) -> Result<u64, String> {
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let ms = parse_duration(text)?.as_millis();
     match u64::try_from(ms) {
         Ok(ms) if ms >= 1 && ms <= i64::MAX as u64 => Ok(ms),
@@ -241,7 +241,7 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
 /// `now + deadline` from overflowing.
 const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
-fn parse_deadline(text: &str) -> Result<Duration, String> {
+pub fn parse_deadline(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         d if d.is_zero() || d > MAX_DEADLINE => Err("must be from 1ms to 24h".into()),
         d => Ok(d),

@@ -1,0 +1,255 @@
+//! `quantum-stream-recover check`: one status line in the monitoring-plugins
+//! format (Nagios, Icinga, Consul, systemd-based checks) over every target,
+//! `QUANTUM-STREAM-RECOVER <STATE> - <summary> | <perfdata>`, and its exit code:
+//! 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+//!
+//! Per target: Redis unreachable or the module missing is UNKNOWN; the stream
+//! or group missing is WARNING (the GroupMissing alert's severity); anything in
+//! QUARANTINE is at least WARNING; the first entry TO holds idle longer than
+//! `--parked-critical` is CRITICAL, longer than `--parked-warning` WARNING.
+//! The worst target decides, in monitoring-plugins' `max_state_alt` order
+//! (CRITICAL > WARNING > UNKNOWN > OK): a target that could not be asked does
+//! not hide one known to be critical. No target at all is UNKNOWN: a check
+//! that looked at nothing must not be green.
+
+use std::time::Duration;
+
+/// A check's result, as its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+impl Health {
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Ok => "OK",
+            Health::Warning => "WARNING",
+            Health::Critical => "CRITICAL",
+            Health::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// Rank in monitoring-plugins' `max_state_alt`: the higher is reported.
+    fn rank(self) -> u8 {
+        match self {
+            Health::Ok => 0,
+            Health::Unknown => 1,
+            Health::Warning => 2,
+            Health::Critical => 3,
+        }
+    }
+
+    pub fn exit_code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// What the check found out about one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// Redis could not be asked (connection, credentials, timeout): why.
+    Unreachable(String),
+    /// The node serving the stream has no `quantum` module loaded.
+    ModuleMissing,
+    /// The stream or the group does not exist.
+    Absent,
+    Seen(Seen),
+}
+
+/// A group the check could read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub pending: u64,
+    /// Entries TO (the recovery consumer) holds, and its first one's idle (ms).
+    pub recovered: u64,
+    pub recovered_oldest_idle_ms: u64,
+    /// Entries QUARANTINE holds.
+    pub quarantined: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetFinding {
+    pub stream: String,
+    pub group: String,
+    pub finding: Finding,
+}
+
+/// `--parked-warning` / `--parked-critical`: how long TO's first entry may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    warning: Duration,
+    critical: Duration,
+}
+
+pub const DEFAULT_PARKED_WARNING: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_PARKED_CRITICAL: Duration = Duration::from_secs(60 * 60);
+
+impl Thresholds {
+    /// The warning must not be above the critical threshold.
+    pub fn new(warning: Duration, critical: Duration) -> Result<Thresholds, String> {
+        if warning > critical {
+            return Err(format!(
+                "--parked-warning ({}) is above --parked-critical ({})",
+                humantime::format_duration(warning),
+                humantime::format_duration(critical)
+            ));
+        }
+        Ok(Thresholds { warning, critical })
+    }
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            warning: DEFAULT_PARKED_WARNING,
+            critical: DEFAULT_PARKED_CRITICAL,
+        }
+    }
+}
+
+/// The check's outcome: the exit code and the one line to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub health: Health,
+    pub line: String,
+}
+
+/// Most problem targets the summary names; the perfdata has them all.
+const NAMED_IN_SUMMARY: usize = 5;
+
+/// One target's state and, if not OK, why.
+fn judge(finding: &Finding, limits: &Thresholds) -> (Health, Option<String>) {
+    let seen = match finding {
+        Finding::Unreachable(why) => return (Health::Unknown, Some(text(why))),
+        Finding::ModuleMissing => {
+            return (Health::Unknown, Some("module quantum not loaded".into()))
+        }
+        Finding::Absent => return (Health::Warning, Some("stream or group missing".into())),
+        Finding::Seen(seen) => seen,
+    };
+    let waited = Duration::from_millis(seen.recovered_oldest_idle_ms);
+    let mut health = Health::Ok;
+    let mut why = Vec::new();
+    if seen.recovered > 0 && waited > limits.warning {
+        health = match waited > limits.critical {
+            true => Health::Critical,
+            false => Health::Warning,
+        };
+        why.push(format!(
+            "{} recovered entries not adopted for {}",
+            seen.recovered,
+            humantime::format_duration(Duration::from_secs(waited.as_secs()))
+        ));
+    }
+    if seen.quarantined > 0 {
+        if health == Health::Ok {
+            health = Health::Warning;
+        }
+        why.push(format!("{} entries in quarantine", seen.quarantined));
+    }
+    (health, (!why.is_empty()).then(|| why.join(", ")))
+}
+
+/// Text for the summary: one line, and no `|` (it starts the perfdata).
+fn text(s: &str) -> String {
+    s.escape_debug().to_string().replace('|', "\\x7c")
+}
+
+/// A perfdata label: single-quoted, a quote doubled; `=` and `|` (which the
+/// format cannot escape) and control characters become `_`.
+fn label(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| match c {
+            '=' | '|' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    format!("'{}'", clean.replace('\'', "''"))
+}
+
+/// `'label'=value[UOM];warn;crit;min;max` for one target's readable group.
+fn perfdata(target: &TargetFinding, seen: &Seen, limits: &Thresholds) -> String {
+    let name = |what: &str| label(&format!("{} {} {what}", target.stream, target.group));
+    format!(
+        "{}={};;;0 {}={};;;0 {}={:.3}s;{};{};0 {}={};0;;0",
+        name("pending"),
+        seen.pending,
+        name("recovered"),
+        seen.recovered,
+        name("recovered_oldest"),
+        seen.recovered_oldest_idle_ms as f64 / 1000.0,
+        limits.warning.as_secs(),
+        limits.critical.as_secs(),
+        name("quarantined"),
+        seen.quarantined,
+    )
+}
+
+/// The check over every target.
+pub fn evaluate(targets: &[TargetFinding], limits: &Thresholds) -> CheckResult {
+    let line = |health: Health, summary: String, perf: Vec<String>| CheckResult {
+        health,
+        line: match perf.is_empty() {
+            true => format!("QUANTUM-STREAM-RECOVER {} - {summary}", health.name()),
+            false => format!(
+                "QUANTUM-STREAM-RECOVER {} - {summary} | {}",
+                health.name(),
+                perf.join(" ")
+            ),
+        },
+    };
+    if targets.is_empty() {
+        return line(Health::Unknown, "no target to check".into(), vec![]);
+    }
+    let mut worst = Health::Ok;
+    let mut problems: Vec<(Health, String)> = Vec::new();
+    let mut perf = Vec::new();
+    for target in targets {
+        let (health, why) = judge(&target.finding, limits);
+        if health.rank() > worst.rank() {
+            worst = health;
+        }
+        if let Some(why) = why {
+            let who = format!("{}/{}", text(&target.stream), text(&target.group));
+            problems.push((health, format!("{who}: {why}")));
+        }
+        if let Finding::Seen(seen) = &target.finding {
+            perf.push(perfdata(target, seen, limits));
+        }
+    }
+    let summary = match problems.is_empty() {
+        true => format!(
+            "{} targets, nothing parked too long, nothing in quarantine",
+            targets.len()
+        ),
+        false => {
+            // The worst first; the order within a state is the targets' (sorted).
+            problems.sort_by_key(|(health, _)| std::cmp::Reverse(health.rank()));
+            let shown: Vec<&str> = problems
+                .iter()
+                .take(NAMED_IN_SUMMARY)
+                .map(|(_, p)| p.as_str())
+                .collect();
+            let more = match problems.len().saturating_sub(NAMED_IN_SUMMARY) {
+                0 => String::new(),
+                n => format!("; and {n} more"),
+            };
+            format!(
+                "{} of {} targets: {}{more}",
+                problems.len(),
+                targets.len(),
+                shown.join("; ")
+            )
+        }
+    };
+    line(worst, summary, perf)
+}
+
+#[cfg(test)]
+mod tests;

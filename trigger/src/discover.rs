@@ -1,0 +1,169 @@
+//! `[[discover]]` against one primary: the streams whose keys match a pattern
+//! (SCAN 0 MATCH pattern TYPE stream COUNT n, to the end) and the consumer
+//! groups of each (XINFO GROUPS). In a cluster the caller runs this on every
+//! primary: a key lives on exactly one. Only `redis` and `std` are used here,
+//! so the integration test builds this file as it is.
+//!
+//! A key that matches but is not a stream is not returned by SCAN's TYPE
+//! filter; one deleted or retyped between SCAN and XINFO GROUPS is skipped and
+//! named in `Discovery::skipped`, as is a name that is not UTF-8 (the trigger
+//! names streams as text). Neither is an error.
+
+use redis::{ConnectionLike, RedisError, Value};
+use std::time::Instant;
+
+/// Keys SCAN examines per call: a call costs Redis O(COUNT), well under a
+/// millisecond at this size, and a million keys take a thousand round trips.
+pub const SCAN_COUNT: usize = 1000;
+
+/// A stream and its consumer groups (none: the stream has no group yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamGroups {
+    pub stream: String,
+    pub groups: Vec<String>,
+}
+
+/// What one pattern found on one or more primaries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovery {
+    /// Sorted by stream; groups sorted.
+    pub streams: Vec<StreamGroups>,
+    /// Keys SCAN returned but that could not be used, and why.
+    pub skipped: Vec<String>,
+    /// Stopped early: more than `limit` (stream, group) pairs were found.
+    pub truncated: bool,
+}
+
+impl Discovery {
+    /// How many (stream, group) pairs were found.
+    pub fn pairs(&self) -> usize {
+        self.streams.iter().map(|s| s.groups.len()).sum()
+    }
+
+    /// Adds another primary's findings (a key lives on one primary only).
+    pub fn merge(&mut self, other: Discovery) {
+        self.streams.extend(other.streams);
+        self.streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+        self.skipped.extend(other.skipped);
+        self.truncated |= other.truncated;
+    }
+}
+
+#[derive(Debug)]
+pub enum DiscoverError {
+    Redis(RedisError),
+    /// The deadline came before SCAN reached the end of the keyspace.
+    Deadline,
+}
+
+impl std::fmt::Display for DiscoverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            DiscoverError::Redis(e) => write!(f, "{e}"),
+            DiscoverError::Deadline => write!(f, "deadline reached while discovering streams"),
+        }
+    }
+}
+
+impl From<RedisError> for DiscoverError {
+    fn from(e: RedisError) -> Self {
+        DiscoverError::Redis(e)
+    }
+}
+
+/// The streams matching `pattern` on this node and their groups, stopping once
+/// more than `limit` (stream, group) pairs were found (`truncated`: the caller
+/// reports max-targets exceeded rather than cutting silently). Each call's
+/// timeout is the connection's; `deadline` is checked between calls.
+pub fn discover<C: ConnectionLike>(
+    con: &mut C,
+    pattern: &str,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Discovery, DiscoverError> {
+    let mut found = Discovery::default();
+    let mut cursor = String::from("0");
+    loop {
+        if Instant::now() >= deadline {
+            return Err(DiscoverError::Deadline);
+        }
+        let (next, keys): (String, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(&cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("TYPE")
+            .arg("stream")
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query(con)?;
+        for key in keys {
+            let Ok(stream) = String::from_utf8(key) else {
+                found.skipped.push("a key whose name is not UTF-8".into());
+                continue;
+            };
+            match groups_of(con, &stream)? {
+                Some(groups) => found.streams.push(StreamGroups { stream, groups }),
+                None => found
+                    .skipped
+                    .push(format!("{stream:?}: no longer a stream")),
+            }
+            if found.pairs() > limit {
+                found.truncated = true;
+                break;
+            }
+        }
+        if found.truncated || next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    found.streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+    Ok(found)
+}
+
+/// The group names of `stream`, sorted; `None` if the key is gone or is no
+/// longer a stream (it changed after SCAN saw it).
+pub fn groups_of<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+) -> Result<Option<Vec<String>>, RedisError> {
+    let reply: Value = match redis::cmd("XINFO").arg("GROUPS").arg(stream).query(con) {
+        Ok(reply) => reply,
+        Err(e) if e.code() == Some("WRONGTYPE") => return Ok(None),
+        Err(e) if e.to_string().contains("no such key") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Value::Array(groups) = reply else {
+        return Ok(Some(Vec::new()));
+    };
+    // A group whose name is not UTF-8 is left out: the trigger names groups as text.
+    let mut names: Vec<String> = groups.iter().filter_map(group_name).collect();
+    names.sort();
+    Ok(Some(names))
+}
+
+/// The `name` field of one XINFO GROUPS entry (RESP2 flat pairs or RESP3 map).
+fn group_name(entry: &Value) -> Option<String> {
+    let pairs: Vec<(&Value, &Value)> = match entry {
+        Value::Array(flat) => flat
+            .chunks(2)
+            .filter_map(|p| Some((p.first()?, p.get(1)?)))
+            .collect(),
+        Value::Map(map) => map.iter().map(|(k, v)| (k, v)).collect(),
+        _ => return None,
+    };
+    pairs
+        .into_iter()
+        .find_map(|(k, v)| match (text(k)?.as_str(), text(v)) {
+            ("name", name) => name,
+            _ => None,
+        })
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
