@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+pub mod dead_letter;
 pub mod retire;
 pub mod states;
 
@@ -58,6 +59,8 @@ pub enum Destination {
 pub struct Move {
     pub id: String,
     pub owner: Vec<u8>,
+    /// Its delivery count (unchanged by the move).
+    pub deliveries: i64,
     pub destination: Destination,
 }
 
@@ -111,6 +114,7 @@ pub fn plan_claims(
         plan.moves.push(Move {
             id: entry.id.clone(),
             owner: entry.owner.clone(),
+            deliveries: entry.deliveries,
             destination: if poisoned {
                 Destination::Quarantine
             } else {

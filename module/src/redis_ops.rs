@@ -5,11 +5,12 @@
 
 use crate::args::StreamId;
 use crate::mode::ModeValue;
+use crate::plan::dead_letter::Room;
 use crate::plan::{Consumer, PendingEntry};
 use quantum_protocol::error;
 use redis_module::{
-    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, KeyType, RedisError,
-    RedisString,
+    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, KeyType,
+    RedisError, RedisString,
 };
 use std::os::raw::c_int;
 use std::sync::OnceLock;
@@ -193,6 +194,17 @@ fn call_options(effect: Effect) -> &'static CallOptions {
     }
 }
 
+/// Runs `command` through RM_Call with the caller's ACL; an error reply becomes `Err`.
+fn call(
+    ctx: &Context,
+    effect: Effect,
+    command: &str,
+    args: &[&[u8]],
+) -> Result<CallReply<'static>, RedisError> {
+    let result: CallResult<'static> = ctx.call_ext(command, call_options(effect), args);
+    result.map_err(|e| RedisError::String(error_reply(command, &crate::text::ascii(e.as_bytes()))))
+}
+
 /// This group's line of XINFO GROUPS: what STATUS and a call without the
 /// consumer pass report.
 pub struct GroupInfo {
@@ -223,11 +235,7 @@ impl<'a> Group<'a> {
         command: &str,
         args: &[&[u8]],
     ) -> Result<CallReply<'static>, RedisError> {
-        let options = call_options(effect);
-        let result: CallResult<'static> = self.ctx.call_ext(command, options, args);
-        result.map_err(|e| {
-            RedisError::String(error_reply(command, &crate::text::ascii(e.as_bytes())))
-        })
+        call(self.ctx, effect, command, args)
     }
 
     /// XPENDING extended form: at most `count` entries after `after` (or from
@@ -390,6 +398,28 @@ impl<'a> Group<'a> {
         }
     }
 
+    /// Entry `id`'s field/value pairs, flat and in order, or `None` when the
+    /// stream no longer holds it.
+    pub fn entry_fields(&self, id: &str) -> Result<Option<Vec<Vec<u8>>>, RedisError> {
+        let CallReply::Array(entries) = self.read("XRANGE", &[self.key, id.as_bytes(), id.as_bytes()])?
+        else {
+            return Err(unexpected("XRANGE"));
+        };
+        let Some(entry) = entries.get(0) else {
+            return Ok(None);
+        };
+        let Ok(CallReply::Array(parts)) = entry else {
+            return Err(unexpected("XRANGE"));
+        };
+        let Some(Ok(CallReply::Array(fields))) = parts.get(1) else {
+            return Err(unexpected("XRANGE"));
+        };
+        (0..fields.len())
+            .map(|i| bytes_at(&fields.get(i)).ok_or_else(|| unexpected("XRANGE")))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
     /// XINFO CONSUMERS, read by field name.
     pub fn consumers(&self) -> Result<Vec<Consumer>, RedisError> {
         let CallReply::Array(rows) = self.read("XINFO", &[b"CONSUMERS", self.key, self.group])?
@@ -455,6 +485,78 @@ impl<'a> Group<'a> {
             _ => Err(unexpected("XGROUP DELCONSUMER")),
         }
     }
+}
+
+/// The stream RECOVER copies quarantined entries to (DEADLETTER).
+pub struct DeadLetterStream<'a> {
+    ctx: &'a Context,
+    key: &'a [u8],
+    /// `~ maxlen`, as XADD takes it.
+    maxlen: String,
+}
+
+impl<'a> DeadLetterStream<'a> {
+    pub fn new(ctx: &'a Context, key: &'a [u8], maxlen: i64) -> Self {
+        DeadLetterStream {
+            ctx,
+            key,
+            maxlen: maxlen.to_string(),
+        }
+    }
+
+    /// Before the first change: the key holds a stream or nothing (XADD creates
+    /// it), and the caller may XADD to it. A refusal after the claims would
+    /// leave moved entries without their copies (S7).
+    pub fn check(&self, acl: &CallerAcl) -> Result<(), RedisError> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, self.key);
+        match self.ctx.open_key(&name).key_type() {
+            KeyType::Stream | KeyType::Empty => {}
+            _ => {
+                return Err(RedisError::String(format!(
+                    "WRONGTYPE the dead-letter key {} holds something other than a stream",
+                    crate::text::quote(self.key)
+                )))
+            }
+        }
+        acl.check_command(&[b"XADD", self.key, b"MAXLEN", b"~", b"1", b"*", b"f", b"v"])
+    }
+
+    /// XADD key MAXLEN ~ maxlen * header… payload…, replicated (S4) and with
+    /// the caller's ACL (S7).
+    pub fn append(&self, header: &[(&str, Vec<u8>)], payload: &[Vec<u8>]) -> Result<(), RedisError> {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(5 + 2 * header.len() + payload.len());
+        args.extend([self.key, b"MAXLEN", b"~", self.maxlen.as_bytes(), b"*"]);
+        for (field, value) in header {
+            args.extend([field.as_bytes(), value.as_slice()]);
+        }
+        args.extend(payload.iter().map(Vec::as_slice));
+        match call(self.ctx, Effect::Writes, "XADD", &args)? {
+            CallReply::String(_) => Ok(()),
+            _ => Err(unexpected("XADD")),
+        }
+    }
+}
+
+/// The memory left before `maxmemory`, for the dead-letter copies.
+pub fn memory_room(ctx: &Context) -> Result<Room, RedisError> {
+    if !ctx.get_flags().contains(ContextFlags::MAXMEMORY) {
+        return Ok(Room::Unlimited);
+    }
+    // The module's own look-up: the caller need not be allowed CONFIG.
+    static OPTIONS: OnceLock<CallOptions> = OnceLock::new();
+    let options = OPTIONS.get_or_init(|| CallOptionsBuilder::new().errors_as_replies().build());
+    let reply: CallResult<'static> = ctx.call_ext("CONFIG", options, &[b"GET".as_slice(), b"maxmemory"]);
+    let maxmemory = match reply {
+        Ok(CallReply::Array(pair)) => string_at(&pair.get(1)).and_then(|v| v.parse::<u64>().ok()),
+        _ => None,
+    }
+    .ok_or_else(|| unexpected("CONFIG GET maxmemory"))?;
+    // SAFETY: reading a function pointer Redis filled in at module load.
+    let used_ratio = unsafe { raw::RedisModule_GetUsedMemoryRatio }
+        // SAFETY: takes no arguments and only reads the server's memory counters.
+        .map(|ratio| unsafe { ratio() })
+        .ok_or_else(|| unexpected("GetUsedMemoryRatio"))?;
+    Ok(Room::from_usage(maxmemory, f64::from(used_ratio)))
 }
 
 /// An internal call's error as our reply: RM_Call's "acl verification failed"
