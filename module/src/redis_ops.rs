@@ -401,7 +401,8 @@ impl<'a> Group<'a> {
     /// Entry `id`'s field/value pairs, flat and in order, or `None` when the
     /// stream no longer holds it.
     pub fn entry_fields(&self, id: &str) -> Result<Option<Vec<Vec<u8>>>, RedisError> {
-        let CallReply::Array(entries) = self.read("XRANGE", &[self.key, id.as_bytes(), id.as_bytes()])?
+        let CallReply::Array(entries) =
+            self.read("XRANGE", &[self.key, id.as_bytes(), id.as_bytes()])?
         else {
             return Err(unexpected("XRANGE"));
         };
@@ -523,7 +524,11 @@ impl<'a> DeadLetterStream<'a> {
 
     /// XADD key MAXLEN ~ maxlen * header… payload…, replicated (S4) and with
     /// the caller's ACL (S7).
-    pub fn append(&self, header: &[(&str, Vec<u8>)], payload: &[Vec<u8>]) -> Result<(), RedisError> {
+    pub fn append(
+        &self,
+        header: &[(&str, Vec<u8>)],
+        payload: &[Vec<u8>],
+    ) -> Result<(), RedisError> {
         let mut args: Vec<&[u8]> = Vec::with_capacity(5 + 2 * header.len() + payload.len());
         args.extend([self.key, b"MAXLEN", b"~", self.maxlen.as_bytes(), b"*"]);
         for (field, value) in header {
@@ -545,7 +550,8 @@ pub fn memory_room(ctx: &Context) -> Result<Room, RedisError> {
     // The module's own look-up: the caller need not be allowed CONFIG.
     static OPTIONS: OnceLock<CallOptions> = OnceLock::new();
     let options = OPTIONS.get_or_init(|| CallOptionsBuilder::new().errors_as_replies().build());
-    let reply: CallResult<'static> = ctx.call_ext("CONFIG", options, &[b"GET".as_slice(), b"maxmemory"]);
+    let reply: CallResult<'static> =
+        ctx.call_ext("CONFIG", options, &[b"GET".as_slice(), b"maxmemory"]);
     let maxmemory = match reply {
         Ok(CallReply::Array(pair)) => string_at(&pair.get(1)).and_then(|v| v.parse::<u64>().ok()),
         _ => None,

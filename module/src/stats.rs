@@ -60,7 +60,10 @@ impl Stats {
             ("dropped", self.dropped.load(Relaxed)),
             ("deleted", self.deleted.load(Relaxed)),
             ("dead_lettered", self.dead_lettered.load(Relaxed)),
-            ("dead_letter_deferred", self.dead_letter_deferred.load(Relaxed)),
+            (
+                "dead_letter_deferred",
+                self.dead_letter_deferred.load(Relaxed),
+            ),
             ("retires", self.retires.load(Relaxed)),
             ("errors", self.errors.load(Relaxed)),
             ("last_run_unix_ms", self.last_run_unix_ms.load(Relaxed)),

@@ -315,7 +315,10 @@ fn a_bad_deadletter_is_refused_by_name() {
             "x s g DEADLETTER quantum:mode",
             "DEADLETTER 'quantum:mode' is the mode key",
         ),
-        ("x s g DEADLETTER a DEADLETTER b", "DEADLETTER given more than once"),
+        (
+            "x s g DEADLETTER a DEADLETTER b",
+            "DEADLETTER given more than once",
+        ),
     ] {
         let message = error(line);
         assert!(message.contains(expected), "{line}: {message}");
@@ -332,7 +335,10 @@ fn a_bad_deadletter_is_refused_by_name() {
     let argv: Vec<&[u8]> = vec![b"x", b"s", b"g"];
     match parse_recover(&argv, &configured) {
         Err(ArgError::Invalid(m)) => {
-            assert!(m.contains("quantum.dead-letter 's' is the stream itself"), "{m}")
+            assert!(
+                m.contains("quantum.dead-letter 's' is the stream itself"),
+                "{m}"
+            )
         }
         other => panic!("{other:?}"),
     }

@@ -40,7 +40,8 @@ pub const PER_ENTRY_OVERHEAD: u64 = 64;
 /// `payload` (field, value, field, value …).
 pub fn copy_cost(header: &Header, payload: &[impl AsRef<[u8]>]) -> u64 {
     let items = header.fields().iter().map(|(f, v)| f.len() + v.len());
-    let bytes: usize = items.sum::<usize>() + payload.iter().map(|p| p.as_ref().len()).sum::<usize>();
+    let bytes: usize =
+        items.sum::<usize>() + payload.iter().map(|p| p.as_ref().len()).sum::<usize>();
     let count = (2 * header.fields().len() + payload.len()) as u64;
     bytes as u64 + count * PER_ITEM_OVERHEAD + PER_ENTRY_OVERHEAD
 }
@@ -70,8 +71,7 @@ pub fn plan_copies(candidates: &[Candidate], room: Room) -> CopyPlan {
         Room::Bytes(free) => Some(free.saturating_sub(NODE_RESERVE)),
     };
     for candidate in candidates {
-        let fits = plan.deferred.is_empty()
-            && left.is_none_or(|free| candidate.cost <= free);
+        let fits = plan.deferred.is_empty() && left.is_none_or(|free| candidate.cost <= free);
         if fits {
             left = left.map(|free| free - candidate.cost);
             plan.copy.push(candidate.id.clone());
@@ -113,7 +113,10 @@ impl Header {
                 (field::ID, moved.id.as_bytes().to_vec()),
                 (field::CONSUMER, moved.owner.clone()),
                 (field::DELIVERIES, moved.deliveries.to_string().into_bytes()),
-                (field::REASON, field::REASON_MAX_DELIVERIES.as_bytes().to_vec()),
+                (
+                    field::REASON,
+                    field::REASON_MAX_DELIVERIES.as_bytes().to_vec(),
+                ),
             ],
         }
     }
