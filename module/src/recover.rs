@@ -173,6 +173,7 @@ fn dead_letter_key(dead_letter: &args::DeadLetter) -> shared::OptionalKey<'_> {
     shared::OptionalKey {
         keyword: quantum_protocol::keyword::DEADLETTER,
         config: quantum_protocol::config::DEAD_LETTER,
+        purpose: "write the dead-letter stream",
         name: &dead_letter.name,
         argv_pos: dead_letter.argv_pos,
     }

@@ -56,6 +56,7 @@ pub fn read_mode(
     let key = OptionalKey {
         keyword: kw::MODEKEY,
         config: config_name::MODE_KEY,
+        purpose: "read the mode key",
         name: &mode_key.name,
         argv_pos: mode_key.argv_pos,
     };
@@ -67,6 +68,8 @@ pub fn read_mode(
 pub struct OptionalKey<'a> {
     pub keyword: &'static str,
     pub config: &'static str,
+    /// What the call does with it, for a refusal: "read the mode key".
+    pub purpose: &'static str,
     pub name: &'a [u8],
     pub argv_pos: Option<usize>,
 }
@@ -102,7 +105,8 @@ pub fn check_configured_key(
     let with_key = [argv, &[key.keyword.as_bytes(), key.name]].concat();
     acl.check_command(&with_key).map_err(|_| {
         Failure::Error(RedisError::String(format!(
-            "NOPERM this user has no permissions to use the key {} ({}{})",
+            "NOPERM this user has no permissions to {} {} ({}{})",
+            key.purpose,
             text::quote(key.name),
             config_name::PREFIX,
             key.config
