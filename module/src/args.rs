@@ -24,7 +24,7 @@ pub struct Defaults {
 }
 
 /// A stream ID `ms-seq` (or `ms`, meaning `ms-0`), as CURSOR takes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
     pub ms: u64,
     pub seq: u64,

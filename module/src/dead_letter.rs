@@ -3,9 +3,9 @@
 //! (`plan::dead_letter`: which fit under `maxmemory`, which wait); after the
 //! claims, the copies are appended. All inside the one atomic call.
 
-use crate::args::DeadLetter;
+use crate::args::{DeadLetter, StreamId};
 use crate::plan::dead_letter::{self as copy_plan, Candidate, CopyPlan, Header, Room};
-use crate::plan::ClaimPlan;
+use crate::plan::{ClaimPlan, Move};
 use crate::redis_ops::{self, DeadLetterStream, Group};
 use redis_module::{Context, RedisError};
 
@@ -25,10 +25,17 @@ pub fn prepare(
     claims: &ClaimPlan,
 ) -> Result<Copies, RedisError> {
     let (stream, group_name) = names;
+    let moves: Vec<(StreamId, &Move)> = claims
+        .quarantine_moves()
+        .map(|m| StreamId::parse(m.id.as_bytes()).map(|id| (id, m)))
+        .collect::<Option<_>>()
+        .ok_or(RedisError::Str("ERR unexpected PEL entry ID"))?;
+    let ids: Vec<StreamId> = moves.iter().map(|(id, _)| *id).collect();
+    let mut payloads = group.entries_fields(&ids)?;
     let mut candidates = Vec::new();
     let mut entries = Vec::new();
-    for moved in claims.quarantine_moves() {
-        let Some(payload) = group.entry_fields(&moved.id)? else {
+    for (id, moved) in moves {
+        let Some(payload) = payloads.remove(&id) else {
             continue;
         };
         let header = Header::new(stream, group_name, moved);
