@@ -589,3 +589,35 @@ fn a_cluster_refuses_a_dead_letter_stream_in_another_slot_and_changes_nothing() 
     assert_eq!(r.dead_lettered.map(|ids| ids.len()), Some(2));
     assert_eq!(entries(&mut con, dead).len(), 2);
 }
+
+#[test]
+fn entries_far_apart_in_the_stream_are_each_copied_once() {
+    let (_server, mut con) = testnet_group();
+    // Poison entries 150 stream entries apart (more than one node, more than
+    // the reader's forward walk), one of them deleted.
+    let mut poisoned = Vec::new();
+    for round in 0..4 {
+        add_entries(&mut con, 150);
+        let done = read_as(&mut con, "exec-live", 150);
+        let mut ack = vec!["XACK", STREAM, GROUP];
+        ack.extend(done.iter().map(String::as_str));
+        run(&mut con, &ack).unwrap();
+        let fields = intent(round);
+        poisoned.push(xadd(&mut con, STREAM, &fields));
+        read_as(&mut con, "exec-41", 1);
+    }
+    run(&mut con, &["XDEL", STREAM, &poisoned[2]]).unwrap();
+    reread_history(&mut con, "exec-41");
+    sleep_ms(150);
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.dropped, [poisoned[2].clone()]);
+    let copied: Vec<Copy> = entries(&mut con, DEAD);
+    let expected: Vec<Vec<(String, Vec<u8>)>> = [0, 1, 3]
+        .iter()
+        .map(|&i| expected_copy(&poisoned[i], "exec-41", 2, &intent(i)))
+        .collect();
+    assert_eq!(
+        copied.into_iter().map(|c| c.1).collect::<Vec<_>>(),
+        expected
+    );
+}

@@ -417,13 +417,15 @@ impl<'a> Group<'a> {
             return Ok(found);
         };
         let name = RedisString::create_from_slice(self.ctx.ctx, self.key);
-        let key = self.ctx.open_key(&name);
         let stream_id = |id: StreamId| raw::RedisModuleStreamID {
             ms: id.ms,
             seq: id.seq,
         };
         let mut next = 0;
         while next < ids.len() {
+            // A handle per seek: starting a second iterator on the same handle,
+            // after the first was deleted, failed with EBADF on Redis 7.0.
+            let key = self.ctx.open_key(&name);
             let walk = key.get_stream_range_iterator(
                 Some(stream_id(ids[next])),
                 Some(stream_id(last)),
