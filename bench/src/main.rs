@@ -317,8 +317,8 @@ fn dead_letter_section(md: &mut String, con: &mut Connection, sizes: &Sizes) {
         md,
         "\n## Dead-letter copies\n\nServer time per QUANTUM.RECOVER call that moves a dead consumer's poison entries \
          (five fields each, two deliveries, MAXDELIVERIES 2, COUNT = the entries) to QUARANTINE, without and with \
-         DEADLETTER (each copy: an XRANGE of the entry and an XADD … MAXLEN ~ of its six header fields and its own \
-         five). INFO commandstats, every call on the same RESTOREd state, the dead-letter stream deleted before \
+         DEADLETTER (each copy: the entry read with the key API's stream iterator, then an XADD … MAXLEN ~ through \
+         RM_Call of its six header fields and its own five). INFO commandstats, every call on the same RESTOREd state, the dead-letter stream deleted before \
          each call (not counted). Target: with ≤ 1.5× without.\n\n\
          | entries per call | calls | without µs | with µs | with / without | µs per copy |\n|---|---|---|---|---|---|"
     );
