@@ -136,6 +136,15 @@ fn copies_carry_every_field_and_the_payload_while_the_original_stays_in_quaranti
     }
     assert_eq!(info_counter(&mut con, "dead_lettered"), 3);
     assert_eq!(info_counter(&mut con, "dead_letter_deferred"), 0);
+    // S1: the copies are XADDs; nothing acks, deletes or trims the stream.
+    let stats =
+        quantum_integration::reply::text(&run(&mut con, &["INFO", "commandstats"]).unwrap());
+    for command in ["xack", "xdel", "xtrim", "xautoclaim"] {
+        assert!(
+            !stats.contains(&format!("cmdstat_{command}:")),
+            "{command} ran: {stats}"
+        );
+    }
     // A second run finds nothing new to copy: QUARANTINE is never re-claimed from.
     let again = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
     assert!(again.quarantined.is_empty());

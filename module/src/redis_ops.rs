@@ -598,16 +598,13 @@ pub fn memory_room(ctx: &Context) -> Result<Room, RedisError> {
     if !ctx.get_flags().contains(ContextFlags::MAXMEMORY) {
         return Ok(Room::Unlimited);
     }
-    // The module's own look-up: the caller need not be allowed CONFIG.
-    static OPTIONS: OnceLock<CallOptions> = OnceLock::new();
-    let options = OPTIONS.get_or_init(|| CallOptionsBuilder::new().errors_as_replies().build());
-    let reply: CallResult<'static> =
-        ctx.call_ext("CONFIG", options, &[b"GET".as_slice(), b"maxmemory"]);
-    let maxmemory = match reply {
-        Ok(CallReply::Array(pair)) => string_at(&pair.get(1)).and_then(|v| v.parse::<u64>().ok()),
-        _ => None,
-    }
-    .ok_or_else(|| unexpected("CONFIG GET maxmemory"))?;
+    // From the server's INFO data rather than CONFIG GET: the caller need not
+    // be allowed CONFIG, and hardened servers rename it away.
+    let maxmemory = ctx
+        .server_info("memory")
+        .field("maxmemory")
+        .and_then(|v| std::str::from_utf8(v.as_slice()).ok()?.parse::<u64>().ok())
+        .ok_or_else(|| unexpected("INFO memory (maxmemory)"))?;
     // SAFETY: reading a function pointer Redis filled in at module load.
     let used_ratio = unsafe { raw::RedisModule_GetUsedMemoryRatio }
         // SAFETY: takes no arguments and only reads the server's memory counters.

@@ -129,6 +129,32 @@ impl Header {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every candidate is copied or deferred, in order; the copies are the
+        /// oldest ones and fit in the room left after the node reserve.
+        #[test]
+        fn copies_are_an_order_kept_prefix_that_fits(
+            costs in proptest::collection::vec(1u64..5_000, 0..40),
+            free in proptest::option::of(0u64..60_000),
+        ) {
+            let room = free.map_or(Room::Unlimited, Room::Bytes);
+            let all = candidates(&costs);
+            let plan = plan_copies(&all, room);
+            let ids: Vec<String> = all.iter().map(|c| c.id.clone()).collect();
+            prop_assert_eq!([plan.copy.clone(), plan.deferred.clone()].concat(), ids);
+            let used: u64 = costs[..plan.copy.len()].iter().sum();
+            if let Some(free) = free {
+                prop_assert!(used <= free.saturating_sub(NODE_RESERVE));
+                if let Some(next) = costs.get(plan.copy.len()) {
+                    prop_assert!(used + next > free.saturating_sub(NODE_RESERVE), "one more would fit");
+                }
+            } else {
+                prop_assert!(plan.deferred.is_empty());
+            }
+        }
+    }
 
     fn candidates(costs: &[u64]) -> Vec<Candidate> {
         costs
