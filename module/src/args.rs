@@ -18,10 +18,13 @@ pub struct Defaults {
     pub delete_limit: i64,
     pub max_deliveries: i64,
     pub retire_count: i64,
+    /// Empty: no dead-letter stream.
+    pub dead_letter: Vec<u8>,
+    pub dead_letter_maxlen: i64,
 }
 
 /// A stream ID `ms-seq` (or `ms`, meaning `ms-0`), as CURSOR takes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
     pub ms: u64,
     pub seq: u64,
@@ -182,6 +185,27 @@ impl ModeKey {
     }
 }
 
+/// The dead-letter stream: DEADLETTER or the configured one, where DEADLETTER
+/// sits in argv (for getkeys-api), and the approximate MAXLEN kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub name: Vec<u8>,
+    pub argv_pos: Option<usize>,
+    pub maxlen: i64,
+}
+
+impl DeadLetter {
+    /// DEADLETTER if given, else `quantum.dead-letter` unless it is empty (off).
+    fn parse(options: &Options, defaults: &Defaults) -> Result<Option<DeadLetter>, ArgError> {
+        let name = options.name(kw::DEADLETTER, &defaults.dead_letter)?;
+        Ok((!name.is_empty()).then(|| DeadLetter {
+            name,
+            argv_pos: options.position(kw::DEADLETTER),
+            maxlen: defaults.dead_letter_maxlen,
+        }))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoverRequest {
     pub key: Vec<u8>,
@@ -196,6 +220,8 @@ pub struct RecoverRequest {
     pub zombie_idle: i64,
     pub delete_limit: i64,
     pub max_deliveries: i64,
+    /// `None`: quarantined entries are not copied anywhere.
+    pub dead_letter: Option<DeadLetter>,
     pub dry_run: bool,
 }
 
@@ -219,6 +245,7 @@ pub fn parse_recover(argv: &[&[u8]], defaults: &Defaults) -> Result<RecoverReque
             kw::MAXDELIVERIES,
             kw::QUARANTINE,
             kw::MODEKEY,
+            kw::DEADLETTER,
         ],
         &[kw::DRYRUN],
     )?;
@@ -243,6 +270,7 @@ pub fn parse_recover(argv: &[&[u8]], defaults: &Defaults) -> Result<RecoverReque
             defaults.max_deliveries,
             range::MAX_DELIVERIES,
         )?,
+        dead_letter: DeadLetter::parse(&options, defaults)?,
         dry_run: options.has(kw::DRYRUN),
     };
     if request.scan < request.count {
@@ -261,6 +289,24 @@ pub fn parse_recover(argv: &[&[u8]], defaults: &Defaults) -> Result<RecoverReque
             "TO and QUARANTINE must name different consumers, both are {}",
             quote(&request.to)
         )));
+    }
+    if let Some(dead_letter) = &request.dead_letter {
+        let source = match dead_letter.argv_pos {
+            Some(_) => "DEADLETTER".to_string(),
+            None => format!("{}{}", config::PREFIX, config::DEAD_LETTER),
+        };
+        if dead_letter.name == request.key {
+            return Err(invalid(format!(
+                "{source} {} is the stream itself: copies of its entries must go to another stream",
+                quote(&dead_letter.name)
+            )));
+        }
+        if dead_letter.name == request.mode_key.name {
+            return Err(invalid(format!(
+                "{source} {} is the mode key",
+                quote(&dead_letter.name)
+            )));
+        }
     }
     Ok(request)
 }

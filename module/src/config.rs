@@ -1,5 +1,6 @@
-//! The `quantum.*` configs: the defaults of every QUANTUM.RECOVER option,
-//! RETIRE's `quantum.retire-count` and `quantum.retire-budget`, and
+//! The `quantum.*` configs: the defaults of every QUANTUM.RECOVER option
+//! (with the dead-letter stream and its MAXLEN), RETIRE's
+//! `quantum.retire-count` and `quantum.retire-budget`, and
 //! `quantum.allowed-modes`. Redis owns them (CONFIG SET/GET, redis.conf
 //! lines); these statics are where Redis stores them and where each call
 //! reads them. `loadmodule` arguments become their
@@ -24,12 +25,15 @@ pub static DELETE_LIMIT: AtomicI64 = AtomicI64::new(protocol::DEFAULT_DELETE_LIM
 pub static MAX_DELIVERIES: AtomicI64 = AtomicI64::new(protocol::DEFAULT_MAX_DELIVERIES);
 pub static RETIRE_COUNT: AtomicI64 = AtomicI64::new(protocol::DEFAULT_RETIRE_COUNT);
 pub static RETIRE_BUDGET: AtomicI64 = AtomicI64::new(protocol::DEFAULT_RETIRE_BUDGET);
+pub static DEAD_LETTER_MAXLEN: AtomicI64 = AtomicI64::new(protocol::DEFAULT_DEAD_LETTER_MAXLEN);
 
 pub static TARGET: TextConfig = TextConfig::name(protocol::DEFAULT_TARGET);
 pub static QUARANTINE: TextConfig = TextConfig::name(protocol::DEFAULT_QUARANTINE);
 pub static MODE_KEY: TextConfig = TextConfig::name(protocol::DEFAULT_MODE_KEY);
 /// Comma list; empty allows nothing (fail closed).
 pub static ALLOWED_MODES: TextConfig = TextConfig::list(protocol::DEFAULT_ALLOWED_MODES);
+/// Empty: quarantined entries are not copied.
+pub static DEAD_LETTER: TextConfig = TextConfig::optional(protocol::DEFAULT_DEAD_LETTER);
 
 /// A numeric `quantum.<name>` config as it is registered.
 pub struct NumberConfig {
@@ -46,7 +50,7 @@ pub struct StringConfig {
     pub default: &'static str,
 }
 
-pub static NUMBER_CONFIGS: [NumberConfig; 8] = [
+pub static NUMBER_CONFIGS: [NumberConfig; 9] = [
     number(
         protocol::MIN_IDLE,
         &MIN_IDLE,
@@ -90,9 +94,15 @@ pub static NUMBER_CONFIGS: [NumberConfig; 8] = [
         protocol::DEFAULT_RETIRE_BUDGET,
         range::RETIRE_BUDGET,
     ),
+    number(
+        protocol::DEAD_LETTER_MAXLEN,
+        &DEAD_LETTER_MAXLEN,
+        protocol::DEFAULT_DEAD_LETTER_MAXLEN,
+        range::DEAD_LETTER_MAXLEN,
+    ),
 ];
 
-pub static STRING_CONFIGS: [StringConfig; 4] = [
+pub static STRING_CONFIGS: [StringConfig; 5] = [
     StringConfig {
         name: protocol::TARGET,
         value: &TARGET,
@@ -112,6 +122,11 @@ pub static STRING_CONFIGS: [StringConfig; 4] = [
         name: protocol::ALLOWED_MODES,
         value: &ALLOWED_MODES,
         default: protocol::DEFAULT_ALLOWED_MODES,
+    },
+    StringConfig {
+        name: protocol::DEAD_LETTER,
+        value: &DEAD_LETTER,
+        default: protocol::DEFAULT_DEAD_LETTER,
     },
 ];
 
@@ -138,10 +153,10 @@ enum Empty {
 
 /// A string config.
 pub struct TextConfig {
-    /// Starts as the built-in default, never as "": Redis calls the set
-    /// callback for a redis.conf line only when the value differs from what
-    /// the config holds, so an initial "" would let `quantum.target ""` in
-    /// unchecked.
+    /// Starts as the built-in default, never as "" where "" is refused: Redis
+    /// calls the set callback for a redis.conf line only when the value differs
+    /// from what the config holds, so an initial "" would let
+    /// `quantum.target ""` in unchecked.
     value: Mutex<Cow<'static, str>>,
     empty: Empty,
 }
@@ -152,6 +167,14 @@ impl TextConfig {
         TextConfig {
             value: Mutex::new(Cow::Borrowed(default)),
             empty: Empty::Refused,
+        }
+    }
+
+    /// A key name that may be empty (meaning: none).
+    const fn optional(default: &'static str) -> Self {
+        TextConfig {
+            value: Mutex::new(Cow::Borrowed(default)),
+            empty: Empty::Allowed,
         }
     }
 
@@ -319,6 +342,8 @@ pub fn defaults() -> Defaults {
         delete_limit: DELETE_LIMIT.load(Ordering::Relaxed),
         max_deliveries: MAX_DELIVERIES.load(Ordering::Relaxed),
         retire_count: RETIRE_COUNT.load(Ordering::Relaxed),
+        dead_letter: DEAD_LETTER.get_string().into_bytes(),
+        dead_letter_maxlen: DEAD_LETTER_MAXLEN.load(Ordering::Relaxed),
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod args;
 mod config;
+mod dead_letter;
 mod log;
 mod mode;
 mod plan;
@@ -50,13 +51,14 @@ fn catch_panic(body: impl FnOnce() -> RedisResult) -> Result<RedisResult, String
     catch_unwind(AssertUnwindSafe(body)).map_err(|payload| panic_text(&*payload))
 }
 
-/// One QUANTUM.* command: its body, and where MODEKEY sits in its argv.
+/// One QUANTUM.* command: its body, and where MODEKEY and DEADLETTER sit in its argv.
 #[derive(Clone, Copy)]
 struct Command {
     name: &'static str,
     /// Sends its own reply on success.
     body: fn(&Context, &[&[u8]]) -> Result<(), Failure>,
     mode_key_pos: fn(&[&[u8]]) -> Option<usize>,
+    dead_letter_pos: fn(&[&[u8]]) -> Option<usize>,
     /// Whether the command only reads the stream (its key is declared read-only).
     reads_only: bool,
 }
@@ -67,12 +69,11 @@ fn dispatch(ctx: &Context, command: Command, args: &[RedisString]) -> RedisResul
     let outcome = catch_panic(|| {
         let argv: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
         if ctx.is_keys_position_request() {
-            declare_keys(
-                ctx,
-                &argv,
-                (command.mode_key_pos)(&argv),
-                command.reads_only,
-            );
+            let optional = OptionalKeys {
+                mode_key: (command.mode_key_pos)(&argv),
+                dead_letter: (command.dead_letter_pos)(&argv),
+            };
+            declare_keys(ctx, &argv, optional, command.reads_only);
             return Ok(RedisValue::NoReply);
         }
         match (command.body)(ctx, &argv) {
@@ -101,12 +102,19 @@ fn dispatch(ctx: &Context, command: Command, args: &[RedisString]) -> RedisResul
     })
 }
 
+/// Where the keys a call may name besides its stream sit in its argv.
+struct OptionalKeys {
+    mode_key: Option<usize>,
+    dead_letter: Option<usize>,
+}
+
 /// Cluster routing and ACL learn the keys from here: the stream (read-only for
-/// STATUS, read-write otherwise), and the mode key when MODEKEY names it (read
-/// only). The default mode key is not in argv, so `shared::read_mode` checks the
-/// call as if it named it with MODEKEY. RM_KeyAtPosWithFlags exists from
-/// Redis 7.0 on; without it (older servers) keys are declared with full access.
-fn declare_keys(ctx: &Context, argv: &[&[u8]], mode_key_pos: Option<usize>, reads_only: bool) {
+/// STATUS, read-write otherwise), the mode key when MODEKEY names it (read
+/// only) and the dead-letter stream when DEADLETTER names it (written, as by
+/// XADD: no read access needed). Keys from the configs are not in argv, so
+/// `shared` checks the call as if it named them. RM_KeyAtPosWithFlags exists
+/// from Redis 7.0 on; without it (older servers) keys are declared with full access.
+fn declare_keys(ctx: &Context, argv: &[&[u8]], optional: OptionalKeys, reads_only: bool) {
     if argv.len() < 2 {
         return;
     }
@@ -114,39 +122,57 @@ fn declare_keys(ctx: &Context, argv: &[&[u8]], mode_key_pos: Option<usize>, read
     let read_write = (raw::REDISMODULE_CMD_KEY_RW
         | raw::REDISMODULE_CMD_KEY_ACCESS
         | raw::REDISMODULE_CMD_KEY_UPDATE) as i32;
+    // As XADD declares its key (written and trimmed, never read back).
+    let appended = (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE) as i32;
     // SAFETY: reading a function pointer Redis filled in when the module loaded
     // (RedisModule_Init runs before any command); it is never written again.
     match unsafe { raw::RedisModule_KeyAtPosWithFlags } {
         // SAFETY: `ctx.ctx` is the live context of this key-position request
         // (checked by `is_keys_position_request`), and every position is < argc:
-        // 1 because argv has at least 2 entries, MODEKEY's because the parser found
-        // its value in argv.
+        // 1 because argv has at least 2 entries, MODEKEY's and DEADLETTER's because
+        // the parser found their values in argv.
         Some(key_at_pos) => unsafe {
             key_at_pos(ctx.ctx, 1, if reads_only { read_only } else { read_write });
-            if let Some(pos) = mode_key_pos {
+            if let Some(pos) = optional.mode_key {
                 key_at_pos(ctx.ctx, pos as i32, read_only);
             }
+            if let Some(pos) = optional.dead_letter {
+                key_at_pos(ctx.ctx, pos as i32, appended);
+            }
         },
-        None => ctx.key_at_pos(1),
+        None => {
+            ctx.key_at_pos(1);
+            if let Some(pos) = optional.dead_letter {
+                ctx.key_at_pos(pos as i32);
+            }
+        }
     }
+}
+
+/// For commands without a DEADLETTER option.
+fn no_key(_argv: &[&[u8]]) -> Option<usize> {
+    None
 }
 
 const RECOVER: Command = Command {
     name: command::RECOVER,
     body: recover::run,
     mode_key_pos: recover::mode_key_pos,
+    dead_letter_pos: recover::dead_letter_pos,
     reads_only: false,
 };
 const STATUS: Command = Command {
     name: command::STATUS,
     body: status::run,
     mode_key_pos: status::mode_key_pos,
+    dead_letter_pos: no_key,
     reads_only: true,
 };
 const RETIRE: Command = Command {
     name: command::RETIRE,
     body: retire::run,
     mode_key_pos: retire::mode_key_pos,
+    dead_letter_pos: no_key,
     reads_only: false,
 };
 

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+pub mod dead_letter;
 pub mod retire;
 pub mod states;
 
@@ -68,6 +69,8 @@ pub enum Destination {
 pub struct Move {
     pub id: String,
     pub owner: Vec<u8>,
+    /// Its delivery count (unchanged by the move).
+    pub deliveries: i64,
     pub destination: Destination,
 }
 
@@ -121,6 +124,7 @@ pub fn plan_claims(
         plan.moves.push(Move {
             id: entry.id.clone(),
             owner: entry.owner.clone(),
+            deliveries: entry.deliveries,
             destination: if poisoned {
                 Destination::Quarantine
             } else {

@@ -3,11 +3,13 @@
 //! the check before each delete and the delete itself cannot be separated (S2).
 
 use crate::args::{self, RecoverRequest, StreamId};
+use crate::dead_letter;
+use crate::plan::dead_letter::CopyPlan;
 use crate::plan::{
     self, ClaimOutcome, ClaimPlan, ClaimRules, DeleteRules, DeletionPlan, Destination, Keepers,
     PendingEntry,
 };
-use crate::redis_ops::{self, CallerAcl, Group, Internal};
+use crate::redis_ops::{self, CallerAcl, DeadLetterStream, Group, Internal};
 use crate::reply::{self, Reply};
 use crate::shared::{self, Failure};
 use crate::stats::{self, bump, STATS};
@@ -32,18 +34,23 @@ pub struct Report {
     pub cursor: Option<String>,
     pub pending: i64,
     pub consumers: i64,
+    /// With a dead-letter stream: what was (DRYRUN: would be) copied and what waits.
+    pub dead_letter: Option<CopyPlan>,
 }
 
 /// ```text
 /// QUANTUM.RECOVER key group [TO consumer] [MINIDLE ms] [COUNT n] [SCAN n] [CURSOR id]
 ///                 [ZOMBIEIDLE ms] [DELETELIMIT n] [MAXDELIVERIES n] [QUARANTINE consumer]
-///                 [MODEKEY key] [DRYRUN]
+///                 [MODEKEY key] [DEADLETTER key] [DRYRUN]
 /// ```
 /// Moves entries idle ≥ MINIDLE from dead consumers to TO (or QUARANTINE when
-/// delivered ≥ MAXDELIVERIES times), then deletes consumers idle > ZOMBIEIDLE
+/// delivered ≥ MAXDELIVERIES times, with a copy XADDed to the DEADLETTER
+/// stream when there is one), then deletes consumers idle > ZOMBIEIDLE
 /// with nothing pending. Mode-guarded unless DRYRUN. Replies with a map:
 /// mode, dry-run, claimed, quarantined, dropped, deleted, kept (at most
-/// `plan::KEPT_LIMIT` names), scanned, cursor, pending, consumers, kept-total.
+/// `plan::KEPT_LIMIT` names), scanned, cursor, pending, consumers, kept-total,
+/// and with a dead-letter stream dead-lettered and dead-letter-deferred (quarantine
+/// moves left with their owner this time: their copies would pass maxmemory).
 /// A real call with DELETELIMIT 0 skips the pass over every consumer: kept is
 /// empty, kept-total nil, pending and consumers come from XINFO GROUPS.
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
@@ -62,6 +69,13 @@ pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {
         .argv_pos
 }
 
+pub fn dead_letter_pos(argv: &[&[u8]]) -> Option<usize> {
+    shared::parse(argv, args::parse_recover)
+        .ok()?
+        .dead_letter?
+        .argv_pos
+}
+
 fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Report, Failure> {
     let acl = CallerAcl::of(ctx)?;
     let mode_value = if request.dry_run {
@@ -72,6 +86,10 @@ fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Re
     redis_ops::check_stream(ctx, &request.key)?;
     let group = Group::new(ctx, &request.key, &request.group);
     group.check_allowed(&acl, &internal_commands(request))?;
+    if let Some(dead_letter) = &request.dead_letter {
+        shared::check_configured_key(ctx, &acl, argv, dead_letter_key(dead_letter))?;
+        DeadLetterStream::new(ctx, &dead_letter.name, dead_letter.maxlen).check(&acl)?;
+    }
     let keepers = Keepers {
         to: request.to.clone(),
         quarantine: request.quarantine.clone(),
@@ -79,6 +97,20 @@ fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Re
     let rules = claim_rules(request);
     let pel = read_pel(&group, request.cursor, &rules, &keepers)?;
     let claim_plan = plan::plan_claims(&pel.entries, &rules, &keepers, pel.ended);
+    // Before any change: the copies' entries are read and what does not fit waits.
+    let copies = match &request.dead_letter {
+        Some(_) => Some(dead_letter::prepare(
+            ctx,
+            &group,
+            (&request.key, &request.group),
+            &claim_plan,
+        )?),
+        None => None,
+    };
+    let claim_plan = match &copies {
+        Some(copies) => claim_plan.without(&copies.plan.deferred),
+        None => claim_plan,
+    };
 
     let mut report = Report {
         mode: mode_value.as_bytes().map(<[u8]>::to_vec),
@@ -90,12 +122,16 @@ fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Re
         cursor: claim_plan.cursor.clone(),
         pending: 0,
         consumers: 0,
+        dead_letter: copies.as_ref().map(|c| c.plan.clone()),
     };
     let consumers = if request.dry_run {
         report.outcome = predict_claims(&group, &claim_plan)?;
         plan::consumers_after_claims(group.consumers()?, &claim_plan, &report.outcome, &keepers)
     } else {
         report.outcome = execute_claims(&group, &claim_plan, request)?;
+        if let (Some(dead_letter), Some(copies)) = (&request.dead_letter, &copies) {
+            dead_letter::write(ctx, dead_letter, copies)?;
+        }
         if !consumer_pass(request) {
             let info = group.info()?;
             (report.pending, report.consumers) = (info.pending, info.consumers);
@@ -132,6 +168,17 @@ fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Re
     Ok(report)
 }
 
+/// The configured dead-letter key as `shared::check_configured_key` takes it.
+fn dead_letter_key(dead_letter: &args::DeadLetter) -> shared::OptionalKey<'_> {
+    shared::OptionalKey {
+        keyword: quantum_protocol::keyword::DEADLETTER,
+        config: quantum_protocol::config::DEAD_LETTER,
+        purpose: "write the dead-letter stream",
+        name: &dead_letter.name,
+        argv_pos: dead_letter.argv_pos,
+    }
+}
+
 /// Whether the call looks at every consumer: it must to delete or to predict
 /// (DRYRUN); a real call with DELETELIMIT 0 cannot delete, so it skips the
 /// pass, whose cost grows with the group's consumers, not with COUNT (S5).
@@ -148,6 +195,10 @@ fn internal_commands(request: &RecoverRequest) -> Vec<Internal> {
         commands.extend([Internal::Range, Internal::InfoConsumers]);
     } else {
         commands.extend([Internal::CreateConsumer, Internal::Claim]);
+        if request.dead_letter.is_some() {
+            // The quarantined entries are read for their copies.
+            commands.push(Internal::Range);
+        }
         if consumer_pass(request) {
             commands.extend([Internal::InfoConsumers, Internal::DeleteConsumer]);
         } else {
@@ -245,7 +296,7 @@ fn predict_claims(group: &Group, plan: &ClaimPlan) -> Result<ClaimOutcome, Redis
 }
 
 fn reply_of(report: &Report) -> Reply<'_> {
-    Reply::Map(vec![
+    let mut fields = vec![
         (key::MODE, Reply::nil_or_bytes(report.mode.as_deref())),
         (key::DRY_RUN, Reply::Int(report.dry_run.into())),
         (key::CLAIMED, Reply::ids(&report.outcome.claimed)),
@@ -266,7 +317,12 @@ fn reply_of(report: &Report) -> Reply<'_> {
                 .kept_total
                 .map_or(Reply::Nil, |n| Reply::Int(n as i64)),
         ),
-    ])
+    ];
+    if let Some(copies) = &report.dead_letter {
+        fields.push((key::DEAD_LETTERED, Reply::ids(&copies.copy)));
+        fields.push((key::DEAD_LETTER_DEFERRED, Reply::ids(&copies.deferred)));
+    }
+    Reply::Map(fields)
 }
 
 /// Counts a completed call in `INFO quantum` and logs what a real one changed.
@@ -282,6 +338,22 @@ fn record(ctx: &Context, request: &RecoverRequest, report: &Report, started: Ins
     bump(&STATS.quarantined, outcome.quarantined.len());
     bump(&STATS.dropped, outcome.dropped.len());
     bump(&STATS.deleted, deleted.len());
+    if let Some(copies) = &report.dead_letter {
+        bump(&STATS.dead_lettered, copies.copy.len());
+        bump(&STATS.dead_letter_deferred, copies.deferred.len());
+        if !copies.deferred.is_empty() {
+            log::warning(
+                ctx,
+                &format!(
+                    "maxmemory: {} poison entries of stream='{}' group='{}' stay with their owners \
+                     until their dead-letter copies fit",
+                    copies.deferred.len(),
+                    text::printable(&request.key, 200),
+                    text::printable(&request.group, 200),
+                ),
+            );
+        }
+    }
     let last = stats::LastRun {
         unix_ms: stats::now_unix_ms(),
         claimed: outcome.claimed.len(),
@@ -301,7 +373,7 @@ fn record(ctx: &Context, request: &RecoverRequest, report: &Report, started: Ins
     log::notice(
         ctx,
         &format!(
-            "recovered stream='{}' group='{}' claimed={} quarantined={} dropped={} deleted={} kept={} deleted_consumers=[{}]",
+            "recovered stream='{}' group='{}' claimed={} quarantined={} dropped={} deleted={} kept={} dead_lettered={} deleted_consumers=[{}]",
             text::printable(&request.key, 200),
             text::printable(&request.group, 200),
             outcome.claimed.len(),
@@ -309,6 +381,7 @@ fn record(ctx: &Context, request: &RecoverRequest, report: &Report, started: Ins
             outcome.dropped.len(),
             deleted.len(),
             report.kept_total.unwrap_or(0),
+            report.dead_letter.as_ref().map_or(0, |c| c.copy.len()),
             text::name_list(deleted, 20),
         ),
     );

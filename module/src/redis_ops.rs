@@ -5,12 +5,14 @@
 
 use crate::args::StreamId;
 use crate::mode::ModeValue;
+use crate::plan::dead_letter::Room;
 use crate::plan::{Consumer, PendingEntry};
 use quantum_protocol::error;
 use redis_module::{
-    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, KeyType, RedisError,
-    RedisString,
+    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, KeyType,
+    RedisError, RedisString,
 };
+use std::collections::HashMap;
 use std::os::raw::c_int;
 use std::sync::OnceLock;
 
@@ -193,6 +195,17 @@ fn call_options(effect: Effect) -> &'static CallOptions {
     }
 }
 
+/// Runs `command` through RM_Call with the caller's ACL; an error reply becomes `Err`.
+fn call(
+    ctx: &Context,
+    effect: Effect,
+    command: &str,
+    args: &[&[u8]],
+) -> Result<CallReply<'static>, RedisError> {
+    let result: CallResult<'static> = ctx.call_ext(command, call_options(effect), args);
+    result.map_err(|e| RedisError::String(error_reply(command, &crate::text::ascii(e.as_bytes()))))
+}
+
 /// This group's line of XINFO GROUPS: what STATUS and a call without the
 /// consumer pass report.
 pub struct GroupInfo {
@@ -223,11 +236,7 @@ impl<'a> Group<'a> {
         command: &str,
         args: &[&[u8]],
     ) -> Result<CallReply<'static>, RedisError> {
-        let options = call_options(effect);
-        let result: CallResult<'static> = self.ctx.call_ext(command, options, args);
-        result.map_err(|e| {
-            RedisError::String(error_reply(command, &crate::text::ascii(e.as_bytes())))
-        })
+        call(self.ctx, effect, command, args)
     }
 
     /// XPENDING extended form: at most `count` entries after `after` (or from
@@ -390,6 +399,79 @@ impl<'a> Group<'a> {
         }
     }
 
+    /// The field/value pairs (flat, in order) of those of `ids` (ascending)
+    /// that the stream still holds. Read with the stream iterator of the key
+    /// API, walking forward from one wanted entry to the next: finding a single
+    /// ID (as XRANGE id id does) walks its stream node from the start, about
+    /// as long as XCLAIM takes, while poison entries usually sit close
+    /// together. A gap of more than `MAX_WALK` entries starts a fresh seek
+    /// instead. The caller's read access was checked: Redis checked the key
+    /// (declared with access), `check_allowed` the XRANGE command.
+    pub fn entries_fields(
+        &self,
+        ids: &[StreamId],
+    ) -> Result<HashMap<StreamId, Vec<Vec<u8>>>, RedisError> {
+        const MAX_WALK: usize = 64;
+        let mut found = HashMap::with_capacity(ids.len());
+        let Some(&last) = ids.last() else {
+            return Ok(found);
+        };
+        let name = RedisString::create_from_slice(self.ctx.ctx, self.key);
+        let stream_id = |id: StreamId| raw::RedisModuleStreamID {
+            ms: id.ms,
+            seq: id.seq,
+        };
+        let mut next = 0;
+        while next < ids.len() {
+            // A handle per seek: starting a second iterator on the same handle,
+            // after the first was deleted, failed with EBADF on Redis 7.0.
+            let key = self.ctx.open_key(&name);
+            let walk = key.get_stream_range_iterator(
+                Some(stream_id(ids[next])),
+                Some(stream_id(last)),
+                false,
+                false,
+            )?;
+            // Every seek moves `next` on: its first entry is ids[next] or after it.
+            let mut since_hit = 0;
+            let mut reseek = false;
+            for record in walk {
+                let at = StreamId {
+                    ms: record.id.ms,
+                    seq: record.id.seq,
+                };
+                // Wanted IDs before this entry are gone from the stream.
+                while next < ids.len() && ids[next] < at {
+                    next += 1;
+                }
+                if next == ids.len() {
+                    break;
+                }
+                if ids[next] == at {
+                    let flat = record
+                        .fields
+                        .iter()
+                        .flat_map(|(f, v)| [f.as_slice().to_vec(), v.as_slice().to_vec()])
+                        .collect();
+                    found.insert(at, flat);
+                    next += 1;
+                    since_hit = 0;
+                } else {
+                    since_hit += 1;
+                    if since_hit > MAX_WALK {
+                        reseek = true;
+                        break;
+                    }
+                }
+            }
+            // The walk reached the last wanted ID: any not found is gone.
+            if !reseek {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
     /// XINFO CONSUMERS, read by field name.
     pub fn consumers(&self) -> Result<Vec<Consumer>, RedisError> {
         let CallReply::Array(rows) = self.read("XINFO", &[b"CONSUMERS", self.key, self.group])?
@@ -455,6 +537,80 @@ impl<'a> Group<'a> {
             _ => Err(unexpected("XGROUP DELCONSUMER")),
         }
     }
+}
+
+/// The stream RECOVER copies quarantined entries to (DEADLETTER).
+pub struct DeadLetterStream<'a> {
+    ctx: &'a Context,
+    key: &'a [u8],
+    /// `~ maxlen`, as XADD takes it.
+    maxlen: String,
+}
+
+impl<'a> DeadLetterStream<'a> {
+    pub fn new(ctx: &'a Context, key: &'a [u8], maxlen: i64) -> Self {
+        DeadLetterStream {
+            ctx,
+            key,
+            maxlen: maxlen.to_string(),
+        }
+    }
+
+    /// Before the first change: the key holds a stream or nothing (XADD creates
+    /// it), and the caller may XADD to it. A refusal after the claims would
+    /// leave moved entries without their copies (S7).
+    pub fn check(&self, acl: &CallerAcl) -> Result<(), RedisError> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, self.key);
+        match self.ctx.open_key(&name).key_type() {
+            KeyType::Stream | KeyType::Empty => {}
+            _ => {
+                return Err(RedisError::String(format!(
+                    "WRONGTYPE the dead-letter key {} holds something other than a stream",
+                    crate::text::quote(self.key)
+                )))
+            }
+        }
+        acl.check_command(&[b"XADD", self.key, b"MAXLEN", b"~", b"1", b"*", b"f", b"v"])
+    }
+
+    /// XADD key MAXLEN ~ maxlen * header… payload…, replicated (S4) and with
+    /// the caller's ACL (S7).
+    pub fn append(
+        &self,
+        header: &[(&str, Vec<u8>)],
+        payload: &[Vec<u8>],
+    ) -> Result<(), RedisError> {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(5 + 2 * header.len() + payload.len());
+        args.extend([self.key, b"MAXLEN", b"~", self.maxlen.as_bytes(), b"*"]);
+        for (field, value) in header {
+            args.extend([field.as_bytes(), value.as_slice()]);
+        }
+        args.extend(payload.iter().map(Vec::as_slice));
+        match call(self.ctx, Effect::Writes, "XADD", &args)? {
+            CallReply::String(_) => Ok(()),
+            _ => Err(unexpected("XADD")),
+        }
+    }
+}
+
+/// The memory left before `maxmemory`, for the dead-letter copies.
+pub fn memory_room(ctx: &Context) -> Result<Room, RedisError> {
+    if !ctx.get_flags().contains(ContextFlags::MAXMEMORY) {
+        return Ok(Room::Unlimited);
+    }
+    // From the server's INFO data rather than CONFIG GET: the caller need not
+    // be allowed CONFIG, and hardened servers rename it away.
+    let maxmemory = ctx
+        .server_info("memory")
+        .field("maxmemory")
+        .and_then(|v| std::str::from_utf8(v.as_slice()).ok()?.parse::<u64>().ok())
+        .ok_or_else(|| unexpected("INFO memory (maxmemory)"))?;
+    // SAFETY: reading a function pointer Redis filled in at module load.
+    let used_ratio = unsafe { raw::RedisModule_GetUsedMemoryRatio }
+        // SAFETY: takes no arguments and only reads the server's memory counters.
+        .map(|ratio| unsafe { ratio() })
+        .ok_or_else(|| unexpected("GetUsedMemoryRatio"))?;
+    Ok(Room::from_usage(maxmemory, f64::from(used_ratio)))
 }
 
 /// An internal call's error as our reply: RM_Call's "acl verification failed"

@@ -5,6 +5,7 @@ use crate::args::{ArgError, Defaults, ModeKey};
 use crate::mode::{self, ModeValue};
 use crate::redis_ops::{self, CallerAcl};
 use crate::{config, text};
+use quantum_protocol::{config as config_name, keyword as kw};
 use redis_module::{Context, ContextFlags, RedisError};
 
 pub enum Failure {
@@ -52,32 +53,63 @@ pub fn read_mode(
     argv: &[&[u8]],
     mode_key: &ModeKey,
 ) -> Result<ModeValue, Failure> {
-    // In a cluster the configured mode key may live on another node, where this
-    // node would read it as missing (`mode: nil, allowed: 0` from STATUS or a
-    // DRYRUN, a refusal from the rest): every call must name it, in the
-    // stream's slot.
-    if mode_key.argv_pos.is_none() && ctx.get_flags().contains(ContextFlags::CLUSTER) {
-        return Err(Failure::Error(RedisError::String(format!(
-            "ERR in a Redis Cluster pass MODEKEY with a key in the stream's hash slot, \
-             e.g. {{orders}}:mode for the stream {{orders}}:stream (quantum.mode-key {} is not in argv)",
-            text::quote(&mode_key.name)
-        ))));
-    }
-    if mode_key.argv_pos.is_none() {
-        check_default_mode_key(acl, argv, &mode_key.name)?;
-    }
+    let key = OptionalKey {
+        keyword: kw::MODEKEY,
+        config: config_name::MODE_KEY,
+        purpose: "read the mode key",
+        name: &mode_key.name,
+        argv_pos: mode_key.argv_pos,
+    };
+    check_configured_key(ctx, acl, argv, key)?;
     Ok(redis_ops::read_mode(ctx, &mode_key.name)?)
 }
 
-/// Redis checked a MODEKEY in argv with the command, in one selector. The
-/// configured key gets the same check: this call with `MODEKEY <key>` added
-/// (the getkeys-api declares it then), so a selector granting the key but not
-/// the command does not let it be read.
-fn check_default_mode_key(acl: &CallerAcl, argv: &[&[u8]], key: &[u8]) -> Result<(), Failure> {
-    let with_key = [argv, &[b"MODEKEY".as_slice(), key]].concat();
+/// A key a call names with `keyword`, or else takes from `quantum.<config>`.
+pub struct OptionalKey<'a> {
+    pub keyword: &'static str,
+    pub config: &'static str,
+    /// What the call does with it, for a refusal: "read the mode key".
+    pub purpose: &'static str,
+    pub name: &'a [u8],
+    pub argv_pos: Option<usize>,
+}
+
+/// A key from a config is not in argv, so Redis has checked neither its slot
+/// nor the caller's access to it. In a cluster it may live on another node,
+/// where this node would read it as missing (the mode key: `mode: nil,
+/// allowed: 0` from STATUS or a DRYRUN, a refusal from the rest) or create it
+/// (the dead-letter stream): every call must name it, in the stream's slot.
+/// Elsewhere the ACL check is this call as if it named the key (the
+/// getkeys-api declares it then, with its access flags), so a selector
+/// granting the key but not the command does not let it be used.
+pub fn check_configured_key(
+    ctx: &Context,
+    acl: &CallerAcl,
+    argv: &[&[u8]],
+    key: OptionalKey,
+) -> Result<(), Failure> {
+    if key.argv_pos.is_some() {
+        return Ok(());
+    }
+    if ctx.get_flags().contains(ContextFlags::CLUSTER) {
+        return Err(Failure::Error(RedisError::String(format!(
+            "ERR in a Redis Cluster pass {} with a key in the stream's hash slot, \
+             e.g. {{orders}}:{} for the stream {{orders}}:stream ({}{} {} is not in argv)",
+            key.keyword,
+            key.config,
+            config_name::PREFIX,
+            key.config,
+            text::quote(key.name)
+        ))));
+    }
+    let with_key = [argv, &[key.keyword.as_bytes(), key.name]].concat();
     acl.check_command(&with_key).map_err(|_| {
-        Failure::Error(RedisError::Str(
-            "NOPERM this user has no permissions to read the mode key",
-        ))
+        Failure::Error(RedisError::String(format!(
+            "NOPERM this user has no permissions to {} {} ({}{})",
+            key.purpose,
+            text::quote(key.name),
+            config_name::PREFIX,
+            key.config
+        )))
     })
 }

@@ -16,6 +16,10 @@ pub struct Stats {
     pub quarantined: AtomicU64,
     pub dropped: AtomicU64,
     pub deleted: AtomicU64,
+    /// Quarantined entries copied to a dead-letter stream.
+    pub dead_lettered: AtomicU64,
+    /// Quarantine moves left with their owner: their copies would pass maxmemory.
+    pub dead_letter_deferred: AtomicU64,
     /// Completed RETIRE calls.
     pub retires: AtomicU64,
     /// Calls that ended in any other error (bad input, ACL, missing group, internal).
@@ -32,6 +36,8 @@ pub static STATS: Stats = Stats {
     quarantined: AtomicU64::new(0),
     dropped: AtomicU64::new(0),
     deleted: AtomicU64::new(0),
+    dead_lettered: AtomicU64::new(0),
+    dead_letter_deferred: AtomicU64::new(0),
     retires: AtomicU64::new(0),
     errors: AtomicU64::new(0),
     last_run_unix_ms: AtomicU64::new(0),
@@ -44,7 +50,7 @@ pub fn bump(counter: &AtomicU64, by: usize) {
 
 impl Stats {
     /// `(name, value)` pairs in the order `INFO quantum` shows them.
-    pub fn fields(&self) -> [(&'static str, u64); 11] {
+    pub fn fields(&self) -> [(&'static str, u64); 13] {
         [
             ("runs", self.runs.load(Relaxed)),
             ("dry_runs", self.dry_runs.load(Relaxed)),
@@ -53,6 +59,11 @@ impl Stats {
             ("quarantined", self.quarantined.load(Relaxed)),
             ("dropped", self.dropped.load(Relaxed)),
             ("deleted", self.deleted.load(Relaxed)),
+            ("dead_lettered", self.dead_lettered.load(Relaxed)),
+            (
+                "dead_letter_deferred",
+                self.dead_letter_deferred.load(Relaxed),
+            ),
             ("retires", self.retires.load(Relaxed)),
             ("errors", self.errors.load(Relaxed)),
             ("last_run_unix_ms", self.last_run_unix_ms.load(Relaxed)),

@@ -23,6 +23,8 @@ pub mod keyword {
     pub const QUARANTINE: &str = "QUARANTINE";
     pub const MODEKEY: &str = "MODEKEY";
     pub const DRYRUN: &str = "DRYRUN";
+    /// RECOVER: the dead-letter stream quarantined entries are copied to.
+    pub const DEADLETTER: &str = "DEADLETTER";
     /// STATUS only.
     pub const LIMIT: &str = "LIMIT";
 }
@@ -88,6 +90,14 @@ pub mod range {
         min: 1,
         max: 10_000,
     };
+    /// `quantum.dead-letter-maxlen`: the approximate MAXLEN of every XADD to the
+    /// dead-letter stream. Approximate trimming removes whole stream nodes
+    /// (`stream-node-max-entries`, 100 by default), so the stream may hold up to
+    /// about that many entries more; a billion entries is far beyond any sane record.
+    pub const DEAD_LETTER_MAXLEN: Range = Range {
+        min: 1,
+        max: 1_000_000_000,
+    };
     /// STATUS's LIMIT: consumers listed; the state counts always cover them all.
     pub const STATUS_LIMIT: Range = Range {
         min: 1,
@@ -112,6 +122,8 @@ pub mod config {
     pub const MAX_DELIVERIES: &str = "max-deliveries";
     pub const RETIRE_COUNT: &str = "retire-count";
     pub const RETIRE_BUDGET: &str = "retire-budget";
+    pub const DEAD_LETTER: &str = "dead-letter";
+    pub const DEAD_LETTER_MAXLEN: &str = "dead-letter-maxlen";
 
     pub const DEFAULT_TARGET: &str = "recovery";
     pub const DEFAULT_QUARANTINE: &str = "quarantine";
@@ -126,6 +138,9 @@ pub mod config {
     pub const DEFAULT_RETIRE_COUNT: i64 = 1_000;
     /// Milliseconds; half of the 10 ms a RETIRE call may hold Redis (BENCHMARKS.md).
     pub const DEFAULT_RETIRE_BUDGET: i64 = 5;
+    /// Empty: no dead-letter stream.
+    pub const DEFAULT_DEAD_LETTER: &str = "";
+    pub const DEFAULT_DEAD_LETTER_MAXLEN: i64 = 100_000;
     /// STATUS's LIMIT has no config.
     pub const DEFAULT_STATUS_LIMIT: i64 = 100;
 }
@@ -145,6 +160,10 @@ pub mod key {
     pub const PENDING: &str = "pending";
     pub const CONSUMERS: &str = "consumers";
     pub const KEPT_TOTAL: &str = "kept-total";
+    /// Only when a dead-letter stream is in use: IDs copied to it (DRYRUN:
+    /// would be), and IDs left with their owner because a copy would pass maxmemory.
+    pub const DEAD_LETTERED: &str = "dead-lettered";
+    pub const DEAD_LETTER_DEFERRED: &str = "dead-letter-deferred";
 
     // STATUS (with `mode`, `pending` and `consumers` above).
     pub const ALLOWED: &str = "allowed";
@@ -164,6 +183,20 @@ pub mod key {
     pub const REMAINING: &str = "remaining";
     /// 1: `remaining` is exact; 0: a lower bound (the consumer holds more than COUNT).
     pub const REMAINING_EXACT: &str = "remaining-exact";
+}
+
+/// The fields each dead-letter copy starts with, in this order, before the
+/// entry's own field/value pairs.
+pub mod dead_letter {
+    pub const STREAM: &str = "quantum-stream";
+    pub const GROUP: &str = "quantum-group";
+    pub const ID: &str = "quantum-id";
+    /// The entry's owner before the move to QUARANTINE.
+    pub const CONSUMER: &str = "quantum-consumer";
+    pub const DELIVERIES: &str = "quantum-deliveries";
+    pub const REASON: &str = "quantum-reason";
+    /// The only reason there is: delivered at least MAXDELIVERIES times.
+    pub const REASON_MAX_DELIVERIES: &str = "max-deliveries";
 }
 
 /// The states STATUS gives a consumer, in the order its `states` lists them.

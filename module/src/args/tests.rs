@@ -12,6 +12,8 @@ fn defaults() -> Defaults {
         delete_limit: 1_000,
         max_deliveries: 0,
         retire_count: 1_000,
+        dead_letter: Vec::new(),
+        dead_letter_maxlen: 100_000,
     }
 }
 
@@ -272,5 +274,72 @@ mod fuzz {
                 prop_assert!((1..=100_000).contains(&r.count));
             }
         }
+    }
+}
+
+#[test]
+fn deadletter_names_the_copy_stream_or_the_config_does() {
+    assert_eq!(parse("x s g").unwrap().dead_letter, None, "off by default");
+    let given = parse("x s g deadletter dl:{s} COUNT 5").unwrap();
+    assert_eq!(
+        given.dead_letter,
+        Some(DeadLetter {
+            name: b"dl:{s}".to_vec(),
+            argv_pos: Some(4),
+            maxlen: 100_000,
+        })
+    );
+    let configured = Defaults {
+        dead_letter: b"dl".to_vec(),
+        dead_letter_maxlen: 7,
+        ..defaults()
+    };
+    let argv: Vec<&[u8]> = vec![b"x", b"s", b"g"];
+    let request = parse_recover(&argv, &configured).unwrap();
+    assert_eq!(
+        request.dead_letter,
+        Some(DeadLetter {
+            name: b"dl".to_vec(),
+            argv_pos: None,
+            maxlen: 7,
+        })
+    );
+}
+
+#[test]
+fn a_bad_deadletter_is_refused_by_name() {
+    for (line, expected) in [
+        ("x s g DEADLETTER", "DEADLETTER needs a value"),
+        ("x s g DEADLETTER s", "DEADLETTER 's' is the stream itself"),
+        (
+            "x s g DEADLETTER quantum:mode",
+            "DEADLETTER 'quantum:mode' is the mode key",
+        ),
+        (
+            "x s g DEADLETTER a DEADLETTER b",
+            "DEADLETTER given more than once",
+        ),
+    ] {
+        let message = error(line);
+        assert!(message.contains(expected), "{line}: {message}");
+    }
+    let empty: Vec<&[u8]> = vec![b"x", b"s", b"g", b"DEADLETTER", b""];
+    match parse_recover(&empty, &defaults()) {
+        Err(ArgError::Invalid(m)) => assert!(m.contains("DEADLETTER must not be empty"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let configured = Defaults {
+        dead_letter: b"s".to_vec(),
+        ..defaults()
+    };
+    let argv: Vec<&[u8]> = vec![b"x", b"s", b"g"];
+    match parse_recover(&argv, &configured) {
+        Err(ArgError::Invalid(m)) => {
+            assert!(
+                m.contains("quantum.dead-letter 's' is the stream itself"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
     }
 }

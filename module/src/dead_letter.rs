@@ -1,0 +1,66 @@
+//! RECOVER's dead-letter copies (DEADLETTER): before any change, the entries
+//! of the quarantine moves are read and the copies planned
+//! (`plan::dead_letter`: which fit under `maxmemory`, which wait); after the
+//! claims, the copies are appended. All inside the one atomic call.
+
+use crate::args::{DeadLetter, StreamId};
+use crate::plan::dead_letter::{self as copy_plan, Candidate, CopyPlan, Header, Room};
+use crate::plan::{ClaimPlan, Move};
+use crate::redis_ops::{self, DeadLetterStream, Group};
+use redis_module::{Context, RedisError};
+
+/// The copies one call makes, read and planned before its first change.
+pub struct Copies {
+    pub plan: CopyPlan,
+    /// Header and payload of each ID in `plan.copy`, in the same order.
+    entries: Vec<(Header, Vec<Vec<u8>>)>,
+}
+
+/// Reads the entry of every quarantine move in `claims` and plans the copies.
+/// A move whose stream entry is gone is no candidate: the claim drops it.
+pub fn prepare(
+    ctx: &Context,
+    group: &Group,
+    names: (&[u8], &[u8]),
+    claims: &ClaimPlan,
+) -> Result<Copies, RedisError> {
+    let (stream, group_name) = names;
+    let moves: Vec<(StreamId, &Move)> = claims
+        .quarantine_moves()
+        .map(|m| StreamId::parse(m.id.as_bytes()).map(|id| (id, m)))
+        .collect::<Option<_>>()
+        .ok_or(RedisError::Str("ERR unexpected PEL entry ID"))?;
+    let ids: Vec<StreamId> = moves.iter().map(|(id, _)| *id).collect();
+    let mut payloads = group.entries_fields(&ids)?;
+    let mut candidates = Vec::new();
+    let mut entries = Vec::new();
+    for (id, moved) in moves {
+        let Some(payload) = payloads.remove(&id) else {
+            continue;
+        };
+        let header = Header::new(stream, group_name, moved);
+        candidates.push(Candidate {
+            id: moved.id.clone(),
+            cost: copy_plan::copy_cost(&header, &payload),
+        });
+        entries.push((header, payload));
+    }
+    let room = if candidates.is_empty() {
+        Room::Unlimited
+    } else {
+        redis_ops::memory_room(ctx)?
+    };
+    let plan = copy_plan::plan_copies(&candidates, room);
+    // The copied IDs are a prefix of the candidates (plan_copies defers the rest).
+    entries.truncate(plan.copy.len());
+    Ok(Copies { plan, entries })
+}
+
+/// Appends the planned copies, after their entries moved to QUARANTINE.
+pub fn write(ctx: &Context, dead_letter: &DeadLetter, copies: &Copies) -> Result<(), RedisError> {
+    let stream = DeadLetterStream::new(ctx, &dead_letter.name, dead_letter.maxlen);
+    for (header, payload) in &copies.entries {
+        stream.append(header.fields(), payload)?;
+    }
+    Ok(())
+}

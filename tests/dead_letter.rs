@@ -1,0 +1,632 @@
+//! DEADLETTER: every entry moved to QUARANTINE is copied, in the same atomic
+//! call, to the dead-letter stream with why and from whom; the original stays
+//! pending (S1); copies reach replicas and the AOF (S4); Cluster and ACL see
+//! the key (S7); a copy never pushes Redis past maxmemory.
+
+use quantum_integration::cluster::Cluster;
+use quantum_integration::reply::{group_state, info_counter, pel, recover, run, texts};
+use quantum_integration::scenario::*;
+use quantum_integration::{primary_and_replica, Options, Server};
+use redis::{Connection, Value};
+use std::time::{Duration, Instant};
+
+const DEAD: &str = "quantum:dead-letter:trade.intent";
+/// RECOVER options that quarantine what `poison` left, copying to `DEAD`.
+const QUARANTINING: [&str; 6] = ["MINIDLE", "100", "MAXDELIVERIES", "2", "DEADLETTER", DEAD];
+
+/// The five fields of a trade intent; values include bytes a text round trip would break.
+fn intent(i: usize) -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("symbol".into(), format!("BTC-{i}").into_bytes()),
+        ("side".into(), b"buy".to_vec()),
+        ("qty".into(), format!("{}.5", i + 1).into_bytes()),
+        ("blob".into(), vec![0, 0xff, b'\n', b'%', i as u8]),
+        ("empty".into(), Vec::new()),
+    ]
+}
+
+fn xadd(con: &mut Connection, key: &str, fields: &[(String, Vec<u8>)]) -> String {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(key).arg("*");
+    for (field, value) in fields {
+        cmd.arg(field).arg(value.as_slice());
+    }
+    cmd.query(con).expect("XADD")
+}
+
+/// `n` intents read by `consumer` twice (2 deliveries each) and left idle:
+/// poison under MAXDELIVERIES 2. Returns their IDs.
+fn poison(con: &mut Connection, consumer: &str, n: usize) -> Vec<String> {
+    for i in 0..n {
+        xadd(con, STREAM, &intent(i));
+    }
+    let ids = read_as(con, consumer, n);
+    reread_history(con, consumer);
+    sleep_ms(150);
+    ids
+}
+
+/// One copy: its ID in the dead-letter stream and its field/value pairs.
+type Copy = (String, Vec<(String, Vec<u8>)>);
+
+fn bytes(value: &Value) -> Vec<u8> {
+    match value {
+        Value::BulkString(b) => b.clone(),
+        other => panic!("expected bytes, got {other:?}"),
+    }
+}
+
+fn entries(con: &mut Connection, key: &str) -> Vec<Copy> {
+    let Value::Array(rows) = run(con, &["XRANGE", key, "-", "+"]).unwrap() else {
+        panic!("XRANGE")
+    };
+    rows.iter()
+        .map(|row| match row {
+            Value::Array(parts) => {
+                let Value::Array(fields) = &parts[1] else {
+                    panic!("fields {parts:?}")
+                };
+                let pairs = fields
+                    .chunks(2)
+                    .map(|kv| (String::from_utf8(bytes(&kv[0])).unwrap(), bytes(&kv[1])))
+                    .collect();
+                (String::from_utf8(bytes(&parts[0])).unwrap(), pairs)
+            }
+            other => panic!("entry {other:?}"),
+        })
+        .collect()
+}
+
+/// What a copy of `id` must hold: the header, then the entry's own fields.
+fn expected_copy(
+    id: &str,
+    owner: &str,
+    deliveries: i64,
+    own: &[(String, Vec<u8>)],
+) -> Vec<(String, Vec<u8>)> {
+    let header = [
+        ("quantum-stream", STREAM.as_bytes().to_vec()),
+        ("quantum-group", GROUP.as_bytes().to_vec()),
+        ("quantum-id", id.as_bytes().to_vec()),
+        ("quantum-consumer", owner.as_bytes().to_vec()),
+        ("quantum-deliveries", deliveries.to_string().into_bytes()),
+        ("quantum-reason", b"max-deliveries".to_vec()),
+    ];
+    header
+        .into_iter()
+        .map(|(f, v)| (f.to_string(), v))
+        .chain(own.iter().cloned())
+        .collect()
+}
+
+fn field<'a>(copy: &'a Copy, name: &str) -> &'a [u8] {
+    &copy.1.iter().find(|(f, _)| f == name).unwrap().1
+}
+
+fn exists(con: &mut Connection, key: &str) -> bool {
+    run(con, &["EXISTS", key]).unwrap() == Value::Int(1)
+}
+
+#[test]
+fn copies_carry_every_field_and_the_payload_while_the_original_stays_in_quarantine() {
+    let (_server, mut con) = testnet_group();
+    let ids = poison(&mut con, "exec-41", 3);
+    let healthy = idle_reads(&mut con, "exec-42", 1);
+    let stream_before = entries(&mut con, STREAM);
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.quarantined, ids);
+    assert_eq!(r.dead_lettered, Some(ids.clone()));
+    assert_eq!(r.dead_letter_deferred, Some(vec![]));
+    assert_eq!(r.claimed, healthy, "a healthy entry is not copied");
+    assert_eq!(&r.keys[12..], ["dead-lettered", "dead-letter-deferred"]);
+
+    let copies = entries(&mut con, DEAD);
+    assert_eq!(copies.len(), 3);
+    for (i, (copy, id)) in copies.iter().zip(&ids).enumerate() {
+        assert_eq!(copy.1, expected_copy(id, "exec-41", 2, &intent(i)), "{id}");
+    }
+    // S1: the originals are still in the stream and pending under QUARANTINE, counts unchanged.
+    assert_eq!(entries(&mut con, STREAM), stream_before);
+    let pending = pel(&mut con, STREAM, GROUP);
+    for id in &ids {
+        assert!(
+            pending.contains(&(id.clone(), "quarantine".into(), 2)),
+            "{pending:?}"
+        );
+    }
+    assert_eq!(info_counter(&mut con, "dead_lettered"), 3);
+    assert_eq!(info_counter(&mut con, "dead_letter_deferred"), 0);
+    // S1: the copies are XADDs; nothing acks, deletes or trims the stream.
+    let stats =
+        quantum_integration::reply::text(&run(&mut con, &["INFO", "commandstats"]).unwrap());
+    for command in ["xack", "xdel", "xtrim", "xautoclaim"] {
+        assert!(
+            !stats.contains(&format!("cmdstat_{command}:")),
+            "{command} ran: {stats}"
+        );
+    }
+    // A second run finds nothing new to copy: QUARANTINE is never re-claimed from.
+    let again = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert!(again.quarantined.is_empty());
+    assert_eq!(entries(&mut con, DEAD).len(), 3);
+}
+
+#[test]
+fn an_owner_blind_claim_back_leads_to_a_second_copy_with_the_higher_count() {
+    let (_server, mut con) = testnet_group();
+    let ids = poison(&mut con, "exec-41", 1);
+    recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    // The old script's loop: XAUTOCLAIM takes whatever is idle, whoever holds
+    // it, and counts a delivery.
+    let claimed = run(
+        &mut con,
+        &[
+            "XAUTOCLAIM",
+            STREAM,
+            GROUP,
+            "exec-43",
+            "0",
+            "0-0",
+            "COUNT",
+            "10",
+        ],
+    )
+    .unwrap();
+    let Value::Array(parts) = claimed else {
+        panic!("{claimed:?}")
+    };
+    assert_eq!(
+        parts[1].clone(),
+        run(&mut con, &["XRANGE", STREAM, &ids[0], &ids[0]]).unwrap()
+    );
+    assert_eq!(
+        pel(&mut con, STREAM, GROUP),
+        [(ids[0].clone(), "exec-43".into(), 3)]
+    );
+    sleep_ms(150);
+
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.quarantined, ids);
+    let copies = entries(&mut con, DEAD);
+    assert_eq!(copies.len(), 2, "the copies tell the story");
+    assert_eq!(
+        copies[0].1,
+        expected_copy(&ids[0], "exec-41", 2, &intent(0))
+    );
+    assert_eq!(
+        copies[1].1,
+        expected_copy(&ids[0], "exec-43", 3, &intent(0))
+    );
+    assert_eq!(
+        pel(&mut con, STREAM, GROUP),
+        [(ids[0].clone(), "quarantine".into(), 3)]
+    );
+}
+
+#[test]
+fn dryrun_copies_nothing_and_says_what_it_would_copy() {
+    let (_server, mut con) = testnet_group();
+    let ids = poison(&mut con, "exec-41", 2);
+    let before = group_state(&mut con, STREAM);
+    let mut dry_options = QUARANTINING.to_vec();
+    dry_options.push("DRYRUN");
+    let dry = recover(&mut con, STREAM, GROUP, &dry_options).unwrap();
+    assert!(
+        !exists(&mut con, DEAD),
+        "DRYRUN created the dead-letter stream"
+    );
+    assert_eq!(group_state(&mut con, STREAM), before);
+    assert_eq!(info_counter(&mut con, "dead_lettered"), 0);
+
+    let real = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(dry.effects(), real.effects());
+    assert_eq!(
+        dry.dead_lettered,
+        Some(ids.clone()),
+        "DRYRUN says what it would copy"
+    );
+    let after = recover(&mut con, STREAM, GROUP, &dry_options).unwrap();
+    assert_eq!(after.dead_lettered, Some(vec![]), "nothing left to copy");
+    let copied: Vec<String> = entries(&mut con, DEAD)
+        .iter()
+        .map(|c| String::from_utf8(field(c, "quantum-id").to_vec()).unwrap())
+        .collect();
+    assert_eq!(copied, ids);
+}
+
+#[test]
+fn entries_gone_from_the_stream_are_dropped_not_copied() {
+    let (_server, mut con) = testnet_group();
+    let ids = poison(&mut con, "exec-41", 3);
+    run(&mut con, &["XDEL", STREAM, &ids[1]]).unwrap();
+    let mut dry_options = QUARANTINING.to_vec();
+    dry_options.push("DRYRUN");
+    let dry = recover(&mut con, STREAM, GROUP, &dry_options).unwrap();
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(dry.effects(), r.effects());
+    assert_eq!(r.dropped, [ids[1].clone()]);
+    assert_eq!(r.quarantined, [ids[0].clone(), ids[2].clone()]);
+    let copied: Vec<Vec<u8>> = entries(&mut con, DEAD)
+        .iter()
+        .map(|c| field(c, "quantum-id").to_vec())
+        .collect();
+    assert_eq!(copied, [ids[0].as_bytes(), ids[2].as_bytes()]);
+}
+
+#[test]
+fn the_configured_dead_letter_stream_applies_without_the_option_and_maxlen_holds() {
+    let server = Server::with(Options {
+        // Small stream nodes, so approximate trimming can trim this few entries.
+        config: vec![("stream-node-max-entries".into(), "10".into())],
+        ..Options::default()
+    });
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    run(&mut con, &["CONFIG", "SET", "quantum.dead-letter", DEAD]).unwrap();
+    run(
+        &mut con,
+        &["CONFIG", "SET", "quantum.dead-letter-maxlen", "20"],
+    )
+    .unwrap();
+    let mut last = Vec::new();
+    for round in 0..6 {
+        last = poison(&mut con, &format!("exec-{round}"), 25);
+        let r = recover(
+            &mut con,
+            STREAM,
+            GROUP,
+            &["MINIDLE", "100", "MAXDELIVERIES", "2"],
+        )
+        .unwrap();
+        assert_eq!(r.quarantined, last);
+        let len = quantum_integration::reply::int(&run(&mut con, &["XLEN", DEAD]).unwrap());
+        // Approximate MAXLEN: whole nodes of 10 go, so at most 20 + 10 stay.
+        assert!((20..=30).contains(&len), "round {round}: {len} copies");
+    }
+    assert_eq!(info_counter(&mut con, "dead_lettered"), 150);
+    let copies = entries(&mut con, DEAD);
+    assert_eq!(
+        field(copies.last().unwrap(), "quantum-id"),
+        last[24].as_bytes(),
+        "the newest copies stay"
+    );
+    // Empty turns it off: no copy, no dead-letter keys in the reply.
+    run(&mut con, &["CONFIG", "SET", "quantum.dead-letter", ""]).unwrap();
+    poison(&mut con, "exec-9", 1);
+    let r = recover(
+        &mut con,
+        STREAM,
+        GROUP,
+        &["MINIDLE", "100", "MAXDELIVERIES", "2"],
+    )
+    .unwrap();
+    assert_eq!(r.quarantined.len(), 1);
+    assert_eq!(r.keys.last().unwrap(), "kept-total");
+    assert_eq!(info_counter(&mut con, "dead_lettered"), 150);
+}
+
+#[test]
+fn over_maxmemory_poison_entries_wait_with_their_owner_until_the_copy_fits() {
+    let (_server, mut con) = testnet_group();
+    let ids = poison(&mut con, "exec-41", 2);
+    let healthy = idle_reads(&mut con, "exec-42", 1);
+    run(&mut con, &["CONFIG", "SET", "maxmemory", "1"]).unwrap();
+    let before = pel(&mut con, STREAM, GROUP);
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    run(&mut con, &["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    assert!(r.quarantined.is_empty(), "{r:?}");
+    assert_eq!(r.claimed, healthy, "claims add nothing: they go on");
+    assert_eq!(
+        r.dead_letter_deferred,
+        Some(ids.clone()),
+        "the reply says so"
+    );
+    assert_eq!(r.dead_lettered, Some(vec![]));
+    assert!(!exists(&mut con, DEAD));
+    for id in &ids {
+        assert!(before.contains(&(id.clone(), "exec-41".into(), 2)));
+        assert!(
+            pel(&mut con, STREAM, GROUP).contains(&(id.clone(), "exec-41".into(), 2)),
+            "{id} moved"
+        );
+    }
+    assert_eq!(info_counter(&mut con, "dead_letter_deferred"), 2);
+
+    // The next call, with room again, copies and moves them.
+    let next = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(next.quarantined, ids);
+    assert_eq!(next.dead_lettered, Some(ids.clone()));
+    assert_eq!(entries(&mut con, DEAD).len(), 2);
+}
+
+#[test]
+fn bad_dead_letter_input_is_refused_and_changes_nothing() {
+    let (_server, mut con) = testnet_group();
+    poison(&mut con, "exec-41", 2);
+    run(&mut con, &["SET", "a-string", "x"]).unwrap();
+    let before = (group_state(&mut con, STREAM), pel(&mut con, STREAM, GROUP));
+    for (dead, expected) in [
+        ("", "ERR DEADLETTER must not be empty"),
+        (STREAM, "is the stream itself"),
+        ("quantum:mode", "is the mode key"),
+        ("a-string", "WRONGTYPE the dead-letter key 'a-string'"),
+    ] {
+        let options = ["MINIDLE", "100", "MAXDELIVERIES", "2", "DEADLETTER", dead];
+        let err = recover(&mut con, STREAM, GROUP, &options).unwrap_err();
+        assert!(err.contains(expected), "{dead}: {err}");
+        let mut dry = options.to_vec();
+        dry.push("DRYRUN");
+        let err = recover(&mut con, STREAM, GROUP, &dry).unwrap_err();
+        assert!(err.contains(expected), "{dead} DRYRUN: {err}");
+    }
+    for (name, value) in [
+        ("quantum.dead-letter-maxlen", "0"),
+        ("quantum.dead-letter-maxlen", "1000000001"),
+        ("quantum.dead-letter-maxlen", "x"),
+        ("quantum.dead-letter", "a\0b"),
+    ] {
+        let err = run(&mut con, &["CONFIG", "SET", name, value]).unwrap_err();
+        assert!(
+            err.contains(name) || err.contains("argument"),
+            "{name} {value}: {err}"
+        );
+    }
+    let maxlen = run(&mut con, &["CONFIG", "GET", "quantum.dead-letter-maxlen"]).unwrap();
+    assert_eq!(texts(&maxlen)[1], "100000");
+    run(&mut con, &["CONFIG", "SET", "quantum.dead-letter", STREAM]).unwrap();
+    let err = recover(
+        &mut con,
+        STREAM,
+        GROUP,
+        &["MINIDLE", "100", "MAXDELIVERIES", "2"],
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("quantum.dead-letter 'quantum:stream:trade.intent' is the stream itself"),
+        "{err}"
+    );
+    assert_eq!(
+        (group_state(&mut con, STREAM), pel(&mut con, STREAM, GROUP)),
+        before
+    );
+    assert_eq!(
+        run(&mut con, &["GET", "a-string"]).unwrap(),
+        Value::BulkString(b"x".to_vec())
+    );
+}
+
+fn acl_user(con: &mut Connection, name: &str, rules: &[&str]) {
+    let mut words = vec!["ACL", "SETUSER", name, "reset", "on", ">pw"];
+    words.extend_from_slice(rules);
+    run(con, &words).unwrap();
+}
+
+#[test]
+fn users_who_may_not_copy_are_refused_before_any_change() {
+    let server = Server::start();
+    let mut admin = server.connect();
+    group_with_mode(&mut admin, "TESTNET");
+    poison(&mut admin, "exec-41", 2);
+    let cases: [(&str, &[&str], bool); 5] = [
+        ("no-xadd", &["+@all", "-xadd", "~*"], false),
+        ("no-xrange", &["+@all", "-xrange", "~*"], false),
+        (
+            "no-dead-letter-key",
+            &["+@all", "~quantum:stream:*", "~quantum:mode"],
+            false,
+        ),
+        (
+            "read-only-dead-letter",
+            &[
+                "+@all",
+                "~quantum:stream:*",
+                "~quantum:mode",
+                "%R~quantum:dead-letter:*",
+            ],
+            false,
+        ),
+        // The configured key is checked as if the call named it.
+        (
+            "no-configured-key",
+            &["+@all", "~quantum:stream:*", "~quantum:mode"],
+            true,
+        ),
+    ];
+    for (user, rules, configured) in cases {
+        acl_user(&mut admin, user, rules);
+        let mut con = server.connect_as(user, "pw");
+        let options: &[&str] = if configured {
+            run(&mut admin, &["CONFIG", "SET", "quantum.dead-letter", DEAD]).unwrap();
+            &["MINIDLE", "100", "MAXDELIVERIES", "2"]
+        } else {
+            &QUARANTINING
+        };
+        let before = (
+            group_state(&mut admin, STREAM),
+            pel(&mut admin, STREAM, GROUP),
+        );
+        let err = recover(&mut con, STREAM, GROUP, options).unwrap_err();
+        assert!(err.starts_with("NOPERM"), "{user}: {err}");
+        assert_eq!(
+            (
+                group_state(&mut admin, STREAM),
+                pel(&mut admin, STREAM, GROUP)
+            ),
+            before,
+            "{user} changed state"
+        );
+        assert!(!exists(&mut admin, DEAD), "{user}: a copy was made");
+    }
+    // Write-only access to the dead-letter stream is enough: copies are never read back.
+    acl_user(
+        &mut admin,
+        "ops",
+        &[
+            "+@all",
+            "~quantum:stream:*",
+            "~quantum:mode",
+            "%W~quantum:dead-letter:*",
+        ],
+    );
+    let mut ops = server.connect_as("ops", "pw");
+    let r = recover(&mut ops, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.quarantined.len(), 2);
+    assert_eq!(entries(&mut admin, DEAD).len(), 2);
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Quarantines with copies, twice (the second after an owner-blind claim back).
+fn copy_twice(con: &mut Connection) {
+    group_with_mode(con, "TESTNET");
+    poison(con, "exec-41", 3);
+    recover(con, STREAM, GROUP, &QUARANTINING).unwrap();
+    run(con, &["XAUTOCLAIM", STREAM, GROUP, "exec-43", "0", "0-0"]).unwrap();
+    sleep_ms(150);
+    let r = recover(con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.quarantined.len(), 3);
+    assert_eq!(entries(con, DEAD).len(), 6);
+}
+
+#[test]
+fn a_replica_and_an_aof_restart_hold_the_same_dead_letter_stream() {
+    let (primary, replica) = primary_and_replica();
+    let (mut p, mut r) = (primary.connect(), replica.connect());
+    copy_twice(&mut p);
+    let expected = (entries(&mut p, DEAD), pel(&mut p, STREAM, GROUP));
+    run(&mut p, &["WAIT", "1", "5000"]).unwrap();
+    wait_for(|| (entries(&mut r, DEAD), pel(&mut r, STREAM, GROUP)) == expected);
+
+    let server = Server::with(Options {
+        config: vec![
+            ("appendonly".into(), "yes".into()),
+            ("appendfsync".into(), "always".into()),
+        ],
+        ..Options::default()
+    });
+    let mut con = server.connect();
+    copy_twice(&mut con);
+    let expected = (entries(&mut con, DEAD), pel(&mut con, STREAM, GROUP));
+    drop(con);
+    let server = server.restart();
+    let mut con = server.connect();
+    assert_eq!(
+        (entries(&mut con, DEAD), pel(&mut con, STREAM, GROUP)),
+        expected
+    );
+}
+
+#[test]
+fn a_cluster_refuses_a_dead_letter_stream_in_another_slot_and_changes_nothing() {
+    let cluster = Cluster::start();
+    let (stream, mode, dead) = ("{alpha}:stream", "{alpha}:mode", "{alpha}:dead-letter");
+    let mut con = cluster.owner_of(stream).connect();
+    run(&mut con, &["SET", mode, "TESTNET"]).unwrap();
+    run(
+        &mut con,
+        &["XGROUP", "CREATE", stream, GROUP, "$", "MKSTREAM"],
+    )
+    .unwrap();
+    for i in 0..2 {
+        xadd(&mut con, stream, &intent(i));
+    }
+    let read = ["XREADGROUP", "GROUP", GROUP, "exec-1", "STREAMS", stream];
+    run(&mut con, &[&read[..], &[">"]].concat()).unwrap();
+    run(&mut con, &[&read[..], &["0"]].concat()).unwrap();
+    sleep_ms(150);
+    let before = pel(&mut con, stream, GROUP);
+    let call = |dead: &str| {
+        vec![
+            "QUANTUM.RECOVER",
+            stream,
+            GROUP,
+            "MODEKEY",
+            mode,
+            "MINIDLE",
+            "100",
+            "MAXDELIVERIES",
+            "2",
+            "DEADLETTER",
+            dead,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    fn words(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let err = run(&mut con, &words(&call("{beta}:dead-letter"))).unwrap_err();
+    assert!(err.starts_with("CROSSSLOT"), "{err}");
+    // A configured dead-letter stream is not in argv: a cluster needs DEADLETTER.
+    run(&mut con, &["CONFIG", "SET", "quantum.dead-letter", dead]).unwrap();
+    let configured = [
+        "QUANTUM.RECOVER",
+        stream,
+        GROUP,
+        "MODEKEY",
+        mode,
+        "MINIDLE",
+        "100",
+        "MAXDELIVERIES",
+        "2",
+    ];
+    let err = run(&mut con, &configured).unwrap_err();
+    assert!(err.contains("in a Redis Cluster pass DEADLETTER"), "{err}");
+    run(&mut con, &["CONFIG", "SET", "quantum.dead-letter", ""]).unwrap();
+    assert_eq!(pel(&mut con, stream, GROUP), before);
+    for node in &cluster.nodes {
+        let mut c = node.connect();
+        assert_eq!(
+            run(&mut c, &["DBSIZE"]).unwrap(),
+            Value::Int(if node.port == cluster.owner_of(stream).port {
+                2
+            } else {
+                0
+            })
+        );
+    }
+    // In the stream's slot it works.
+    let reply = run(&mut con, &words(&call(dead))).unwrap();
+    let r = quantum_integration::Recovery::from_value(&reply);
+    assert_eq!(r.dead_lettered.map(|ids| ids.len()), Some(2));
+    assert_eq!(entries(&mut con, dead).len(), 2);
+}
+
+#[test]
+fn entries_far_apart_in_the_stream_are_each_copied_once() {
+    let (_server, mut con) = testnet_group();
+    // Poison entries 150 stream entries apart (more than one node, more than
+    // the reader's forward walk), one of them deleted.
+    let mut poisoned = Vec::new();
+    for round in 0..4 {
+        add_entries(&mut con, 150);
+        let done = read_as(&mut con, "exec-live", 150);
+        let mut ack = vec!["XACK", STREAM, GROUP];
+        ack.extend(done.iter().map(String::as_str));
+        run(&mut con, &ack).unwrap();
+        let fields = intent(round);
+        poisoned.push(xadd(&mut con, STREAM, &fields));
+        read_as(&mut con, "exec-41", 1);
+    }
+    run(&mut con, &["XDEL", STREAM, &poisoned[2]]).unwrap();
+    reread_history(&mut con, "exec-41");
+    sleep_ms(150);
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.dropped, [poisoned[2].clone()]);
+    let copied: Vec<Copy> = entries(&mut con, DEAD);
+    let expected: Vec<Vec<(String, Vec<u8>)>> = [0, 1, 3]
+        .iter()
+        .map(|&i| expected_copy(&poisoned[i], "exec-41", 2, &intent(i)))
+        .collect();
+    assert_eq!(
+        copied.into_iter().map(|c| c.1).collect::<Vec<_>>(),
+        expected
+    );
+}
