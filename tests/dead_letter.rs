@@ -630,3 +630,75 @@ fn entries_far_apart_in_the_stream_are_each_copied_once() {
         expected
     );
 }
+
+#[test]
+fn the_trigger_passes_dead_letter_through_and_reports_the_copies() {
+    use quantum_integration::trigger::{run_trigger, url_of};
+    let (server, mut con) = testnet_group();
+    let ids = poison(&mut con, "exec-1", 3);
+    let url = url_of(&server.socket());
+    let dir = quantum_integration::TempDir::new("dead-letter-log");
+    let log = dir.path().join("recover.log");
+    let args = [
+        "--url",
+        &url,
+        "--min-idle",
+        "100ms",
+        "--max-deliveries",
+        "2",
+        "--json",
+        "--log-file",
+        log.to_str().unwrap(),
+    ];
+    let out = run_trigger(&[&args[..], &["--dead-letter", DEAD]].concat(), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    let listed = |name: &str| -> Vec<String> {
+        json[name]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} in {json}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed("quarantined"), ids);
+    assert_eq!(listed("dead_lettered"), ids);
+    assert!(listed("dead_letter_deferred").is_empty());
+    let copied: Vec<String> = entries(&mut con, DEAD)
+        .into_iter()
+        .map(|(_, fields)| {
+            let id = fields.iter().find(|(k, _)| k == "quantum-id").unwrap();
+            String::from_utf8(id.1.clone()).unwrap()
+        })
+        .collect();
+    assert_eq!(copied, ids, "one copy per quarantined entry");
+    let line = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        line.contains("claimed=0 quarantined=3 dead_lettered=3 dead_letter_deferred=0 dropped=0"),
+        "{line}"
+    );
+
+    // Without a dead-letter stream the JSON and the line say nothing of one.
+    poison(&mut con, "exec-2", 1);
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.json().get("dead_lettered").is_none(), "{}", out.json());
+    let last = std::fs::read_to_string(&log).unwrap();
+    let last = last.lines().last().unwrap();
+    assert!(
+        last.contains("quarantined=1 dropped=0") && !last.contains("dead_lettered"),
+        "{last}"
+    );
+    assert_eq!(
+        entries(&mut con, DEAD).len(),
+        3,
+        "no copy without the option"
+    );
+
+    // It is run's option: refused on status's command line, ignored from the environment.
+    let out = run_trigger(&["status", "--url", &url, "--dead-letter", DEAD], &[]);
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(out.stderr.contains("--dead-letter"), "{}", out.stderr);
+    let out = run_trigger(&["status", "--url", &url], &[("QUANTUM_DEAD_LETTER", DEAD)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}

@@ -95,6 +95,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUANTUM_QUARANTINE")]
     pub quarantine: Option<String>,
 
+    /// Stream that gets a copy of every entry moved to quarantine (run) [default: quantum.dead-letter]
+    #[arg(long, global = true, env = "QUANTUM_DEAD_LETTER")]
+    pub dead_letter: Option<String>,
+
     /// Key holding the mode (TESTNET, LIVE, ...) [default: quantum.mode-key]
     #[arg(long, global = true, env = "QUANTUM_MODE_KEY")]
     pub mode_key: Option<String>,

@@ -59,6 +59,12 @@ pub struct RunSummary {
     pub cursor: String,
     pub pending: i64,
     pub consumers: i64,
+    /// Quarantined IDs copied to the dead-letter stream, and those that stayed
+    /// with their owner for lack of memory; None when no batch used one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_lettered: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_deferred: Option<Vec<String>>,
     /// Why the drain stopped before its end after earlier batches had moved
     /// entries (the deadline, a lost connection): those batches still count.
     #[serde(skip)]
@@ -117,6 +123,7 @@ fn recover_command(cli: &Cli, cursor: Option<&str>, step: ConsumerStep) -> redis
     let names = [
         (keyword::TO, &cli.to),
         (keyword::QUARANTINE, &cli.quarantine),
+        (keyword::DEADLETTER, &cli.dead_letter),
         (keyword::MODEKEY, &cli.mode_key),
     ];
     for (keyword, value) in names {
@@ -265,6 +272,16 @@ fn add_batch(summary: &mut RunSummary, batch: RecoverBatch, reported: Option<&Ha
     summary.quarantined.extend(new(batch.quarantined));
     summary.dropped.extend(batch.dropped);
     summary.deleted.extend(batch.deleted);
+    if let Some(dead_letter) = batch.dead_letter {
+        summary
+            .dead_lettered
+            .get_or_insert_with(Vec::new)
+            .extend(dead_letter.copied);
+        summary
+            .dead_letter_deferred
+            .get_or_insert_with(Vec::new)
+            .extend(dead_letter.deferred);
+    }
     // A batch that skipped the consumer pass leaves the last one's list standing.
     if let Some(kept) = batch.kept {
         summary.kept = kept.names;

@@ -30,6 +30,17 @@ pub struct RecoverBatch {
     pub cursor: String,
     pub pending: i64,
     pub consumers: i64,
+    /// With a dead-letter stream (the fields are absent without one): the
+    /// quarantined IDs copied to it, and those left with their owner because
+    /// the copies would pass `maxmemory`.
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// What one batch did with its dead-letter stream.
+#[derive(Debug, Default)]
+pub struct DeadLetter {
+    pub copied: Vec<String>,
+    pub deferred: Vec<String>,
 }
 
 /// Idle consumers kept because their entries are too fresh to move.
@@ -69,6 +80,13 @@ impl FromRedisValue for RecoverBatch {
             cursor: fields.text(key::CURSOR)?,
             pending: fields.int(key::PENDING)?,
             consumers: fields.int(key::CONSUMERS)?,
+            dead_letter: match fields.find(key::DEAD_LETTERED) {
+                None => None,
+                Some(_) => Some(DeadLetter {
+                    copied: fields.texts(key::DEAD_LETTERED)?,
+                    deferred: fields.texts(key::DEAD_LETTER_DEFERRED)?,
+                }),
+            },
         })
     }
 }

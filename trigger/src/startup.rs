@@ -67,6 +67,7 @@ pub const VERB_OPTIONS: &[(&str, &[Verb])] = &[
     ("zombie_idle", &[Run, Status]),
     ("delete_limit", &[Run]),
     ("max_deliveries", &[Run]),
+    ("dead_letter", &[Run]),
     ("quarantine", &[Run]),
     ("max_batches", &[Run]),
     ("state_dir", &[Run]),

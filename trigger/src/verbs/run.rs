@@ -231,8 +231,17 @@ fn gauges(s: &RunSummary) -> Gauges {
 }
 
 fn summary_fields(s: &RunSummary) -> String {
+    // Only when a dead-letter stream was in use: the line is unchanged without one.
+    let dead_letter = match (&s.dead_lettered, &s.dead_letter_deferred) {
+        (Some(copied), Some(deferred)) => format!(
+            " dead_lettered={} dead_letter_deferred={}",
+            copied.len(),
+            deferred.len()
+        ),
+        _ => String::new(),
+    };
     format!(
-        "claimed={} quarantined={} dropped={} deleted={} kept={} batches={}",
+        "claimed={} quarantined={}{dead_letter} dropped={} deleted={} kept={} batches={}",
         s.claimed.len(),
         s.quarantined.len(),
         s.dropped.len(),
