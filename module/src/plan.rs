@@ -11,7 +11,10 @@
 //! - a PEL entry whose stream entry is gone (XDEL, XTRIM): XCLAIM drops it
 //!   instead of moving it, reported as `dropped` (`ClaimOutcome::from_plan`);
 //!   there is nothing left to deliver;
-//! - RETIRE's consumer, only by the call that empties it (`plan/retire.rs`).
+//! - RETIRE's consumer, only by the call that empties it (`plan/retire.rs`);
+//! - the oldest copies in the dead-letter stream, by the `MAXLEN ~
+//!   quantum.dead-letter-maxlen` of each XADD that appends one
+//!   (`plan/dead_letter.rs`): a record for people, kept bounded in memory.
 
 use std::collections::{HashMap, HashSet};
 
