@@ -55,6 +55,7 @@ pub fn run(cli: &Cli, deadline: Instant) -> u8 {
         &cli.url,
         cli.cluster,
         cli.password_file.as_deref(),
+        cli.sentinel_password_file.as_deref(),
         deadline,
     )
     .and_then(|mut con| {
@@ -70,6 +71,7 @@ pub fn run(cli: &Cli, deadline: Instant) -> u8 {
         &admin_url,
         cli.cluster,
         cli.doctor.admin_password_file.as_deref(),
+        cli.sentinel_password_file.as_deref(),
         deadline,
     )
     .ok();
@@ -91,6 +93,14 @@ pub fn run(cli: &Cli, deadline: Instant) -> u8 {
             checks.push(mode_key(cli, con, admin.as_mut(), deadline));
             checks.push(acl(cli, admin.as_mut(), &module_list, deadline));
             checks.push(stream_and_group(cli, con, deadline));
+            if let Link::Sentinel(sentinel) = con {
+                let (passed, detail) = crate::doctor_sentinel::check(sentinel, deadline);
+                checks.push(Check {
+                    ok: passed,
+                    what: "sentinel",
+                    detail,
+                });
+            }
         }
         Err(f) => checks.push(fail("redis", unreachable(&cli.url, f))),
     }

@@ -8,11 +8,13 @@ mod commands;
 mod connect;
 mod console;
 mod doctor;
+mod doctor_sentinel;
 mod env_file;
 mod failure;
 mod files;
 mod redis_conf;
 mod report;
+mod sentinel;
 mod state;
 mod status_table;
 
@@ -223,13 +225,17 @@ fn work(
         &cli.url,
         cli.cluster,
         cli.password_file.as_deref(),
+        cli.sentinel_password_file.as_deref(),
         deadline,
     )
-    .and_then(|mut con| match verb {
-        Verb::Run => run(cli, &mut con, deadline, started, progress),
-        Verb::Status => status(cli, &mut con, deadline),
-        Verb::Retire => retire(cli, &mut con, deadline),
-        Verb::Doctor => unreachable!("doctor returns before connecting"),
+    .and_then(|mut con| {
+        let done = match verb {
+            Verb::Run => run(cli, &mut con, deadline, started, progress),
+            Verb::Status => status(cli, &mut con, deadline),
+            Verb::Retire => retire(cli, &mut con, deadline),
+            Verb::Doctor => unreachable!("doctor returns before connecting"),
+        };
+        done.map(|done| done.switched(con.switched_primary()))
     });
     done.unwrap_or_else(|f| {
         error!("{where_}: {}", f.message);
@@ -286,6 +292,16 @@ struct Done {
 }
 
 impl Done {
+    /// The log line and the JSON name the primary a Sentinel failover switched the run to.
+    fn switched(mut self, primary: Option<String>) -> Done {
+        if let Some(primary) = primary {
+            self.fields
+                .push_str(&format!(" switched_primary={primary}"));
+            self.json["switched_primary"] = json!(primary);
+        }
+        self
+    }
+
     fn success(fields: String, json: serde_json::Value) -> Done {
         Done {
             result: RunResult::Success,
