@@ -1,0 +1,171 @@
+//! A primary, one replica and three sentinels on loopback, the module on the
+//! data nodes (or not on the primary). The sentinels are the same server
+//! binary started with `--sentinel` (Debian's redis-sentinel is that too), so
+//! `REDIS_SERVER` picks the version of both.
+
+use crate::reply::{run, text, texts};
+use crate::{redis_server_binary, Options, Server, TempDir};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The name the sentinels monitor the primary under.
+pub const MASTER: &str = "quantum-primary";
+
+/// How to build the set.
+#[derive(Clone, Debug, Default)]
+pub struct SentinelOptions {
+    /// Start the primary without the module.
+    pub primary_without_module: bool,
+}
+
+/// One `redis-server --sentinel` process.
+pub struct SentinelProcess {
+    child: Child,
+    dir: TempDir,
+    pub port: u16,
+}
+
+impl SentinelProcess {
+    fn start(primary_port: u16) -> SentinelProcess {
+        let dir = TempDir::new("sentinel");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        // Fast failure detection and failover, so a test sees one in seconds.
+        let conf = format!(
+            "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+             sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n\
+             sentinel down-after-milliseconds {MASTER} 500\n\
+             sentinel failover-timeout {MASTER} 2000\n\
+             sentinel parallel-syncs {MASTER} 1\n",
+            dir = dir.path().display()
+        );
+        let path = dir.path().join("sentinel.conf");
+        std::fs::write(&path, conf).expect("write sentinel.conf");
+        let child = Command::new(redis_server_binary())
+            .arg(&path)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server --sentinel");
+        SentinelProcess { child, dir, port }
+    }
+
+    pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?.get_connection()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sentinel.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SentinelProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct SentinelSet {
+    /// The data nodes: `[0]` starts as the primary, `[1]` as its replica.
+    pub nodes: Vec<Server>,
+    pub sentinels: Vec<SentinelProcess>,
+}
+
+impl SentinelSet {
+    pub fn start(options: SentinelOptions) -> SentinelSet {
+        let primary = Server::with(Options {
+            tcp: true,
+            without_module: options.primary_without_module,
+            ..Options::default()
+        });
+        let replica = Server::with(Options {
+            tcp: true,
+            ..Options::default()
+        });
+        let primary_port = primary.port.unwrap();
+        let mut r = replica.connect();
+        run(&mut r, &["REPLICAOF", "127.0.0.1", &primary_port.to_string()]).unwrap();
+        let set = SentinelSet {
+            sentinels: (0..3)
+                .map(|_| SentinelProcess::start(primary_port))
+                .collect(),
+            nodes: vec![primary, replica],
+        };
+        set.wait_until_ready();
+        set
+    }
+
+    /// Until the replica is linked and every sentinel knows the replica and
+    /// the two other sentinels (needed to agree on a failover).
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ready = |s: &SentinelProcess| -> Option<bool> {
+            let mut con = s.connect().ok()?;
+            let master = texts(&run(&mut con, &["SENTINEL", "MASTER", MASTER]).ok()?);
+            let field = |name: &str| {
+                let at = master.iter().position(|k| k == name)?;
+                master.get(at + 1)?.parse::<u32>().ok()
+            };
+            Some(field("num-slaves")? >= 1 && field("num-other-sentinels")? >= 2)
+        };
+        let mut r = self.nodes[1].connect();
+        loop {
+            let linked = run(&mut r, &["INFO", "replication"])
+                .is_ok_and(|v| text(&v).contains("master_link_status:up"));
+            if linked && self.sentinels.iter().all(|s| ready(s) == Some(true)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels never saw the replica and each other:\n{}",
+                self.sentinels[0].log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis+sentinel://` URL naming the three sentinels and the master.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
+    }
+
+    /// The port of the primary the first answering sentinel names.
+    pub fn named_primary_port(&self) -> Option<u16> {
+        self.sentinels.iter().find_map(|s| {
+            let mut con = s.connect().ok()?;
+            match run(&mut con, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER]).ok()? {
+                redis::Value::Array(addr) => text(addr.get(1)?).parse().ok(),
+                _ => None,
+            }
+        })
+    }
+
+    /// The data node listening on `port`.
+    pub fn node_on(&self, port: u16) -> &Server {
+        self.nodes
+            .iter()
+            .find(|n| n.port == Some(port))
+            .unwrap_or_else(|| panic!("no data node on port {port}"))
+    }
+
+    /// Until the replica has every write the primary made (WAIT).
+    pub fn wait_synced(&self) {
+        let mut con = self.nodes[0].connect();
+        let acked = run(&mut con, &["WAIT", "1", "10000"]).unwrap();
+        assert_eq!(
+            crate::reply::int(&acked),
+            1,
+            "the replica did not catch up in 10 s"
+        );
+    }
+}
