@@ -89,7 +89,11 @@ impl SentinelSet {
         });
         let primary_port = primary.port.unwrap();
         let mut r = replica.connect();
-        run(&mut r, &["REPLICAOF", "127.0.0.1", &primary_port.to_string()]).unwrap();
+        run(
+            &mut r,
+            &["REPLICAOF", "127.0.0.1", &primary_port.to_string()],
+        )
+        .unwrap();
         let set = SentinelSet {
             sentinels: (0..3)
                 .map(|_| SentinelProcess::start(primary_port))

@@ -120,7 +120,10 @@ fn a_failover_mid_drain_is_followed_to_the_promoted_replica() {
          ended after {:?}\n{}",
         out.elapsed, out.stderr
     );
-    assert!(held_at_kill < total as i64, "the drain ended before the kill");
+    assert!(
+        held_at_kill < total as i64,
+        "the drain ended before the kill"
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
 
     let new_port = set.named_primary_port().unwrap();
@@ -221,9 +224,8 @@ fn a_primary_without_the_module_is_named() {
 /// answer: 75 at the deadline. Each message says what was wrong.
 #[test]
 fn bad_sentinel_settings_follow_the_exit_code_table() {
-    let refused = |url: &str, deadline: &str| {
-        run_trigger(&["--url", url, "--deadline", deadline], &[])
-    };
+    let refused =
+        |url: &str, deadline: &str| run_trigger(&["--url", url, "--deadline", deadline], &[]);
     let out = refused("redis+sentinel://127.0.0.1:26379", "5s");
     assert_eq!(out.code, 78, "{}", out.stderr);
     assert!(out.stderr.contains("no master name"), "{}", out.stderr);
@@ -236,7 +238,11 @@ fn bad_sentinel_settings_follow_the_exit_code_table() {
     );
     let out = refused("redis+sentinel://127.0.0.1:1,127.0.0.1:x/m", "5s");
     assert_eq!(out.code, 78, "{}", out.stderr);
-    assert!(out.stderr.contains("\"127.0.0.1:x\" is not host:port"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("\"127.0.0.1:x\" is not host:port"),
+        "{}",
+        out.stderr
+    );
 
     // Nobody listens on these ports.
     let silent: Vec<String> = (0..2)

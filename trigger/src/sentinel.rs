@@ -231,6 +231,7 @@ impl Sentinel {
             switches: 0,
         };
         sentinel.find_primary(deadline)?;
+        sentinel.served = sentinel.primary.as_ref().map(|(addr, _)| addr.clone());
         Ok(sentinel)
     }
 
