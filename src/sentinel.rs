@@ -16,6 +16,14 @@ pub const MASTER: &str = "quantum-primary";
 pub struct SentinelOptions {
     /// Start the primary without the module.
     pub primary_without_module: bool,
+    /// `requirepass` of the sentinels and of the data nodes (their `default` user).
+    pub passwords: Option<Passwords>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Passwords {
+    pub sentinel: String,
+    pub data: String,
 }
 
 /// One `redis-server --sentinel` process.
@@ -23,10 +31,11 @@ pub struct SentinelProcess {
     child: Child,
     dir: TempDir,
     pub port: u16,
+    password: Option<String>,
 }
 
 impl SentinelProcess {
-    fn start(primary_port: u16) -> SentinelProcess {
+    fn start(primary_port: u16, passwords: Option<&Passwords>) -> SentinelProcess {
         let dir = TempDir::new("sentinel");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -41,6 +50,13 @@ impl SentinelProcess {
              sentinel parallel-syncs {MASTER} 1\n",
             dir = dir.path().display()
         );
+        let conf = match passwords {
+            Some(p) => format!(
+                "{conf}requirepass {}\nsentinel auth-pass {MASTER} {}\n",
+                p.sentinel, p.data
+            ),
+            None => conf,
+        };
         let path = dir.path().join("sentinel.conf");
         std::fs::write(&path, conf).expect("write sentinel.conf");
         let child = Command::new(redis_server_binary())
@@ -51,11 +67,20 @@ impl SentinelProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server --sentinel");
-        SentinelProcess { child, dir, port }
+        SentinelProcess {
+            child,
+            dir,
+            port,
+            password: passwords.map(|p| p.sentinel.clone()),
+        }
     }
 
     pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?.get_connection()
+        let auth = self
+            .password
+            .as_ref()
+            .map_or(String::new(), |p| format!(":{p}@"));
+        redis::Client::open(format!("redis://{auth}127.0.0.1:{}", self.port))?.get_connection()
     }
 
     pub fn log(&self) -> String {
@@ -74,34 +99,53 @@ pub struct SentinelSet {
     /// The data nodes: `[0]` starts as the primary, `[1]` as its replica.
     pub nodes: Vec<Server>,
     pub sentinels: Vec<SentinelProcess>,
+    data_password: Option<String>,
 }
 
 impl SentinelSet {
     pub fn start(options: SentinelOptions) -> SentinelSet {
-        let primary = Server::with(Options {
-            tcp: true,
-            without_module: options.primary_without_module,
-            ..Options::default()
-        });
-        let replica = Server::with(Options {
-            tcp: true,
-            ..Options::default()
-        });
-        let primary_port = primary.port.unwrap();
-        let mut r = replica.connect();
+        let passwords = options.passwords.as_ref();
+        let config: Vec<(String, String)> = passwords
+            .map(|p| {
+                ["requirepass", "masterauth"]
+                    .map(|name| (name.to_string(), p.data.clone()))
+                    .to_vec()
+            })
+            .unwrap_or_default();
+        let node = |without_module| {
+            Server::with(Options {
+                tcp: true,
+                without_module,
+                config: config.clone(),
+                ..Options::default()
+            })
+        };
+        let primary = node(options.primary_without_module);
+        let mut set = SentinelSet {
+            nodes: vec![primary, node(false)],
+            sentinels: Vec::new(),
+            data_password: passwords.map(|p| p.data.clone()),
+        };
+        let primary_port = set.nodes[0].port.unwrap();
+        let mut r = set.connect(1);
         run(
             &mut r,
             &["REPLICAOF", "127.0.0.1", &primary_port.to_string()],
         )
         .unwrap();
-        let set = SentinelSet {
-            sentinels: (0..3)
-                .map(|_| SentinelProcess::start(primary_port))
-                .collect(),
-            nodes: vec![primary, replica],
-        };
+        set.sentinels = (0..3)
+            .map(|_| SentinelProcess::start(primary_port, passwords))
+            .collect();
         set.wait_until_ready();
         set
+    }
+
+    /// A connection to data node `node`, as `default` with the data password.
+    pub fn connect(&self, node: usize) -> redis::Connection {
+        match &self.data_password {
+            Some(password) => self.nodes[node].connect_as("default", password),
+            None => self.nodes[node].connect(),
+        }
     }
 
     /// Until the replica is linked and every sentinel knows the replica and
@@ -117,7 +161,7 @@ impl SentinelSet {
             };
             Some(field("num-slaves")? >= 1 && field("num-other-sentinels")? >= 2)
         };
-        let mut r = self.nodes[1].connect();
+        let mut r = self.connect(1);
         loop {
             let linked = run(&mut r, &["INFO", "replication"])
                 .is_ok_and(|v| text(&v).contains("master_link_status:up"));
@@ -154,22 +198,32 @@ impl SentinelSet {
         })
     }
 
-    /// The data node listening on `port`.
-    pub fn node_on(&self, port: u16) -> &Server {
+    /// The index of the data node listening on `port`.
+    pub fn node_on(&self, port: u16) -> usize {
         self.nodes
             .iter()
-            .find(|n| n.port == Some(port))
+            .position(|n| n.port == Some(port))
             .unwrap_or_else(|| panic!("no data node on port {port}"))
     }
 
     /// Until the replica has every write the primary made (WAIT).
     pub fn wait_synced(&self) {
-        let mut con = self.nodes[0].connect();
+        let mut con = self.connect(0);
         let acked = run(&mut con, &["WAIT", "1", "10000"]).unwrap();
         assert_eq!(
             crate::reply::int(&acked),
             1,
             "the replica did not catch up in 10 s"
         );
+    }
+}
+
+impl Drop for SentinelSet {
+    /// Killed rather than shut down: with a password the harness's SHUTDOWN
+    /// would be refused and wait for its timeout.
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
     }
 }

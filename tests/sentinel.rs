@@ -5,7 +5,7 @@
 
 use quantum_integration::reply::{consumers, pel, run};
 use quantum_integration::scenario::{GROUP, STREAM};
-use quantum_integration::sentinel::{SentinelOptions, SentinelSet, MASTER};
+use quantum_integration::sentinel::{Passwords, SentinelOptions, SentinelSet, MASTER};
 use quantum_integration::trigger::{run_trigger, trigger_command, TriggerRun};
 use quantum_integration::TempDir;
 use std::collections::HashSet;
@@ -136,7 +136,7 @@ fn a_failover_mid_drain_is_followed_to_the_promoted_replica() {
     assert_eq!(json["switched_primary"], format!("127.0.0.1:{new_port}"));
     assert_eq!(json["cursor"], "0-0", "the drain finished in the same run");
 
-    let after = pel(&mut set.node_on(new_port).connect(), STREAM, GROUP);
+    let after = pel(&mut set.connect(set.node_on(new_port)), STREAM, GROUP);
     let after_ids: Vec<&String> = after.iter().map(|e| &e.0).collect();
     assert_eq!(after_ids, before.iter().collect::<Vec<_>>(), "nothing lost");
     let elsewhere: Vec<_> = after.iter().filter(|e| e.1 != "recovery").collect();
@@ -169,6 +169,7 @@ fn a_failover_mid_drain_is_followed_to_the_promoted_replica() {
 fn a_primary_without_the_module_is_named() {
     let set = SentinelSet::start(SentinelOptions {
         primary_without_module: true,
+        ..SentinelOptions::default()
     });
     let primary = format!("127.0.0.1:{}", set.nodes[0].port.unwrap());
     let replica = format!("127.0.0.1:{}", set.nodes[1].port.unwrap());
@@ -290,4 +291,72 @@ fn bad_sentinel_settings_follow_the_exit_code_table() {
         "{}",
         out.stderr
     );
+}
+
+/// The sentinels' password comes from --sentinel-password-file, the data
+/// nodes' from the usual sources: either missing, or the two swapped, is 77
+/// naming who refused. The README's least-privilege user (no ROLE: the
+/// primary is checked with INFO replication) drains the backlog.
+#[test]
+fn the_sentinels_and_the_data_nodes_passwords_are_kept_apart() {
+    let set = SentinelSet::start(SentinelOptions {
+        passwords: Some(Passwords {
+            sentinel: "sentinel-pw".into(),
+            data: "data-pw".into(),
+        }),
+        ..SentinelOptions::default()
+    });
+    let mut con = set.connect(0);
+    backlog(&mut con, 10_000);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let rule = readme
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with("ACL SETUSER quantum-recover "))
+        .expect("README shows the ACL SETUSER line");
+    let words: Vec<&str> = rule
+        .split_whitespace()
+        .map(|w| if w == ">CHANGE-ME" { ">pw" } else { w })
+        .collect();
+    run(&mut con, &words).unwrap();
+
+    let dir = TempDir::new("sentinel-passwords");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (sentinel_file, data_file) = (file("s", "sentinel-pw"), file("d", "data-pw"));
+    let url = set.url();
+    let run_with = |url: &str, sentinel_file: Option<&str>, data: &str| {
+        let mut args = vec!["--url", url, "--min-idle", "1ms", "--deadline", "10s"];
+        args.extend(["--count", "1000", "--max-batches", "100", "--json"]);
+        if let Some(file) = sentinel_file {
+            args.extend(["--sentinel-password-file", file]);
+        }
+        run_trigger(&args, &[("REDISCLI_AUTH", data)])
+    };
+    let primary = format!("127.0.0.1:{}", set.nodes[0].port.unwrap());
+    let first_sentinel = format!("sentinel 127.0.0.1:{}", set.sentinels[0].port);
+
+    let out = run_with(&url, None, "data-pw");
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&first_sentinel) && out.stderr.contains("--sentinel-password-file"),
+        "{}",
+        out.stderr
+    );
+    let out = run_with(&url, Some(&data_file), "sentinel-pw");
+    assert_eq!(out.code, 77, "swapped: {}", out.stderr);
+    assert!(out.stderr.contains(&first_sentinel), "{}", out.stderr);
+    let out = run_with(&url, Some(&sentinel_file), "sentinel-pw");
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert!(out.stderr.contains(&primary), "{}", out.stderr);
+    assert!(!out.stderr.contains("sentinel-pw") && !out.stderr.contains("data-pw"));
+
+    let user_url = url.replace("redis+sentinel://", "redis+sentinel://quantum-recover@");
+    let out = run_with(&user_url, Some(&sentinel_file), "pw");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["claimed"].as_array().unwrap().len(), 10_000);
 }

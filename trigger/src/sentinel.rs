@@ -350,7 +350,10 @@ impl Sentinel {
 
     /// A sentinel's refusal, as an exit code and a message naming it.
     fn sentinel_failure(&self, addr: &Addr, f: Failure) -> Failure {
-        let message = format!("sentinel {}: {}", show(addr), f.message);
+        let message = match f.message.starts_with(&show(addr)) {
+            true => format!("sentinel {}", f.message),
+            false => format!("sentinel {}: {}", show(addr), f.message),
+        };
         match f.code {
             failure::MODULE_MISSING => Failure::new(
                 CONFIG,
