@@ -35,7 +35,7 @@ pub struct SentinelProcess {
 }
 
 impl SentinelProcess {
-    fn start(primary_port: u16, passwords: Option<&Passwords>) -> SentinelProcess {
+    pub fn start(primary_port: u16, passwords: Option<&Passwords>) -> SentinelProcess {
         let dir = TempDir::new("sentinel");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -67,12 +67,25 @@ impl SentinelProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server --sentinel");
-        SentinelProcess {
+        let sentinel = SentinelProcess {
             child,
             dir,
             port,
             password: passwords.map(|p| p.sentinel.clone()),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !sentinel
+            .connect()
+            .is_ok_and(|mut con| run(&mut con, &["PING"]).is_ok())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel did not answer in 20 s:\n{}",
+                sentinel.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
+        sentinel
     }
 
     pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
@@ -187,23 +200,25 @@ impl SentinelSet {
         format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
     }
 
-    /// The port of the primary the first answering sentinel names.
-    pub fn named_primary_port(&self) -> Option<u16> {
-        self.sentinels.iter().find_map(|s| {
+    /// Until every sentinel names the data node on `port` as the primary
+    /// (a sentinel that did not lead a failover learns of it within seconds).
+    pub fn wait_until_named(&self, port: u16) {
+        let named = |s: &SentinelProcess| -> Option<u16> {
             let mut con = s.connect().ok()?;
             match run(&mut con, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER]).ok()? {
                 redis::Value::Array(addr) => text(addr.get(1)?).parse().ok(),
                 _ => None,
             }
-        })
-    }
-
-    /// The index of the data node listening on `port`.
-    pub fn node_on(&self, port: u16) -> usize {
-        self.nodes
-            .iter()
-            .position(|n| n.port == Some(port))
-            .unwrap_or_else(|| panic!("no data node on port {port}"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.sentinels.iter().all(|s| named(s) == Some(port)) {
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels never all named port {port}:\n{}",
+                self.sentinels[0].log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Until the replica has every write the primary made (WAIT).

@@ -5,7 +5,9 @@
 
 use quantum_integration::reply::{consumers, pel, run};
 use quantum_integration::scenario::{GROUP, STREAM};
-use quantum_integration::sentinel::{Passwords, SentinelOptions, SentinelSet, MASTER};
+use quantum_integration::sentinel::{
+    Passwords, SentinelOptions, SentinelProcess, SentinelSet, MASTER,
+};
 use quantum_integration::trigger::{run_trigger, trigger_command, TriggerRun};
 use quantum_integration::TempDir;
 use std::collections::HashSet;
@@ -57,7 +59,6 @@ fn a_failover_mid_drain_is_followed_to_the_promoted_replica() {
     let mut set = SentinelSet::start(SentinelOptions::default());
     let total = 200_000;
     let count = 50;
-    let old_port = set.nodes[0].port.unwrap();
     let mut con = set.nodes[0].connect();
     backlog(&mut con, total);
     let before: Vec<String> = pel(&mut con, STREAM, GROUP)
@@ -126,8 +127,8 @@ fn a_failover_mid_drain_is_followed_to_the_promoted_replica() {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
 
-    let new_port = set.named_primary_port().unwrap();
-    assert_ne!(new_port, old_port, "Sentinel promoted the replica");
+    let new_port = set.nodes[1].port.unwrap();
+    set.wait_until_named(new_port);
     let switched = format!("switched_primary=127.0.0.1:{new_port}");
     assert!(out.stderr.contains(&switched), "{}", out.stderr);
     let line = std::fs::read_to_string(&log).unwrap();
@@ -136,7 +137,7 @@ fn a_failover_mid_drain_is_followed_to_the_promoted_replica() {
     assert_eq!(json["switched_primary"], format!("127.0.0.1:{new_port}"));
     assert_eq!(json["cursor"], "0-0", "the drain finished in the same run");
 
-    let after = pel(&mut set.connect(set.node_on(new_port)), STREAM, GROUP);
+    let after = pel(&mut set.connect(1), STREAM, GROUP);
     let after_ids: Vec<&String> = after.iter().map(|e| &e.0).collect();
     assert_eq!(after_ids, before.iter().collect::<Vec<_>>(), "nothing lost");
     let elsewhere: Vec<_> = after.iter().filter(|e| e.1 != "recovery").collect();
@@ -222,7 +223,8 @@ fn a_primary_without_the_module_is_named() {
 
 /// A URL without a master name, a password in the URL, a master no sentinel
 /// monitors, a data node named as a sentinel: 78 at once; sentinels that never
-/// answer: 75 at the deadline. Each message says what was wrong.
+/// answer: 75 at the deadline. Each message says what was wrong. A sentinel
+/// naming a dead primary is passed over for the next one.
 #[test]
 fn bad_sentinel_settings_follow_the_exit_code_table() {
     let refused =
@@ -280,6 +282,24 @@ fn bad_sentinel_settings_follow_the_exit_code_table() {
         "{}",
         out.stderr
     );
+    assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
+
+    // A stale sentinel first, naming a primary that is gone: the next
+    // sentinel's answer is used, at once rather than at the deadline.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stale = SentinelProcess::start(gone, None);
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},{}/{MASTER}",
+        stale.port,
+        hosts.join(",")
+    );
+    let out = refused(&url, "10s");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("MODE refused"), "{}", out.stderr);
     assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
 
     let data_node = format!("127.0.0.1:{}", set.nodes[0].port.unwrap());

@@ -296,15 +296,24 @@ impl Sentinel {
         Ok(Err(unanswered))
     }
 
-    /// The primary the sentinels name now: the first sentinel that knows the
-    /// master answers; a master no answering sentinel knows is a setting to fix (78).
+    /// The primary the sentinels name now.
     pub fn named_primary(&self, deadline: Instant) -> Result<Addr, Failure> {
+        Ok(self.named_primary_by(&self.url.sentinels, deadline)?.1)
+    }
+
+    /// The primary the first of `sentinels` that knows the master names, and
+    /// that sentinel; a master no answering sentinel knows is a setting to fix (78).
+    fn named_primary_by(
+        &self,
+        sentinels: &[Addr],
+        deadline: Instant,
+    ) -> Result<(Addr, Addr), Failure> {
         let master = &self.url.master;
         let mut cmd = redis::cmd("SENTINEL");
         cmd.arg("GET-MASTER-ADDR-BY-NAME").arg(master);
         let mut unknown = Vec::new();
         let mut unanswered = Vec::new();
-        let mut left = &self.url.sentinels[..];
+        let mut left = sentinels;
         while !left.is_empty() {
             let (addr, answer) = match self.ask_sentinels(left, &cmd, deadline)? {
                 Ok(answered) => answered,
@@ -320,7 +329,7 @@ impl Sentinel {
                     let port = crate::commands::text(&items[1])?.parse().map_err(|_| {
                         failure::unexpected("SENTINEL GET-MASTER-ADDR-BY-NAME port")
                     })?;
-                    return Ok((host, port));
+                    return Ok((addr, (host, port)));
                 }
                 _ => return Err(failure::unexpected("SENTINEL GET-MASTER-ADDR-BY-NAME")),
             }
@@ -399,20 +408,47 @@ impl Sentinel {
         Ok(out)
     }
 
-    /// One try: the named primary, connected and checked to be one.
+    /// One try: the primary the first sentinel that knows the master names,
+    /// connected and checked to be one; when it is not (a sentinel that has not
+    /// yet heard of a failover names the dead primary), the next sentinel's.
     fn try_primary(&mut self, deadline: Instant) -> Result<(), Failure> {
-        let addr = self.named_primary(deadline)?;
+        let sentinels = self.url.sentinels.clone();
+        let mut left = &sentinels[..];
+        let mut unusable: Option<Failure> = None;
+        while !left.is_empty() {
+            let (asked, addr) = match (self.named_primary_by(left, deadline), unusable) {
+                (Ok(named), _) => named,
+                // Those after it did not answer or know the name: the named one's trouble says more.
+                (Err(f), Some(last)) if matches!(f.code, UNAVAILABLE | CONFIG) => return Err(last),
+                (Err(f), _) => return Err(f),
+            };
+            match self.checked_primary(&addr, deadline) {
+                Ok(con) => {
+                    self.primary = Some((addr, con));
+                    return Ok(());
+                }
+                Err(f) if f.code == UNAVAILABLE => unusable = Some(f),
+                Err(f) => return Err(f),
+            }
+            let at = left.iter().position(|s| *s == asked).unwrap_or(0);
+            left = &left[at + 1..];
+        }
+        Err(unusable.expect("a sentinel named a primary"))
+    }
+
+    /// A connection to `addr`, which a sentinel named as the primary, if it is one.
+    fn checked_primary(&self, addr: &Addr, deadline: Instant) -> Result<Connection, Failure> {
         let named = |why: String| {
             Failure::new(
                 UNAVAILABLE,
                 format!(
                     "Sentinel names {} as the primary of {:?}, but {why}",
-                    show(&addr),
+                    show(addr),
                     self.url.master
                 ),
             )
         };
-        let mut con = match self.node(&addr, deadline) {
+        let mut con = match self.node(addr, deadline) {
             Ok(con) => con,
             Err(f) if f.code == UNAVAILABLE => return Err(named(f.message)),
             Err(f) => return Err(f),
@@ -422,8 +458,7 @@ impl Sentinel {
                 return Err(named(format!("it is a {role} (a failover under way?)")));
             }
         }
-        self.primary = Some((addr, con));
-        Ok(())
+        Ok(con)
     }
 
     /// Connects to the primary the sentinels name, asking again until the deadline.
