@@ -339,7 +339,9 @@ fn the_sentinels_and_the_data_nodes_passwords_are_kept_apart() {
         .split_whitespace()
         .map(|w| if w == ">CHANGE-ME" { ">pw" } else { w })
         .collect();
+    // ACL users are not replicated: every data node needs its own.
     run(&mut con, &words).unwrap();
+    run(&mut set.connect(1), &words).unwrap();
 
     let dir = TempDir::new("sentinel-passwords");
     let file = |name: &str, text: &str| {
@@ -379,4 +381,44 @@ fn the_sentinels_and_the_data_nodes_passwords_are_kept_apart() {
     let out = run_with(&user_url, Some(&sentinel_file), "pw");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.json()["claimed"].as_array().unwrap().len(), 10_000);
+
+    // doctor checks the URL's user, through the admin connection to the same primary.
+    let doctor = run_trigger(
+        &[
+            "doctor",
+            "--url",
+            &user_url,
+            "--sentinel-password-file",
+            &sentinel_file,
+            "--admin-password-file",
+            &data_file,
+            "--log-file",
+            &file("log", ""),
+            "--metrics-file",
+            dir.path().join("m.prom").to_str().unwrap(),
+        ],
+        &[("REDISCLI_AUTH", "pw")],
+    );
+    let line = |check: &str| {
+        doctor
+            .stdout
+            .lines()
+            .find(|l| l[4..].trim_start().starts_with(&format!("{check}:")))
+            .unwrap_or_else(|| panic!("no {check} line:\n{}", doctor.stdout))
+            .to_string()
+    };
+    let acl = line("acl");
+    assert!(
+        acl.starts_with("ok") && acl.contains("quantum-recover"),
+        "{acl}"
+    );
+    let sentinel = line("sentinel");
+    assert!(sentinel.starts_with("ok"), "{sentinel}");
+    assert!(
+        sentinel.contains(&format!(
+            "replica 127.0.0.1:{}: module loaded",
+            set.nodes[1].port.unwrap()
+        )),
+        "{sentinel}"
+    );
 }

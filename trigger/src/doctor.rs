@@ -161,6 +161,7 @@ fn url_user(cli: &Cli) -> (String, bool) {
         .into_connection_info()
         .ok()
         .and_then(|i| i.redis_settings().username().map(str::to_string))
+        .or_else(|| crate::sentinel::parse_url(&cli.url)?.ok()?.user)
     {
         Some(user) => (user, true),
         None => ("default".into(), false),

@@ -60,7 +60,7 @@ fn show((host, port): &Addr) -> String {
 fn module_on(sentinel: &Sentinel, addr: &Addr, deadline: Instant) -> (bool, String) {
     let mut con = match sentinel.node(addr, deadline) {
         Ok(con) => con,
-        Err(f) => return (false, format!("unreachable: {}", f.message)),
+        Err(f) => return (false, format!("cannot connect: {}", f.message)),
     };
     let info = match redis::cmd("INFO").arg("quantum").query::<Value>(&mut con) {
         Ok(Value::VerbatimString { text, .. }) => text,

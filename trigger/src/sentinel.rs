@@ -597,6 +597,10 @@ mod tests {
         let node = url.info(&("::1".into(), 7), true).unwrap();
         assert_eq!(node.redis_settings().username(), Some("quantum"));
         assert_eq!(node.redis_settings().db(), 2);
+        assert!(matches!(
+            node.addr(),
+            redis::ConnectionAddr::TcpTls { host, insecure: true, .. } if host == "::1"
+        ));
         let sentinel = url.info(&("s1".into(), 26380), false).unwrap();
         assert_eq!(sentinel.redis_settings().username(), None);
         assert_eq!(sentinel.redis_settings().db(), 0);
