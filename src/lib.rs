@@ -15,6 +15,7 @@ pub mod nspawn;
 pub mod reply;
 pub mod rng;
 pub mod scenario;
+pub mod sentinel;
 pub mod trigger;
 pub use reply::Recovery;
 

@@ -32,7 +32,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Verb>,
 
-    /// Redis URL: redis://host:port, rediss://host:port (TLS), unix:///path/to/redis.sock
+    /// Redis URL: redis://host:port, rediss://host:port (TLS), unix:///path/to/redis.sock,
+    /// redis+sentinel://host:port[,host:port…]/<master-name>
     #[arg(
         long,
         global = true,
@@ -130,6 +131,10 @@ pub struct Cli {
     /// File holding the Redis password
     #[arg(long, global = true, env = "QUANTUM_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
+
+    /// File holding the sentinels' password (redis+sentinel:// URLs)
+    #[arg(long, global = true, env = "QUANTUM_SENTINEL_PASSWORD_FILE")]
+    pub sentinel_password_file: Option<PathBuf>,
 
     /// Append one line per run to this file
     #[arg(long, global = true, env = "QUANTUM_LOG_FILE")]

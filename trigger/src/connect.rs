@@ -6,6 +6,7 @@
 use crate::cluster::{self, Cluster};
 use crate::failure::{self, ExitCode, Failure};
 use crate::files::Symlink;
+use crate::sentinel::{self, Sentinel};
 use redis::{Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,39 +22,44 @@ pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_PASSWORD_FILE: u64 = 64 * 1024;
 
 /// Where the password comes from, first match wins.
-fn password(password_file: Option<&Path>) -> Result<Option<String>, Failure> {
+pub fn password(password_file: Option<&Path>) -> Result<Option<String>, Failure> {
     let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
         .map(|dir| PathBuf::from(dir).join("redis-password"))
         .filter(|path| path.exists());
     if let Some(path) = password_file.map(Path::to_path_buf).or(credential) {
-        // A FIFO or a device there must not hold the run past its deadline.
-        let text = crate::files::read_regular(&path, MAX_PASSWORD_FILE, Symlink::Follow)
-            .and_then(|bytes| {
-                String::from_utf8(bytes)
-                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
-            })
-            .map_err(|e| {
-                Failure::new(
-                    ExitCode::Config,
-                    format!("cannot read password file {}: {e}", path.display()),
-                )
-            })?;
-        let password = text.trim_end_matches(['\r', '\n']);
-        if password.is_empty() {
-            return Err(Failure::new(
-                ExitCode::Config,
-                format!("password file {} is empty", path.display()),
-            ));
-        }
-        return Ok(Some(password.to_string()));
+        return read_password_file(&path).map(Some);
     }
     Ok(std::env::var("REDISCLI_AUTH")
         .ok()
         .filter(|p| !p.is_empty()))
 }
 
+/// A password file's first line; a missing, unreadable or empty file is 78.
+pub fn read_password_file(path: &Path) -> Result<String, Failure> {
+    // A FIFO or a device there must not hold the run past its deadline.
+    let text = crate::files::read_regular(path, MAX_PASSWORD_FILE, Symlink::Follow)
+        .and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+        })
+        .map_err(|e| {
+            Failure::new(
+                ExitCode::Config,
+                format!("cannot read password file {}: {e}", path.display()),
+            )
+        })?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(Failure::new(
+            ExitCode::Config,
+            format!("password file {} is empty", path.display()),
+        ));
+    }
+    Ok(password.to_string())
+}
+
 /// The password sources `password` looked at, for the error when none had one.
-fn sources_tried() -> String {
+pub fn sources_tried() -> String {
     let credential = match std::env::var_os("CREDENTIALS_DIRECTORY") {
         Some(dir) => format!(
             "{} does not exist",
@@ -64,11 +70,13 @@ fn sources_tried() -> String {
     format!("--password-file (QUANTUM_PASSWORD_FILE) is not set, {credential}, REDISCLI_AUTH is not set or empty")
 }
 
-/// A connection to one server (named for messages), or to a Redis Cluster
-/// through one seed node (commands go to the node owning their key).
+/// A connection to one server (named for messages), to a Redis Cluster
+/// through one seed node (commands go to the node owning their key), or to
+/// the primary a set of sentinels names (followed through a failover).
 pub enum Link {
     Single(Connection, String),
     Cluster(Box<Cluster>),
+    Sentinel(Box<Sentinel>),
 }
 
 /// The userinfo of a URL's authority (`user:password` before the last `@`).
@@ -169,6 +177,7 @@ pub fn connect(
     given_url: &str,
     cluster: bool,
     password_file: Option<&Path>,
+    sentinel_password_file: Option<&Path>,
     deadline: Instant,
 ) -> Result<Link, Failure> {
     // Checked before parsing, and the URL is only ever shown redacted: a URL
@@ -184,6 +193,11 @@ pub fn connect(
         ));
     }
     let shown = redact_url(given_url);
+    if let Some(parsed) = sentinel::parse_url(given_url) {
+        let passwords = (password_file, sentinel_password_file);
+        let sentinel = sentinel::connect_url(parsed, &shown, cluster, passwords, deadline)?;
+        return Ok(Link::Sentinel(Box::new(sentinel)));
+    }
     let (url, seeds, cluster) = match cluster_url(given_url) {
         Some(Ok((first, others))) => (first, others, true),
         Some(Err(why)) => {
@@ -358,6 +372,7 @@ impl Link {
                 })
             }
             Link::Cluster(cluster) => cluster.query(cmd, key_of(cmd), deadline),
+            Link::Sentinel(sentinel) => sentinel.query(cmd, deadline),
         }
     }
 
@@ -366,6 +381,15 @@ impl Link {
         match self {
             Link::Single(..) => 0,
             Link::Cluster(cluster) => cluster.switches,
+            Link::Sentinel(sentinel) => sentinel.switches,
+        }
+    }
+
+    /// The primary a Sentinel failover switched the run to, if one did.
+    pub fn switched_primary(&self) -> Option<String> {
+        match self {
+            Link::Sentinel(sentinel) => sentinel.switched_primary(),
+            _ => None,
         }
     }
 }

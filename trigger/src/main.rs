@@ -25,6 +25,7 @@ mod metrics;
 mod redis_conf;
 mod reply;
 mod report;
+mod sentinel;
 mod startup;
 mod state;
 mod status_table;

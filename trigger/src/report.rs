@@ -147,6 +147,9 @@ struct JsonReport<'a> {
     /// The log or metrics file that could not be written.
     #[serde(skip_serializing_if = "Option::is_none")]
     output_error: Option<&'a str>,
+    /// The primary a Sentinel failover switched the run to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switched_primary: Option<&'a str>,
     #[serde(flatten)]
     details: Option<&'a Details>,
 }
@@ -230,6 +233,7 @@ pub fn finish(cli: &Cli, verb: Verb, target: &str, clock: Clock, done: Done) -> 
             error: done.error.as_deref(),
             message: done.message.as_deref(),
             output_error: output_error.as_deref(),
+            switched_primary: done.switched_primary.as_deref(),
             details: done.details.as_ref(),
         });
     }
@@ -253,6 +257,7 @@ pub fn early_failure(args: &[String], code: ExitCode, message: &str) -> ExitCode
             error: Some(message),
             message: None,
             output_error: None,
+            switched_primary: None,
             details: None,
         });
     }

@@ -11,10 +11,11 @@
 mod acl;
 mod host;
 mod module_path;
+mod sentinel;
 mod server;
 
 use crate::cli::Cli;
-use crate::connect;
+use crate::connect::{self, Link};
 use crate::failure::{ExitCode, Failure};
 use redis::IntoConnectionInfo;
 use std::process::Command;
@@ -65,6 +66,7 @@ pub fn run(cli: &Cli, deadline: Instant) -> ExitCode {
         &cli.url,
         cli.cluster,
         cli.password_file.as_deref(),
+        cli.sentinel_password_file.as_deref(),
         deadline,
     )
     .and_then(|mut con| {
@@ -80,6 +82,7 @@ pub fn run(cli: &Cli, deadline: Instant) -> ExitCode {
         &admin_url,
         cli.cluster,
         cli.doctor.admin_password_file.as_deref(),
+        cli.sentinel_password_file.as_deref(),
         deadline,
     )
     .ok();
@@ -109,6 +112,14 @@ pub fn run(cli: &Cli, deadline: Instant) -> ExitCode {
             checks.push(server::mode_key(cli, con, admin.as_mut(), deadline));
             checks.push(acl::acl(cli, admin.as_mut(), &module_list, deadline));
             checks.push(server::stream_and_group(cli, con, deadline));
+            if let Link::Sentinel(named) = con {
+                let (passed, detail) = sentinel::check(named, deadline);
+                checks.push(Check {
+                    ok: passed,
+                    what: "sentinel",
+                    detail,
+                });
+            }
         }
         Err(f) => checks.push(fail("redis", unreachable(&cli.url, f))),
     }
@@ -178,6 +189,7 @@ fn url_user(cli: &Cli) -> UrlUser {
         .into_connection_info()
         .ok()
         .and_then(|i| i.redis_settings().username().map(str::to_string))
+        .or_else(|| crate::sentinel::parse_url(&cli.url)?.ok()?.user)
     {
         Some(name) => UrlUser { name, named: true },
         None => UrlUser {

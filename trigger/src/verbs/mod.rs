@@ -45,6 +45,8 @@ pub struct Done {
     pub counted: Option<Counts>,
     /// Whether the mode key held a mode, when the run could tell (run only).
     pub mode_known: Option<bool>,
+    /// The primary a Sentinel failover switched the run to, if one did.
+    pub switched_primary: Option<String>,
 }
 
 impl Done {
@@ -60,7 +62,17 @@ impl Done {
             gauges: None,
             counted: None,
             mode_known: None,
+            switched_primary: None,
         }
+    }
+
+    /// The log line and the JSON name the primary a Sentinel failover switched the run to.
+    fn switched(mut self, primary: Option<String>) -> Done {
+        if let Some(primary) = &primary {
+            self.fields.push_str(&format!(" switched_primary={primary}"));
+        }
+        self.switched_primary = primary;
+        self
     }
 
     /// A failure before anything happened.
@@ -75,6 +87,7 @@ impl Done {
             gauges: None,
             counted: None,
             mode_known: None,
+            switched_primary: None,
         }
     }
 
@@ -92,6 +105,7 @@ impl Done {
             gauges: None,
             counted: Some(Counts::default()),
             mode_known: None,
+            switched_primary: None,
         }
     }
 }
@@ -142,13 +156,17 @@ fn work(cli: &Cli, verb: Verb, clock: Clock, progress: &Progress, target: &str) 
         &cli.url,
         cli.cluster,
         cli.password_file.as_deref(),
+        cli.sentinel_password_file.as_deref(),
         deadline,
     )
-    .and_then(|mut con| match verb {
-        Verb::Run => run::run(cli, &mut con, clock, progress),
-        Verb::Status => status::status(cli, &mut con, deadline),
-        Verb::Retire => retire::retire(cli, &mut con, deadline),
-        Verb::Doctor => unreachable!("doctor returns before connecting"),
+    .and_then(|mut con| {
+        let done = match verb {
+            Verb::Run => run::run(cli, &mut con, clock, progress),
+            Verb::Status => status::status(cli, &mut con, deadline),
+            Verb::Retire => retire::retire(cli, &mut con, deadline),
+            Verb::Doctor => unreachable!("doctor returns before connecting"),
+        };
+        done.map(|done| done.switched(con.switched_primary()))
     });
     done.unwrap_or_else(|f| {
         error!("{target}: {}", f.message);

@@ -147,6 +147,7 @@ fn failed_after(f: &Failure, summary: RunSummary) -> Done {
         counted: Some(counts(&summary)),
         mode_known: Some(true),
         details: Some(Details::Run(summary)),
+        switched_primary: None,
     }
 }
 

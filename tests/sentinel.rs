@@ -1,0 +1,472 @@
+//! The trigger behind Redis Sentinel (one primary, one replica, three
+//! sentinels on loopback): it finds the primary through the sentinels, follows
+//! a failover mid-drain losing nothing, names a primary without the module,
+//! and refuses bad Sentinel settings with the exit-code table's codes.
+
+use quantum_integration::reply::{consumers, pel, run};
+use quantum_integration::scenario::{GROUP, STREAM};
+use quantum_integration::sentinel::{
+    Passwords, SentinelOptions, SentinelProcess, SentinelSet, MASTER,
+};
+use quantum_integration::trigger::{run_trigger, trigger_command, TriggerRun};
+use quantum_integration::TempDir;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// `total` entries read by four consumers that then died: a big PEL.
+fn backlog(con: &mut redis::Connection, total: usize) {
+    run(con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    run(con, &["XGROUP", "CREATE", STREAM, GROUP, "$", "MKSTREAM"]).unwrap();
+    for chunk in 0..total / 10_000 {
+        let mut pipe = redis::pipe();
+        for n in 0..10_000 {
+            pipe.cmd("XADD")
+                .arg(STREAM)
+                .arg("*")
+                .arg("n")
+                .arg(chunk * 10_000 + n)
+                .ignore();
+        }
+        pipe.query::<()>(con).unwrap();
+    }
+    let quarter = (total / 4).to_string();
+    for consumer in ["exec-1", "exec-2", "exec-3", "exec-4"] {
+        let read = [
+            "XREADGROUP",
+            "GROUP",
+            GROUP,
+            consumer,
+            "COUNT",
+            &quarter,
+            "STREAMS",
+            STREAM,
+            ">",
+        ];
+        run(con, &read).unwrap();
+    }
+}
+
+/// How the primary fails mid-drain.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Failure {
+    /// SIGKILL, as a crash.
+    Killed,
+    /// SIGSTOP (a paused VM, a black-holed host): its calls time out.
+    Hung,
+}
+
+/// The primary SIGKILLed while a drain of 200,000 entries runs in batches of
+/// 50: Sentinel promotes the replica, the trigger asks the sentinels again,
+/// finishes on the new primary (exit 0) and says it switched. Nothing is
+/// lost: every entry pending before is pending on the new primary, all with
+/// the target consumer (the run started again at the beginning of the PEL, so
+/// claims the old primary made but never replicated were made again), and
+/// each reported at most once; only a batch whose reply the kill cut off can
+/// be missing from the report (it ran and replicated, its answer never came).
+#[test]
+fn a_failover_mid_drain_is_followed_to_the_promoted_replica() {
+    drain_through_a_failover(Failure::Killed, 200_000);
+}
+
+/// The same with a hung primary (SIGSTOP): the batch waiting for it times
+/// out (2 s), the sentinels promote the replica and the run goes on there.
+#[test]
+fn a_hung_primary_mid_drain_is_followed_to_the_promoted_replica() {
+    drain_through_a_failover(Failure::Hung, 50_000);
+}
+
+/// SIGCONT for a SIGSTOPped node when dropped, even when an assertion failed.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        let signal = |s: &str| {
+            std::process::Command::new("kill")
+                .args([s, &pid.to_string()])
+                .status()
+        };
+        assert!(signal("-STOP").unwrap().success());
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+fn drain_through_a_failover(failure: Failure, total: usize) {
+    let mut set = SentinelSet::start(SentinelOptions::default());
+    let count = 50;
+    let mut con = set.nodes[0].connect();
+    backlog(&mut con, total);
+    let before: Vec<String> = pel(&mut con, STREAM, GROUP)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(before.len(), total);
+    set.wait_synced();
+
+    let dir = TempDir::new("sentinel-failover");
+    let log = dir.path().join("run.log");
+    let url = set.url();
+    let args = [
+        "--url",
+        &url,
+        "--min-idle",
+        "1ms",
+        "--count",
+        &count.to_string(),
+        "--max-batches",
+        "1000000",
+        "--deadline",
+        "90s",
+        "--log-file",
+        log.to_str().unwrap(),
+        "--json",
+    ];
+    let started = Instant::now();
+    let child = trigger_command(&args, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held = |con: &mut redis::Connection| {
+        consumers(con, STREAM, GROUP)
+            .iter()
+            .find(|c| c.0 == "recovery")
+            .map_or(0, |c| c.1)
+    };
+    while held(&mut con) < total as i64 / 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the drain never started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let held_at_kill = held(&mut con);
+    drop(con);
+    let _stopped = match failure {
+        Failure::Killed => {
+            set.nodes[0].kill();
+            None
+        }
+        Failure::Hung => Some(Stopped::stop(set.nodes[0].pid())),
+    };
+    let killed_at = started.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let out = TriggerRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    };
+    eprintln!(
+        "{failure:?} the primary at {killed_at:?} ({held_at_kill} of {total} entries moved); \
+         the run ended after {:?}\n{}",
+        out.elapsed, out.stderr
+    );
+    assert!(
+        held_at_kill < total as i64,
+        "the drain ended before the kill"
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let new_port = set.nodes[1].port.unwrap();
+    set.wait_until_named(new_port);
+    let switched = format!("switched_primary=127.0.0.1:{new_port}");
+    assert!(out.stderr.contains(&switched), "{}", out.stderr);
+    let line = std::fs::read_to_string(&log).unwrap();
+    assert!(line.contains(&switched), "{line}");
+    let json = out.json();
+    assert_eq!(json["switched_primary"], format!("127.0.0.1:{new_port}"));
+    assert_eq!(json["cursor"], "0-0", "the drain finished in the same run");
+
+    let after = pel(&mut set.connect(1), STREAM, GROUP);
+    let after_ids: Vec<&String> = after.iter().map(|e| &e.0).collect();
+    assert_eq!(after_ids, before.iter().collect::<Vec<_>>(), "nothing lost");
+    let elsewhere: Vec<_> = after.iter().filter(|e| e.1 != "recovery").collect();
+    assert!(
+        elsewhere.is_empty(),
+        "{} entries not with the target, e.g. {:?}",
+        elsewhere.len(),
+        elsewhere.first()
+    );
+    let reported: Vec<&str> = json["claimed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect();
+    let unique: HashSet<&str> = reported.iter().copied().collect();
+    assert_eq!(unique.len(), reported.len(), "an entry reported twice");
+    let pending_before: HashSet<&str> = before.iter().map(String::as_str).collect();
+    assert!(unique.is_subset(&pending_before));
+    assert!(
+        total - reported.len() <= count,
+        "{} moved entries not reported: more than one batch",
+        total - reported.len()
+    );
+}
+
+/// Sentinel names a primary without the module: exit 69 naming that host;
+/// `doctor` says so and that the replica has it.
+#[test]
+fn a_primary_without_the_module_is_named() {
+    let set = SentinelSet::start(SentinelOptions {
+        primary_without_module: true,
+        ..SentinelOptions::default()
+    });
+    let primary = format!("127.0.0.1:{}", set.nodes[0].port.unwrap());
+    let replica = format!("127.0.0.1:{}", set.nodes[1].port.unwrap());
+    let url = set.url();
+    let out = run_trigger(&["--url", &url, "--deadline", "10s"], &[]);
+    assert_eq!(out.code, 69, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("the quantum module is missing on {primary}")),
+        "{}",
+        out.stderr
+    );
+
+    let dir = TempDir::new("sentinel-doctor");
+    let log = dir.path().join("log");
+    let metrics = dir.path().join("m.prom");
+    let doctor = run_trigger(
+        &[
+            "doctor",
+            "--url",
+            &url,
+            "--deadline",
+            "10s",
+            "--log-file",
+            log.to_str().unwrap(),
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(doctor.code, 1, "{}", doctor.stdout);
+    let line = doctor
+        .stdout
+        .lines()
+        .find(|l| l[4..].trim_start().starts_with("sentinel:"))
+        .unwrap_or_else(|| panic!("no sentinel line:\n{}", doctor.stdout));
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "the sentinels name {primary} as the primary of \"{MASTER}\": the quantum module \
+             is NOT loaded"
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("replica {replica}: module loaded, build ")),
+        "{line}"
+    );
+}
+
+/// A URL without a master name, a password in the URL, a master no sentinel
+/// monitors, a data node named as a sentinel: 78 at once; sentinels that never
+/// answer: 75 at the deadline. Each message says what was wrong. A sentinel
+/// naming a dead primary is passed over for the next one.
+#[test]
+fn bad_sentinel_settings_follow_the_exit_code_table() {
+    let refused =
+        |url: &str, deadline: &str| run_trigger(&["--url", url, "--deadline", deadline], &[]);
+    let out = refused("redis+sentinel://127.0.0.1:26379", "5s");
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(out.stderr.contains("no master name"), "{}", out.stderr);
+    let out = refused("redis+sentinel://:S3cr3t@127.0.0.1:26379/m", "5s");
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("holds a password") && !out.stderr.contains("S3cr3t"),
+        "{}",
+        out.stderr
+    );
+    let out = refused("redis+sentinel://127.0.0.1:1,127.0.0.1:x/m", "5s");
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("\"127.0.0.1:x\" is not host:port"),
+        "{}",
+        out.stderr
+    );
+
+    // Nobody listens on these ports.
+    let silent: Vec<String> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+        })
+        .collect();
+    let url = format!("redis+sentinel://{}/{MASTER}", silent.join(","));
+    let out = refused(&url, "1500ms");
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("no sentinel of \"{MASTER}\" answered")),
+        "{}",
+        out.stderr
+    );
+    assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
+
+    let set = SentinelSet::start(SentinelOptions::default());
+    let hosts: Vec<String> = set
+        .sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let out = refused(
+        &format!("redis+sentinel://{}/no-such-master", hosts.join(",")),
+        "10s",
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no sentinel knows a master named \"no-such-master\""),
+        "{}",
+        out.stderr
+    );
+    assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
+
+    // A stale sentinel first, naming a primary that is gone: the next
+    // sentinel's answer is used, at once rather than at the deadline.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stale = SentinelProcess::start(gone, None);
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},{}/{MASTER}",
+        stale.port,
+        hosts.join(",")
+    );
+    let out = refused(&url, "10s");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("MODE refused"), "{}", out.stderr);
+    assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
+
+    let data_node = format!("127.0.0.1:{}", set.nodes[0].port.unwrap());
+    let out = refused(&format!("redis+sentinel://{data_node}/{MASTER}"), "10s");
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("{data_node} is not a Redis Sentinel")),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The sentinels' password comes from --sentinel-password-file, the data
+/// nodes' from the usual sources: either missing, or the two swapped, is 77
+/// naming who refused. The README's least-privilege user (no ROLE: the
+/// primary is checked with INFO replication) drains the backlog.
+#[test]
+fn the_sentinels_and_the_data_nodes_passwords_are_kept_apart() {
+    let set = SentinelSet::start(SentinelOptions {
+        passwords: Some(Passwords {
+            sentinel: "sentinel-pw".into(),
+            data: "data-pw".into(),
+        }),
+        ..SentinelOptions::default()
+    });
+    let mut con = set.connect(0);
+    backlog(&mut con, 10_000);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let rule = readme
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with("ACL SETUSER quantum-recover "))
+        .expect("README shows the ACL SETUSER line");
+    let words: Vec<&str> = rule
+        .split_whitespace()
+        .map(|w| if w == ">CHANGE-ME" { ">pw" } else { w })
+        .collect();
+    // ACL users are not replicated: every data node needs its own.
+    run(&mut con, &words).unwrap();
+    run(&mut set.connect(1), &words).unwrap();
+
+    let dir = TempDir::new("sentinel-passwords");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (sentinel_file, data_file) = (file("s", "sentinel-pw"), file("d", "data-pw"));
+    let url = set.url();
+    let run_with = |url: &str, sentinel_file: Option<&str>, data: &str| {
+        let mut args = vec!["--url", url, "--min-idle", "1ms", "--deadline", "10s"];
+        args.extend(["--count", "1000", "--max-batches", "100", "--json"]);
+        if let Some(file) = sentinel_file {
+            args.extend(["--sentinel-password-file", file]);
+        }
+        run_trigger(&args, &[("REDISCLI_AUTH", data)])
+    };
+    let primary = format!("127.0.0.1:{}", set.nodes[0].port.unwrap());
+    let first_sentinel = format!("sentinel 127.0.0.1:{}", set.sentinels[0].port);
+
+    let out = run_with(&url, None, "data-pw");
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&first_sentinel) && out.stderr.contains("--sentinel-password-file"),
+        "{}",
+        out.stderr
+    );
+    let out = run_with(&url, Some(&data_file), "sentinel-pw");
+    assert_eq!(out.code, 77, "swapped: {}", out.stderr);
+    assert!(out.stderr.contains(&first_sentinel), "{}", out.stderr);
+    let out = run_with(&url, Some(&sentinel_file), "sentinel-pw");
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert!(out.stderr.contains(&primary), "{}", out.stderr);
+    assert!(!out.stderr.contains("sentinel-pw") && !out.stderr.contains("data-pw"));
+
+    let user_url = url.replace("redis+sentinel://", "redis+sentinel://quantum-recover@");
+    let out = run_with(&user_url, Some(&sentinel_file), "pw");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["claimed"].as_array().unwrap().len(), 10_000);
+
+    // doctor checks the URL's user, through the admin connection to the same primary.
+    let doctor = run_trigger(
+        &[
+            "doctor",
+            "--url",
+            &user_url,
+            "--sentinel-password-file",
+            &sentinel_file,
+            "--admin-password-file",
+            &data_file,
+            "--log-file",
+            &file("log", ""),
+            "--metrics-file",
+            dir.path().join("m.prom").to_str().unwrap(),
+        ],
+        &[("REDISCLI_AUTH", "pw")],
+    );
+    let line = |check: &str| {
+        doctor
+            .stdout
+            .lines()
+            .find(|l| l[4..].trim_start().starts_with(&format!("{check}:")))
+            .unwrap_or_else(|| panic!("no {check} line:\n{}", doctor.stdout))
+            .to_string()
+    };
+    let acl = line("acl");
+    assert!(
+        acl.starts_with("ok") && acl.contains("quantum-recover"),
+        "{acl}"
+    );
+    let sentinel = line("sentinel");
+    assert!(sentinel.starts_with("ok"), "{sentinel}");
+    assert!(
+        sentinel.contains(&format!(
+            "replica 127.0.0.1:{}: module loaded",
+            set.nodes[1].port.unwrap()
+        )),
+        "{sentinel}"
+    );
+}
