@@ -41,8 +41,9 @@ struct Retired {
 /// the PEL instead); the call that leaves the consumer empty deletes it. A
 /// bigger backlog takes several calls, each atomic and O(COUNT): it reads only
 /// the consumer's own PEL, never the group's consumer list (S5). A call also
-/// stops claiming once it has run `quantum.retire-budget` ms (after its first
-/// page of 100 entries), since big stream entries make each claim dearer. Mode-guarded.
+/// stops claiming before it would run past `quantum.retire-budget` ms (pages
+/// sized by the cost per entry so far; the first entry always moves), since
+/// big stream entries and nodes make each claim dearer. Mode-guarded.
 /// Replies with a map: moved (IDs), dropped (IDs), remaining (entries the
 /// consumer still holds: exact up to as many as this call took from it, COUNT
 /// unless the budget stopped it; else that number + 1 as a lower bound),
@@ -58,7 +59,7 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
 
     let first_page = group.pending(
         None,
-        step_plan::page_size(request.count, 0),
+        step_plan::first_page_size(request.count),
         Some(&request.consumer),
     )?;
     let retired = if first_page.is_empty() {
@@ -163,9 +164,10 @@ struct ClaimedPages {
 }
 
 /// Claims the consumer's entries for TO a page (XPENDING, then XCLAIM) at a
-/// time, from `first_page`, until COUNT were sent, its PEL ends, or
-/// `stop_claiming_at` has passed (checked between pages, so the first page
-/// always moves and every call makes progress).
+/// time, from `first_page`, until COUNT were sent, its PEL ends, or the next
+/// page would not fit before `stop_claiming_at` at the cost per entry so far
+/// (`plan::retire::next_page_size`). The first page always moves, so every
+/// call makes progress.
 fn claim_pages(
     group: &Group,
     request: &RetireRequest,
@@ -177,9 +179,10 @@ fn claim_pages(
         dropped: Vec::new(),
         last_id: None,
     };
+    let started = Instant::now();
     let mut page = first_page;
     // What `run` asked XPENDING for.
-    let mut asked = step_plan::page_size(request.count, 0);
+    let mut asked = step_plan::first_page_size(request.count);
     while !page.is_empty() {
         let ids: Vec<&str> = page.iter().map(|e| e.id.as_str()).collect();
         let claimed: HashSet<String> = group.claim(&request.to, 0, &ids)?.into_iter().collect();
@@ -192,8 +195,14 @@ fn claim_pages(
         }
         let last = page.last().and_then(|e| StreamId::parse(e.id.as_bytes()));
         pages.last_id = Some(last.ok_or(RedisError::Str("ERR unexpected reply from XPENDING"))?);
-        asked = step_plan::page_size(request.count, pages.moved.len() + pages.dropped.len());
-        if asked == 0 || Instant::now() >= stop_claiming_at {
+        let now = Instant::now();
+        asked = step_plan::next_page_size(
+            request.count,
+            pages.moved.len() + pages.dropped.len(),
+            now - started,
+            stop_claiming_at.saturating_duration_since(now),
+        );
+        if asked == 0 {
             break;
         }
         page = group.pending(pages.last_id, asked, Some(&request.consumer))?;

@@ -402,10 +402,9 @@ impl Sentinel {
             let fields = HashMap::<String, String>::from_redis_value(replica)
                 .map_err(|_| failure::unexpected("SENTINEL REPLICAS"))?;
             let get = |name: &str| {
-                fields
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| failure::unexpected(&format!("SENTINEL REPLICAS without {name}")))
+                fields.get(name).cloned().ok_or_else(|| {
+                    failure::unexpected(&format!("SENTINEL REPLICAS without {name}"))
+                })
             };
             let port = get("port")?
                 .parse()
@@ -426,7 +425,11 @@ impl Sentinel {
             let (asked, addr) = match (self.named_primary_by(left, deadline), unusable) {
                 (Ok(named), _) => named,
                 // Those after it did not answer or know the name: the named one's trouble says more.
-                (Err(f), Some(last)) if matches!(f.code, ExitCode::Unavailable | ExitCode::Config) => return Err(last),
+                (Err(f), Some(last))
+                    if matches!(f.code, ExitCode::Unavailable | ExitCode::Config) =>
+                {
+                    return Err(last)
+                }
                 (Err(f), _) => return Err(f),
             };
             match self.checked_primary(&addr, deadline) {

@@ -2,26 +2,42 @@
 //! whether this step leaves it empty (only then is it deleted), and what the
 //! reply can truthfully say about what it still holds.
 //!
-//! A step claims its entries in chunks and may stop between two chunks when
-//! its time budget is spent: XCLAIM's cost per entry grows with the size of
-//! the stream's entries (it walks the entry's listpack node to check that it
+//! A step claims its entries a page at a time and stops when its time budget
+//! is spent: XCLAIM's cost per entry grows with the size of the stream's
+//! entries and nodes (it walks the entry's listpack node to check that it
 //! still exists), so COUNT alone does not bound how long a call holds Redis.
-
-/// Entries per XPENDING page and XCLAIM inside one step: the step's time is
-/// checked between pages, and the first page always moves, so every call
-/// makes progress.
-pub const CLAIM_CHUNK: usize = 100;
+//! Pages are sized from the cost per entry measured so far, starting with
+//! one entry, so a stream whose entries are dear to claim shows it before a
+//! big page is sent.
 
 use super::PendingEntry;
 use std::collections::HashSet;
+use std::time::Duration;
 
-/// Entries to ask XPENDING for next, after `sent` of COUNT went to XCLAIM: a
-/// page, or what is left of COUNT (0: the step is done).
-pub fn page_size(count: i64, sent: usize) -> usize {
-    usize::try_from(count)
-        .unwrap_or(0)
-        .saturating_sub(sent)
-        .min(CLAIM_CHUNK)
+/// The most entries per page (XPENDING, then XCLAIM): the budget is checked
+/// at least this often.
+pub const MAX_PAGE: usize = 100;
+
+/// Entries the step's first page asks for: one (or none for COUNT 0). The
+/// first page always moves, so every call makes progress.
+pub fn first_page_size(count: i64) -> usize {
+    left_of_count(count, 0).min(1)
+}
+
+/// Entries the next page asks for after `sent` entries went to XCLAIM in
+/// `spent`, with `left` of the budget still to go: as many as fit in `left`
+/// at the cost per entry so far, at most MAX_PAGE and what is left of COUNT.
+/// 0: the step is done (COUNT reached, or the budget would not fit one more).
+pub fn next_page_size(count: i64, sent: usize, spent: Duration, left: Duration) -> usize {
+    let per_entry = spent.as_nanos() / (sent.max(1) as u128);
+    let fit = left.as_nanos() / per_entry.max(1);
+    left_of_count(count, sent)
+        .min(MAX_PAGE)
+        .min(usize::try_from(fit).unwrap_or(usize::MAX))
+}
+
+fn left_of_count(count: i64, sent: usize) -> usize {
+    usize::try_from(count).unwrap_or(0).saturating_sub(sent)
 }
 
 /// What the consumer still holds after a step, as far as one call can see:
@@ -96,12 +112,21 @@ mod tests {
     }
 
     #[test]
-    fn pages_are_a_chunk_or_what_is_left_of_count() {
-        assert_eq!(page_size(1000, 0), CLAIM_CHUNK);
-        assert_eq!(page_size(1000, 950), 50);
-        assert_eq!(page_size(1000, 1000), 0);
-        assert_eq!(page_size(3, 0), 3);
-        assert_eq!(page_size(3, 5), 0, "never negative");
+    fn the_first_page_is_one_entry_and_later_ones_fit_the_budget_left() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        assert_eq!((first_page_size(1000), first_page_size(0)), (1, 0));
+        // 6 µs an entry, 4 ms left: a full page.
+        assert_eq!(next_page_size(1000, 100, us(600), ms(4)), MAX_PAGE);
+        // 1 ms an entry (a huge stream node), 4 ms left: four.
+        assert_eq!(next_page_size(1000, 1, ms(1), ms(4)), 4);
+        // Dearer than what is left, or nothing left: the step is done.
+        assert_eq!(next_page_size(1000, 1, ms(11), ms(4)), 0);
+        assert_eq!(next_page_size(1000, 100, us(600), Duration::ZERO), 0);
+        // Never past COUNT; a cost too small to measure is no division by zero.
+        assert_eq!(next_page_size(1000, 950, us(1), ms(4)), 50);
+        assert_eq!(next_page_size(3, 3, us(10), ms(4)), 0);
+        assert_eq!(next_page_size(1000, 10, Duration::ZERO, ms(4)), MAX_PAGE);
     }
 
     #[test]

@@ -69,7 +69,8 @@ impl Done {
     /// The log line and the JSON name the primary a Sentinel failover switched the run to.
     fn switched(mut self, primary: Option<String>) -> Done {
         if let Some(primary) = &primary {
-            self.fields.push_str(&format!(" switched_primary={primary}"));
+            self.fields
+                .push_str(&format!(" switched_primary={primary}"));
         }
         self.switched_primary = primary;
         self

@@ -88,7 +88,9 @@ fn summary_fields(s: &RetireSummary) -> String {
 fn stop_message(cli: &Cli, shown: &str, s: &RetireSummary, why: &str) -> String {
     let held = match (s.remaining, s.remaining_exact) {
         (Some(n), true) => format!("{n} entries"),
-        (Some(n), false) => format!("at least {n} entries"),
+        (Some(n), false) => {
+            format!("at least {n} entries (a call counts only one entry past what it moved)")
+        }
         (None, _) => "an unknown number of entries".into(),
     };
     let rest = "nothing is lost: entries not moved stay pending under its name, \
