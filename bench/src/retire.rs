@@ -225,3 +225,47 @@ pub fn through_trigger(server: &Server, scenario: &Scenario) -> Retire {
         calls_over_10ms: durations.iter().filter(|&&us| us > 10_000).count(),
     }
 }
+
+/// Redis's own CPU time per QUANTUM.RETIRE call while the bench client retires
+/// every entry of `scenario` at the default COUNT, call by call: the main
+/// thread's run time from /proc (schedstat) around each call. Unlike SLOWLOG's
+/// wall time it leaves out the time Redis waited for a CPU that other
+/// processes held, so it tells the module's cost from the machine's load.
+pub struct CpuPerCall {
+    pub calls: usize,
+    pub mean_us: f64,
+    pub longest_us: u64,
+    pub over_10ms: usize,
+}
+
+pub fn cpu_per_call(server: &Server, scenario: &Scenario) -> CpuPerCall {
+    let mut con = server.connect();
+    restore_for_measuring(&mut con, scenario, "10000", "128");
+    let pid = server.pid();
+    let schedstat = format!("/proc/{pid}/task/{pid}/schedstat");
+    let on_cpu_ns = || -> u64 {
+        let text = std::fs::read_to_string(&schedstat).expect("schedstat");
+        text.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("schedstat run time")
+    };
+    let words = ["QUANTUM.RETIRE", STREAM, GROUP, CONSUMER, "TO", "exec-new"];
+    let mut micros = Vec::new();
+    loop {
+        let before = on_cpu_ns();
+        let reply = run(&mut con, &words).unwrap();
+        micros.push((on_cpu_ns() - before) / 1_000);
+        let fields = quantum_integration::reply::pairs(&reply);
+        let remaining = quantum_integration::reply::field(&fields, "remaining");
+        if int(&remaining) == 0 {
+            break;
+        }
+    }
+    CpuPerCall {
+        calls: micros.len(),
+        mean_us: micros.iter().sum::<u64>() as f64 / micros.len() as f64,
+        longest_us: micros.iter().copied().max().unwrap_or(0),
+        over_10ms: micros.iter().filter(|&&us| us > 10_000).count(),
+    }
+}
