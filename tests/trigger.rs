@@ -1135,3 +1135,58 @@ fn a_drain_reads_the_consumer_list_on_its_first_and_last_call_only() {
     assert_eq!(out.json()["batches"], 15);
     assert_eq!(command_calls(&mut con, "xinfo|consumers"), 0);
 }
+
+#[test]
+fn a_drain_that_ends_on_its_last_allowed_batch_still_deletes_the_zombies_it_emptied() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 6);
+    for name in ["z1", "z2", "z3"] {
+        read_as(&mut con, name, 2);
+    }
+    create_consumer(&mut con, "empty1");
+    sleep_ms(150);
+    let url = url_of(&server.socket());
+    let run_with = |max_batches: &str| {
+        let args = [
+            &["--url", &url, "--count", "2", "--scan", "2", "--json"][..],
+            &SHORT_IDLE_OPTIONS,
+            &["--max-batches", max_batches],
+        ]
+        .concat();
+        run_trigger(&args, &[])
+    };
+    // Three batches of two, a fourth that finds the end: the closing consumer
+    // step runs although --max-batches allowed only four.
+    let out = run_with("4");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(
+        (json["batches"].as_u64(), json["cursor"].as_str()),
+        (Some(5), Some("0-0")),
+        "{}",
+        out.stderr
+    );
+    let mut deleted: Vec<&str> = json["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    deleted.sort_unstable();
+    assert_eq!(deleted, ["empty1", "z1", "z2", "z3"]);
+    assert_eq!(consumer_names(&mut con, STREAM, GROUP), ["recovery"]);
+    assert!(!out.stderr.contains("too fresh"), "{}", out.stderr);
+
+    // Stopped by --max-batches before the end: who holds what is not known, so no "too fresh" warning.
+    add_entries(&mut con, 6);
+    for name in ["y1", "y2", "y3"] {
+        read_as(&mut con, name, 2);
+    }
+    sleep_ms(150);
+    let out = run_with("2");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_ne!(out.json()["cursor"], "0-0");
+    assert!(!out.stderr.contains("too fresh"), "{}", out.stderr);
+}

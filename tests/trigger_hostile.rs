@@ -102,7 +102,33 @@ fn an_option_of_another_verb_is_refused_on_the_command_line_and_ignored_in_the_e
     ];
     let out = run_trigger(&["status", "--url", &url, "--json"], &env);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = run_trigger(&["--url", &url, "--json"], &env);
+    // Even a value the verb that takes it would refuse (out of range, not a number).
+    let out = run_trigger(
+        &["status", "--url", &url, "--json"],
+        &[
+            ("QUANTUM_RETIRE_COUNT", "200000"),
+            ("QUANTUM_COUNT", "abc"),
+            ("QUANTUM_MAX_BATCHES", "0"),
+        ],
+    );
+    assert_eq!(out.code, 0, "status: {}", out.stderr);
+    let out = run_trigger(
+        &["retire", "--url", &url, "--consumer", "exec-none", "--json"],
+        &[
+            ("QUANTUM_LIMIT", "20000"),
+            ("QUANTUM_MIN_IDLE", "0"),
+            ("QUANTUM_COUNT", "abc"),
+        ],
+    );
+    assert_eq!(out.code, 0, "retire: {}", out.stderr);
+    let bad_for_others = [
+        ("QUANTUM_RETIRE_COUNT", "200000"),
+        ("QUANTUM_LIMIT", "20000"),
+    ];
+    let out = run_trigger(
+        &["--url", &url, "--json"],
+        &[&env[..], &bad_for_others].concat(),
+    );
     assert_eq!(
         (out.code, out.json()["claimed"].as_array().map(Vec::len)),
         (0, Some(3)),

@@ -65,6 +65,10 @@ pub struct RunSummary {
     pub dead_lettered: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter_deferred: Option<Vec<String>>,
+    /// Whether `kept` came from the last batch (it ran the consumer step after
+    /// every move of the drain), so it says who still holds fresh entries.
+    #[serde(skip)]
+    pub kept_current: bool,
     /// Why the drain stopped before its end after earlier batches had moved
     /// entries (the deadline, a lost connection): those batches still count.
     #[serde(skip)]
@@ -242,18 +246,27 @@ pub fn run(
             !(batch.claimed.is_empty() && batch.quarantined.is_empty() && batch.dropped.is_empty());
         moved_since_step = (moved_since_step || moved) && step == ConsumerStep::Skip;
         add_batch(&mut summary, batch, reported.as_ref());
-        if summary.batches >= cli.max_batches || cli.dry_run || finishing {
+        summary.kept_current = step == ConsumerStep::Run;
+        let at_max_batches = summary.batches >= cli.max_batches;
+        if cli.dry_run || finishing {
             return Ok(Outcome::Done(summary.clone()));
         }
         if restart {
+            if at_max_batches {
+                return Ok(Outcome::Done(summary.clone()));
+            }
             restart = false;
             cursor = None;
         } else if summary.cursor == CURSOR_END {
             if !moved_since_step || cli.delete_limit == Some(0) {
                 return Ok(Outcome::Done(summary.clone()));
             }
+            // The closing consumer step, even after the last batch --max-batches
+            // allows: it examines no PEL entry, and the drain it ends is complete.
             finishing = true;
             cursor = Some(CURSOR_AFTER_ALL.to_string());
+        } else if at_max_batches {
+            return Ok(Outcome::Done(summary.clone()));
         } else {
             cursor = Some(summary.cursor.clone());
         }

@@ -91,6 +91,14 @@ pub fn from_redis(e: &RedisError) -> Failure {
         (Some(code), Some(detail)) => format!("{code} {detail}"),
         _ => e.to_string(),
     };
+    // A server's text goes to the journal: one line, whatever it holds.
+    let line: String = line
+        .chars()
+        .flat_map(|c| match c.is_control() {
+            true => c.escape_default().collect::<Vec<_>>(),
+            false => vec![c],
+        })
+        .collect();
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
         return Failure::new(
             ExitCode::NoPermission,
@@ -149,6 +157,22 @@ pub fn unexpected(what: &str) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_error_cannot_add_a_line_to_the_journal() {
+        let e = RedisError::from((
+            redis::ErrorKind::Extension,
+            "WEIRD",
+            "boom\n INFO recovered stream=x claimed=999\r".to_string(),
+        ));
+        let f = from_redis(&e);
+        assert!(
+            !f.message.contains('\n') && !f.message.contains('\r'),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("boom\\n INFO"), "{}", f.message);
+    }
 
     /// `--help`'s exit-code line says what this table says.
     #[test]

@@ -29,6 +29,7 @@ pub fn parse(args: &[String]) -> Parsed {
     if let Err(message) = load_env_file(args) {
         return failed(ExitCode::Config, message);
     }
+    forget_other_verbs_settings();
     let parsed = Cli::command()
         .try_get_matches_from(std::env::args_os())
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
@@ -84,6 +85,40 @@ pub const VERB_OPTIONS: &[(&str, &[Verb])] = &[
     ("redis_unit", &[Doctor]),
     ("redis_conf", &[Doctor]),
 ];
+
+/// The verb the command line asks for, read leniently (a bad option is
+/// reported by the real parse that follows); `run` when none is named.
+fn verb_asked_for() -> Verb {
+    let matches = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(std::env::args_os());
+    let name = matches
+        .ok()
+        .and_then(|m| m.subcommand_name().map(str::to_owned));
+    [Run, Status, Retire, Doctor]
+        .into_iter()
+        .find(|verb| Some(verb.name()) == name.as_deref())
+        .unwrap_or(Run)
+}
+
+/// Removes from the environment the settings of options the asked-for verb
+/// does not take, so that one env file can serve every verb: a value only
+/// `retire` reads (QUANTUM_RETIRE_COUNT) must not fail the timer's `run`, even
+/// when it is out of range. Not `--dry-run`: `retire` refuses it from the
+/// environment too, since it would act for real. Runs before any thread starts.
+fn forget_other_verbs_settings() {
+    let verb = verb_asked_for();
+    let command = Cli::command();
+    for (id, verbs) in VERB_OPTIONS {
+        if verbs.contains(&verb) || *id == "dry_run" {
+            continue;
+        }
+        let arg = command.get_arguments().find(|a| a.get_id() == *id);
+        if let Some(name) = arg.and_then(|a| a.get_env()) {
+            std::env::remove_var(name);
+        }
+    }
+}
 
 /// Where option `id` got its value, whether given before or after the verb.
 fn source(matches: &ArgMatches, id: &str) -> Option<ValueSource> {

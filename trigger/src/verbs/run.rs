@@ -9,6 +9,7 @@ use crate::failure::{ExitCode, Failure};
 use crate::metrics::{Counts, Gauges};
 use crate::report::{self, Details, RunResult};
 use crate::state;
+use quantum_protocol::CURSOR_END;
 use std::sync::PoisonError;
 use tracing::{error, info, warn};
 
@@ -94,10 +95,25 @@ fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> 
     for name in &summary.deleted {
         info!("{deleted} consumer {}", report::quoted(name));
     }
-    for name in &summary.kept {
+    // Only a complete drain whose last call looked at every consumer knows why
+    // one still holds entries; a run cut short simply did not reach them.
+    if summary.kept_current && summary.cursor == CURSOR_END && !summary.dry_run {
+        for name in &summary.kept {
+            warn!(
+                "consumer {} is idle but still holds entries too fresh to move",
+                report::quoted(name)
+            );
+        }
+    }
+    if let Some(deferred) = summary
+        .dead_letter_deferred
+        .as_ref()
+        .filter(|d| !d.is_empty())
+    {
         warn!(
-            "consumer {} is idle but still holds entries too fresh to move",
-            report::quoted(name)
+            "{} poison entries stayed with their owner: their dead-letter copies would pass \
+             maxmemory (the next run tries again)",
+            deferred.len()
         );
     }
     fields
