@@ -122,7 +122,11 @@ fn a_crowded_group_lists_at_most_limit_rows_and_counts_every_state() {
 fn parked(fields: &[(String, Value)], role: &str) -> (String, i64, Value) {
     let by = pairs(&field(&pairs(&field(fields, "parked")), role));
     let oldest = field(&by, "oldest-idle");
-    (text(&field(&by, "name")), int(&field(&by, "pending")), oldest)
+    (
+        text(&field(&by, "name")),
+        int(&field(&by, "pending")),
+        oldest,
+    )
 }
 
 /// `parked` names what TO and QUARANTINE hold even when LIMIT leaves them
@@ -143,7 +147,10 @@ fn parked_entries_show_when_the_list_leaves_their_consumers_out() {
     assert_eq!((name.as_str(), pending), ("recovery", 2));
     assert!(int(&oldest) >= 300, "{oldest:?}");
     let (name, pending, oldest) = parked(&fields, "quarantine");
-    assert_eq!((name.as_str(), pending, oldest), ("quarantine", 0, Value::Nil));
+    assert_eq!(
+        (name.as_str(), pending, oldest),
+        ("quarantine", 0, Value::Nil)
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 pub const DEFAULT_STREAM: &str = "quantum:stream:trade.intent";
 pub const DEFAULT_GROUP: &str = "quantum:group:execution:trade.intent";
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "quantum-stream-recover",
     version = env!("QUANTUM_BUILD"),
@@ -147,12 +147,24 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub env_file: Option<PathBuf>,
 
+    /// TOML file naming many targets ([[target]], [[discover]]) and options, below the command line and the environment
+    #[arg(long, global = true, env = "QUANTUM_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// check: WARNING when the first entry the recovery consumer holds waited longer than this
+    #[arg(long, global = true, env = "QUANTUM_PARKED_WARNING", default_value = "15m", value_parser = parse_duration)]
+    pub parked_warning: Duration,
+
+    /// check: CRITICAL when the first entry the recovery consumer holds waited longer than this
+    #[arg(long, global = true, env = "QUANTUM_PARKED_CRITICAL", default_value = "1h", value_parser = parse_duration)]
+    pub parked_critical: Duration,
+
     #[command(flatten)]
     pub doctor: DoctorOptions,
 }
 
 /// Settings only `doctor` uses.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct DoctorOptions {
     /// doctor: connection for ACL DRYRUN, MODULE LIST and CONFIG GET [default: --url without its user]
     #[arg(long, global = true, env = "QUANTUM_ADMIN_URL")]
@@ -193,6 +205,8 @@ pub enum Verb {
     Status,
     /// Hand a stopping consumer's entries to --to in bounded calls, then delete it (--consumer)
     Retire,
+    /// Health check in the monitoring-plugins format over every target: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
+    Check,
     /// Check the installation end to end: one line per check, ok or FAIL and what to do
     Doctor,
 }
@@ -204,6 +218,7 @@ impl Verb {
             Verb::Run => "run",
             Verb::Status => "status",
             Verb::Retire => "retire",
+            Verb::Check => "check",
             Verb::Doctor => "doctor",
         }
     }

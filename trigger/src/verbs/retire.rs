@@ -60,6 +60,7 @@ pub fn retire(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Done, Fail
         gauges: None,
         counted: None,
         mode_known: None,
+        observed: None,
     })
 }
 

@@ -36,7 +36,7 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
             return Ok(Done::skipped(RunResult::Absent, message));
         }
     };
-    let target = super::target_fields(cli);
+    let target = super::scope_of(&cli.stream, &cli.group);
     if let Some(interrupted) = &summary.interrupted {
         return Ok(interrupted_done(&target, summary.clone(), interrupted));
     }
@@ -72,6 +72,7 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
     done.gauges = Some(gauges(&summary));
     done.counted = Some(counts(&summary));
     done.mode_known = Some(summary.mode.is_some());
+    done.observed = super::observe(cli, con, clock.deadline);
     Ok(done)
 }
 
@@ -146,6 +147,7 @@ fn failed_after(f: &Failure, summary: RunSummary) -> Done {
         gauges: Some(gauges(&summary)),
         counted: Some(counts(&summary)),
         mode_known: Some(true),
+        observed: None,
         details: Some(Details::Run(summary)),
     }
 }
