@@ -21,8 +21,9 @@ pub struct Metrics {
     pub started_unix_s: f64,
     pub duration_s: f64,
     pub targets: Vec<TargetRun>,
-    /// The run's target list is complete (no discovery failed): series of
-    /// targets no longer in it are dropped. Otherwise they are kept.
+    /// The run's targets came from the config file and the list is complete
+    /// (no discovery failed): series of targets no longer in it are dropped.
+    /// Otherwise (one target, a discovery error) they are kept.
     pub complete: bool,
     /// The run failed before its targets were known: every target of the
     /// previous file gets this result (the alerts see the failure).

@@ -218,7 +218,8 @@ pub fn finish(
             started_unix_s: clock.started_unix_s,
             duration_s: elapsed.as_secs_f64(),
             targets: entries.iter().filter_map(target_run).collect(),
-            complete,
+            // One target (--stream, the ExecStartPre) says nothing about the others.
+            complete: complete && setup.selection.from_file(),
             failed_before_targets: entries.iter().all(|e| e.target.is_none()),
         };
         // The deadline holds for the metrics too: at most a short wait for

@@ -72,7 +72,10 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
     done.gauges = Some(gauges(&summary));
     done.counted = Some(counts(&summary));
     done.mode_known = Some(summary.mode.is_some());
-    done.observed = super::observe(cli, con, clock.deadline);
+    // Only the metrics show it: without them, no extra pass over the consumers.
+    if cli.metrics_file.is_some() {
+        done.observed = super::observe(cli, con, clock.deadline);
+    }
     Ok(done)
 }
 
