@@ -142,7 +142,48 @@ pub fn for_target(base: &Cli, target: &Target, explicit: &Explicit) -> Cli {
     cli.stream = target.stream.clone();
     cli.group = target.group.clone();
     apply_call_options(&mut cli, &target.options, explicit);
+    cli.mode_key = cli.mode_key.map(|key| with_stream_tag(&key, &target.stream));
     cli
+}
+
+/// In a mode key, what `{stream-tag}` stands for.
+pub const STREAM_TAG: &str = "{stream-tag}";
+
+/// `key` with `{stream-tag}` replaced by the stream's hash tag in braces (its
+/// whole name when it has none): in a cluster the mode key must share the
+/// stream's slot, so one `[[discover]]` over streams in many slots can name
+/// each one's mode key, e.g. `{stream-tag}:mode`.
+pub fn with_stream_tag(key: &str, stream: &str) -> String {
+    if !key.contains(STREAM_TAG) {
+        return key.to_string();
+    }
+    let tag = stream
+        .find('{')
+        .and_then(|open| {
+            let rest = &stream[open + 1..];
+            let close = rest.find('}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(stream);
+    key.replace(STREAM_TAG, &format!("{{{tag}}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::key_slot;
+
+    #[test]
+    fn a_stream_tag_in_the_mode_key_puts_it_in_the_streams_slot() {
+        // (A name with braces but no hash tag, e.g. "a{}{b}", has no such key: Redis
+        // answers CROSSSLOT, exit 64 for that target.)
+        for stream in ["{alpha}:orders", "plain:stream", "x{y}z{w}"] {
+            let key = with_stream_tag("{stream-tag}:mode", stream);
+            assert_eq!(key_slot(key.as_bytes()), key_slot(stream.as_bytes()), "{stream} {key}");
+        }
+        assert_eq!(with_stream_tag("{alpha}:mode", "{beta}:s"), "{alpha}:mode");
+        assert_eq!(with_stream_tag("{stream-tag}:mode", "{beta}:s"), "{beta}:mode");
+    }
 }
 
 /// Something that went wrong while finding the targets, without stopping the
