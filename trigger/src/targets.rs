@@ -142,7 +142,9 @@ pub fn for_target(base: &Cli, target: &Target, explicit: &Explicit) -> Cli {
     cli.stream = target.stream.clone();
     cli.group = target.group.clone();
     apply_call_options(&mut cli, &target.options, explicit);
-    cli.mode_key = cli.mode_key.map(|key| with_stream_tag(&key, &target.stream));
+    cli.mode_key = cli
+        .mode_key
+        .map(|key| with_stream_tag(&key, &target.stream));
     cli
 }
 
@@ -179,10 +181,17 @@ mod tests {
         // answers CROSSSLOT, exit 64 for that target.)
         for stream in ["{alpha}:orders", "plain:stream", "x{y}z{w}"] {
             let key = with_stream_tag("{stream-tag}:mode", stream);
-            assert_eq!(key_slot(key.as_bytes()), key_slot(stream.as_bytes()), "{stream} {key}");
+            assert_eq!(
+                key_slot(key.as_bytes()),
+                key_slot(stream.as_bytes()),
+                "{stream} {key}"
+            );
         }
         assert_eq!(with_stream_tag("{alpha}:mode", "{beta}:s"), "{alpha}:mode");
-        assert_eq!(with_stream_tag("{stream-tag}:mode", "{beta}:s"), "{beta}:mode");
+        assert_eq!(
+            with_stream_tag("{stream-tag}:mode", "{beta}:s"),
+            "{beta}:mode"
+        );
     }
 }
 
