@@ -219,7 +219,7 @@ pub fn finish(
             duration_s: elapsed.as_secs_f64(),
             targets: entries.iter().filter_map(target_run).collect(),
             // One target (--stream, the ExecStartPre) says nothing about the others.
-            complete: complete && setup.selection.from_file(),
+            complete: complete && setup.selection.is_file(),
             failed_before_targets: entries.iter().all(|e| e.target.is_none()),
         };
         // The deadline holds for the metrics too: at most a short wait for
@@ -253,7 +253,7 @@ pub fn finish(
                     scope: entry.target.is_none().then_some(entry.scope.as_str()),
                     elapsed_ms: Some(elapsed.as_millis() as u64),
                     result: done.result,
-                    exit_code: match setup.selection.from_file() {
+                    exit_code: match setup.selection.is_file() {
                         true => done.exit,
                         false => exit,
                     },
@@ -264,7 +264,7 @@ pub fn finish(
                 }
             })
             .collect();
-        match (setup.selection.from_file(), reports.as_slice()) {
+        match (setup.selection.is_file(), reports.as_slice()) {
             (false, [one]) => print_json(one),
             _ => print_json(&reports),
         }

@@ -63,7 +63,7 @@ pub enum Selection {
 
 impl Selection {
     /// Whether the run reports as a list (JSON array): its targets come from a file.
-    pub fn from_file(&self) -> bool {
+    pub fn is_file(&self) -> bool {
         matches!(self, Selection::File(..))
     }
 }
@@ -168,31 +168,6 @@ pub fn with_stream_tag(key: &str, stream: &str) -> String {
         })
         .unwrap_or(stream);
     key.replace(STREAM_TAG, &format!("{{{tag}}}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cluster::key_slot;
-
-    #[test]
-    fn a_stream_tag_in_the_mode_key_puts_it_in_the_streams_slot() {
-        // (A name with braces but no hash tag, e.g. "a{}{b}", has no such key: Redis
-        // answers CROSSSLOT, exit 64 for that target.)
-        for stream in ["{alpha}:orders", "plain:stream", "x{y}z{w}"] {
-            let key = with_stream_tag("{stream-tag}:mode", stream);
-            assert_eq!(
-                key_slot(key.as_bytes()),
-                key_slot(stream.as_bytes()),
-                "{stream} {key}"
-            );
-        }
-        assert_eq!(with_stream_tag("{alpha}:mode", "{beta}:s"), "{alpha}:mode");
-        assert_eq!(
-            with_stream_tag("{stream-tag}:mode", "{beta}:s"),
-            "{beta}:mode"
-        );
-    }
 }
 
 /// Something that went wrong while finding the targets, without stopping the
@@ -334,4 +309,29 @@ fn on_every_primary(
         }
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::key_slot;
+
+    #[test]
+    fn a_stream_tag_in_the_mode_key_puts_it_in_the_streams_slot() {
+        // (A name with braces but no hash tag, e.g. "a{}{b}", has no such key: Redis
+        // answers CROSSSLOT, exit 64 for that target.)
+        for stream in ["{alpha}:orders", "plain:stream", "x{y}z{w}"] {
+            let key = with_stream_tag("{stream-tag}:mode", stream);
+            assert_eq!(
+                key_slot(key.as_bytes()),
+                key_slot(stream.as_bytes()),
+                "{stream} {key}"
+            );
+        }
+        assert_eq!(with_stream_tag("{alpha}:mode", "{beta}:s"), "{alpha}:mode");
+        assert_eq!(
+            with_stream_tag("{stream-tag}:mode", "{beta}:s"),
+            "{beta}:mode"
+        );
+    }
 }

@@ -122,11 +122,13 @@ pub struct Entry {
     pub done: Done,
 }
 
+/// The targets in the order they run (stream, group), what went wrong
+/// finding them, and whether the list is complete (no discovery failed).
+type Found = (Vec<(String, String)>, Vec<Entry>, bool);
+
 /// What the worker tells the main thread, as it happens.
 enum Event {
-    /// The targets in the order they run, what went wrong finding them, and
-    /// whether the list is complete (no discovery failed).
-    Targets(Vec<(String, String)>, Vec<Entry>, bool),
+    Targets(Found),
     Started(usize, Progress),
     Finished(usize, Done),
     /// Nothing could run (no connection, too many targets).
@@ -150,15 +152,15 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
         std::thread::spawn(move || work(&setup, verb, clock, &tx));
     }
     let until = clock.deadline + DEADLINE_GRACE;
-    let mut known: Option<(Vec<(String, String)>, Vec<Entry>, bool)> = None;
+    let mut known: Option<Found> = None;
     let mut results: Vec<Option<Done>> = Vec::new();
     let mut current: Option<(usize, Progress)> = None;
     let mut failed = None;
     loop {
         match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-            Ok(Event::Targets(targets, problems, complete)) => {
-                results = targets.iter().map(|_| None).collect();
-                known = Some((targets, problems, complete));
+            Ok(Event::Targets(found)) => {
+                results = found.0.iter().map(|_| None).collect();
+                known = Some(found);
             }
             Ok(Event::Started(i, progress)) => current = Some((i, progress)),
             Ok(Event::Finished(i, done)) => results[i] = Some(done),
@@ -291,7 +293,10 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
         .iter()
         .map(|t| (t.stream.clone(), t.group.clone()))
         .collect();
-    if tx.send(Event::Targets(names, problems, complete)).is_err() {
+    if tx
+        .send(Event::Targets((names, problems, complete)))
+        .is_err()
+    {
         return;
     }
     let count = targets.len();
