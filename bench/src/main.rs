@@ -13,6 +13,7 @@ mod retire;
 mod scenario;
 mod servertime;
 mod startup;
+mod targets;
 
 use clap::{Parser, ValueEnum};
 use drain::Load;
@@ -39,6 +40,8 @@ struct Sizes {
     retire_total: usize,
     /// Empty consumers beside the retiring one, and iterations, for RETIRE COUNT 1.
     retire_crowded: (usize, usize),
+    /// Streams (one group each) a `[[discover]]` run finds.
+    discovered_targets: usize,
 }
 
 fn sizes(smoke: bool) -> Sizes {
@@ -57,6 +60,7 @@ fn sizes(smoke: bool) -> Sizes {
             retire_per_call: (2_000, vec![(100, 5), (1_000, 3)]),
             retire_total: 3_000,
             retire_crowded: (200, 3),
+            discovered_targets: 20,
         };
     }
     Sizes {
@@ -77,6 +81,7 @@ fn sizes(smoke: bool) -> Sizes {
         ),
         retire_total: 1_000_000,
         retire_crowded: (100_000, 20),
+        discovered_targets: 1_000,
     }
 }
 
@@ -105,6 +110,8 @@ enum Part {
     Retire,
     /// RETIRE COUNT 1 in a group with many empty consumers (also part of `retire`).
     RetireCrowded,
+    /// One `[[discover]]` run over many streams through the trigger.
+    Targets,
 }
 
 fn main() {
@@ -141,6 +148,9 @@ fn main() {
     }
     if part(Part::Retire) || part(Part::RetireCrowded) {
         retire_crowded_section(&mut md, &mut con, &sizes);
+    }
+    if part(Part::Targets) {
+        targets_section(&mut md, &sizes);
     }
 
     // The tables as the report has them are the printed table too.
@@ -323,6 +333,22 @@ fn scaling_section(
 
     std::fs::create_dir_all(out.join("benchmarks")).unwrap();
     report::plot(&out.join("benchmarks/scaling.svg"), &by_consumers, &by_pel).unwrap();
+}
+
+/// Part 6, many targets: one `[[discover]]` run through the trigger.
+fn targets_section(md: &mut String, sizes: &Sizes) {
+    let run = targets::discovery_run(sizes.discovered_targets);
+    let _ = writeln!(
+        md,
+        "\n## Many targets\n\nOne trigger run with `--config` whose `[[discover]]` matches {} streams (one group \
+         each, a dead consumer holding 3 entries), fresh server, unix socket, default `--deadline 30s`, \
+         `--metrics-file` (one QUANTUM.STATUS per target after its drain): {:.2} s, exit {}, {} entries \
+         claimed (metrics, summed over the targets).",
+        run.targets,
+        run.elapsed.as_secs_f64(),
+        run.exit,
+        run.claimed
+    );
 }
 
 /// RETIRE COUNT 1 in a zombie-heavy group: its time must not grow with the consumer count.
