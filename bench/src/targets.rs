@@ -32,7 +32,12 @@ pub fn discovery_run(targets: usize) -> Discovered {
             .arg("MKSTREAM")
             .ignore();
         for n in 0..ENTRIES {
-            pipe.cmd("XADD").arg(&stream).arg("*").arg("n").arg(n).ignore();
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("n")
+                .arg(n)
+                .ignore();
         }
         pipe.cmd("XREADGROUP")
             .arg("GROUP")

@@ -23,7 +23,11 @@ does not take is a usage error on the command line and ignored in the environmen
 file serves every verb).\n\n\
 Exit codes: 0 success, nothing to do, or refused by the mode guard; 64 usage; 69 module not \
 loaded; 73 the log or metrics file could not be written; 75 Redis unreachable, timeout, \
-LOADING or READONLY; 76 unexpected reply; 77 NOAUTH/NOPERM; 78 bad URL, password or env file.",
+LOADING or READONLY; 76 unexpected reply; 77 NOAUTH/NOPERM; 78 bad URL, password or env file. \
+With many targets (--config) the worst target's code, the numerically largest. check: 0 OK, \
+1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n\n\
+Precedence: the command line, then the environment (--env-file included), then the --config \
+file (a target's value over its top level), then the default.",
     after_help = "Durations take 250ms, 60s, 5m, 1h or a bare number of milliseconds.\n\
 The password comes from --password-file, $CREDENTIALS_DIRECTORY/redis-password or \
 REDISCLI_AUTH, never from the command line."
