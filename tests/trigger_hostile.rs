@@ -784,7 +784,8 @@ fn concurrent_runs_add_up_in_the_metrics_file_and_garbage_is_said() {
     assert_eq!(metric(&text, total), Some(reported as f64), "{text}");
     assert_eq!(reported, 200);
 
-    std::fs::write(&metrics, format!("{text}garbage{{\n")).unwrap();
+    let written = std::fs::read_to_string(&metrics).unwrap();
+    std::fs::write(&metrics, format!("{written}garbage{{\n")).unwrap();
     let out = run_trigger(&args, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("WARN"), "{}", out.stderr);
