@@ -494,3 +494,45 @@ fn cluster_discovery_recovers_streams_on_every_primary() {
             .all(|e| e.1 == "recovery"));
     }
 }
+
+/// The environment wins over the file's top level, the command line over both.
+#[test]
+fn the_environment_and_the_command_line_win_over_the_file() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    dead_reads(&mut con, "app:a", "g", 2);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("precedence");
+    // Nothing is idle for an hour: by the file alone nothing moves.
+    let config = write_config(
+        &dir,
+        "min-idle = \"1h\"\n[[target]]\nstream = \"app:a\"\ngroup = \"g\"\n",
+    );
+    let url = url_of(&server.socket());
+    let args = [
+        "--url",
+        &url,
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ];
+    let claimed = |out: &quantum_integration::trigger::TriggerRun| {
+        let targets = by_target(&out.json());
+        targets[&("app:a".to_string(), "g".to_string())]["claimed"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let out = run_trigger(&args, &[]);
+    assert_eq!((out.code, claimed(&out)), (0, 0), "{}", out.stderr);
+    let out = run_trigger(
+        &[&args[..], &["--min-idle", "100ms"]].concat(),
+        &[("QUANTUM_MIN_IDLE", "1h")],
+    );
+    assert_eq!((out.code, claimed(&out)), (0, 2), "{}", out.stderr);
+    dead_reads(&mut con, "app:a", "g", 3);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let out = run_trigger(&args, &[("QUANTUM_MIN_IDLE", "100ms")]);
+    assert_eq!((out.code, claimed(&out)), (0, 3), "{}", out.stderr);
+}

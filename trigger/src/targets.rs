@@ -315,6 +315,47 @@ fn on_every_primary(
 mod tests {
     use super::*;
     use crate::cluster::key_slot;
+    use clap::{CommandFactory, FromArgMatches};
+    use std::path::Path;
+
+    /// The options after `argv` and a config file with `toml`.
+    fn with_file(argv: &[&str], toml: &str) -> Cli {
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap();
+        let file = ConfigFile::parse(Path::new("c.toml"), toml).unwrap();
+        apply_top_level(&mut cli, &file, &Explicit::of(&matches));
+        cli
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_file_and_the_file_over_defaults() {
+        let toml = "count = 7\nmax-batches = 3\ndeadline = \"9s\"\nurl = \"redis://f:1\"\n";
+        let cli = with_file(&["q"], toml);
+        assert_eq!(cli.count, Some(7));
+        assert_eq!(cli.max_batches, 3);
+        assert_eq!(cli.deadline, std::time::Duration::from_secs(9));
+        assert_eq!(cli.url, "redis://f:1");
+        // Before or after the verb, and for options with a default too.
+        let cli = with_file(&["q", "--count", "5", "run", "--max-batches", "100"], toml);
+        assert_eq!((cli.count, cli.max_batches), (Some(5), 100));
+        assert_eq!(cli.url, "redis://f:1");
+        let target = Target {
+            stream: "s".into(),
+            group: "g".into(),
+            options: CallOptions {
+                count: Some(9),
+                min_idle: Some(1),
+                ..Default::default()
+            },
+        };
+        let matches = Cli::command()
+            .try_get_matches_from(["q", "--count", "5"])
+            .unwrap();
+        let base = Cli::from_arg_matches(&matches).unwrap();
+        let one = for_target(&base, &target, &Explicit::of(&matches));
+        assert_eq!((one.count, one.min_idle), (Some(5), Some(1)));
+        assert_eq!((one.stream.as_str(), one.group.as_str()), ("s", "g"));
+    }
 
     #[test]
     fn a_stream_tag_in_the_mode_key_puts_it_in_the_streams_slot() {
