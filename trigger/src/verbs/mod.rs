@@ -315,9 +315,13 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
         let progress = Progress::default();
         let _ = tx.send(Event::Started(i, progress.clone()));
         let scope = scope_of(&target.stream, &target.group);
-        let done = one_target(&target_cli, verb, &mut con, mine, &progress, &scope);
+        let done = match Instant::now() < clock.deadline {
+            true => one_target(&target_cli, verb, &mut con, mine, &progress, &scope),
+            false => not_started(&scope),
+        };
         // A call cut short may still get its reply: later targets get a fresh connection.
-        let reconnect = done.exit == ExitCode::Unavailable && i + 1 < count;
+        let reconnect =
+            done.exit == ExitCode::Unavailable && i + 1 < count && Instant::now() < clock.deadline;
         if tx.send(Event::Finished(i, done)).is_err() {
             return;
         }
