@@ -536,3 +536,81 @@ fn the_environment_and_the_command_line_win_over_the_file() {
     let out = run_trigger(&args, &[("QUANTUM_MIN_IDLE", "100ms")]);
     assert_eq!((out.code, claimed(&out)), (0, 3), "{}", out.stderr);
 }
+
+/// The deadline is shared: a target that needs more than its share stops
+/// (75, what it moved reported) and the next still gets the time left.
+#[test]
+fn a_target_that_outruns_its_share_of_the_deadline_leaves_the_rest_theirs() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    run(
+        &mut con,
+        &["XGROUP", "CREATE", "a:big", "g", "$", "MKSTREAM"],
+    )
+    .unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.cmd("XADD")
+            .arg("a:big")
+            .arg("*")
+            .arg("n")
+            .arg(i)
+            .ignore();
+    }
+    pipe.query::<()>(&mut con).unwrap();
+    let words = [
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "exec-dead",
+        "COUNT",
+        "20000",
+        "STREAMS",
+        "a:big",
+        ">",
+    ];
+    run(&mut con, &words).unwrap();
+    dead_reads(&mut con, "b:small", "g", 2);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("shared-deadline");
+    // One entry per batch: the big target needs thousands of calls.
+    let config = write_config(
+        &dir,
+        &format!(
+            "{TOP}count = 1\nmax-batches = 1000000\n\n[[target]]\nstream = \"a:big\"\ngroup = \"g\"\n\n\
+             [[target]]\nstream = \"b:small\"\ngroup = \"g\"\n"
+        ),
+    );
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "--url",
+            &url,
+            "--config",
+            config.to_str().unwrap(),
+            "--deadline",
+            "1s",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(
+        out.elapsed < std::time::Duration::from_millis(1_300),
+        "{:?}",
+        out.elapsed
+    );
+    let targets = by_target(&out.json());
+    let big = &targets[&("a:big".to_string(), "g".to_string())];
+    let small = &targets[&("b:small".to_string(), "g".to_string())];
+    assert_eq!(
+        (big["result"].as_str(), json_code(big)),
+        (Some("error"), 75),
+        "{big}"
+    );
+    let moved = big["claimed"].as_array().unwrap().len();
+    assert!(moved > 0 && moved < 20_000, "{moved}");
+    assert_eq!(small["result"], "success", "{small}");
+    assert_eq!(small["claimed"].as_array().unwrap().len(), 2);
+}
