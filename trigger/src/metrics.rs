@@ -1,5 +1,6 @@
 //! The `--metrics-file` textfile for node_exporter: this run's values added
-//! to the previous file's, written atomically under a lock.
+//! to the previous file's, per target (`stream` and `group` labels on every
+//! series), written atomically under a lock.
 
 use crate::files::{self, Symlink};
 use crate::report::RunResult;

@@ -1,7 +1,7 @@
-//! What a run leaves behind besides its exit code: the `--log-file` line, the
-//! `--metrics-file` textfile for node_exporter (metrics.rs), and the `--json`
-//! object; every client-chosen name in them is escaped by `field_value` or
-//! `quoted`.
+//! What a run leaves behind besides its exit code: a `--log-file` line per
+//! target, the `--metrics-file` textfile for node_exporter (metrics.rs), and
+//! the `--json` object (an array when the targets come from `--config`); every
+//! client-chosen name in them is escaped by `field_value` or `quoted`.
 
 use crate::cli::{self, Verb};
 use crate::commands::{RetireSummary, RunSummary};

@@ -1,13 +1,13 @@
-//! The per-target gauges of the metrics file (node_exporter textfile format):
-//! every series carries `stream` and `group` labels, so one file serves every
-//! target of a run and the alert rules fire per target.
+//! The per-target labels of the metrics file (node_exporter textfile format)
+//! and the gauges read from QUANTUM.STATUS after a run (metrics.rs writes
+//! them with the rest): every series carries `stream` and `group` labels, so
+//! one file serves every target of a run and the alert rules fire per target.
 //!
-//! - `pending`, `consumers`: the group after the run.
 //! - `consumers_by_state{state="live|zombie|stuck"}`: QUANTUM.STATUS `states`.
 //! - `parked_entries{role="target|quarantine"}`: entries held by TO (recovered,
 //!   waiting for a live consumer to adopt them) and by QUARANTINE (poison).
 //! - `parked_oldest_idle_seconds{role=...}`: idle of the first (lowest ID)
-//!   entry each holds, from XPENDING; 0 when it holds none.
+//!   entry each holds (STATUS's `parked`, from XPENDING); 0 when it holds none.
 //!
 //! Label values are escaped as the text format says (`\\`, `\"`, `\n`):
 //! stream and group names are the client's and may hold any byte.

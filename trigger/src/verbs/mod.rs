@@ -1,7 +1,9 @@
-//! The verbs that talk to the module: `run`, `status` and `retire` (`doctor`
-//! is doctor/). Each connects, makes its calls (commands.rs) and says what
-//! happened as a `Done`; report.rs turns that into the log line, the metrics
-//! and the JSON.
+//! The verbs that talk to the module: `run`, `status`, `retire` and `check`
+//! (`doctor` is doctor/). One connection per run; the targets (one, or those
+//! of `--config`, targets.rs) run one after another on a worker thread, each
+//! with its share of the deadline, and each says what happened as a `Done`;
+//! report.rs turns those into the log lines, the metrics and the JSON, and
+//! check.rs into the check's one line.
 
 mod check;
 mod retire;
