@@ -614,3 +614,97 @@ fn a_target_that_outruns_its_share_of_the_deadline_leaves_the_rest_theirs() {
     assert_eq!(small["result"], "success", "{small}");
     assert_eq!(small["claimed"].as_array().unwrap().len(), 2);
 }
+
+/// A `[[discover]]` Redis refuses is its own error entry; the targets that
+/// were found still run, the exit code says it, and the metrics keep the
+/// series of targets the run could not list.
+#[test]
+fn a_refused_discovery_does_not_stop_the_known_targets() {
+    let server = Server::start();
+    let mut con = server.connect();
+    many_targets(&mut con);
+    let dir = TempDir::new("refused-discovery");
+    let config = write_config(&dir, &format!("{TOP}{MANY}"));
+    let metrics = dir.path().join("m.prom");
+    let url = url_of(&server.socket());
+    let args = |url: &str| {
+        [
+            "--url",
+            url,
+            "--config",
+            config.to_str().unwrap(),
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+            "--json",
+        ]
+        .map(str::to_string)
+    };
+    let first = args(&url);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    assert_eq!(run_trigger(&first, &[]).code, 0);
+    // A user that may do everything but SCAN.
+    run(
+        &mut con,
+        &[
+            "ACL", "SETUSER", "noscan", "on", ">pw", "~*", "&*", "+@all", "-scan",
+        ],
+    )
+    .unwrap();
+    dead_reads(&mut con, "app:intent", "exec", 1);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let limited = format!("{url}?user=noscan");
+    let second = args(&limited);
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    let out = run_trigger(&second, &[("REDISCLI_AUTH", "pw")]);
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    let json = out.json();
+    let refused: Vec<&Json> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["scope"].is_string())
+        .collect();
+    assert_eq!(refused.len(), 1, "{json}");
+    assert_eq!(refused[0]["scope"], "discover=\"orders:*\"");
+    assert!(
+        refused[0]["error"].as_str().unwrap().contains("NOPERM"),
+        "{json}"
+    );
+    let targets = by_target(&json);
+    assert_eq!(
+        targets.len(),
+        3,
+        "the explicit and group-less targets: {json}"
+    );
+    let intent = &targets[&("app:intent".to_string(), "exec".to_string())];
+    assert_eq!(intent["claimed"].as_array().unwrap().len(), 1, "{intent}");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    promtool_check_metrics(&text);
+    assert_eq!(
+        value(&text, &series("claimed_total", "app:intent", "exec", "")),
+        3.0
+    );
+    // Not listed this run, kept: the list was not complete.
+    assert_eq!(
+        value(&text, &series("claimed_total", "orders:a", "g1", "")),
+        2.0
+    );
+    // The status verb covers the same targets, one object each.
+    let out = run_trigger(
+        &[
+            "status",
+            "--url",
+            &url,
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let targets = by_target(&out.json());
+    assert_eq!(targets.len(), 6, "{}", out.stdout);
+    assert!(targets
+        .values()
+        .all(|o| o["parked"]["target"]["name"] == "recovery"));
+}
