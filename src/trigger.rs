@@ -92,3 +92,26 @@ pub fn run_trigger_within(args: &[&str], env: &[(&str, &str)], within: Duration)
         elapsed,
     }
 }
+
+/// A metrics file as the trigger wrote it for the default target
+/// (scenario's STREAM and GROUP), that target's `stream`/`group` labels
+/// taken out, so its series read as they did with one target per install.
+pub fn read_metrics(path: impl AsRef<Path>) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let labels = format!(
+        "stream=\"{}\",group=\"{}\"",
+        crate::scenario::STREAM,
+        crate::scenario::GROUP
+    );
+    text.replace(&format!("{{{labels}}}"), "")
+        .replace(&format!("{{{labels},"), "{")
+}
+
+/// The sum of every series of metric `name` (`quantum_stream_recovery_…`),
+/// whatever its labels: a counter over every target.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}

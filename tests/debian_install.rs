@@ -270,7 +270,7 @@ fn packages_install_recover_upgrade_and_go_in_a_booted_debian() {
     assert_eq!(read("log-stat.txt"), "640 quantum\n");
     assert!(
         read("metrics.prom")
-            .contains("quantum_stream_recovery_last_run_result{result=\"success\"} 1"),
+            .contains("quantum_stream_recovery_last_run_result{stream=\"quantum:stream:trade.intent\",group=\"quantum:group:execution:trade.intent\",result=\"success\"} 1"),
         "the metrics file:\n{}{}",
         read("metrics.prom"),
         context()

@@ -75,7 +75,8 @@ fn a_crowded_group_lists_at_most_limit_rows_and_counts_every_state() {
             "oldest-idle",
             "states",
             "consumers",
-            "last-run"
+            "last-run",
+            "parked"
         ]
     );
     assert_eq!(
@@ -114,6 +115,41 @@ fn a_crowded_group_lists_at_most_limit_rows_and_counts_every_state() {
         group_state(&mut con, STREAM),
         before,
         "STATUS changed state"
+    );
+}
+
+/// `(name, pending, oldest-idle)` of `parked`'s `role` (target or quarantine).
+fn parked(fields: &[(String, Value)], role: &str) -> (String, i64, Value) {
+    let by = pairs(&field(&pairs(&field(fields, "parked")), role));
+    let oldest = field(&by, "oldest-idle");
+    (
+        text(&field(&by, "name")),
+        int(&field(&by, "pending")),
+        oldest,
+    )
+}
+
+/// `parked` names what TO and QUARANTINE hold even when LIMIT leaves them
+/// out of the list (issue 10: the parked gauges and `check` read it).
+#[test]
+fn parked_entries_show_when_the_list_leaves_their_consumers_out() {
+    let (_server, mut con) = testnet_group();
+    create_consumers(&mut con, "exec-live", 20);
+    add_entries(&mut con, 2);
+    read_as(&mut con, "recovery", 2);
+    sleep_ms(300);
+    // A read that finds nothing new: `recovery` is seen now, its entries stay idle.
+    assert!(read_as(&mut con, "recovery", 1).is_empty());
+    let fields = status(&mut con, &["LIMIT", "1"]).unwrap();
+    let names: Vec<String> = listed(&fields).into_iter().map(|r| r.0).collect();
+    assert!(!names.contains(&"recovery".to_string()), "{names:?}");
+    let (name, pending, oldest) = parked(&fields, "target");
+    assert_eq!((name.as_str(), pending), ("recovery", 2));
+    assert!(int(&oldest) >= 300, "{oldest:?}");
+    let (name, pending, oldest) = parked(&fields, "quarantine");
+    assert_eq!(
+        (name.as_str(), pending, oldest),
+        ("quarantine", 0, Value::Nil)
     );
 }
 

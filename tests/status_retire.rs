@@ -61,7 +61,8 @@ fn status_reports_every_state_in_live_mode_and_changes_nothing() {
             "oldest-idle",
             "states",
             "consumers",
-            "last-run"
+            "last-run",
+            "parked"
         ]
     );
     assert_eq!(text(&field(&fields, "mode")), "LIVE");

@@ -246,11 +246,11 @@ fn timer_and_execstartpre_recover_in_a_real_systemd() {
     );
     let metrics = read("metrics.prom");
     assert!(
-        metrics.contains("quantum_stream_recovery_claimed_total 1\n"),
+        metrics.contains("quantum_stream_recovery_claimed_total{stream=\"quantum:stream:trade.intent\",group=\"quantum:group:execution:trade.intent\"} 1\n"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("quantum_stream_recovery_last_run_result{result=\"success\"} 1"),
+        metrics.contains("quantum_stream_recovery_last_run_result{stream=\"quantum:stream:trade.intent\",group=\"quantum:group:execution:trade.intent\",result=\"success\"} 1"),
         "{metrics}"
     );
     let after_timer = read("after-timer.txt");

@@ -3,7 +3,9 @@
 
 use quantum_integration::reply::{command_calls, consumer_names, pel, run};
 use quantum_integration::scenario::*;
-use quantum_integration::trigger::{run_trigger, url_of, zombie_server, SHORT_IDLE_OPTIONS};
+use quantum_integration::trigger::{
+    read_metrics, run_trigger, url_of, zombie_server, SHORT_IDLE_OPTIONS,
+};
 use quantum_integration::{Options, Server, TempDir};
 use std::process::Command;
 use std::time::Duration;
@@ -104,7 +106,7 @@ fn a_run_recovers_logs_a_line_writes_metrics_and_prints_json() {
     );
     assert!(rest.starts_with(&expected), "{line}");
 
-    let text = std::fs::read_to_string(&metrics).unwrap();
+    let text = read_metrics(&metrics);
     let mode = std::fs::metadata(&metrics).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -151,7 +153,7 @@ fn a_run_recovers_logs_a_line_writes_metrics_and_prints_json() {
         "{}",
         out.stderr
     );
-    let text = std::fs::read_to_string(&metrics).unwrap();
+    let text = read_metrics(&metrics);
     assert_eq!(
         metric(
             &text,
@@ -572,9 +574,7 @@ fn the_readme_acl_user_is_enough_for_every_verb() {
         };
         assert_eq!(out.json()["result"], expected, "{verb:?}: {}", out.stdout);
     }
-    assert!(std::fs::read_to_string(&metrics)
-        .unwrap()
-        .contains("quantum_stream_recovery_claimed_total 3"));
+    assert!(read_metrics(&metrics).contains("quantum_stream_recovery_claimed_total 3"));
     // ... and no more: it cannot touch other keys or ack.
     let mut limited = server.connect_as("quantum-recover", "pw");
     assert!(run(&mut limited, &["XACK", STREAM, GROUP, "0-1"])
@@ -813,7 +813,7 @@ fn failed_runs_keep_the_counters_of_the_previous_file() {
         let url = url_of(&server.socket());
         let out = run_trigger(&args(&url, &["--metrics-file", m]), &[]);
         assert_eq!(out.code, code, "{}", out.stderr);
-        let text = std::fs::read_to_string(&metrics).unwrap();
+        let text = read_metrics(&metrics);
         claimed.push(metric(&text, "quantum_stream_recovery_claimed_total"));
         let result = if code == 0 { "success" } else { "error" };
         let series = format!("quantum_stream_recovery_last_run_result{{result=\"{result}\"}}");
@@ -876,20 +876,14 @@ fn a_missing_stream_is_result_absent() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.json()["result"], "absent");
     let text = std::fs::read_to_string(&metrics).unwrap();
-    assert_eq!(
-        metric(
-            &text,
-            "quantum_stream_recovery_last_run_result{result=\"absent\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "quantum_stream_recovery_last_run_result{result=\"success\"}"
-        ),
-        0.0
-    );
+    let series = |result: &str| {
+        format!(
+            "quantum_stream_recovery_last_run_result{{stream=\"quantum:stream:trade.intnet\",\
+             group=\"{GROUP}\",result=\"{result}\"}}"
+        )
+    };
+    assert_eq!(metric(&text, &series("absent")), 1.0);
+    assert_eq!(metric(&text, &series("success")), 0.0);
 }
 
 /// The metrics writer follows no symlink: not at the old predictable temp
@@ -934,7 +928,7 @@ fn the_metrics_writer_follows_no_planted_symlink() {
         "the link was replaced by the file"
     );
     assert_eq!(mode(&metrics), 0o644);
-    let text = std::fs::read_to_string(&metrics).unwrap();
+    let text = read_metrics(&metrics);
     assert_eq!(metric(&text, "quantum_stream_recovery_claimed_total"), 3.0);
 
     // Nor at the log file: appending through a link is refused (exit 73).

@@ -6,7 +6,8 @@
 use quantum_integration::reply::{assert_same_ids, consumer_names, consumers_and_pel};
 use quantum_integration::scenario::*;
 use quantum_integration::trigger::{
-    run_trigger, run_trigger_within, trigger_command, url_of, zombie_server, SHORT_IDLE_OPTIONS,
+    read_metrics, run_trigger, run_trigger_within, trigger_command, url_of, zombie_server,
+    SHORT_IDLE_OPTIONS,
 };
 use quantum_integration::{Server, TempDir};
 use std::fs::File;
@@ -350,14 +351,14 @@ fn usage_and_env_file_errors_write_metrics_and_a_log_line() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let success = "quantum_stream_recovery_last_run_result{result=\"success\"}";
     let error = "quantum_stream_recovery_last_run_result{result=\"error\"}";
-    let text = std::fs::read_to_string(&metrics).unwrap();
+    let text = read_metrics(&metrics);
     assert_eq!(metric(&text, success), Some(1.0));
     let claimed = metric(&text, "quantum_stream_recovery_claimed_total");
 
     let typo = [env.as_slice(), &[("QUANTUM_COUNT", "1O")]].concat();
     let out = run_trigger(&[], &typo);
     assert_eq!(out.code, 64, "{}", out.stderr);
-    let text = std::fs::read_to_string(&metrics).unwrap();
+    let text = read_metrics(&metrics);
     assert_eq!(
         (metric(&text, error), metric(&text, success)),
         (Some(1.0), Some(0.0))
@@ -386,7 +387,7 @@ fn usage_and_env_file_errors_write_metrics_and_a_log_line() {
         &[],
     );
     assert_eq!(out.code, 78, "{}", out.stderr);
-    let text = std::fs::read_to_string(&metrics2).unwrap();
+    let text = read_metrics(&metrics2);
     assert_eq!(metric(&text, error), Some(1.0), "{text}");
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 3);
 }
@@ -412,7 +413,7 @@ fn a_dry_run_says_so_in_the_log_the_metrics_and_the_json() {
     );
     let line = std::fs::read_to_string(&log).unwrap();
     assert!(line.contains(" dry_run=1 claimed=3 "), "{line}");
-    let text = std::fs::read_to_string(&metrics).unwrap();
+    let text = read_metrics(&metrics);
     assert_eq!(
         metric(
             &text,
@@ -467,7 +468,7 @@ fn whether_the_mode_key_holds_a_mode_is_exported() {
         argv.extend_from_slice(&SHORT_IDLE_OPTIONS);
         let out = run_trigger(&argv, &[]);
         assert_eq!(out.code, 0, "{}", out.stderr);
-        let text = std::fs::read_to_string(&metrics).unwrap();
+        let text = read_metrics(&metrics);
         assert_eq!(metric(&text, known), Some(expected), "{mode_key} {value:?}");
     }
 }
@@ -570,7 +571,7 @@ fn the_counters_need_no_info_permission() {
     argv.extend_from_slice(&SHORT_IDLE_OPTIONS);
     let out = run_trigger(&argv, &[("REDISCLI_AUTH", "pw")]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let text = std::fs::read_to_string(&metrics).unwrap();
+    let text = read_metrics(&metrics);
     for (counter, value) in [
         ("claimed", 3.0),
         ("quarantined", 0.0),
@@ -655,7 +656,7 @@ fn the_deadline_holds_against_a_dripping_or_hung_server() {
             "{url}: {}",
             out.stderr
         );
-        let text = std::fs::read_to_string(&metrics).unwrap();
+        let text = read_metrics(&metrics);
         let series = "quantum_stream_recovery_last_run_result{result=\"error\"}";
         assert_eq!(metric(&text, series), Some(1.0), "{url}: {text}");
     }
@@ -804,16 +805,17 @@ fn concurrent_runs_add_up_in_the_metrics_file_and_garbage_is_said() {
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         reported += json["claimed"].as_array().map_or(0, Vec::len);
     }
-    let text = std::fs::read_to_string(&metrics).unwrap();
+    let text = read_metrics(&metrics);
     let total = "quantum_stream_recovery_claimed_total";
     assert_eq!(metric(&text, total), Some(reported as f64), "{text}");
     assert_eq!(reported, 200);
 
-    std::fs::write(&metrics, format!("{text}garbage{{\n")).unwrap();
+    let written = std::fs::read_to_string(&metrics).unwrap();
+    std::fs::write(&metrics, format!("{written}garbage{{\n")).unwrap();
     let out = run_trigger(&args, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("WARN"), "{}", out.stderr);
     assert!(out.stderr.contains("garbage"), "{}", out.stderr);
-    let text = std::fs::read_to_string(&metrics).unwrap();
+    let text = read_metrics(&metrics);
     assert_eq!(metric(&text, total), Some(205.0), "{text}");
 }

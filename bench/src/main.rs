@@ -14,6 +14,7 @@ mod retire;
 mod scenario;
 mod servertime;
 mod startup;
+mod targets;
 
 use clap::{Parser, ValueEnum};
 use drain::Load;
@@ -42,6 +43,8 @@ struct Sizes {
     retire_crowded: (usize, usize),
     /// (poison entries quarantined per call, iterations) with and without DEADLETTER.
     dead_letter: Vec<(usize, usize)>,
+    /// Streams (one group each) a `[[discover]]` run finds.
+    discovered_targets: usize,
 }
 
 fn sizes(smoke: bool) -> Sizes {
@@ -61,6 +64,7 @@ fn sizes(smoke: bool) -> Sizes {
             retire_total: 3_000,
             retire_crowded: (200, 3),
             dead_letter: vec![(1, 5), (10, 3)],
+            discovered_targets: 20,
         };
     }
     Sizes {
@@ -82,6 +86,7 @@ fn sizes(smoke: bool) -> Sizes {
         retire_total: 1_000_000,
         retire_crowded: (100_000, 20),
         dead_letter: vec![(1, 2_000), (10, 1_000), (100, 300), (1_000, 30)],
+        discovered_targets: 1_000,
     }
 }
 
@@ -112,6 +117,8 @@ enum Part {
     RetireCrowded,
     /// A quarantining RECOVER with and without DEADLETTER.
     DeadLetter,
+    /// One `[[discover]]` run over many streams through the trigger.
+    Targets,
 }
 
 fn main() {
@@ -151,6 +158,9 @@ fn main() {
     }
     if part(Part::DeadLetter) {
         dead_letter_section(&mut md, &mut con, &sizes);
+    }
+    if part(Part::Targets) {
+        targets_section(&mut md, &sizes);
     }
 
     // The tables as the report has them are the printed table too.
@@ -333,6 +343,22 @@ fn scaling_section(
 
     std::fs::create_dir_all(out.join("benchmarks")).unwrap();
     report::plot(&out.join("benchmarks/scaling.svg"), &by_consumers, &by_pel).unwrap();
+}
+
+/// Part 6, many targets: one `[[discover]]` run through the trigger.
+fn targets_section(md: &mut String, sizes: &Sizes) {
+    let run = targets::discovery_run(sizes.discovered_targets);
+    let _ = writeln!(
+        md,
+        "\n## Many targets\n\nOne trigger run with `--config` whose `[[discover]]` matches {} streams (one group \
+         each, a dead consumer holding 3 entries), fresh server, unix socket, default `--deadline 30s`, \
+         `--metrics-file` (one QUANTUM.STATUS per target after its drain): {:.2} s, exit {}, {} entries \
+         claimed (metrics, summed over the targets).",
+        run.targets,
+        run.elapsed.as_secs_f64(),
+        run.exit,
+        run.claimed
+    );
 }
 
 /// RETIRE COUNT 1 in a zombie-heavy group: its time must not grow with the consumer count.

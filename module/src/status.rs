@@ -17,7 +17,9 @@ use redis_module::Context;
 /// oldest-idle (ms of the oldest pending entry, nil when none), states (how
 /// many consumers are live, zombie, stuck, target, quarantine), consumers (at
 /// most LIMIT, the longest idle first; each name, pending, idle, state), and
-/// last-run (the last real QUANTUM.RECOVER of this key and group since load, or nil).
+/// last-run (the last real QUANTUM.RECOVER of this key and group since load, or nil),
+/// and parked (for the configured target and quarantine consumers, listed or
+/// not: name, pending, oldest-idle of its first entry or nil).
 pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
     let request = shared::parse(argv, args::parse_status)?;
     let acl = CallerAcl::of(ctx)?;
@@ -59,6 +61,13 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
             (key::DELETED, Reply::Int(run.deleted as i64)),
         ])
     });
+    let parked = [
+        (key::TARGET, defaults.to.as_slice()),
+        (key::QUARANTINE, defaults.quarantine.as_slice()),
+    ]
+    .into_iter()
+    .map(|(role, name)| Ok((role, parked_reply(&group, &consumers, name)?)))
+    .collect::<Result<Vec<_>, Failure>>()?;
     reply::reply(
         ctx,
         Reply::Map(vec![
@@ -78,9 +87,36 @@ pub fn run(ctx: &Context, argv: &[&[u8]]) -> Result<(), Failure> {
             (key::STATES, Reply::Map(counts)),
             (key::CONSUMERS, Reply::List(listed)),
             (key::LAST_RUN, last_run),
+            (key::PARKED, Reply::Map(parked)),
         ]),
     );
     Ok(())
+}
+
+/// What one parking consumer holds: its pending count from the consumer list
+/// (0 when it does not exist) and, when it holds any, the idle of its first
+/// entry (XPENDING … - + 1 consumer, O(1) in its own PEL).
+fn parked_reply<'a>(
+    group: &Group,
+    consumers: &[crate::plan::Consumer],
+    name: &'a [u8],
+) -> Result<Reply<'a>, Failure> {
+    let pending = consumers
+        .iter()
+        .find(|c| c.name == name)
+        .map_or(0, |c| c.pending);
+    let oldest = match pending {
+        0 => Reply::Nil,
+        _ => group
+            .pending(None, 1, Some(name))?
+            .first()
+            .map_or(Reply::Nil, |e| Reply::Int(e.idle_ms)),
+    };
+    Ok(Reply::Map(vec![
+        (key::NAME, Reply::Bytes(name)),
+        (key::PENDING, Reply::Int(pending)),
+        (key::OLDEST_IDLE, oldest),
+    ]))
 }
 
 pub fn mode_key_pos(argv: &[&[u8]]) -> Option<usize> {

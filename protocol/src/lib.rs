@@ -177,6 +177,10 @@ pub mod key {
     pub const STATE: &str = "state";
     /// `last-run`: `unix-ms` and the counts under RECOVER's keys.
     pub const UNIX_MS: &str = "unix-ms";
+    /// `parked`: `target` and `quarantine`, each `name`, `pending`, `oldest-idle`.
+    pub const PARKED: &str = "parked";
+    pub const TARGET: &str = "target";
+    pub const QUARANTINE: &str = "quarantine";
 
     // RETIRE (with `dropped` and `deleted` above).
     pub const MOVED: &str = "moved";

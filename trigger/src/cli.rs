@@ -11,7 +11,7 @@ use std::time::Duration;
 pub const DEFAULT_STREAM: &str = "quantum:stream:trade.intent";
 pub const DEFAULT_GROUP: &str = "quantum:group:execution:trade.intent";
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "quantum-stream-recover",
     version = env!("QUANTUM_BUILD"),
@@ -23,7 +23,11 @@ does not take is a usage error on the command line and ignored in the environmen
 file serves every verb).\n\n\
 Exit codes: 0 success, nothing to do, or refused by the mode guard; 64 usage; 69 module not \
 loaded; 73 the log or metrics file could not be written; 75 Redis unreachable, timeout, \
-LOADING or READONLY; 76 unexpected reply; 77 NOAUTH/NOPERM; 78 bad URL, password or env file.",
+LOADING or READONLY; 76 unexpected reply; 77 NOAUTH/NOPERM; 78 bad URL, password or env file. \
+With many targets (--config) the worst target's code, the numerically largest. check: 0 OK, \
+1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n\n\
+Precedence: the command line, then the environment (--env-file included), then the --config \
+file (a target's value over its top level), then the default.",
     after_help = "Durations take 250ms, 60s, 5m, 1h or a bare number of milliseconds.\n\
 The password comes from --password-file, $CREDENTIALS_DIRECTORY/redis-password or \
 REDISCLI_AUTH, never from the command line."
@@ -156,12 +160,24 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub env_file: Option<PathBuf>,
 
+    /// TOML file naming many targets ([[target]], [[discover]]) and options, below the command line and the environment
+    #[arg(long, global = true, env = "QUANTUM_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// check: WARNING when the first entry the recovery consumer holds waited longer than this
+    #[arg(long, global = true, env = "QUANTUM_PARKED_WARNING", default_value = "15m", value_parser = parse_duration)]
+    pub parked_warning: Duration,
+
+    /// check: CRITICAL when the first entry the recovery consumer holds waited longer than this
+    #[arg(long, global = true, env = "QUANTUM_PARKED_CRITICAL", default_value = "1h", value_parser = parse_duration)]
+    pub parked_critical: Duration,
+
     #[command(flatten)]
     pub doctor: DoctorOptions,
 }
 
 /// Settings only `doctor` uses.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct DoctorOptions {
     /// doctor: connection for ACL DRYRUN, MODULE LIST and CONFIG GET [default: --url without its user]
     #[arg(long, global = true, env = "QUANTUM_ADMIN_URL")]
@@ -202,6 +218,8 @@ pub enum Verb {
     Status,
     /// Hand a stopping consumer's entries to --to in bounded calls, then delete it (--consumer)
     Retire,
+    /// Health check in the monitoring-plugins format over every target: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
+    Check,
     /// Check the installation end to end: one line per check, ok or FAIL and what to do
     Doctor,
 }
@@ -213,6 +231,7 @@ impl Verb {
             Verb::Run => "run",
             Verb::Status => "status",
             Verb::Retire => "retire",
+            Verb::Check => "check",
             Verb::Doctor => "doctor",
         }
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// `(host, port)` of a node.
-type Addr = (String, u16);
+pub type Addr = (String, u16);
 
 /// The first pause while the cluster changes; it doubles up to `MAX_PAUSE`.
 const FIRST_PAUSE: Duration = Duration::from_millis(25);
@@ -417,6 +417,32 @@ impl Cluster {
             .and_then(|_| con.set_write_timeout(wait))
             .map_err(|e| failure::from_redis(&e))?;
         Ok(con)
+    }
+
+    /// Every primary serving slots now, each once (`[[discover]]` runs SCAN
+    /// on each: a key lives on exactly one).
+    pub fn primaries(&self) -> Vec<Addr> {
+        let mut primaries: Vec<Addr> = self.slots.iter().map(|(_, _, p)| p.clone()).collect();
+        primaries.sort();
+        primaries.dedup();
+        primaries
+    }
+
+    /// A connection to `addr` whose calls wait at most `CALL_TIMEOUT` (and
+    /// never past `deadline`), named for messages.
+    pub fn node(
+        &mut self,
+        addr: &Addr,
+        deadline: Instant,
+    ) -> Result<(&mut Connection, String), Failure> {
+        let name = show(addr);
+        let con = self.link(addr, deadline, CALL_TIMEOUT)?;
+        Ok((con, name))
+    }
+
+    /// Forgets `addr`'s connection after a failed call on it (its reply may still come).
+    pub fn drop_node(&mut self, addr: &Addr) {
+        self.links.remove(addr);
     }
 
     /// A connection that failed is dropped, so the next try makes a new one

@@ -133,13 +133,18 @@ pub fn groups_of<C: ConnectionLike>(
         Err(e) if e.to_string().contains("no such key") => return Ok(None),
         Err(e) => return Err(e),
     };
+    Ok(Some(group_names(&reply)))
+}
+
+/// The group names of an XINFO GROUPS reply, sorted. A group whose name is
+/// not UTF-8 is left out: the trigger names groups as text.
+pub fn group_names(reply: &Value) -> Vec<String> {
     let Value::Array(groups) = reply else {
-        return Ok(Some(Vec::new()));
+        return Vec::new();
     };
-    // A group whose name is not UTF-8 is left out: the trigger names groups as text.
     let mut names: Vec<String> = groups.iter().filter_map(group_name).collect();
     names.sort();
-    Ok(Some(names))
+    names
 }
 
 /// The `name` field of one XINFO GROUPS entry (RESP2 flat pairs or RESP3 map).

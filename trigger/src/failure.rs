@@ -12,8 +12,12 @@ pub enum ExitCode {
     /// The run did its work, found nothing to do, or the mode guard refused
     /// (a refusal is what LIVE is for).
     Success = 0,
-    /// `doctor` only: at least one check failed.
+    /// `doctor`: at least one check failed; `check`: WARNING.
     ChecksFailed = 1,
+    /// `check` only: CRITICAL (monitoring-plugins).
+    CheckCritical = 2,
+    /// `check` only: UNKNOWN (monitoring-plugins), Redis unreachable or the module missing included.
+    CheckUnknown = 3,
     /// EX_USAGE: a bad option, a missing `--consumer`, an option of another
     /// verb, or an argument the module refused.
     Usage = 64,

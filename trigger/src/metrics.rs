@@ -1,8 +1,10 @@
 //! The `--metrics-file` textfile for node_exporter: this run's values added
-//! to the previous file's, written atomically under a lock.
+//! to the previous file's, per target (`stream` and `group` labels on every
+//! series), written atomically under a lock.
 
 use crate::files::{self, Symlink};
 use crate::report::RunResult;
+use crate::target_metrics::{self, TargetGauges};
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -12,14 +14,28 @@ use std::time::{Duration, Instant};
 
 const PREFIX: &str = "quantum_stream_recovery_";
 
-/// What this run measured. Whatever it could not measure (counters when the
-/// run did not reach the module on a primary, the last success after a
-/// failure) is carried over from the previous file, so a failed run never
+/// What this run measured, per target. Whatever a target's run could not
+/// measure (counters when it did not reach the module, the last success after
+/// a failure) is carried over from the previous file, so a failed run never
 /// resets a series.
 pub struct Metrics {
-    pub result: RunResult,
     pub started_unix_s: f64,
     pub duration_s: f64,
+    pub targets: Vec<TargetRun>,
+    /// The run's targets came from the config file and the list is complete
+    /// (no discovery failed): series of targets no longer in it are dropped.
+    /// Otherwise (one target, a discovery error) they are kept.
+    pub complete: bool,
+    /// The run failed before its targets were known: every target of the
+    /// previous file gets this result (the alerts see the failure).
+    pub failed_before_targets: bool,
+}
+
+/// One target's part of the metrics.
+pub struct TargetRun {
+    /// `stream="…",group="…"` (target_metrics::target_labels).
+    pub labels: String,
+    pub result: RunResult,
     /// What this run moved (claimed, quarantined, dropped, deleted), added to
     /// the previous file's `_total` counters; none when the run did not reach
     /// the module. Counted here rather than read from `INFO quantum`, whose
@@ -31,6 +47,8 @@ pub struct Metrics {
     /// Whether the mode key held a string mode (allowed or not), when the run
     /// reached the module and could tell.
     pub mode_known: Option<bool>,
+    /// Consumers by state and what TO and QUARANTINE hold (QUANTUM.STATUS after the run).
+    pub observed: Option<TargetGauges>,
 }
 
 /// What one run moved, for the `_total` counters.
@@ -61,8 +79,9 @@ pub struct Gauges {
     pub consumers: i64,
 }
 
-/// `(name, help, type)` of every metric, in file order.
-const SERIES: [(&str, &str, &str); 11] = [
+/// `(name, help, type)` of every metric, in file order; every series carries
+/// `stream` and `group` labels.
+const SERIES: [(&str, &str, &str); 14] = [
     (
         "claimed_total",
         "Entries moved to the recovery consumer by the runs that wrote this file.",
@@ -118,23 +137,91 @@ const SERIES: [(&str, &str, &str); 11] = [
         "1 when the mode key held a mode (allowed or not) at the last run that reached the module, 0 when it was missing or not a string (every run is then refused).",
         "gauge",
     ),
+    (
+        target_metrics::BY_STATE,
+        target_metrics::BY_STATE_HELP,
+        "gauge",
+    ),
+    (
+        target_metrics::PARKED_ENTRIES,
+        target_metrics::PARKED_ENTRIES_HELP,
+        "gauge",
+    ),
+    (
+        target_metrics::PARKED_OLDEST,
+        target_metrics::PARKED_OLDEST_HELP,
+        "gauge",
+    ),
 ];
 
 /// A textfile's values: `series (name and labels) -> value`, only this
-/// trigger's own series with a finite number: a corrupt line must not be
-/// carried into every later file (node_exporter drops a file it cannot parse).
+/// trigger's own labelled series with a finite number: a corrupt line must
+/// not be carried into every later file (node_exporter drops a file it
+/// cannot parse).
 fn parse_values(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' '))
         .filter(|(series, value)| {
-            known_series(series) && value.parse::<f64>().is_ok_and(f64::is_finite)
+            target_of(series).is_some() && value.parse::<f64>().is_ok_and(f64::is_finite)
         })
         .map(|(series, value)| (series.to_string(), value.to_string()))
         .collect()
 }
 
-fn known_series(series: &str) -> bool {
+/// The `stream="…",group="…"` labels of one of this trigger's series, if it
+/// is one: a known name, then exactly `stream`, `group` and the one extra
+/// label that name takes (`result`, `state`, `role`) with a known value, in
+/// that order, values escaped as the text format says.
+fn target_of(series: &str) -> Option<&str> {
+    let rest = series.strip_prefix(PREFIX)?;
+    let (name, labels) = rest.split_once('{')?;
+    let labels = labels.strip_suffix('}')?;
+    SERIES.iter().find(|(known, _, _)| *known == name)?;
+    let after_stream = label(labels, "stream=")?;
+    let after_group = label(after_stream.strip_prefix(',')?, "group=")?;
+    let target = &labels[..labels.len() - after_group.len()];
+    let extra: &[&str] = match name {
+        "last_run_result" => &["success", "refused", "absent", "dry-run", "error"],
+        target_metrics::BY_STATE => &["live", "zombie", "stuck"],
+        target_metrics::PARKED_ENTRIES | target_metrics::PARKED_OLDEST => &["target", "quarantine"],
+        _ => return after_group.is_empty().then_some(target),
+    };
+    let key = match name {
+        "last_run_result" => "result",
+        target_metrics::BY_STATE => "state",
+        _ => "role",
+    };
+    let value = after_group
+        .strip_prefix(',')?
+        .strip_prefix(key)?
+        .strip_prefix("=\"")?
+        .strip_suffix('"')?;
+    extra.contains(&value).then_some(target)
+}
+
+/// After `name="value"` at the start of `text` (value escaped: `\\`, `\"`,
+/// `\n`), the rest of `text`.
+fn label<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let value = text.strip_prefix(name)?.strip_prefix('"')?;
+    let mut chars = value.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, '\\' | '"' | 'n')) => {}
+                _ => return None,
+            },
+            '"' => return Some(&value[i + 1..]),
+            '\n' => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A series of the file before labels (one target per install): known, and
+/// dropped rather than called garbled.
+fn unlabelled_series(series: &str) -> bool {
     let Some(name) = series.strip_prefix(PREFIX) else {
         return false;
     };
@@ -146,62 +233,106 @@ fn known_series(series: &str) -> bool {
 
 pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) -> String {
     let mut values: BTreeMap<String, String> = previous.clone();
-    let mut set = |name: &str, value: String| {
-        values.insert(format!("{PREFIX}{name}"), value);
+    let listed = |series: &str| {
+        let target = target_of(series);
+        metrics
+            .targets
+            .iter()
+            .any(|t| target == Some(t.labels.as_str()))
     };
-    if let Some(counters) = metrics.counters {
-        for (name, added) in counters.by_series() {
-            let before = previous
-                .get(&format!("{PREFIX}{name}"))
-                .and_then(|v| v.parse::<f64>().ok())
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .map_or(0, |v| v as u64);
-            set(name, before.saturating_add(added).to_string());
-        }
+    if metrics.complete {
+        values.retain(|series, _| listed(series));
     }
-    set(
-        "last_run_timestamp_seconds",
-        format!("{:.3}", metrics.started_unix_s),
-    );
-    if metrics.result == RunResult::Success {
-        set(
-            "last_success_timestamp_seconds",
-            format!("{:.3}", metrics.started_unix_s),
-        );
+    let mut targets: Vec<&TargetRun> = metrics.targets.iter().collect();
+    let failed: Vec<TargetRun>;
+    if metrics.failed_before_targets {
+        let mut earlier: Vec<&str> = previous.keys().filter_map(|s| target_of(s)).collect();
+        earlier.sort();
+        earlier.dedup();
+        failed = earlier
+            .into_iter()
+            .filter(|labels| !metrics.targets.iter().any(|t| t.labels == *labels))
+            .map(|labels| TargetRun {
+                labels: labels.to_string(),
+                result: RunResult::Error,
+                counters: None,
+                gauges: None,
+                mode_known: None,
+                observed: None,
+            })
+            .collect();
+        targets.extend(failed.iter());
     }
-    set(
-        "last_run_duration_seconds",
-        format!("{:.6}", metrics.duration_s),
-    );
-    for result in RunResult::ALL {
-        let flag = u8::from(result == metrics.result);
-        set(
-            &format!("last_run_result{{result=\"{}\"}}", result.as_str()),
-            flag.to_string(),
-        );
-    }
-    if let Some(gauges) = metrics.gauges {
-        set("pending", gauges.pending.to_string());
-        set("consumers", gauges.consumers.to_string());
-    }
-    if let Some(known) = metrics.mode_known {
-        set("mode_known", u8::from(known).to_string());
+    for target in targets {
+        set_target(&mut values, metrics, target, previous);
     }
 
     let mut out = String::new();
     for (name, help, kind) in SERIES {
-        let full = format!("{PREFIX}{name}");
+        let full = format!("{PREFIX}{name}{{");
         let lines: Vec<String> = values
             .iter()
-            .filter(|(series, _)| *series == &full || series.starts_with(&format!("{full}{{")))
+            .filter(|(series, _)| series.starts_with(&full))
             .map(|(series, value)| format!("{series} {value}\n"))
             .collect();
         if !lines.is_empty() {
+            let full = &full[..full.len() - 1];
             out.push_str(&format!("# HELP {full} {help}\n# TYPE {full} {kind}\n"));
             out.extend(lines);
         }
     }
     out
+}
+
+/// One target's series.
+fn set_target(
+    values: &mut BTreeMap<String, String>,
+    metrics: &Metrics,
+    target: &TargetRun,
+    previous: &BTreeMap<String, String>,
+) {
+    let labels = &target.labels;
+    let key = |name: &str, extra: &str| format!("{PREFIX}{name}{{{labels}{extra}}}");
+    let mut set = |name: &str, extra: &str, value: String| {
+        values.insert(key(name, extra), value);
+    };
+    if let Some(counters) = target.counters {
+        for (name, added) in counters.by_series() {
+            let before = previous
+                .get(&key(name, ""))
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map_or(0, |v| v as u64);
+            set(name, "", before.saturating_add(added).to_string());
+        }
+    }
+    let started = format!("{:.3}", metrics.started_unix_s);
+    set("last_run_timestamp_seconds", "", started.clone());
+    if target.result == RunResult::Success {
+        set("last_success_timestamp_seconds", "", started);
+    }
+    set(
+        "last_run_duration_seconds",
+        "",
+        format!("{:.6}", metrics.duration_s),
+    );
+    for result in RunResult::ALL {
+        let flag = u8::from(result == target.result);
+        let extra = format!(",result=\"{}\"", result.as_str());
+        set("last_run_result", &extra, flag.to_string());
+    }
+    if let Some(gauges) = target.gauges {
+        set("pending", "", gauges.pending.to_string());
+        set("consumers", "", gauges.consumers.to_string());
+    }
+    if let Some(known) = target.mode_known {
+        set("mode_known", "", u8::from(known).to_string());
+    }
+    if let Some(observed) = &target.observed {
+        for (name, extra, value) in target_metrics::series(observed) {
+            set(name, &extra, value);
+        }
+    }
 }
 
 /// The most of a previous metrics file read: it is about 2 KiB.
@@ -243,6 +374,10 @@ fn garbled_lines(text: &str) -> Vec<&str> {
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .filter(|l| parse_values(l).is_empty())
+        .filter(|l| {
+            !l.rsplit_once(' ')
+                .is_some_and(|(s, _)| unlabelled_series(s))
+        })
         .collect()
 }
 
@@ -294,6 +429,8 @@ pub fn write_metrics(path: &Path, metrics: &Metrics, wait_until: Instant) -> std
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target_metrics::{target_labels, Parked};
+    use std::process::{Command, Stdio};
 
     fn counts(claimed: u64, quarantined: u64, dropped: u64, deleted: u64) -> Option<Counts> {
         Some(Counts {
@@ -304,64 +441,185 @@ mod tests {
         })
     }
 
-    fn metrics(result: RunResult, counters: Option<Counts>) -> Metrics {
-        Metrics {
+    fn target(stream: &str, result: RunResult, counters: Option<Counts>) -> TargetRun {
+        TargetRun {
+            labels: target_labels(stream, "g"),
             result,
-            started_unix_s: 1_700_000_000.5,
-            duration_s: 0.002,
             counters,
             gauges: counters.map(|_| Gauges {
                 pending: 3,
                 consumers: 2,
             }),
             mode_known: None,
+            observed: None,
+        }
+    }
+
+    fn metrics(targets: Vec<TargetRun>) -> Metrics {
+        Metrics {
+            started_unix_s: 1_700_000_000.5,
+            duration_s: 0.002,
+            targets,
+            complete: true,
+            failed_before_targets: false,
+        }
+    }
+
+    const S: &str = "quantum_stream_recovery_";
+
+    #[test]
+    fn counters_add_each_run_per_target_and_a_failed_run_keeps_them() {
+        let first = render_metrics(
+            &metrics(vec![
+                target("a", RunResult::Success, counts(1, 2, 3, 4)),
+                target("b", RunResult::Success, counts(5, 0, 0, 0)),
+            ]),
+            &BTreeMap::new(),
+        );
+        assert!(first.contains(&format!("{S}claimed_total{{stream=\"a\",group=\"g\"}} 1\n")));
+        assert!(first.contains(&format!("{S}claimed_total{{stream=\"b\",group=\"g\"}} 5\n")));
+        assert!(first.contains(&format!(
+            "{S}last_success_timestamp_seconds{{stream=\"a\",group=\"g\"}} 1700000000.500\n"
+        )));
+        assert!(first.contains(&format!(
+            "{S}last_run_result{{stream=\"a\",group=\"g\",result=\"success\"}} 1\n"
+        )));
+        assert_eq!(
+            first
+                .matches("# TYPE quantum_stream_recovery_deleted_total counter\n")
+                .count(),
+            1
+        );
+
+        let previous = parse_values(&first);
+        assert_eq!(
+            previous.len(),
+            first.lines().filter(|l| !l.starts_with('#')).count()
+        );
+        let mut failed = metrics(vec![
+            target("a", RunResult::Success, counts(10, 0, 0, 1)),
+            target("b", RunResult::Error, None),
+        ]);
+        failed.started_unix_s = 1_700_000_100.0;
+        let second = render_metrics(&failed, &previous);
+        assert!(second.contains(&format!(
+            "{S}claimed_total{{stream=\"a\",group=\"g\"}} 11\n"
+        )));
+        assert!(second.contains(&format!("{S}deleted_total{{stream=\"a\",group=\"g\"}} 5\n")));
+        assert!(second.contains(&format!("{S}claimed_total{{stream=\"b\",group=\"g\"}} 5\n")));
+        assert!(second.contains(&format!(
+            "{S}last_success_timestamp_seconds{{stream=\"b\",group=\"g\"}} 1700000000.500\n"
+        )));
+        assert!(second.contains(&format!(
+            "{S}last_run_result{{stream=\"b\",group=\"g\",result=\"error\"}} 1\n"
+        )));
+    }
+
+    #[test]
+    fn targets_gone_from_a_complete_run_are_dropped_else_kept() {
+        let first = render_metrics(
+            &metrics(vec![
+                target("a", RunResult::Success, counts(1, 0, 0, 0)),
+                target("b", RunResult::Success, counts(1, 0, 0, 0)),
+            ]),
+            &BTreeMap::new(),
+        );
+        let previous = parse_values(&first);
+        let only_a = vec![target("a", RunResult::Success, counts(1, 0, 0, 0))];
+        let complete = render_metrics(&metrics(only_a), &previous);
+        assert!(!complete.contains("stream=\"b\""), "{complete}");
+        let mut partial = metrics(vec![target("a", RunResult::Success, counts(1, 0, 0, 0))]);
+        partial.complete = false;
+        let partial = render_metrics(&partial, &previous);
+        assert!(partial.contains(&format!("{S}claimed_total{{stream=\"b\",group=\"g\"}} 1\n")));
+        // A run that failed before its targets were known marks every earlier target.
+        let mut none = metrics(Vec::new());
+        none.complete = false;
+        none.failed_before_targets = true;
+        let none = render_metrics(&none, &previous);
+        for t in ["a", "b"] {
+            assert!(none.contains(&format!(
+                "{S}last_run_result{{stream=\"{t}\",group=\"g\",result=\"error\"}} 1\n"
+            )));
         }
     }
 
     #[test]
-    fn counters_add_each_run_and_a_failed_run_keeps_them_and_the_last_success() {
-        let first = render_metrics(
-            &metrics(RunResult::Success, counts(1, 2, 3, 4)),
-            &BTreeMap::new(),
-        );
-        assert!(first.contains("quantum_stream_recovery_claimed_total 1\n"));
-        assert!(first
-            .contains("quantum_stream_recovery_last_success_timestamp_seconds 1700000000.500\n"));
-        assert!(first.contains("quantum_stream_recovery_last_run_result{result=\"success\"} 1\n"));
-        assert!(first.contains("# TYPE quantum_stream_recovery_deleted_total counter\n"));
-
-        let previous = parse_values(&first);
-        let added = render_metrics(&metrics(RunResult::Success, counts(10, 0, 0, 1)), &previous);
-        assert!(added.contains("quantum_stream_recovery_claimed_total 11\n"));
-        assert!(added.contains("quantum_stream_recovery_deleted_total 5\n"));
-        let mut failed = metrics(RunResult::Error, None);
-        failed.started_unix_s = 1_700_000_100.0;
-        let second = render_metrics(&failed, &previous);
-        assert!(second.contains("quantum_stream_recovery_claimed_total 1\n"));
-        assert!(second
-            .contains("quantum_stream_recovery_last_success_timestamp_seconds 1700000000.500\n"));
-        assert!(
-            second.contains("quantum_stream_recovery_last_run_timestamp_seconds 1700000100.000\n")
-        );
-        assert!(second.contains("quantum_stream_recovery_last_run_result{result=\"error\"} 1\n"));
-        assert!(second.contains("quantum_stream_recovery_last_run_result{result=\"success\"} 0\n"));
-    }
-
-    #[test]
-    fn only_well_formed_series_of_this_trigger_are_carried_over() {
+    fn only_well_formed_labelled_series_of_this_trigger_are_carried_over() {
         let previous = parse_values(
-            "quantum_stream_recovery_claimed_total abc\n\
-             quantum_stream_recovery_deleted_total{evil=\"x\"} 7\n\
-             quantum_stream_recovery_dropped_total NaN\n\
+            "quantum_stream_recovery_claimed_total{stream=\"a\",group=\"g\"} abc\n\
+             quantum_stream_recovery_deleted_total{stream=\"a\",group=\"g\",evil=\"x\"} 7\n\
+             quantum_stream_recovery_deleted_total{group=\"g\",stream=\"a\"} 7\n\
+             quantum_stream_recovery_deleted_total{stream=\"a\\q\",group=\"g\"} 7\n\
+             quantum_stream_recovery_dropped_total{stream=\"a\",group=\"g\"} NaN\n\
+             quantum_stream_recovery_last_run_result{stream=\"a\",group=\"g\",result=\"bogus\"} 1\n\
              quantum_stream_recovery_quarantined_total 4\n\
+             quantum_stream_recovery_quarantined_total{stream=\"a \\\"q\\\"\\n\",group=\"g\"} 4\n\
              other_metric 1\n",
         );
         assert_eq!(
             previous.keys().collect::<Vec<_>>(),
-            ["quantum_stream_recovery_quarantined_total"]
+            ["quantum_stream_recovery_quarantined_total{stream=\"a \\\"q\\\"\\n\",group=\"g\"}"]
         );
-        let text = render_metrics(&metrics(RunResult::Error, None), &previous);
-        assert!(!text.contains("abc") && !text.contains("evil") && !text.contains("NaN"));
-        assert!(text.contains("quantum_stream_recovery_quarantined_total 4\n"));
+        // The file before labels is not garbled, only not carried over.
+        assert!(garbled_lines("quantum_stream_recovery_claimed_total 4\n").is_empty());
+        assert_eq!(garbled_lines("other_metric 1\n").len(), 1);
+    }
+
+    /// promtool (package prometheus, as the integration tests) parses and
+    /// lints a file with hostile names, every family and two targets.
+    #[test]
+    fn promtool_accepts_the_file() {
+        let mut odd = target(
+            "odd \"name\"\\with\nnewline",
+            RunResult::Success,
+            counts(1, 1, 0, 0),
+        );
+        odd.mode_known = Some(true);
+        odd.observed = Some(TargetGauges {
+            live: 2,
+            zombie: 1,
+            stuck: 0,
+            recovered: Parked {
+                entries: 3,
+                oldest_idle_ms: 1_234_567,
+            },
+            quarantined: Parked::default(),
+        });
+        let text = render_metrics(
+            &metrics(vec![odd, target("b", RunResult::Refused, None)]),
+            &BTreeMap::new(),
+        );
+        assert!(text.contains(&format!(
+            "{S}parked_oldest_idle_seconds{{stream=\"odd \\\"name\\\"\\\\with\\nnewline\",group=\"g\",role=\"target\"}} 1234.567\n"
+        )));
+        assert!(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| l.contains("{stream=\"") && l.contains("\",group=\"")));
+        assert_eq!(
+            parse_values(&text).len(),
+            text.lines().filter(|l| !l.starts_with('#')).count()
+        );
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian package prometheus)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics:\n{}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -135,6 +135,33 @@ pub struct StatusReport {
     pub consumers: Vec<ConsumerRow>,
     /// What the last RECOVER on this server did; none since the module loaded.
     pub last_run: Option<LastRun>,
+    /// What the module's configured target and quarantine consumers hold,
+    /// listed or not (absent from a module before issue 10).
+    pub parked: Option<ParkedPair>,
+}
+
+/// STATUS's `parked`: the recovery (target) and the quarantine consumer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedPair {
+    pub target: ParkedBy,
+    pub quarantine: ParkedBy,
+}
+
+/// Entries one parking consumer holds and its first one's idle (ms).
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedBy {
+    pub name: String,
+    pub pending: i64,
+    pub oldest_idle_ms: Option<i64>,
+}
+
+fn parked_by(value: &Value) -> Result<ParkedBy, ParsingError> {
+    let f = Fields::of(value.clone())?;
+    Ok(ParkedBy {
+        name: f.text(key::NAME)?,
+        pending: f.int(key::PENDING)?,
+        oldest_idle_ms: f.optional(key::OLDEST_IDLE, int)?,
+    })
 }
 
 #[derive(Debug)]
@@ -211,6 +238,16 @@ impl FromRedisValue for StatusReport {
             states,
             consumers,
             last_run,
+            parked: match fields.find(key::PARKED) {
+                None => None,
+                Some(value) => {
+                    let pair = Fields::of(value.clone())?;
+                    Some(ParkedPair {
+                        target: parked_by(pair.value(key::TARGET)?)?,
+                        quarantine: parked_by(pair.value(key::QUARANTINE)?)?,
+                    })
+                }
+            },
         })
     }
 }

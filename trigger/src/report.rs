@@ -1,15 +1,17 @@
-//! What a run leaves behind besides its exit code: the `--log-file` line, the
-//! `--metrics-file` textfile for node_exporter (metrics.rs), and the `--json`
-//! object; every client-chosen name in them is escaped by `field_value` or
-//! `quoted`.
+//! What a run leaves behind besides its exit code: a `--log-file` line per
+//! target, the `--metrics-file` textfile for node_exporter (metrics.rs), and
+//! the `--json` object (an array when the targets come from `--config`); every
+//! client-chosen name in them is escaped by `field_value` or `quoted`.
 
-use crate::cli::{self, Cli, Verb};
+use crate::cli::{self, Verb};
 use crate::commands::{RetireSummary, RunSummary};
 use crate::failure::ExitCode;
 use crate::files::{self, Symlink};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, TargetRun};
 use crate::reply::StatusReport;
-use crate::verbs::{Clock, Done};
+use crate::startup::Setup;
+use crate::target_metrics::{self, TargetGauges};
+use crate::verbs::{Clock, Entry};
 use crate::{console, startup};
 use serde::Serialize;
 use std::fs::{self, OpenOptions};
@@ -136,6 +138,9 @@ struct JsonReport<'a> {
     stream: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     group: Option<&'a str>,
+    /// What a part of the run that is no target concerns (`discover="…"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     elapsed_ms: Option<u64>,
     result: RunResult,
@@ -172,7 +177,7 @@ pub enum Details {
     },
 }
 
-fn print_json(report: &JsonReport) {
+fn print_json<T: Serialize + ?Sized>(report: &T) {
     match serde_json::to_string(report) {
         Ok(json) => console::out(&format!("{json}\n")),
         Err(e) => console::err_line(&format!("quantum-stream-recover: --json: {e}")),
@@ -182,30 +187,43 @@ fn print_json(report: &JsonReport) {
 /// How long past the deadline a run waits for another run's metrics lock.
 const METRICS_LOCK_WAIT: Duration = Duration::from_millis(500);
 
-/// Writes what a verb did: the log line, the metrics (run only) and the JSON.
+/// Writes what a verb did: a log line per entry, the metrics (run only) and
+/// the JSON (one object; an array when the targets came from a config file).
 /// A log or metrics file that cannot be written is exit 73 (EX_CANTCREAT)
-/// after a run that was otherwise fine: monitoring is blind without it.
-pub fn finish(cli: &Cli, verb: Verb, target: &str, clock: Clock, done: Done) -> ExitCode {
+/// after a run that was otherwise fine: monitoring is blind without it. The
+/// exit code is the worst entry's: the numerically largest.
+pub fn finish(
+    setup: &Setup,
+    verb: Verb,
+    clock: Clock,
+    entries: Vec<Entry>,
+    complete: bool,
+) -> ExitCode {
+    let cli = &setup.cli;
     let elapsed = clock.started.elapsed();
     let mut unwritten = Vec::new();
     if let Some(path) = &cli.log_file {
-        let line = format!(
-            "{target} {} elapsed_ms={}",
-            done.fields,
-            elapsed.as_millis()
-        );
-        if let Err(e) = append_log_line(path, done.result, &line) {
-            unwritten.push(format!("cannot append to {}: {e}", path.display()));
+        for entry in &entries {
+            let line = format!(
+                "{} {} elapsed_ms={}",
+                entry.scope,
+                entry.done.fields,
+                elapsed.as_millis()
+            );
+            if let Err(e) = append_log_line(path, entry.done.result, &line) {
+                unwritten.push(format!("cannot append to {}: {e}", path.display()));
+                break;
+            }
         }
     }
     if let (Verb::Run, Some(path)) = (verb, &cli.metrics_file) {
         let metrics = Metrics {
-            result: done.result,
             started_unix_s: clock.started_unix_s,
             duration_s: elapsed.as_secs_f64(),
-            counters: done.counted,
-            gauges: done.gauges,
-            mode_known: done.mode_known,
+            targets: entries.iter().filter_map(target_run).collect(),
+            // One target (--stream, the ExecStartPre) says nothing about the others.
+            complete: complete && setup.selection.is_file(),
+            failed_before_targets: entries.iter().all(|e| e.target.is_none()),
         };
         // The deadline holds for the metrics too: at most a short wait for
         // another run's lock past it.
@@ -215,7 +233,7 @@ pub fn finish(cli: &Cli, verb: Verb, target: &str, clock: Clock, done: Done) -> 
         }
     }
     let output_error = (!unwritten.is_empty()).then(|| unwritten.join("; "));
-    let mut exit = done.exit;
+    let mut exit = worst(entries.iter().map(|e| e.done.exit));
     if let Some(message) = &output_error {
         error!("{message}");
         if exit == ExitCode::Success {
@@ -223,21 +241,61 @@ pub fn finish(cli: &Cli, verb: Verb, target: &str, clock: Clock, done: Done) -> 
         }
     }
     if cli.json {
-        print_json(&JsonReport {
-            command: Some(verb.name()),
-            stream: Some(&cli.stream),
-            group: Some(&cli.group),
-            elapsed_ms: Some(elapsed.as_millis() as u64),
-            result: done.result,
-            exit_code: exit,
-            error: done.error.as_deref(),
-            message: done.message.as_deref(),
-            output_error: output_error.as_deref(),
-            switched_primary: done.switched_primary.as_deref(),
-            details: done.details.as_ref(),
-        });
+        let reports: Vec<JsonReport> = entries
+            .iter()
+            .map(|entry| {
+                let done = &entry.done;
+                let (stream, group) = match &entry.target {
+                    Some((stream, group)) => (Some(stream.as_str()), Some(group.as_str())),
+                    None => (None, None),
+                };
+                JsonReport {
+                    command: Some(verb.name()),
+                    stream,
+                    group,
+                    scope: entry.target.is_none().then_some(entry.scope.as_str()),
+                    elapsed_ms: Some(elapsed.as_millis() as u64),
+                    result: done.result,
+                    exit_code: match setup.selection.is_file() {
+                        true => done.exit,
+                        false => exit,
+                    },
+                    error: done.error.as_deref(),
+                    message: done.message.as_deref(),
+                    output_error: output_error.as_deref(),
+                    switched_primary: done.switched_primary.as_deref(),
+                    details: done.details.as_ref(),
+                }
+            })
+            .collect();
+        match (setup.selection.is_file(), reports.as_slice()) {
+            (false, [one]) => print_json(one),
+            _ => print_json(&reports),
+        }
     }
     exit
+}
+
+/// The worst of some exit codes: the numerically largest (sysexits put the
+/// ones an operator must act on last; 0 only when every part was fine).
+pub fn worst(codes: impl Iterator<Item = ExitCode>) -> ExitCode {
+    codes
+        .max_by_key(|code| code.as_u8())
+        .unwrap_or(ExitCode::Success)
+}
+
+/// One target's metrics; none for what concerns no target (a discovery error).
+fn target_run(entry: &Entry) -> Option<TargetRun> {
+    let (stream, group) = entry.target.as_ref()?;
+    let done = &entry.done;
+    Some(TargetRun {
+        labels: target_metrics::target_labels(stream, group),
+        result: done.result,
+        counters: done.counted,
+        gauges: done.gauges,
+        mode_known: done.mode_known,
+        observed: done.observed.as_ref().and_then(TargetGauges::from_status),
+    })
 }
 
 /// Ends a run that failed before the options were known (the caller said why
@@ -251,6 +309,7 @@ pub fn early_failure(args: &[String], code: ExitCode, message: &str) -> ExitCode
             command: None,
             stream: None,
             group: None,
+            scope: None,
             elapsed_ms: None,
             result: RunResult::Error,
             exit_code: code,
@@ -284,13 +343,23 @@ pub fn early_failure(args: &[String], code: ExitCode, message: &str) -> ExitCode
     }
     match value("--metrics-file", "QUANTUM_METRICS_FILE") {
         Some(path) if !startup::names_other_verb(args) => {
+            let stream =
+                value("--stream", "QUANTUM_STREAM").unwrap_or_else(|| cli::DEFAULT_STREAM.into());
+            let group =
+                value("--group", "QUANTUM_GROUP").unwrap_or_else(|| cli::DEFAULT_GROUP.into());
             let metrics = Metrics {
-                result: RunResult::Error,
                 started_unix_s,
                 duration_s: 0.0,
-                counters: None,
-                gauges: None,
-                mode_known: None,
+                targets: vec![TargetRun {
+                    labels: target_metrics::target_labels(&stream, &group),
+                    result: RunResult::Error,
+                    counters: None,
+                    gauges: None,
+                    mode_known: None,
+                    observed: None,
+                }],
+                complete: false,
+                failed_before_targets: true,
             };
             let wait_until = Instant::now() + METRICS_LOCK_WAIT;
             if let Err(e) = metrics::write_metrics(Path::new(&path), &metrics, wait_until) {

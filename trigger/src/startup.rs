@@ -3,8 +3,10 @@
 //! `report::early_failure`, which finds the output paths in the raw arguments.
 
 use crate::cli::{self, Cli, Verb};
+use crate::config_file::{ConfigFile, MAX_CONFIG_FILE};
 use crate::failure::ExitCode;
 use crate::files::Symlink;
+use crate::targets::{self, Explicit, Selection};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use std::path::Path;
@@ -12,7 +14,7 @@ use std::path::Path;
 /// What reading the environment file and the command line came to.
 pub enum Parsed {
     /// Options to run a verb with.
-    Run(Box<Cli>),
+    Run(Box<Setup>),
     /// `--help` or `--version`, printed.
     Printed,
     /// Said on stderr already; the run ends with this code.
@@ -47,13 +49,65 @@ pub fn parse(args: &[String]) -> Parsed {
             return Parsed::Printed;
         }
     };
-    match check_verb_options(cli.verb(), &matches) {
-        Ok(()) => Parsed::Run(Box::new(cli)),
+    if let Err(message) = check_verb_options(cli.verb(), &matches) {
+        return failed(ExitCode::Usage, message);
+    }
+    match with_config(cli, &matches) {
+        Ok(setup) => Parsed::Run(Box::new(setup)),
         Err(message) => failed(ExitCode::Usage, message),
     }
 }
 
-use Verb::{Doctor, Retire, Run, Status};
+/// The options and the targets' source once `--config` is read.
+pub struct Setup {
+    /// The run-wide options; for one target, its options too.
+    pub cli: Cli,
+    pub selection: Selection,
+    /// Options a config file must not override.
+    pub explicit: Explicit,
+}
+
+/// Reads `--config` (if any) into the options it leaves open and decides
+/// where the targets come from; a bad file is a usage error (64) naming the
+/// file, the line and the key, found before anything is sent to Redis.
+fn with_config(mut cli: Cli, matches: &ArgMatches) -> Result<Setup, String> {
+    let explicit = Explicit::of(matches);
+    let Some(path) = cli.config.clone() else {
+        return Ok(Setup {
+            cli,
+            selection: Selection::One,
+            explicit,
+        });
+    };
+    let bytes = crate::files::read_regular(&path, MAX_CONFIG_FILE, Symlink::Follow)
+        .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+    let file = ConfigFile::from_bytes(&path, bytes).map_err(|e| e.to_string())?;
+    targets::apply_top_level(&mut cli, &file, &explicit);
+    if cli.verb() == Retire && cli.dry_run {
+        return Err(format!(
+            "{}: dry-run is on and retire has no dry run: nothing was retired",
+            path.display()
+        ));
+    }
+    let on_command_line = ["stream", "group"]
+        .iter()
+        .any(|id| source(matches, id) == Some(ValueSource::CommandLine));
+    let selection = match (file.has_targets() && !on_command_line, cli.verb()) {
+        (false, _) => Selection::One,
+        (true, Retire) => {
+            retire_target(&mut cli, &file, &path, &explicit)?;
+            Selection::One
+        }
+        (true, _) => Selection::File(Box::new(file), path),
+    };
+    Ok(Setup {
+        cli,
+        selection,
+        explicit,
+    })
+}
+
+use Verb::{Check, Doctor, Retire, Run, Status};
 
 /// The options only some verbs take (by clap id), and which verbs; every
 /// other option is common to all. On the command line of a verb that does
@@ -65,7 +119,7 @@ pub const VERB_OPTIONS: &[(&str, &[Verb])] = &[
     ("min_idle", &[Run]),
     ("count", &[Run]),
     ("scan", &[Run]),
-    ("zombie_idle", &[Run, Status]),
+    ("zombie_idle", &[Run, Status, Check]),
     ("delete_limit", &[Run]),
     ("max_deliveries", &[Run]),
     ("dead_letter", &[Run]),
@@ -76,6 +130,8 @@ pub const VERB_OPTIONS: &[(&str, &[Verb])] = &[
     ("consumer", &[Retire]),
     ("retire_count", &[Retire]),
     ("limit", &[Status]),
+    ("parked_warning", &[Check]),
+    ("parked_critical", &[Check]),
     ("json", &[Run, Status, Retire]),
     // doctor checks that the service can write them.
     ("metrics_file", &[Run, Doctor]),
@@ -151,8 +207,11 @@ pub fn check_verb_options(verb: Verb, matches: &ArgMatches) -> Result<(), String
                     .into(),
             )
         }
-        (Status, Some(ValueSource::CommandLine)) => {
-            return Err("--dry-run applies to run only: status changes nothing anyway".into())
+        (Status | Check, Some(ValueSource::CommandLine)) => {
+            return Err(format!(
+                "--dry-run applies to run only: {} changes nothing anyway",
+                verb.name()
+            ))
         }
         _ => {}
     }
@@ -192,8 +251,52 @@ pub fn early_value(args: &[String], name: &str, env: &str) -> Option<String> {
 /// Whether the arguments name a verb other than `run` (best effort, before
 /// clap): only `run` writes the metrics, its early failures included.
 pub fn names_other_verb(args: &[String]) -> bool {
-    let others = [Verb::Status, Verb::Retire, Verb::Doctor].map(Verb::name);
+    let others = [Verb::Status, Verb::Retire, Verb::Doctor, Verb::Check].map(Verb::name);
     args.iter().skip(1).any(|a| others.contains(&a.as_str()))
+}
+
+/// `retire` hands over one consumer of one group: a config file naming one
+/// stream and group is that target; one naming more (or a group-less target,
+/// or a discover pattern) needs `--stream`/`--group` on the command line.
+fn retire_target(
+    cli: &mut Cli,
+    file: &ConfigFile,
+    path: &Path,
+    explicit: &Explicit,
+) -> Result<(), String> {
+    let top = file.stream.as_ref().map(|stream| {
+        let group = file.group.as_ref().map(|g| g.get_ref().clone());
+        (stream.get_ref().clone(), group, Default::default())
+    });
+    let tables = file.targets.iter().map(|t| {
+        (
+            t.stream.get_ref().clone(),
+            t.group.clone(),
+            t.call_options(),
+        )
+    });
+    let named: Vec<_> = top.into_iter().chain(tables).collect();
+    match (named.as_slice(), file.discovers.is_empty()) {
+        ([(stream, Some(group), options)], true) => {
+            let target = crate::config_file::Target {
+                stream: stream.clone(),
+                group: group.clone(),
+                options: options.over(&file.call_options()),
+            };
+            *cli = targets::for_target(cli, &target, explicit);
+            Ok(())
+        }
+        _ => Err(format!(
+            "retire works on one stream and group, and {} names more (or every group of a \
+             stream, or a [[discover]] pattern): give --stream and --group on the command line",
+            path.display()
+        )),
+    }
+}
+
+/// Whether the arguments name `verb` (best effort, before clap).
+pub fn names_verb(args: &[String], verb: Verb) -> bool {
+    args.iter().skip(1).any(|a| a == verb.name())
 }
 
 /// The longest env file read: a few hundred bytes in practice.

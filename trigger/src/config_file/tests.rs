@@ -301,11 +301,11 @@ fn the_shipped_example_and_the_documented_one_parse() {
         .replace("#match", "match");
     let enabled = enabled.replace("#count", "count").replace("#scan", "scan");
     assert_eq!(parse(&enabled).unwrap().discovers[0].count, Some(500));
-    let doc = include_str!("../../../docs/many-streams.md");
+    let doc = include_str!("../../../README.md");
     let blocks: Vec<&str> = doc.split("```toml\n").skip(1).collect();
     assert!(
         !blocks.is_empty(),
-        "docs/many-streams.md has a toml example"
+        "README.md has a toml example (Many streams)"
     );
     for block in blocks {
         let text = block.split("```").next().unwrap();

@@ -1,18 +1,25 @@
-//! The verbs that talk to the module: `run`, `status` and `retire` (`doctor`
-//! is doctor/). Each connects, makes its calls (commands.rs) and says what
-//! happened as a `Done`; report.rs turns that into the log line, the metrics
-//! and the JSON.
+//! The verbs that talk to the module: `run`, `status`, `retire` and `check`
+//! (`doctor` is doctor/). One connection per run; the targets (one, or those
+//! of `--config`, targets.rs) run one after another on a worker thread, each
+//! with its share of the deadline, and each says what happened as a `Done`;
+//! report.rs turns those into the log lines, the metrics and the JSON, and
+//! check.rs into the check's one line.
 
+mod check;
 mod retire;
 mod run;
 mod status;
 
 use crate::cli::{Cli, Verb};
 use crate::commands::Progress;
-use crate::connect;
+use crate::config_file::Target;
+use crate::connect::{self, Link};
 use crate::failure::{ExitCode, Failure};
 use crate::metrics::{Counts, Gauges};
+use crate::reply::StatusReport;
 use crate::report::{self, Details, RunResult};
+use crate::startup::Setup;
+use crate::targets::{self, Selection};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tracing::{error, warn};
@@ -47,6 +54,9 @@ pub struct Done {
     pub mode_known: Option<bool>,
     /// The primary a Sentinel failover switched the run to, if one did.
     pub switched_primary: Option<String>,
+    /// QUANTUM.STATUS after the run (run: the parked and per-state gauges;
+    /// check: what it judges).
+    pub observed: Option<StatusReport>,
 }
 
 impl Done {
@@ -63,6 +73,7 @@ impl Done {
             counted: None,
             mode_known: None,
             switched_primary: None,
+            observed: None,
         }
     }
 
@@ -89,6 +100,7 @@ impl Done {
             counted: None,
             mode_known: None,
             switched_primary: None,
+            observed: None,
         }
     }
 
@@ -107,6 +119,7 @@ impl Done {
             counted: Some(Counts::default()),
             mode_known: None,
             switched_primary: None,
+            observed: None,
         }
     }
 }
@@ -116,61 +129,268 @@ impl Done {
 /// lets them) before it reports without it.
 const DEADLINE_GRACE: Duration = Duration::from_millis(300);
 
-/// Runs `verb` (not doctor) and reports it; returns the exit code.
+/// One part of the run's report: a target, or what concerns none (finding
+/// the targets, connecting).
+pub struct Entry {
+    /// The target's stream and group.
+    pub target: Option<(String, String)>,
+    /// Log fields naming it: `stream=… group=…`, `discover="…"`, `config="…"`.
+    pub scope: String,
+    pub done: Done,
+}
+
+/// The targets in the order they run (stream, group), what went wrong
+/// finding them, and whether the list is complete (no discovery failed).
+type Found = (Vec<(String, String)>, Vec<Entry>, bool);
+
+/// What the worker tells the main thread, as it happens.
+enum Event {
+    Targets(Found),
+    Started(usize, Progress),
+    Finished(usize, Done),
+    /// Nothing could run (no connection, too many targets).
+    Failed(Done),
+}
+
+/// Runs `verb` (not doctor) over every target and reports it; returns the exit code.
 ///
 /// The work runs on a worker thread and this one waits for it at most until
 /// the deadline: a node that answers one byte at a time, a hung TLS handshake
 /// or a slow DNS lookup cannot hold the run (and the trading service's
-/// ExecStartPre) longer. Returning from main ends the worker.
-pub fn run(cli: Cli, verb: Verb, clock: Clock) -> ExitCode {
-    let target = target_fields(&cli);
-    let cli = Arc::new(cli);
-    let progress = Progress::default();
+/// ExecStartPre) longer. Returning from main ends the worker. The worker
+/// sends each target's result as it finishes; a target still running at the
+/// deadline is reported from its progress, those not started as not started
+/// (both 75).
+pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
+    let setup = Arc::new(setup);
     let (tx, rx) = mpsc::channel();
     {
-        let (cli, progress, target) = (Arc::clone(&cli), progress.clone(), target.clone());
-        std::thread::spawn(move || {
-            let _ = tx.send(work(&cli, verb, clock, &progress, &target));
-        });
+        let setup = Arc::clone(&setup);
+        std::thread::spawn(move || work(&setup, verb, clock, &tx));
     }
-    let waited = clock.deadline.saturating_duration_since(Instant::now()) + DEADLINE_GRACE;
-    let done = match rx.recv_timeout(waited) {
-        Ok(done) => done,
-        Err(_) => run::overrun(&cli, &progress, &target),
+    let until = clock.deadline + DEADLINE_GRACE;
+    let mut known: Option<Found> = None;
+    let mut results: Vec<Option<Done>> = Vec::new();
+    let mut current: Option<(usize, Progress)> = None;
+    let mut failed = None;
+    loop {
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(Event::Targets(found)) => {
+                results = found.0.iter().map(|_| None).collect();
+                known = Some(found);
+            }
+            Ok(Event::Started(i, progress)) => current = Some((i, progress)),
+            Ok(Event::Finished(i, done)) => results[i] = Some(done),
+            Ok(Event::Failed(done)) => {
+                failed = Some(done);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let cli = &setup.cli;
+    let (entries, complete) = match (known, failed) {
+        (Some((targets, problems, complete)), None) => {
+            let mut entries = problems;
+            for (i, ((stream, group), done)) in targets.into_iter().zip(results).enumerate() {
+                let scope = scope_of(&stream, &group);
+                let done = done.unwrap_or_else(|| match &current {
+                    Some((at, progress)) if *at == i => run::overrun(cli, progress, &scope),
+                    _ => not_started(&scope),
+                });
+                entries.push(Entry {
+                    target: Some((stream, group)),
+                    scope,
+                    done,
+                });
+            }
+            (entries, complete)
+        }
+        (_, failed) => {
+            let scope = run_scope(&setup);
+            let done = failed.unwrap_or_else(|| run::overrun(cli, &Progress::default(), &scope));
+            let target = match setup.selection {
+                Selection::One => Some((cli.stream.clone(), cli.group.clone())),
+                Selection::File(..) => None,
+            };
+            (
+                vec![Entry {
+                    target,
+                    scope,
+                    done,
+                }],
+                false,
+            )
+        }
     };
-    report::finish(&cli, verb, &target, clock, done)
+    match verb {
+        Verb::Check => check::report(&setup, entries),
+        _ => report::finish(&setup, verb, clock, entries, complete),
+    }
 }
 
-/// The stream and group the verb works on, as log fields.
-fn target_fields(cli: &Cli) -> String {
+/// A target the deadline came before.
+fn not_started(scope: &str) -> Done {
+    let f = Failure::new(
+        ExitCode::Unavailable,
+        "deadline reached before this target's turn: not started, nothing changed",
+    );
+    error!("{scope}: {}", f.message);
+    Done::failed(&f)
+}
+
+/// The stream and group a verb works on, as log fields.
+pub fn scope_of(stream: &str, group: &str) -> String {
     format!(
         "stream={} group={}",
-        report::field_value(&cli.stream),
-        report::field_value(&cli.group)
+        report::field_value(stream),
+        report::field_value(group)
     )
 }
 
-/// Connects and runs the verb (on the worker thread).
-fn work(cli: &Cli, verb: Verb, clock: Clock, progress: &Progress, target: &str) -> Done {
-    let deadline = clock.deadline;
-    let done = connect::connect(
-        &cli.url,
-        cli.cluster,
-        cli.password_file.as_deref(),
-        cli.sentinel_password_file.as_deref(),
-        deadline,
-    )
-    .and_then(|mut con| {
-        let done = match verb {
-            Verb::Run => run::run(cli, &mut con, clock, progress),
-            Verb::Status => status::status(cli, &mut con, deadline),
-            Verb::Retire => retire::retire(cli, &mut con, deadline),
-            Verb::Doctor => unreachable!("doctor returns before connecting"),
+/// Log fields for what concerns the whole run: its one target, or the config file.
+fn run_scope(setup: &Setup) -> String {
+    match &setup.selection {
+        Selection::One => scope_of(&setup.cli.stream, &setup.cli.group),
+        Selection::File(_, path) => {
+            format!("config={}", report::field_value(&path.to_string_lossy()))
+        }
+    }
+}
+
+/// Connects, finds the targets and runs the verb on each (on the worker thread).
+fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
+    let cli = &setup.cli;
+    let fail = |f: Failure| {
+        error!("{}: {}", run_scope(setup), f.message);
+        let _ = tx.send(Event::Failed(Done::failed(&f)));
+    };
+    let link = |deadline| {
+        connect::connect(
+            &cli.url,
+            cli.cluster,
+            cli.password_file.as_deref(),
+            cli.sentinel_password_file.as_deref(),
+            deadline,
+        )
+    };
+    let mut con = match link(clock.deadline) {
+        Ok(con) => con,
+        Err(f) => return fail(f),
+    };
+    let (targets, problems, complete) = match &setup.selection {
+        Selection::One => {
+            let target = Target {
+                stream: cli.stream.clone(),
+                group: cli.group.clone(),
+                options: Default::default(),
+            };
+            (vec![target], Vec::new(), true)
+        }
+        Selection::File(file, _) => match targets::resolve(&mut con, file, clock.deadline) {
+            Ok(resolved) => {
+                let complete = resolved.problems.is_empty();
+                let problems = resolved
+                    .problems
+                    .into_iter()
+                    .map(|p| {
+                        error!("{}: {}", p.scope, p.failure.message);
+                        Entry {
+                            target: None,
+                            scope: p.scope,
+                            done: Done::failed(&p.failure),
+                        }
+                    })
+                    .collect();
+                (resolved.targets, problems, complete)
+            }
+            Err(f) => return fail(f),
+        },
+    };
+    let names = targets
+        .iter()
+        .map(|t| (t.stream.clone(), t.group.clone()))
+        .collect();
+    if tx
+        .send(Event::Targets((names, problems, complete)))
+        .is_err()
+    {
+        return;
+    }
+    let count = targets.len();
+    for (i, target) in targets.iter().enumerate() {
+        // What earlier targets left, shared by those still to come.
+        let left = clock.deadline.saturating_duration_since(Instant::now());
+        let share = left / (count - i) as u32;
+        let mine = Clock {
+            deadline: Instant::now() + share,
+            ..clock
         };
-        done.map(|done| done.switched(con.switched_primary()))
-    });
+        let target_cli = match setup.selection {
+            Selection::One => cli.clone(),
+            Selection::File(..) => targets::for_target(cli, target, &setup.explicit),
+        };
+        let progress = Progress::default();
+        let _ = tx.send(Event::Started(i, progress.clone()));
+        let scope = scope_of(&target.stream, &target.group);
+        let done = match Instant::now() < clock.deadline {
+            true => one_target(&target_cli, verb, &mut con, mine, &progress, &scope),
+            false => not_started(&scope),
+        };
+        // A call cut short may still get its reply: later targets get a fresh connection.
+        let reconnect =
+            done.exit == ExitCode::Unavailable && i + 1 < count && Instant::now() < clock.deadline;
+        if tx.send(Event::Finished(i, done)).is_err() {
+            return;
+        }
+        if reconnect {
+            match link(clock.deadline) {
+                Ok(fresh) => con = fresh,
+                Err(f) => warn!("reconnecting for the next targets: {}", f.message),
+            }
+        }
+    }
+}
+
+/// QUANTUM.STATUS after a run, for the per-state and parked gauges (LIMIT 1:
+/// the counts and `parked` cover every consumer anyway); none when it fails,
+/// which is said but does not fail a run that did its work.
+fn observe(cli: &Cli, con: &mut Link, deadline: Instant) -> Option<StatusReport> {
+    let mut one = cli.clone();
+    one.limit = Some(1);
+    match crate::commands::status(&one, con, deadline) {
+        Ok(crate::commands::Outcome::Done(report)) => Some(report),
+        Ok(_) => None,
+        Err(f) => {
+            warn!(
+                "no parked or per-state gauges this run: QUANTUM.STATUS: {}",
+                f.message
+            );
+            None
+        }
+    }
+}
+
+/// Runs the verb on one target with its own share of the deadline.
+fn one_target(
+    cli: &Cli,
+    verb: Verb,
+    con: &mut Link,
+    clock: Clock,
+    progress: &Progress,
+    scope: &str,
+) -> Done {
+    let deadline = clock.deadline;
+    let done = match verb {
+        Verb::Run => run::run(cli, con, clock, progress),
+        Verb::Status => status::status(cli, con, deadline),
+        Verb::Retire => retire::retire(cli, con, deadline),
+        Verb::Check => check::check(cli, con, deadline),
+        Verb::Doctor => unreachable!("doctor returns before connecting"),
+    };
+    let done = done.map(|done| done.switched(con.switched_primary()));
     done.unwrap_or_else(|f| {
-        error!("{target}: {}", f.message);
+        error!("{scope}: {}", f.message);
         Done::failed(&f)
     })
 }

@@ -37,7 +37,7 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
             return Ok(Done::skipped(RunResult::Absent, message));
         }
     };
-    let target = super::target_fields(cli);
+    let target = super::scope_of(&cli.stream, &cli.group);
     if let Some(interrupted) = &summary.interrupted {
         return Ok(interrupted_done(&target, summary.clone(), interrupted));
     }
@@ -73,6 +73,10 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
     done.gauges = Some(gauges(&summary));
     done.counted = Some(counts(&summary));
     done.mode_known = Some(summary.mode.is_some());
+    // Only the metrics show it: without them, no extra pass over the consumers.
+    if cli.metrics_file.is_some() {
+        done.observed = super::observe(cli, con, clock.deadline);
+    }
     Ok(done)
 }
 
@@ -162,6 +166,7 @@ fn failed_after(f: &Failure, summary: RunSummary) -> Done {
         gauges: Some(gauges(&summary)),
         counted: Some(counts(&summary)),
         mode_known: Some(true),
+        observed: None,
         details: Some(Details::Run(summary)),
         switched_primary: None,
     }

@@ -1,0 +1,710 @@
+//! Many streams and groups in one run (issue 10): `--config` with explicit,
+//! group-less and discovered targets, independent targets, labelled metrics,
+//! `check`'s four states, bad config files, `retire` with many targets, and a
+//! discovery over every primary of a cluster.
+
+use quantum_integration::cluster::Cluster;
+use quantum_integration::reply::{command_calls, pel, run, text};
+use quantum_integration::trigger::{metric_sum, run_trigger, url_of};
+use quantum_integration::{Server, TempDir};
+use redis::Connection;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// On `con`: group `group` on `stream` (created if needed) and a dead
+/// consumer `exec-dead` holding `n` new entries.
+fn dead_reads(con: &mut Connection, stream: &str, group: &str, n: usize) {
+    let _ = run(con, &["XGROUP", "CREATE", stream, group, "$", "MKSTREAM"]);
+    for i in 0..n {
+        run(con, &["XADD", stream, "*", "n", &i.to_string()]).unwrap();
+    }
+    let count = n.to_string();
+    let words = [
+        "XREADGROUP",
+        "GROUP",
+        group,
+        "exec-dead",
+        "COUNT",
+        &count,
+        "STREAMS",
+        stream,
+        ">",
+    ];
+    run(con, &words).unwrap();
+}
+
+fn write_config(dir: &TempDir, text: &str) -> PathBuf {
+    let path = dir.path().join("stream-recover.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `(stream, group) -> object` of a `--json` array.
+fn by_target(json: &Json) -> BTreeMap<(String, String), Json> {
+    json.as_array()
+        .unwrap_or_else(|| panic!("not an array: {json}"))
+        .iter()
+        .filter(|o| o["stream"].is_string())
+        .map(|o| {
+            let key = (
+                o["stream"].as_str().unwrap().to_string(),
+                o["group"].as_str().unwrap().to_string(),
+            );
+            (key, o.clone())
+        })
+        .collect()
+}
+
+fn series(name: &str, stream: &str, group: &str, extra: &str) -> String {
+    format!("quantum_stream_recovery_{name}{{stream=\"{stream}\",group=\"{group}\"{extra}}}")
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+fn promtool_check_metrics(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const TOP: &str = "min-idle = \"100ms\"\nzombie-idle = \"100ms\"\n";
+
+/// intent/exec (explicit), fills (every group: audit, risk), orders:*
+/// (discovered: a/g1, a/g2, b/g1) and a string key matching the pattern.
+fn many_targets(con: &mut Connection) {
+    run(con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    dead_reads(con, "app:intent", "exec", 2);
+    dead_reads(con, "app:intent", "other", 2);
+    dead_reads(con, "app:fills", "audit", 2);
+    dead_reads(con, "app:fills", "risk", 2);
+    dead_reads(con, "orders:a", "g1", 2);
+    dead_reads(con, "orders:a", "g2", 2);
+    dead_reads(con, "orders:b", "g1", 2);
+    run(con, &["SET", "orders:not-a-stream", "x"]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+}
+
+const MANY: &str = "[[target]]\nstream = \"app:intent\"\ngroup = \"exec\"\n\n\
+                    [[target]]\nstream = \"app:fills\"\n\n\
+                    [[discover]]\nmatch = \"orders:*\"\n";
+
+#[test]
+fn explicit_groupless_and_discovered_targets_are_all_recovered() {
+    let server = Server::start();
+    let mut con = server.connect();
+    many_targets(&mut con);
+    let dir = TempDir::new("many");
+    let config = write_config(&dir, &format!("{TOP}{MANY}"));
+    let metrics = dir.path().join("m.prom");
+    let log = dir.path().join("run.log");
+    let url = url_of(&server.socket());
+    let args = [
+        "--url",
+        &url,
+        "--config",
+        config.to_str().unwrap(),
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+        "--log-file",
+        log.to_str().unwrap(),
+        "--json",
+    ];
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let targets = by_target(&out.json());
+    let expected = [
+        ("app:fills", "audit"),
+        ("app:fills", "risk"),
+        ("app:intent", "exec"),
+        ("orders:a", "g1"),
+        ("orders:a", "g2"),
+        ("orders:b", "g1"),
+    ];
+    let names: Vec<(&str, &str)> = targets
+        .keys()
+        .map(|(s, g)| (s.as_str(), g.as_str()))
+        .collect();
+    assert_eq!(names, expected, "{}", out.stdout);
+    for ((stream, group), object) in &targets {
+        assert_eq!(object["result"], "success", "{object}");
+        assert_eq!(object["claimed"].as_array().unwrap().len(), 2, "{object}");
+        assert!(pel(&mut con, stream, group)
+            .iter()
+            .all(|e| e.1 == "recovery"));
+    }
+    // Not a target: app:intent's other group, and the string key (skipped, said).
+    assert!(pel(&mut con, "app:intent", "other")
+        .iter()
+        .all(|e| e.1 == "exec-dead"));
+    assert_eq!(
+        out.json().as_array().unwrap().len(),
+        6,
+        "no error entry: {}",
+        out.stdout
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 6);
+
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    promtool_check_metrics(&text);
+    for (stream, group) in expected {
+        assert_eq!(
+            value(&text, &series("claimed_total", stream, group, "")),
+            2.0
+        );
+        let parked = series("parked_entries", stream, group, ",role=\"target\"");
+        assert_eq!(value(&text, &parked), 2.0);
+        let result = series("last_run_result", stream, group, ",result=\"success\"");
+        assert_eq!(value(&text, &result), 1.0);
+    }
+    assert!(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .all(|l| l.contains("{stream=\"") && l.contains("\",group=\"")));
+
+    // A second run: the counters add up per target.
+    dead_reads(&mut con, "orders:b", "g1", 3);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    promtool_check_metrics(&text);
+    let claimed = |s, g| value(&text, &series("claimed_total", s, g, ""));
+    assert_eq!(claimed("orders:b", "g1"), 5.0);
+    assert_eq!(claimed("orders:a", "g1"), 2.0);
+    assert_eq!(
+        metric_sum(&text, "quantum_stream_recovery_claimed_total"),
+        15.0
+    );
+}
+
+#[test]
+fn a_target_of_the_wrong_type_does_not_stop_the_others() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    run(&mut con, &["SET", "app:broken", "a string"]).unwrap();
+    dead_reads(&mut con, "app:zeta", "exec", 2);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("wrongtype");
+    let config = write_config(
+        &dir,
+        &format!(
+            "{TOP}[[target]]\nstream = \"app:broken\"\ngroup = \"exec\"\n\n\
+             [[target]]\nstream = \"app:zeta\"\ngroup = \"exec\"\n"
+        ),
+    );
+    let metrics = dir.path().join("m.prom");
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "--url",
+            &url,
+            "--config",
+            config.to_str().unwrap(),
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    let targets = by_target(&out.json());
+    let broken = &targets[&("app:broken".to_string(), "exec".to_string())];
+    let zeta = &targets[&("app:zeta".to_string(), "exec".to_string())];
+    assert_eq!(broken["result"], "error", "{broken}");
+    assert!(
+        broken["error"].as_str().unwrap().contains("WRONGTYPE"),
+        "{broken}"
+    );
+    assert_eq!(zeta["result"], "success", "{zeta}");
+    assert_eq!(zeta["claimed"].as_array().unwrap().len(), 2);
+    assert!(pel(&mut con, "app:zeta", "exec")
+        .iter()
+        .all(|e| e.1 == "recovery"));
+    // The worst target's code is the run's.
+    assert_ne!(out.code, 0);
+    assert_eq!(json_code(broken), out.code, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    promtool_check_metrics(&text);
+    let error = series("last_run_result", "app:broken", "exec", ",result=\"error\"");
+    assert_eq!(value(&text, &error), 1.0);
+}
+
+/// INFO stats `total_connections_received` (CONFIG RESETSTAT zeroes it).
+fn connections(con: &mut Connection) -> i64 {
+    let stats = text(&run(con, &["INFO", "stats"]).unwrap());
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_connections_received")
+}
+
+fn json_code(object: &Json) -> i32 {
+    object["exit_code"].as_i64().unwrap() as i32
+}
+
+/// `check`'s one line and exit code with `config`.
+fn check(url: &str, config: &Path, extra: &[&str]) -> (i32, String) {
+    let args = [
+        &["check", "--url", url, "--config", config.to_str().unwrap()][..],
+        extra,
+    ]
+    .concat();
+    let out = run_trigger(&args, &[]);
+    assert_eq!(
+        out.stdout.lines().count(),
+        1,
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    (out.code, out.stdout)
+}
+
+#[test]
+fn check_returns_each_of_its_four_states() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    dead_reads(&mut con, "app:a", "g", 2);
+    dead_reads(&mut con, "app:b", "g", 2);
+    let dir = TempDir::new("check");
+    let config = write_config(
+        &dir,
+        "[[target]]\nstream = \"app:a\"\ngroup = \"g\"\n\n[[target]]\nstream = \"app:b\"\ngroup = \"g\"\n",
+    );
+    let url = url_of(&server.socket());
+    // OK: nothing parked.
+    let (code, line) = check(&url, &config, &[]);
+    assert_eq!(code, 0, "{line}");
+    assert!(
+        line.starts_with("QUANTUM-STREAM-RECOVER OK - 2 targets"),
+        "{line}"
+    );
+    assert!(line.contains("'app:a g recovered'=0;;;0"), "{line}");
+    // WARNING: the recovery consumer holds entries idle longer than --parked-warning.
+    let ids: Vec<String> = pel(&mut con, "app:a", "g")
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    let mut claim = vec!["XCLAIM", "app:a", "g", "recovery", "0"];
+    claim.extend(ids.iter().map(String::as_str));
+    claim.push("JUSTID");
+    run(&mut con, &claim).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let (code, line) = check(
+        &url,
+        &config,
+        &["--parked-warning", "200ms", "--parked-critical", "1h"],
+    );
+    assert_eq!(code, 1, "{line}");
+    assert!(
+        line.starts_with(
+            "QUANTUM-STREAM-RECOVER WARNING - 1 of 2 targets: app:a/g: 2 recovered entries"
+        ),
+        "{line}"
+    );
+    // CRITICAL: longer than --parked-critical.
+    let (code, line) = check(
+        &url,
+        &config,
+        &["--parked-warning", "100ms", "--parked-critical", "200ms"],
+    );
+    assert_eq!(code, 2, "{line}");
+    assert!(
+        line.starts_with("QUANTUM-STREAM-RECOVER CRITICAL"),
+        "{line}"
+    );
+    // UNKNOWN: Redis unreachable, never a sysexits code.
+    let gone = url_of(&dir.path().join("no-such.sock"));
+    let (code, line) = check(&gone, &config, &[]);
+    assert_eq!(code, 3, "{line}");
+    assert!(line.starts_with("QUANTUM-STREAM-RECOVER UNKNOWN"), "{line}");
+    // UNKNOWN: the module missing.
+    let bare = Server::with(quantum_integration::Options {
+        without_module: true,
+        ..Default::default()
+    });
+    let (code, line) = check(&url_of(&bare.socket()), &config, &[]);
+    assert_eq!(code, 3, "{line}");
+    assert!(line.contains("module quantum not loaded"), "{line}");
+}
+
+#[test]
+fn bad_config_files_are_usage_errors_naming_file_line_and_key_before_any_command() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    dead_reads(&mut con, "app:a", "g", 2);
+    let url = url_of(&server.socket());
+    let dir = TempDir::new("bad-config");
+    for (toml, line, key) in [
+        ("count = 5\ncoutn = 5\n", 2, "coutn"),
+        ("[[target]]\ngroup = \"g\"\n", 1, "stream"),
+        ("min-idle = \"soon\"\n", 1, "min-idle"),
+        (
+            "[[target]]\nstream = \"s\"\ngroup = \"g\"\n[[target]]\nstream = \"s\"\ngroup = \"g\"\n",
+            5,
+            "duplicate target",
+        ),
+    ] {
+        let config = write_config(&dir, toml);
+        run(&mut con, &["CONFIG", "RESETSTAT"]).unwrap();
+        let before = connections(&mut con);
+        let out = run_trigger(
+            &["--url", &url, "--config", config.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(out.code, 64, "{toml}: {}", out.stderr);
+        let at = format!("{}:{line}", config.display());
+        assert!(
+            out.stderr.contains(&at) && out.stderr.contains(key),
+            "{toml}: {}",
+            out.stderr
+        );
+        // Since the reset only this test's own RESETSTAT and INFO ran, and the
+        // trigger did not even connect.
+        let stats = text(&run(&mut con, &["INFO", "commandstats"]).unwrap());
+        let commands: Vec<&str> = stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_"))
+            .filter(|l| !l.starts_with("cmdstat_config|resetstat:"))
+            .filter(|l| !l.starts_with("cmdstat_info:"))
+            .collect();
+        assert!(commands.is_empty(), "{toml}: {commands:?}");
+        assert_eq!(connections(&mut con), before, "{toml}");
+        assert_eq!(command_calls(&mut con, "quantum.recover"), 0);
+    }
+}
+
+#[test]
+fn retire_with_many_targets_and_no_stream_is_a_usage_error() {
+    let (_server, url) = quantum_integration::trigger::zombie_server();
+    let dir = TempDir::new("retire-many");
+    let config = write_config(&dir, MANY);
+    let out = run_trigger(
+        &[
+            "retire",
+            "--url",
+            &url,
+            "--config",
+            config.to_str().unwrap(),
+            "--consumer",
+            "exec-4242",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--stream and --group"),
+        "{}",
+        out.stderr
+    );
+    // With them, the one target named.
+    let out = run_trigger(
+        &[
+            "retire",
+            "--url",
+            &url,
+            "--config",
+            config.to_str().unwrap(),
+            "--consumer",
+            "exec-4242",
+            "--stream",
+            quantum_integration::scenario::STREAM,
+            "--group",
+            quantum_integration::scenario::GROUP,
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.json()["moved"].as_array().unwrap().len(),
+        3,
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn cluster_discovery_recovers_streams_on_every_primary() {
+    let cluster = Cluster::start();
+    let tags = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
+    let mut owners = std::collections::BTreeSet::new();
+    for tag in tags {
+        let stream = format!("{{{tag}}}:orders");
+        let mut con = cluster.owner_of(&stream).connect();
+        run(&mut con, &["SET", &format!("{{{tag}}}:mode"), "TESTNET"]).unwrap();
+        dead_reads(&mut con, &stream, "execution", 2);
+        owners.insert(cluster.owner_index(&stream));
+    }
+    assert_eq!(owners.len(), 3, "the streams should cover every primary");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("cluster-discover");
+    let config = write_config(
+        &dir,
+        &format!("{TOP}mode-key = \"{{stream-tag}}:mode\"\n\n[[discover]]\nmatch = \"*:orders\"\n"),
+    );
+    let seed = cluster.seed_url();
+    let out = run_trigger(
+        &[
+            "--url",
+            &seed,
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let targets = by_target(&out.json());
+    assert_eq!(targets.len(), tags.len(), "{}", out.stdout);
+    for tag in tags {
+        let stream = format!("{{{tag}}}:orders");
+        let object = &targets[&(stream.clone(), "execution".to_string())];
+        assert_eq!(object["claimed"].as_array().unwrap().len(), 2, "{object}");
+        let mut con = cluster.owner_of(&stream).connect();
+        assert!(pel(&mut con, &stream, "execution")
+            .iter()
+            .all(|e| e.1 == "recovery"));
+    }
+}
+
+/// The environment wins over the file's top level, the command line over both.
+#[test]
+fn the_environment_and_the_command_line_win_over_the_file() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    dead_reads(&mut con, "app:a", "g", 2);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("precedence");
+    // Nothing is idle for an hour: by the file alone nothing moves.
+    let config = write_config(
+        &dir,
+        "min-idle = \"1h\"\n[[target]]\nstream = \"app:a\"\ngroup = \"g\"\n",
+    );
+    let url = url_of(&server.socket());
+    let args = [
+        "--url",
+        &url,
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ];
+    let claimed = |out: &quantum_integration::trigger::TriggerRun| {
+        let targets = by_target(&out.json());
+        targets[&("app:a".to_string(), "g".to_string())]["claimed"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let out = run_trigger(&args, &[]);
+    assert_eq!((out.code, claimed(&out)), (0, 0), "{}", out.stderr);
+    let out = run_trigger(
+        &[&args[..], &["--min-idle", "100ms"]].concat(),
+        &[("QUANTUM_MIN_IDLE", "1h")],
+    );
+    assert_eq!((out.code, claimed(&out)), (0, 2), "{}", out.stderr);
+    dead_reads(&mut con, "app:a", "g", 3);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let out = run_trigger(&args, &[("QUANTUM_MIN_IDLE", "100ms")]);
+    assert_eq!((out.code, claimed(&out)), (0, 3), "{}", out.stderr);
+}
+
+/// The deadline is shared: a target that needs more than its share stops
+/// (75, what it moved reported) and the next still gets the time left.
+#[test]
+fn a_target_that_outruns_its_share_of_the_deadline_leaves_the_rest_theirs() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    run(
+        &mut con,
+        &["XGROUP", "CREATE", "a:big", "g", "$", "MKSTREAM"],
+    )
+    .unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.cmd("XADD")
+            .arg("a:big")
+            .arg("*")
+            .arg("n")
+            .arg(i)
+            .ignore();
+    }
+    pipe.query::<()>(&mut con).unwrap();
+    let words = [
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "exec-dead",
+        "COUNT",
+        "20000",
+        "STREAMS",
+        "a:big",
+        ">",
+    ];
+    run(&mut con, &words).unwrap();
+    dead_reads(&mut con, "b:small", "g", 2);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("shared-deadline");
+    // One entry per batch: the big target needs thousands of calls.
+    let config = write_config(
+        &dir,
+        &format!(
+            "{TOP}count = 1\nmax-batches = 1000000\n\n[[target]]\nstream = \"a:big\"\ngroup = \"g\"\n\n\
+             [[target]]\nstream = \"b:small\"\ngroup = \"g\"\n"
+        ),
+    );
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "--url",
+            &url,
+            "--config",
+            config.to_str().unwrap(),
+            "--deadline",
+            "1s",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(
+        out.elapsed < std::time::Duration::from_millis(1_300),
+        "{:?}",
+        out.elapsed
+    );
+    let targets = by_target(&out.json());
+    let big = &targets[&("a:big".to_string(), "g".to_string())];
+    let small = &targets[&("b:small".to_string(), "g".to_string())];
+    assert_eq!(
+        (big["result"].as_str(), json_code(big)),
+        (Some("error"), 75),
+        "{big}"
+    );
+    let moved = big["claimed"].as_array().unwrap().len();
+    assert!(moved > 0 && moved < 20_000, "{moved}");
+    assert_eq!(small["result"], "success", "{small}");
+    assert_eq!(small["claimed"].as_array().unwrap().len(), 2);
+}
+
+/// A `[[discover]]` Redis refuses is its own error entry; the targets that
+/// were found still run, the exit code says it, and the metrics keep the
+/// series of targets the run could not list.
+#[test]
+fn a_refused_discovery_does_not_stop_the_known_targets() {
+    let server = Server::start();
+    let mut con = server.connect();
+    many_targets(&mut con);
+    let dir = TempDir::new("refused-discovery");
+    let config = write_config(&dir, &format!("{TOP}{MANY}"));
+    let metrics = dir.path().join("m.prom");
+    let url = url_of(&server.socket());
+    let args = |url: &str| {
+        [
+            "--url",
+            url,
+            "--config",
+            config.to_str().unwrap(),
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+            "--json",
+        ]
+        .map(str::to_string)
+    };
+    let first = args(&url);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    assert_eq!(run_trigger(&first, &[]).code, 0);
+    // A user that may do everything but SCAN.
+    run(
+        &mut con,
+        &[
+            "ACL", "SETUSER", "noscan", "on", ">pw", "~*", "&*", "+@all", "-scan",
+        ],
+    )
+    .unwrap();
+    dead_reads(&mut con, "app:intent", "exec", 1);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let limited = format!("{url}?user=noscan");
+    let second = args(&limited);
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    let out = run_trigger(&second, &[("REDISCLI_AUTH", "pw")]);
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    let json = out.json();
+    let refused: Vec<&Json> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["scope"].is_string())
+        .collect();
+    assert_eq!(refused.len(), 1, "{json}");
+    assert_eq!(refused[0]["scope"], "discover=\"orders:*\"");
+    assert!(
+        refused[0]["error"].as_str().unwrap().contains("NOPERM"),
+        "{json}"
+    );
+    let targets = by_target(&json);
+    assert_eq!(
+        targets.len(),
+        3,
+        "the explicit and group-less targets: {json}"
+    );
+    let intent = &targets[&("app:intent".to_string(), "exec".to_string())];
+    assert_eq!(intent["claimed"].as_array().unwrap().len(), 1, "{intent}");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    promtool_check_metrics(&text);
+    assert_eq!(
+        value(&text, &series("claimed_total", "app:intent", "exec", "")),
+        3.0
+    );
+    // Not listed this run, kept: the list was not complete.
+    assert_eq!(
+        value(&text, &series("claimed_total", "orders:a", "g1", "")),
+        2.0
+    );
+    // The status verb covers the same targets, one object each.
+    let out = run_trigger(
+        &[
+            "status",
+            "--url",
+            &url,
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let targets = by_target(&out.json());
+    assert_eq!(targets.len(), 6, "{}", out.stdout);
+    assert!(targets
+        .values()
+        .all(|o| o["parked"]["target"]["name"] == "recovery"));
+}

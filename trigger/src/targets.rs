@@ -1,0 +1,385 @@
+//! Which (stream, group) targets a run handles and with which options.
+//!
+//! Precedence, per option: the command line, then the environment (the
+//! `--env-file` included), then the config file (a target's own value over
+//! the file's top level), then the built-in default. `--stream`/`--group` on
+//! the command line select exactly that one target; otherwise a config file
+//! naming targets or `[[discover]]` tables gives them (group-less targets and
+//! discover patterns are asked of Redis at the start of the run); otherwise
+//! the one target of the environment and defaults, as before `--config`.
+
+use crate::cli::Cli;
+use crate::cluster::Cluster;
+use crate::config_file::{self, CallOptions, ConfigFile, Found, Target};
+use crate::connect::{self, Link};
+use crate::discover::{self, DiscoverError, Discovery};
+use crate::failure::{self, ExitCode, Failure};
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The clap ids whose value came from the command line or the environment:
+/// a config file's value applies to every other option.
+#[derive(Debug, Clone, Default)]
+pub struct Explicit(BTreeSet<String>);
+
+impl Explicit {
+    pub fn of(matches: &ArgMatches) -> Explicit {
+        let sub = matches.subcommand().map(|(_, sub)| sub);
+        let ids = matches
+            .ids()
+            .chain(sub.into_iter().flat_map(ArgMatches::ids));
+        let given = |id: &str| {
+            let source = sub
+                .and_then(|sub| sub.value_source(id))
+                .or_else(|| matches.value_source(id));
+            matches!(
+                source,
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        Explicit(
+            ids.map(|id| id.as_str().to_string())
+                .filter(|id| given(id))
+                .collect(),
+        )
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.0.contains(id)
+    }
+}
+
+/// Where the targets come from.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// `--stream`/`--group` (command line, environment or default): one target.
+    One,
+    /// The config file's targets and discover tables.
+    File(Box<ConfigFile>, PathBuf),
+}
+
+impl Selection {
+    /// Whether the run reports as a list (JSON array): its targets come from a file.
+    pub fn is_file(&self) -> bool {
+        matches!(self, Selection::File(..))
+    }
+}
+
+/// Sets `slot` to the file's value unless the option was given explicitly.
+fn take<T: Clone>(explicit: &Explicit, id: &str, slot: &mut T, value: Option<T>) {
+    if let Some(value) = value.filter(|_| !explicit.has(id)) {
+        *slot = value;
+    }
+}
+
+/// The same, for the options that are `None` until set.
+fn take_opt<T: Clone>(explicit: &Explicit, id: &str, slot: &mut Option<T>, value: &Option<T>) {
+    if let (false, Some(value)) = (explicit.has(id), value) {
+        *slot = Some(value.clone());
+    }
+}
+
+/// Applies a file's top level (run-wide and call options) to `cli`.
+pub fn apply_top_level(cli: &mut Cli, file: &ConfigFile, explicit: &Explicit) {
+    let e = explicit;
+    take(e, "url", &mut cli.url, file.url.clone());
+    take(e, "cluster", &mut cli.cluster, file.cluster);
+    take_opt(
+        e,
+        "password_file",
+        &mut cli.password_file,
+        &file.password_file,
+    );
+    take(e, "deadline", &mut cli.deadline, file.deadline);
+    take_opt(e, "log_file", &mut cli.log_file, &file.log_file);
+    take_opt(e, "metrics_file", &mut cli.metrics_file, &file.metrics_file);
+    take_opt(e, "state_dir", &mut cli.state_dir, &file.state_dir);
+    take(e, "json", &mut cli.json, file.json);
+    let d = &mut cli.doctor;
+    take_opt(e, "admin_url", &mut d.admin_url, &file.admin_url);
+    take_opt(
+        e,
+        "admin_password_file",
+        &mut d.admin_password_file,
+        &file.admin_password_file,
+    );
+    take_opt(e, "trading_user", &mut d.trading_user, &file.trading_user);
+    take(e, "redis_unit", &mut d.redis_unit, file.redis_unit.clone());
+    take(e, "redis_conf", &mut d.redis_conf, file.redis_conf.clone());
+    apply_call_options(cli, &file.call_options(), explicit);
+}
+
+/// Applies one call's options (a target's, merged over the top level) to `cli`.
+pub fn apply_call_options(cli: &mut Cli, o: &CallOptions, explicit: &Explicit) {
+    let e = explicit;
+    take_opt(e, "to", &mut cli.to, &o.to);
+    take_opt(e, "quarantine", &mut cli.quarantine, &o.quarantine);
+    take_opt(e, "mode_key", &mut cli.mode_key, &o.mode_key);
+    take_opt(e, "min_idle", &mut cli.min_idle, &o.min_idle);
+    take_opt(e, "zombie_idle", &mut cli.zombie_idle, &o.zombie_idle);
+    take_opt(e, "count", &mut cli.count, &o.count);
+    take_opt(e, "scan", &mut cli.scan, &o.scan);
+    take_opt(e, "delete_limit", &mut cli.delete_limit, &o.delete_limit);
+    take_opt(
+        e,
+        "max_deliveries",
+        &mut cli.max_deliveries,
+        &o.max_deliveries,
+    );
+    take_opt(e, "retire_count", &mut cli.retire_count, &o.retire_count);
+    take_opt(e, "limit", &mut cli.limit, &o.limit);
+    take(e, "max_batches", &mut cli.max_batches, o.max_batches);
+    take(e, "dry_run", &mut cli.dry_run, o.dry_run);
+}
+
+/// The options of one target's calls: `base` with the target's name and its
+/// own options where the command line and the environment left them open.
+pub fn for_target(base: &Cli, target: &Target, explicit: &Explicit) -> Cli {
+    let mut cli = base.clone();
+    cli.stream = target.stream.clone();
+    cli.group = target.group.clone();
+    apply_call_options(&mut cli, &target.options, explicit);
+    cli.mode_key = cli
+        .mode_key
+        .map(|key| with_stream_tag(&key, &target.stream));
+    cli
+}
+
+/// In a mode key, what `{stream-tag}` stands for.
+pub const STREAM_TAG: &str = "{stream-tag}";
+
+/// `key` with `{stream-tag}` replaced by the stream's hash tag in braces (its
+/// whole name when it has none): in a cluster the mode key must share the
+/// stream's slot, so one `[[discover]]` over streams in many slots can name
+/// each one's mode key, e.g. `{stream-tag}:mode`.
+pub fn with_stream_tag(key: &str, stream: &str) -> String {
+    if !key.contains(STREAM_TAG) {
+        return key.to_string();
+    }
+    let tag = stream
+        .find('{')
+        .and_then(|open| {
+            let rest = &stream[open + 1..];
+            let close = rest.find('}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(stream);
+    key.replace(STREAM_TAG, &format!("{{{tag}}}"))
+}
+
+/// Something that went wrong while finding the targets, without stopping the
+/// targets that were found: a discover pattern or a group-less stream Redis
+/// could not be asked about.
+pub struct Problem {
+    /// `discover="pattern"` or `stream=… group=*`, for the log line.
+    pub scope: String,
+    pub failure: Failure,
+}
+
+/// The run's targets as far as Redis could say.
+pub struct Resolved {
+    pub targets: Vec<Target>,
+    pub problems: Vec<Problem>,
+}
+
+/// Asks Redis for what the file leaves open (the groups of group-less
+/// targets, the streams of discover patterns) and expands the file into its
+/// targets. More than `max-targets` is a failure (64): nothing runs.
+pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<Resolved, Failure> {
+    let mut found = Found::default();
+    let mut problems = Vec::new();
+    for stream in file.groupless_streams() {
+        match groups_of(con, &stream, deadline) {
+            Ok(groups) => {
+                found.groups.insert(stream, groups);
+            }
+            Err(failure) => problems.push(Problem {
+                scope: format!("stream={} group=*", crate::report::field_value(&stream)),
+                failure,
+            }),
+        }
+    }
+    let limit = file.max_targets();
+    for pattern in file.discover_patterns() {
+        match discover_all(con, pattern, limit, deadline) {
+            Ok(discovery) => {
+                for skipped in &discovery.skipped {
+                    tracing::info!("discover {pattern:?}: skipped {skipped}");
+                }
+                if discovery.truncated {
+                    return Err(too_many(pattern, limit));
+                }
+                found.discovered.push(discovery.streams);
+            }
+            Err(failure) => {
+                found.discovered.push(Vec::new());
+                problems.push(Problem {
+                    scope: format!("discover={}", crate::report::quoted(pattern)),
+                    failure,
+                });
+            }
+        }
+    }
+    let expansion =
+        config_file::expand(file, &found).map_err(|m| Failure::new(ExitCode::Usage, m))?;
+    for stream in &expansion.without_groups {
+        tracing::warn!(
+            "stream {} has no consumer group (or does not exist): nothing to recover there",
+            crate::report::quoted(stream)
+        );
+    }
+    Ok(Resolved {
+        targets: expansion.targets,
+        problems,
+    })
+}
+
+fn too_many(pattern: &str, limit: usize) -> Failure {
+    Failure::new(
+        ExitCode::Usage,
+        format!(
+            "[[discover]] {pattern:?} found more than max-targets = {limit} (stream, group) \
+             pairs: nothing was recovered; narrow the pattern or raise max-targets"
+        ),
+    )
+}
+
+/// The groups of `stream` (none: the key is missing or not a stream).
+fn groups_of(con: &mut Link, stream: &str, deadline: Instant) -> Result<Vec<String>, Failure> {
+    let cmd = redis::cmd("XINFO").arg("GROUPS").arg(stream).clone();
+    match con.query(&cmd, deadline) {
+        Ok(reply) => Ok(discover::group_names(&reply)),
+        Err(f) if f.message.starts_with("WRONGTYPE") || f.message.contains("no such key") => {
+            Ok(Vec::new())
+        }
+        Err(f) => Err(f),
+    }
+}
+
+/// `[[discover]]` on the server, or on every primary of a cluster.
+fn discover_all(
+    con: &mut Link,
+    pattern: &str,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Discovery, Failure> {
+    let failed = |e: DiscoverError, node: &str| match e {
+        DiscoverError::Redis(e) => {
+            let f = failure::from_redis(&e);
+            let message = format!("{node}: {}", f.message);
+            f.reworded(message)
+        }
+        DiscoverError::Deadline => Failure::new(ExitCode::Unavailable, e.to_string()),
+    };
+    match con {
+        Link::Single(c, name) => {
+            let left = Some(connect::remaining(deadline)?);
+            c.set_read_timeout(left)
+                .and_then(|_| c.set_write_timeout(left))
+                .map_err(|e| failure::from_redis(&e))?;
+            discover::discover(c, pattern, limit, deadline).map_err(|e| failed(e, name))
+        }
+        Link::Cluster(cluster) => on_every_primary(cluster, pattern, limit, deadline, failed),
+        // The primary the sentinels name now, on a connection of its own.
+        Link::Sentinel(sentinel) => {
+            let primary = sentinel.named_primary(deadline)?;
+            let mut node = sentinel.node(&primary, deadline)?;
+            let name = format!("{}:{}", primary.0, primary.1);
+            discover::discover(&mut node, pattern, limit, deadline).map_err(|e| failed(e, &name))
+        }
+    }
+}
+
+fn on_every_primary(
+    cluster: &mut Cluster,
+    pattern: &str,
+    limit: usize,
+    deadline: Instant,
+    failed: impl Fn(DiscoverError, &str) -> Failure,
+) -> Result<Discovery, Failure> {
+    let mut all = Discovery::default();
+    for addr in cluster.primaries() {
+        let (node, name) = cluster.node(&addr, deadline)?;
+        let left = limit.saturating_sub(all.pairs());
+        match discover::discover(node, pattern, left, deadline) {
+            Ok(found) => all.merge(found),
+            Err(e) => {
+                cluster.drop_node(&addr);
+                return Err(failed(e, &name));
+            }
+        }
+        if all.truncated {
+            break;
+        }
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::key_slot;
+    use clap::{CommandFactory, FromArgMatches};
+    use std::path::Path;
+
+    /// The options after `argv` and a config file with `toml`.
+    fn with_file(argv: &[&str], toml: &str) -> Cli {
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap();
+        let file = ConfigFile::parse(Path::new("c.toml"), toml).unwrap();
+        apply_top_level(&mut cli, &file, &Explicit::of(&matches));
+        cli
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_file_and_the_file_over_defaults() {
+        let toml = "count = 7\nmax-batches = 3\ndeadline = \"9s\"\nurl = \"redis://f:1\"\n";
+        let cli = with_file(&["q"], toml);
+        assert_eq!(cli.count, Some(7));
+        assert_eq!(cli.max_batches, 3);
+        assert_eq!(cli.deadline, std::time::Duration::from_secs(9));
+        assert_eq!(cli.url, "redis://f:1");
+        // Before or after the verb, and for options with a default too.
+        let cli = with_file(&["q", "--count", "5", "run", "--max-batches", "100"], toml);
+        assert_eq!((cli.count, cli.max_batches), (Some(5), 100));
+        assert_eq!(cli.url, "redis://f:1");
+        let target = Target {
+            stream: "s".into(),
+            group: "g".into(),
+            options: CallOptions {
+                count: Some(9),
+                min_idle: Some(1),
+                ..Default::default()
+            },
+        };
+        let matches = Cli::command()
+            .try_get_matches_from(["q", "--count", "5"])
+            .unwrap();
+        let base = Cli::from_arg_matches(&matches).unwrap();
+        let one = for_target(&base, &target, &Explicit::of(&matches));
+        assert_eq!((one.count, one.min_idle), (Some(5), Some(1)));
+        assert_eq!((one.stream.as_str(), one.group.as_str()), ("s", "g"));
+    }
+
+    #[test]
+    fn a_stream_tag_in_the_mode_key_puts_it_in_the_streams_slot() {
+        // (A name with braces but no hash tag, e.g. "a{}{b}", has no such key: Redis
+        // answers CROSSSLOT, exit 64 for that target.)
+        for stream in ["{alpha}:orders", "plain:stream", "x{y}z{w}"] {
+            let key = with_stream_tag("{stream-tag}:mode", stream);
+            assert_eq!(
+                key_slot(key.as_bytes()),
+                key_slot(stream.as_bytes()),
+                "{stream} {key}"
+            );
+        }
+        assert_eq!(with_stream_tag("{alpha}:mode", "{beta}:s"), "{alpha}:mode");
+        assert_eq!(
+            with_stream_tag("{stream-tag}:mode", "{beta}:s"),
+            "{beta}:mode"
+        );
+    }
+}
