@@ -242,22 +242,48 @@ pub fn run(
             !(batch.claimed.is_empty() && batch.quarantined.is_empty() && batch.dropped.is_empty());
         moved_since_step = (moved_since_step || moved) && step == ConsumerStep::Skip;
         add_batch(&mut summary, batch, reported.as_ref());
-        if summary.batches >= cli.max_batches || cli.dry_run || finishing {
-            return Ok(Outcome::Done(summary.clone()));
+        let drained = summary.cursor == CURSOR_END
+            && (!moved_since_step || cli.delete_limit == Some(0))
+            && !restart;
+        if summary.batches >= cli.max_batches || cli.dry_run || finishing || drained {
+            drop(summary);
+            if cli.dry_run || restart || !switched_on_confirm(con, deadline) {
+                return Ok(Outcome::Done(lock().clone()));
+            }
+            let summary = lock();
+            let ids = summary.claimed.iter().chain(&summary.quarantined);
+            reported
+                .get_or_insert_with(HashSet::new)
+                .extend(ids.cloned());
+            (finishing, moved_since_step, cursor) = (false, false, None);
+            continue;
         }
         if restart {
             restart = false;
             cursor = None;
         } else if summary.cursor == CURSOR_END {
-            if !moved_since_step || cli.delete_limit == Some(0) {
-                return Ok(Outcome::Done(summary.clone()));
-            }
             finishing = true;
             cursor = Some(CURSOR_AFTER_ALL.to_string());
         } else {
             cursor = Some(summary.cursor.clone());
         }
     }
+}
+
+/// Whether the sentinels, asked before the verb reports, name another primary
+/// than the one that answered (a graceful failover leaves the old one writable
+/// for seconds, and Sentinel then drops what it was sent): the work goes on there.
+fn switched_on_confirm(con: &mut Link, deadline: Instant) -> bool {
+    let switches = con.owner_switches();
+    con.confirm_primary(deadline);
+    let switched = con.owner_switches() != switches;
+    if switched {
+        tracing::warn!(
+            "the sentinels name another primary than the one that answered: what it \
+             answered may be lost, so the work starts again on the named one"
+        );
+    }
+    switched
 }
 
 /// Adds one batch to the drain's sums; IDs in `reported` were already counted.
@@ -373,6 +399,7 @@ pub fn retire(
     })?;
     let cmd = retire_command(cli, consumer);
     let mut summary = RetireSummary::default();
+    let mut seen = HashSet::new();
     loop {
         let outcome =
             match call(con, &cmd, deadline).and_then(|o| o.and_then(reply::parse::<RetireStep>)) {
@@ -401,13 +428,23 @@ pub fn retire(
             }
         };
         let progress = step.moved.len() + step.dropped.len();
-        summary.moved.extend(step.moved);
-        summary.dropped.extend(step.dropped);
+        // After a switch an entry the old primary moved (and lost) is moved again: once.
+        let new = |ids: Vec<String>, seen: &mut HashSet<String>| {
+            ids.into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .collect::<Vec<_>>()
+        };
+        summary.moved.extend(new(step.moved, &mut seen));
+        summary.dropped.extend(new(step.dropped, &mut seen));
         summary.remaining = Some(step.remaining);
         summary.remaining_exact = step.remaining_exact;
+        // The last call's word, on the primary that answered it.
         summary.deleted = step.deleted;
         summary.calls += 1;
         if step.remaining == 0 {
+            if switched_on_confirm(con, deadline) {
+                continue;
+            }
             return Ok(Outcome::Done(summary));
         }
         if progress == 0 {

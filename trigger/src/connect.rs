@@ -385,6 +385,15 @@ impl Link {
         }
     }
 
+    /// Behind Sentinel: asks the sentinels, before a verb reports, whether the
+    /// primary that answered is still the one they name; another one counts
+    /// as a switch (`owner_switches`). Nothing to do for the other links.
+    pub fn confirm_primary(&mut self, deadline: Instant) {
+        if let Link::Sentinel(sentinel) = self {
+            sentinel.confirm_primary(deadline);
+        }
+    }
+
     /// The primary a Sentinel failover switched the run to, if one did.
     pub fn switched_primary(&self) -> Option<String> {
         match self {
