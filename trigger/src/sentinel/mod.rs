@@ -27,7 +27,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tracing::warn;
 use url::show;
-pub use url::{parse_url, SentinelUrl};
+pub use url::{parse_url, percent_decode, SentinelUrl};
 
 /// `(host, port)` of a sentinel or a data node.
 pub type Addr = (String, u16);
