@@ -363,6 +363,8 @@ pub struct RetireSummary {
     pub calls: u64,
     /// A call was sent but its reply was lost (timeout, dropped connection):
     /// it may have moved up to COUNT more entries and deleted the consumer.
+    /// Behind Sentinel also when the call was then sent again to the new
+    /// primary: the lost sending may have moved entries not listed here.
     pub last_call_unknown: bool,
     #[serde(skip)]
     pub stopped: Option<Stopped>,
@@ -401,13 +403,14 @@ pub fn retire(
     let mut summary = RetireSummary::default();
     let mut seen = HashSet::new();
     loop {
+        let lost = con.lost_replies();
         let outcome =
             match call(con, &cmd, deadline).and_then(|o| o.and_then(reply::parse::<RetireStep>)) {
                 Ok(outcome) => outcome,
                 // Nothing happened, or nothing that anyone knows of: a plain failure.
                 Err(f) if summary.calls == 0 && !f.reply_lost => return Err(f),
                 Err(f) => {
-                    summary.last_call_unknown = f.reply_lost;
+                    summary.last_call_unknown |= f.reply_lost;
                     summary.stopped = Some(Stopped::Failed(f));
                     return Ok(Outcome::Done(summary));
                 }
@@ -427,6 +430,9 @@ pub fn retire(
                 return Ok(Outcome::Done(summary));
             }
         };
+        // A failover cut a reply off and the call was sent again: the lost one
+        // may have moved entries this report does not list.
+        summary.last_call_unknown |= con.lost_replies() != lost;
         let progress = step.moved.len() + step.dropped.len();
         // After a switch an entry the old primary moved (and lost) is moved again: once.
         let new = |ids: Vec<String>, seen: &mut HashSet<String>| {

@@ -427,6 +427,15 @@ impl Link {
         }
     }
 
+    /// Behind Sentinel: how many calls lost their reply and were sent again
+    /// (to the primary named then); the lost ones may have run.
+    pub fn lost_replies(&self) -> u64 {
+        match self {
+            Link::Sentinel(sentinel) => sentinel.lost_replies,
+            _ => 0,
+        }
+    }
+
     /// Behind Sentinel: asks the sentinels, before a verb reports, whether the
     /// primary that answered is still the one they name; another one counts
     /// as a switch (`owner_switches`). Nothing to do for the other links.

@@ -54,6 +54,8 @@ pub struct Sentinel {
     pub switches: u64,
     /// When the sentinels last named the primary.
     asked_at: Instant,
+    /// Calls whose reply was lost (and that were sent again): they may have run.
+    pub lost_replies: u64,
 }
 
 /// Whether `e` says the node is gone, hung or no primary (any more): ask the sentinels again.
@@ -115,6 +117,7 @@ impl Sentinel {
             served: None,
             switches: 0,
             asked_at: Instant::now(),
+            lost_replies: 0,
         };
         sentinel.find_primary(deadline)?;
         sentinel.served = sentinel.primary.as_ref().map(|(addr, _)| addr.clone());
@@ -373,9 +376,14 @@ impl Sentinel {
                 Err(e) => e,
             };
             let name = show(addr);
-            lost |= failure::reply_lost(&e);
+            let lost_now = failure::reply_lost(&e);
+            lost |= lost_now;
+            self.lost_replies += u64::from(lost_now);
             let f = with_lost(at_node(failure::from_redis(&e), &name), lost);
             if !ask_again(&e) {
+                // It answered (a refusal is an answer): it is the primary served now.
+                let addr = addr.clone();
+                self.note_served(addr);
                 return Err(f);
             }
             self.primary = None;
