@@ -791,3 +791,55 @@ fn sentinel_url_settings_are_checked() {
         out.stderr
     );
 }
+
+/// Review r14 F8: the primary SIGKILLed mid-drain and the promoted replica
+/// set to LIVE before the run reaches it: its first answer is the refusal,
+/// and the report still says the run switched to it.
+#[test]
+fn a_refusal_from_the_new_primary_says_it_switched() {
+    let mut set = SentinelSet::start(SentinelOptions::default());
+    let mut con = set.nodes[0].connect();
+    backlog(&mut con, 50_000);
+    set.wait_synced();
+    let url = set.url();
+    let args = ["--url", &url, "--min-idle", "1ms", "--count", "50"];
+    let mut all = args.to_vec();
+    all.extend(["--max-batches", "1000000", "--deadline", "60s", "--json"]);
+    let child = trigger_command(&all, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while consumers(&mut con, STREAM, GROUP)
+        .iter()
+        .all(|c| c.0 != "recovery" || c.1 < 1000)
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "it never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(con);
+    set.nodes[0].kill();
+    // Sentinel closes the promoted node's client connections: a fresh one each try.
+    let promoted_to_live = || {
+        let mut replica = set.connect(1);
+        let role = run(&mut replica, &["ROLE"]).ok()?;
+        let redis::Value::Array(items) = role else {
+            return None;
+        };
+        (quantum_integration::reply::text(&items[0]) == "master").then_some(())?;
+        run(&mut replica, &["SET", "quantum:mode", "LIVE"]).ok()
+    };
+    while promoted_to_live().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(40), "no promotion");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["result"], "refused", "{stderr}");
+    let new_port = set.nodes[1].port.unwrap();
+    assert_eq!(json["switched_primary"], format!("127.0.0.1:{new_port}"), "{stderr}");
+    assert!(stderr.contains(&format!("switched_primary=127.0.0.1:{new_port}")), "{stderr}");
+}
