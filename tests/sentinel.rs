@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 
 /// `total` entries read by four consumers that then died: a big PEL.
 fn backlog(con: &mut redis::Connection, total: usize) {
+    backlog_of(con, total, &["exec-1", "exec-2", "exec-3", "exec-4"]);
+}
+
+/// `total` entries read in equal parts by `readers`, that then died.
+fn backlog_of(con: &mut redis::Connection, total: usize, readers: &[&str]) {
     run(con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
     run(con, &["XGROUP", "CREATE", STREAM, GROUP, "$", "MKSTREAM"]).unwrap();
     for chunk in 0..total / 10_000 {
@@ -29,15 +34,15 @@ fn backlog(con: &mut redis::Connection, total: usize) {
         }
         pipe.query::<()>(con).unwrap();
     }
-    let quarter = (total / 4).to_string();
-    for consumer in ["exec-1", "exec-2", "exec-3", "exec-4"] {
+    let share = (total / readers.len()).to_string();
+    for consumer in readers {
         let read = [
             "XREADGROUP",
             "GROUP",
             GROUP,
             consumer,
             "COUNT",
-            &quarter,
+            &share,
             "STREAMS",
             STREAM,
             ">",
@@ -474,7 +479,7 @@ fn the_sentinels_and_the_data_nodes_passwords_are_kept_apart() {
 /// Review r14 F1: SENTINEL FAILOVER (graceful) leaves the old primary
 /// writable for seconds, answering neither READONLY nor with a lost
 /// connection, and Sentinel then converts it, dropping what it was sent. A
-/// drain of 30,000 entries in batches of 5 runs through it: the trigger
+/// drain of 30,000 entries in batches of 2 runs through it: the trigger
 /// re-asks the sentinels every second and before reporting, so it says it
 /// switched, and every ID it reports claimed is with the target on the
 /// primary Sentinel names afterwards, reported once.
@@ -569,12 +574,14 @@ fn ids(list: &serde_json::Value) -> Vec<&str> {
 }
 
 /// 30,000 pending entries, the trigger started with `args`, SENTINEL
-/// FAILOVER once it moved 500 to `target`; returns when every sentinel names
+/// FAILOVER once it moved 500 to `target` (the rest takes thousands of
+/// calls, seconds, and a failover about a second); returns when every sentinel names
 /// the promoted replica.
 fn through_a_graceful_failover(args: &[&str], target: &str) -> (SentinelSet, TriggerRun) {
     let set = SentinelSet::start(SentinelOptions::default());
     let mut con = set.nodes[0].connect();
-    backlog(&mut con, 30_000);
+    // One reader: retire has all 30,000 to move, in thousands of calls.
+    backlog_of(&mut con, 30_000, &["exec-1"]);
     set.wait_synced();
     let url = set.url();
     let mut all = vec!["--url", &url, "--deadline", "60s", "--json"];
@@ -815,7 +822,10 @@ fn a_refusal_from_the_new_primary_says_it_switched() {
         .iter()
         .all(|c| c.0 != "recovery" || c.1 < 1000)
     {
-        assert!(started.elapsed() < Duration::from_secs(30), "it never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "it never started"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     drop(con);
@@ -840,6 +850,13 @@ fn a_refusal_from_the_new_primary_says_it_switched() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["result"], "refused", "{stderr}");
     let new_port = set.nodes[1].port.unwrap();
-    assert_eq!(json["switched_primary"], format!("127.0.0.1:{new_port}"), "{stderr}");
-    assert!(stderr.contains(&format!("switched_primary=127.0.0.1:{new_port}")), "{stderr}");
+    assert_eq!(
+        json["switched_primary"],
+        format!("127.0.0.1:{new_port}"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("switched_primary=127.0.0.1:{new_port}")),
+        "{stderr}"
+    );
 }
