@@ -56,6 +56,8 @@ pub struct Sentinel {
     asked_at: Instant,
     /// Calls whose reply was lost (and that were sent again): they may have run.
     pub lost_replies: u64,
+    /// A recheck found no answer (said once).
+    recheck_failed: bool,
 }
 
 /// Whether `e` says the node is gone, hung or no primary (any more): ask the sentinels again.
@@ -118,6 +120,7 @@ impl Sentinel {
             switches: 0,
             asked_at: Instant::now(),
             lost_replies: 0,
+            recheck_failed: false,
         };
         sentinel.find_primary(deadline)?;
         sentinel.served = sentinel.primary.as_ref().map(|(addr, _)| addr.clone());
@@ -295,11 +298,16 @@ impl Sentinel {
                 self.primary = None;
             }
             Ok(_) => {}
-            Err(f) => warn!(
-                "cannot confirm the primary {} with the sentinels: {}; going on with it",
-                show(&current),
-                f.message
-            ),
+            // Once a run: a sentinel outage must not fill the journal every second.
+            Err(f) if !self.recheck_failed => {
+                self.recheck_failed = true;
+                warn!(
+                    "cannot confirm the primary {} with the sentinels: {}; going on with it",
+                    show(&current),
+                    f.message
+                )
+            }
+            Err(_) => {}
         }
     }
 
