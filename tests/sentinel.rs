@@ -619,7 +619,16 @@ fn through_a_graceful_failover(args: &[&str], target: &str) -> (SentinelSet, Tri
         "SENTINEL FAILOVER at {asked_at:?}; the trigger ended after {:?}\n{}",
         out.elapsed, out.stderr
     );
-    set.wait_until_named(set.nodes[1].port.unwrap());
+    let named = set.agreed_primary();
+    let node = set
+        .nodes
+        .iter()
+        .position(|n| n.port == Some(named))
+        .unwrap();
+    assert_eq!(
+        node, 1,
+        "the failover did not complete (aborted under load?)"
+    );
     (set, out)
 }
 
