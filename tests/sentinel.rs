@@ -841,7 +841,7 @@ fn a_refusal_from_the_new_primary_says_it_switched() {
     set.nodes[0].kill();
     // Sentinel closes the promoted node's client connections: a fresh one each try.
     let promoted_to_live = || {
-        let mut replica = set.connect(1);
+        let mut replica = set.nodes[1].try_connect().ok()?;
         let role = run(&mut replica, &["ROLE"]).ok()?;
         let redis::Value::Array(items) = role else {
             return None;
