@@ -108,6 +108,15 @@ impl Drop for SentinelProcess {
     }
 }
 
+/// The port of the primary `sentinel` names.
+fn named(sentinel: &SentinelProcess) -> Option<u16> {
+    let mut con = sentinel.connect().ok()?;
+    match run(&mut con, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER]).ok()? {
+        redis::Value::Array(addr) => text(addr.get(1)?).parse().ok(),
+        _ => None,
+    }
+}
+
 pub struct SentinelSet {
     /// The data nodes: `[0]` starts as the primary, `[1]` as its replica.
     pub nodes: Vec<Server>,
@@ -200,16 +209,27 @@ impl SentinelSet {
         format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
     }
 
+    /// The port of the primary every sentinel names, once they agree (a
+    /// failover under load may also be aborted: then it is the old one).
+    pub fn agreed_primary(&self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ports: Vec<Option<u16>> = self.sentinels.iter().map(named).collect();
+            if let Some(Some(port)) = ports.first().filter(|p| ports.iter().all(|q| q == *p)) {
+                return *port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels never agreed: {ports:?}\n{}",
+                self.sentinels[0].log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Until every sentinel names the data node on `port` as the primary
     /// (a sentinel that did not lead a failover learns of it within seconds).
     pub fn wait_until_named(&self, port: u16) {
-        let named = |s: &SentinelProcess| -> Option<u16> {
-            let mut con = s.connect().ok()?;
-            match run(&mut con, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER]).ok()? {
-                redis::Value::Array(addr) => text(addr.get(1)?).parse().ok(),
-                _ => None,
-            }
-        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.sentinels.iter().all(|s| named(s) == Some(port)) {
             assert!(

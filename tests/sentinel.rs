@@ -9,12 +9,17 @@ use quantum_integration::sentinel::{
     Passwords, SentinelOptions, SentinelProcess, SentinelSet, MASTER,
 };
 use quantum_integration::trigger::{run_trigger, trigger_command, TriggerRun};
-use quantum_integration::TempDir;
+use quantum_integration::{Options, Server, TempDir};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// `total` entries read by four consumers that then died: a big PEL.
 fn backlog(con: &mut redis::Connection, total: usize) {
+    backlog_of(con, total, &["exec-1", "exec-2", "exec-3", "exec-4"]);
+}
+
+/// `total` entries read in equal parts by `readers`, that then died.
+fn backlog_of(con: &mut redis::Connection, total: usize, readers: &[&str]) {
     run(con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
     run(con, &["XGROUP", "CREATE", STREAM, GROUP, "$", "MKSTREAM"]).unwrap();
     for chunk in 0..total / 10_000 {
@@ -29,15 +34,15 @@ fn backlog(con: &mut redis::Connection, total: usize) {
         }
         pipe.query::<()>(con).unwrap();
     }
-    let quarter = (total / 4).to_string();
-    for consumer in ["exec-1", "exec-2", "exec-3", "exec-4"] {
+    let share = (total / readers.len()).to_string();
+    for consumer in readers {
         let read = [
             "XREADGROUP",
             "GROUP",
             GROUP,
             consumer,
             "COUNT",
-            &quarter,
+            &share,
             "STREAMS",
             STREAM,
             ">",
@@ -468,5 +473,399 @@ fn the_sentinels_and_the_data_nodes_passwords_are_kept_apart() {
             set.nodes[1].port.unwrap()
         )),
         "{sentinel}"
+    );
+}
+
+/// Review r14 F1: SENTINEL FAILOVER (graceful) leaves the old primary
+/// writable for seconds, answering neither READONLY nor with a lost
+/// connection, and Sentinel then converts it, dropping what it was sent. A
+/// drain of 30,000 entries in batches of 2 runs through it: the trigger
+/// re-asks the sentinels every second and before reporting, so it says it
+/// switched, and every ID it reports claimed is with the target on the
+/// primary Sentinel names afterwards, reported once.
+#[test]
+fn a_graceful_failover_mid_drain_reports_only_what_the_named_primary_holds() {
+    let (set, out) = through_a_graceful_failover(
+        &[
+            "--count",
+            "5",
+            "--scan",
+            "5",
+            "--min-idle",
+            "1ms",
+            "--max-batches",
+            "1000000",
+        ],
+        "recovery",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    let new_port = set.nodes[1].port.unwrap();
+    assert_eq!(json["switched_primary"], format!("127.0.0.1:{new_port}"));
+    assert_eq!(json["cursor"], "0-0", "the drain finished in the same run");
+    let after = pel(&mut set.connect(1), STREAM, GROUP);
+    assert_eq!(after.len(), 30_000, "nothing lost");
+    let owner: std::collections::HashMap<&str, &str> = after
+        .iter()
+        .map(|(id, owner, _)| (id.as_str(), owner.as_str()))
+        .collect();
+    let claimed = ids(&json["claimed"]);
+    let unique: HashSet<&str> = claimed.iter().copied().collect();
+    assert_eq!(unique.len(), claimed.len(), "an entry reported twice");
+    let not_there: Vec<_> = claimed
+        .iter()
+        .filter(|id| owner.get(**id) != Some(&"recovery"))
+        .collect();
+    assert!(
+        not_there.is_empty(),
+        "{} of {} reported claims are not with the target on the named primary, e.g. {:?}",
+        not_there.len(),
+        claimed.len(),
+        not_there.first()
+    );
+    assert_eq!(
+        claimed.len(),
+        30_000,
+        "every entry claimed once, on the named primary"
+    );
+}
+
+/// The same for retire: it goes on with the named primary until the consumer
+/// is empty there; what it reports moved is with the target there, and
+/// `deleted` is true only if the consumer is gone from that primary.
+#[test]
+fn a_graceful_failover_mid_retire_reports_only_what_the_named_primary_holds() {
+    let (set, out) = through_a_graceful_failover(
+        &["retire", "--consumer", "exec-1", "--retire-count", "2"],
+        "recovery",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    let new_port = set.nodes[1].port.unwrap();
+    assert_eq!(json["switched_primary"], format!("127.0.0.1:{new_port}"));
+    let mut con = set.connect(1);
+    let after = pel(&mut con, STREAM, GROUP);
+    let owner: std::collections::HashMap<&str, &str> = after
+        .iter()
+        .map(|(id, owner, _)| (id.as_str(), owner.as_str()))
+        .collect();
+    let moved = ids(&json["moved"]);
+    let unique: HashSet<&str> = moved.iter().copied().collect();
+    assert_eq!(unique.len(), moved.len(), "an entry reported twice");
+    assert!(moved.iter().all(|id| owner.get(*id) == Some(&"recovery")));
+    let exec1 = consumers(&mut con, STREAM, GROUP)
+        .iter()
+        .any(|c| c.0 == "exec-1");
+    assert_eq!(json["remaining"], 0);
+    assert_eq!(
+        json["deleted"], !exec1,
+        "deleted={} but exec-1 exists: {exec1}",
+        json["deleted"]
+    );
+    assert!(!after.iter().any(|e| e.1 == "exec-1"));
+}
+
+fn ids(list: &serde_json::Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect()
+}
+
+/// 30,000 pending entries, the trigger started with `args`, SENTINEL
+/// FAILOVER once it moved 500 to `target` (the rest takes thousands of
+/// calls, seconds, and a failover about a second); returns when every sentinel names
+/// the promoted replica.
+fn through_a_graceful_failover(args: &[&str], target: &str) -> (SentinelSet, TriggerRun) {
+    let set = SentinelSet::start(SentinelOptions::default());
+    let mut con = set.nodes[0].connect();
+    // One reader: retire has all 30,000 to move, in thousands of calls.
+    backlog_of(&mut con, 30_000, &["exec-1"]);
+    set.wait_synced();
+    let url = set.url();
+    let mut all = vec!["--url", &url, "--deadline", "60s", "--json"];
+    all.extend(args);
+    let started = Instant::now();
+    let child = trigger_command(&all, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held = |con: &mut redis::Connection| {
+        consumers(con, STREAM, GROUP)
+            .iter()
+            .find(|c| c.0 == target)
+            .map_or(0, |c| c.1)
+    };
+    while held(&mut con) < 500 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "it never started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut sentinel = set.sentinels[0].connect().unwrap();
+    run(&mut sentinel, &["SENTINEL", "FAILOVER", MASTER]).unwrap();
+    let asked_at = started.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let out = TriggerRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    };
+    eprintln!(
+        "SENTINEL FAILOVER at {asked_at:?}; the trigger ended after {:?}\n{}",
+        out.elapsed, out.stderr
+    );
+    let named = set.agreed_primary();
+    let node = set
+        .nodes
+        .iter()
+        .position(|n| n.port == Some(named))
+        .unwrap();
+    assert_eq!(
+        node, 1,
+        "the failover did not complete (aborted under load?)"
+    );
+    (set, out)
+}
+
+/// Review r14 F2: a sentinel naming another node than the others (stale after
+/// a failover, or lying) is outvoted: the run drains the primary the majority
+/// names, though the odd one is listed first and its node is a primary with
+/// the module and the same backlog. Two sentinels that disagree, no majority:
+/// 75 at the deadline, naming both sides, and nothing changes anywhere.
+#[test]
+fn the_primary_is_the_one_most_sentinels_name() {
+    let set = SentinelSet::start(SentinelOptions::default());
+    backlog(&mut set.connect(0), 10_000);
+    let unrelated = Server::with(Options {
+        tcp: true,
+        ..Options::default()
+    });
+    let mut other = unrelated.connect();
+    backlog(&mut other, 10_000);
+    let odd = SentinelProcess::start(unrelated.port.unwrap(), None);
+    let real: Vec<String> = set
+        .sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},{}/{MASTER}",
+        odd.port,
+        real.join(",")
+    );
+    let args = [
+        "--min-idle",
+        "1ms",
+        "--count",
+        "1000",
+        "--max-batches",
+        "100",
+    ];
+    let run_at = |url: &str, deadline: &str| {
+        let mut all = vec!["--url", url, "--deadline", deadline, "--json"];
+        all.extend(args);
+        run_trigger(&all, &[])
+    };
+    let held = |con: &mut redis::Connection| {
+        pel(con, STREAM, GROUP)
+            .iter()
+            .filter(|e| e.1 == "recovery")
+            .count()
+    };
+    let out = run_at(&url, "10s");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["claimed"].as_array().unwrap().len(), 10_000);
+    assert_eq!(held(&mut set.connect(0)), 10_000);
+    assert_eq!(held(&mut other), 0, "the odd sentinel's node was drained");
+
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},{}/{MASTER}",
+        odd.port, real[0]
+    );
+    let out = run_at(&url, "2s");
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let sides = [unrelated.port.unwrap(), set.nodes[0].port.unwrap()]
+        .map(|port| format!("127.0.0.1:{port} (by "));
+    assert!(
+        out.stderr.contains("the sentinels disagree")
+            && sides.iter().all(|s| out.stderr.contains(s)),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(held(&mut other), 0);
+}
+
+/// Review r14 F3: a sentinel that answers garbage (an HTTP server) or refuses
+/// the password is passed over like an unreachable one; when no sentinel can
+/// be used the exit code is 77 only if every one refused the password, else
+/// 75, and the message gives each one's reason.
+#[test]
+fn a_sentinel_that_fails_is_passed_over() {
+    let set = SentinelSet::start(SentinelOptions::default());
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_at = format!("127.0.0.1:{}", http.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut client in http.incoming().flatten() {
+            let _ = client.read(&mut [0; 512]);
+            let _ = client.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let locked = Server::with(Options {
+        tcp: true,
+        without_module: true,
+        config: vec![("requirepass".into(), "pw".into())],
+        ..Options::default()
+    });
+    let locked_at = format!("127.0.0.1:{}", locked.port.unwrap());
+    let real = set.url().replace("redis+sentinel://", "");
+    let at = |hosts: &str, deadline: &str| {
+        run_trigger(
+            &[
+                "--url",
+                &format!("redis+sentinel://{hosts}"),
+                "--deadline",
+                deadline,
+            ],
+            &[],
+        )
+    };
+    let out = at(&format!("{http_at},{locked_at},{real}"), "10s");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("MODE refused"), "{}", out.stderr);
+
+    let out = at(&format!("{http_at},{locked_at}/{MASTER}"), "2s");
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    for reason in [
+        format!("sentinel {http_at}"),
+        format!("sentinel {locked_at}"),
+    ] {
+        assert!(out.stderr.contains(&reason), "{reason}: {}", out.stderr);
+    }
+    let out = at(&format!("{locked_at}/{MASTER}"), "10s");
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
+}
+
+/// Review r14 F4-F7: a database the primary lacks is 78 as with a plain URL;
+/// an unknown query key is 78 without its value shown (Sentinel and plain
+/// URLs); `[v6]` without a port takes the sentinel port; a sentinel password
+/// file with a plain URL is 64 from the command line, a WARN from the environment.
+#[test]
+fn sentinel_url_settings_are_checked() {
+    let set = SentinelSet::start(SentinelOptions::default());
+    let url = set.url();
+    let refused = |url: &str| run_trigger(&["--url", url, "--deadline", "5s"], &[]);
+    let out = refused(&format!("{url}?db=99"));
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(out.stderr.contains("no such database"), "{}", out.stderr);
+    for url in [
+        format!("{url}?sentinel_password=S3cr3t"),
+        format!("{url}?db=0&%70assword=S3cr3t"),
+        "redis://127.0.0.1:1/?auth=S3cr3t".to_string(),
+    ] {
+        let out = refused(&url);
+        assert_eq!(out.code, 78, "{url}: {}", out.stderr);
+        let named = ["unknown query parameter", "holds a password"];
+        assert!(
+            named.iter().any(|n| out.stderr.contains(n)),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("S3cr3t"), "{}", out.stderr);
+    }
+    let out = run_trigger(
+        &["--url", "redis+sentinel://[::1]/m", "--deadline", "1s"],
+        &[],
+    );
+    assert!(!out.stderr.contains("is not host:port"), "{}", out.stderr);
+    assert!(out.stderr.contains("::1:26379"), "{}", out.stderr);
+
+    let dir = TempDir::new("sentinel-pw-plain");
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "pw\n").unwrap();
+    let file = file.to_str().unwrap();
+    let plain = format!("redis://127.0.0.1:{}", set.nodes[0].port.unwrap());
+    let out = run_trigger(&["--url", &plain, "--sentinel-password-file", file], &[]);
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(out
+        .stderr
+        .contains("--sentinel-password-file applies to redis+sentinel://"));
+    let out = run_trigger(
+        &["--url", &plain],
+        &[("QUANTUM_SENTINEL_PASSWORD_FILE", file)],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("WARN") && out.stderr.contains("the file is not used"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Review r14 F8: the primary SIGKILLed mid-drain and the promoted replica
+/// set to LIVE before the run reaches it: its first answer is the refusal,
+/// and the report still says the run switched to it.
+#[test]
+fn a_refusal_from_the_new_primary_says_it_switched() {
+    let mut set = SentinelSet::start(SentinelOptions::default());
+    let mut con = set.nodes[0].connect();
+    backlog(&mut con, 50_000);
+    set.wait_synced();
+    let url = set.url();
+    let args = ["--url", &url, "--min-idle", "1ms", "--count", "50"];
+    let mut all = args.to_vec();
+    all.extend(["--max-batches", "1000000", "--deadline", "60s", "--json"]);
+    let child = trigger_command(&all, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while consumers(&mut con, STREAM, GROUP)
+        .iter()
+        .all(|c| c.0 != "recovery" || c.1 < 1000)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "it never started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(con);
+    set.nodes[0].kill();
+    // Sentinel closes the promoted node's client connections: a fresh one each try.
+    let promoted_to_live = || {
+        let mut replica = set.nodes[1].try_connect().ok()?;
+        let role = run(&mut replica, &["ROLE"]).ok()?;
+        let redis::Value::Array(items) = role else {
+            return None;
+        };
+        (quantum_integration::reply::text(&items[0]) == "master").then_some(())?;
+        run(&mut replica, &["SET", "quantum:mode", "LIVE"]).ok()
+    };
+    while promoted_to_live().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(40), "no promotion");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["result"], "refused", "{stderr}");
+    let new_port = set.nodes[1].port.unwrap();
+    assert_eq!(
+        json["switched_primary"],
+        format!("127.0.0.1:{new_port}"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("switched_primary=127.0.0.1:{new_port}")),
+        "{stderr}"
     );
 }

@@ -248,29 +248,56 @@ pub fn run(
         add_batch(&mut summary, batch, reported.as_ref());
         summary.kept_current = step == ConsumerStep::Run;
         let at_max_batches = summary.batches >= cli.max_batches;
-        if cli.dry_run || finishing {
-            return Ok(Outcome::Done(summary.clone()));
+        let ends = if cli.dry_run || finishing {
+            true
+        } else if restart {
+            at_max_batches
+        } else if summary.cursor == CURSOR_END {
+            // Otherwise the closing consumer step follows, even after the last
+            // batch --max-batches allows: it examines no PEL entry.
+            !moved_since_step || cli.delete_limit == Some(0)
+        } else {
+            at_max_batches
+        };
+        if ends {
+            drop(summary);
+            if cli.dry_run || restart || !switched_on_confirm(con, deadline) {
+                return Ok(Outcome::Done(lock().clone()));
+            }
+            let summary = lock();
+            let ids = summary.claimed.iter().chain(&summary.quarantined);
+            reported
+                .get_or_insert_with(HashSet::new)
+                .extend(ids.cloned());
+            (finishing, moved_since_step, cursor) = (false, false, None);
+            continue;
         }
         if restart {
-            if at_max_batches {
-                return Ok(Outcome::Done(summary.clone()));
-            }
             restart = false;
             cursor = None;
         } else if summary.cursor == CURSOR_END {
-            if !moved_since_step || cli.delete_limit == Some(0) {
-                return Ok(Outcome::Done(summary.clone()));
-            }
-            // The closing consumer step, even after the last batch --max-batches
-            // allows: it examines no PEL entry, and the drain it ends is complete.
             finishing = true;
             cursor = Some(CURSOR_AFTER_ALL.to_string());
-        } else if at_max_batches {
-            return Ok(Outcome::Done(summary.clone()));
         } else {
             cursor = Some(summary.cursor.clone());
         }
     }
+}
+
+/// Whether the sentinels, asked before the verb reports, name another primary
+/// than the one that answered (a graceful failover leaves the old one writable
+/// for seconds, and Sentinel then drops what it was sent): the work goes on there.
+fn switched_on_confirm(con: &mut Link, deadline: Instant) -> bool {
+    let switches = con.owner_switches();
+    con.confirm_primary(deadline);
+    let switched = con.owner_switches() != switches;
+    if switched {
+        tracing::warn!(
+            "the sentinels name another primary than the one that answered: what it \
+             answered may be lost, so the work starts again on the named one"
+        );
+    }
+    switched
 }
 
 /// Adds one batch to the drain's sums; IDs in `reported` were already counted.
@@ -350,6 +377,8 @@ pub struct RetireSummary {
     pub calls: u64,
     /// A call was sent but its reply was lost (timeout, dropped connection):
     /// it may have moved up to COUNT more entries and deleted the consumer.
+    /// Behind Sentinel also when the call was then sent again to the new
+    /// primary: the lost sending may have moved entries not listed here.
     pub last_call_unknown: bool,
     #[serde(skip)]
     pub stopped: Option<Stopped>,
@@ -386,14 +415,16 @@ pub fn retire(
     })?;
     let cmd = retire_command(cli, consumer);
     let mut summary = RetireSummary::default();
+    let mut seen = HashSet::new();
     loop {
+        let lost = con.lost_replies();
         let outcome =
             match call(con, &cmd, deadline).and_then(|o| o.and_then(reply::parse::<RetireStep>)) {
                 Ok(outcome) => outcome,
                 // Nothing happened, or nothing that anyone knows of: a plain failure.
                 Err(f) if summary.calls == 0 && !f.reply_lost => return Err(f),
                 Err(f) => {
-                    summary.last_call_unknown = f.reply_lost;
+                    summary.last_call_unknown |= f.reply_lost;
                     summary.stopped = Some(Stopped::Failed(f));
                     return Ok(Outcome::Done(summary));
                 }
@@ -413,14 +444,27 @@ pub fn retire(
                 return Ok(Outcome::Done(summary));
             }
         };
+        // A failover cut a reply off and the call was sent again: the lost one
+        // may have moved entries this report does not list.
+        summary.last_call_unknown |= con.lost_replies() != lost;
         let progress = step.moved.len() + step.dropped.len();
-        summary.moved.extend(step.moved);
-        summary.dropped.extend(step.dropped);
+        // After a switch an entry the old primary moved (and lost) is moved again: once.
+        let new = |ids: Vec<String>, seen: &mut HashSet<String>| {
+            ids.into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .collect::<Vec<_>>()
+        };
+        summary.moved.extend(new(step.moved, &mut seen));
+        summary.dropped.extend(new(step.dropped, &mut seen));
         summary.remaining = Some(step.remaining);
         summary.remaining_exact = step.remaining_exact;
+        // The last call's word, on the primary that answered it.
         summary.deleted = step.deleted;
         summary.calls += 1;
         if step.remaining == 0 {
+            if switched_on_confirm(con, deadline) {
+                continue;
+            }
             return Ok(Outcome::Done(summary));
         }
         if progress == 0 {

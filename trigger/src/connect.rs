@@ -10,6 +10,7 @@ use crate::sentinel::{self, Sentinel};
 use redis::{Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tracing::warn;
 
 /// Connecting may take at most this long even with a longer deadline, so a
 /// black-holed host fails fast and the unit's log says why.
@@ -96,8 +97,24 @@ fn query_pairs(url: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
+/// A query key as the redis crate reads it (percent-decoded), lower-cased.
+fn query_key(key: &str) -> String {
+    sentinel::percent_decode(key).to_ascii_lowercase()
+}
+
 fn is_password_key(key: &str) -> bool {
-    matches!(key.to_ascii_lowercase().as_str(), "password" | "pass")
+    matches!(query_key(key).as_str(), "password" | "pass")
+}
+
+/// The query keys a plain URL may carry: the redis crate ignores any other,
+/// and a misspelt one (`?auth=`, `?passwd=`) may hold a password.
+const QUERY_KEYS: [&str; 3] = ["db", "protocol", "user"];
+
+/// The first query key of `url` that is not one of `QUERY_KEYS`, decoded.
+fn unknown_query_key(url: &str) -> Option<String> {
+    query_pairs(url)
+        .map(|(key, _)| query_key(key))
+        .find(|key| !QUERY_KEYS.contains(&key.as_str()))
 }
 
 /// A password in the userinfo (`user:pw@`, `:pw@`) or the query (`?password=`, `?pass=`).
@@ -106,7 +123,13 @@ fn holds_password(url: &str) -> bool {
         || query_pairs(url).any(|(key, _)| is_password_key(key))
 }
 
-/// The URL for messages: any password replaced by `****`.
+/// Whether a query value is shown in messages: not a password's, nor an
+/// unknown key's (`?auth=`, `?sentinel_password=` may hold one).
+fn hidden_value(key: &str) -> bool {
+    is_password_key(key) || !QUERY_KEYS.contains(&query_key(key).as_str())
+}
+
+/// The URL for messages: any password, and any unknown query key's value, replaced by `****`.
 pub fn redact_url(url: &str) -> String {
     let mut shown = url.to_string();
     if let Some((user, _)) = userinfo(url).and_then(|u| u.split_once(':')) {
@@ -114,7 +137,7 @@ pub fn redact_url(url: &str) -> String {
         let end = start + userinfo(url).map_or(0, str::len);
         shown = format!("{}{user}:****{}", &url[..start], &url[end..]);
     }
-    if query_pairs(&shown).any(|(key, _)| is_password_key(key)) {
+    if query_pairs(&shown).any(|(key, _)| hidden_value(key)) {
         let (base, query) = shown.split_once('?').unwrap_or((&shown, ""));
         let (query, fragment) = query
             .split_once('#')
@@ -122,7 +145,7 @@ pub fn redact_url(url: &str) -> String {
         let pairs: Vec<String> = query
             .split('&')
             .map(|p| match p.split_once('=') {
-                Some((key, _)) if is_password_key(key) => format!("{key}=****"),
+                Some((key, _)) if hidden_value(key) => format!("{key}=****"),
                 _ => p.to_string(),
             })
             .collect();
@@ -193,7 +216,15 @@ pub fn connect(
         ));
     }
     let shown = redact_url(given_url);
-    if let Some(parsed) = sentinel::parse_url(given_url) {
+    let sentinel_url = sentinel::parse_url(given_url);
+    if let (None, Some(_)) = (&sentinel_url, sentinel_password_file) {
+        // From the command line this is a usage error (startup.rs); from the environment a slip.
+        warn!(
+            "--sentinel-password-file (QUANTUM_SENTINEL_PASSWORD_FILE) is set but the URL is \
+             not a redis+sentinel:// URL: the file is not used"
+        );
+    }
+    if let Some(parsed) = sentinel_url {
         let passwords = (password_file, sentinel_password_file);
         let sentinel = sentinel::connect_url(parsed, &shown, cluster, passwords, deadline)?;
         return Ok(Link::Sentinel(Box::new(sentinel)));
@@ -208,6 +239,17 @@ pub fn connect(
         }
         None => (given_url.to_string(), Vec::new(), cluster),
     };
+    if let Some(key) = unknown_query_key(&url) {
+        // Named, never its value: it may be a password.
+        return Err(Failure::new(
+            ExitCode::Config,
+            format!(
+                "bad --url: unknown query parameter {key:?} (only {} are taken; the password \
+                 comes from --password-file or REDISCLI_AUTH)",
+                QUERY_KEYS.join(", ")
+            ),
+        ));
+    }
     let bad_url =
         |e: redis::RedisError| Failure::new(ExitCode::Config, format!("bad --url {shown:?}: {e}"));
     let info = url.as_str().into_connection_info().map_err(bad_url)?;
@@ -385,6 +427,24 @@ impl Link {
         }
     }
 
+    /// Behind Sentinel: how many calls lost their reply and were sent again
+    /// (to the primary named then); the lost ones may have run.
+    pub fn lost_replies(&self) -> u64 {
+        match self {
+            Link::Sentinel(sentinel) => sentinel.lost_replies,
+            _ => 0,
+        }
+    }
+
+    /// Behind Sentinel: asks the sentinels, before a verb reports, whether the
+    /// primary that answered is still the one they name; another one counts
+    /// as a switch (`owner_switches`). Nothing to do for the other links.
+    pub fn confirm_primary(&mut self, deadline: Instant) {
+        if let Link::Sentinel(sentinel) = self {
+            sentinel.confirm_primary(deadline);
+        }
+    }
+
     /// The primary a Sentinel failover switched the run to, if one did.
     pub fn switched_primary(&self) -> Option<String> {
         match self {
@@ -406,6 +466,7 @@ mod tests {
             "rediss://user:S3cr3t@host:6379/0?x=1#insecure",
             "redis://host/?password=S3cr3t",
             "unix:///run/redis.sock?db=0&pass=S3cr3t",
+            "redis://host/?%70assword=S3cr3t",
             "redis+cluster://u:S3cr3t@h:1",
         ] {
             assert!(holds_password(url), "{url}");
@@ -426,7 +487,17 @@ mod tests {
         ] {
             assert!(!holds_password(url), "{url}");
             assert_eq!(redact_url(url), url);
+            assert_eq!(unknown_query_key(url), None);
         }
+    }
+
+    /// Review r14 F5: `?auth=…` was silently dropped by the redis crate.
+    #[test]
+    fn unknown_query_keys_are_named() {
+        let key = |url| unknown_query_key(url);
+        assert_eq!(key("redis://h:1/?auth=S3cr3t").as_deref(), Some("auth"));
+        assert_eq!(key("unix:///s.sock?db=1&%41uth=x").as_deref(), Some("auth"));
+        assert_eq!(key("unix:///s.sock?db=1&protocol=resp3&user=u"), None);
     }
 
     #[test]

@@ -215,6 +215,19 @@ pub fn check_verb_options(verb: Verb, matches: &ArgMatches) -> Result<(), String
         }
         _ => {}
     }
+    let sentinel_url = matches
+        .subcommand()
+        .and_then(|(_, sub)| sub.get_one::<String>("url"))
+        .or_else(|| matches.get_one::<String>("url"))
+        .is_some_and(|url| crate::sentinel::parse_url(url).is_some());
+    if source(matches, "sentinel_password_file") == Some(ValueSource::CommandLine) && !sentinel_url
+    {
+        return Err(
+            "--sentinel-password-file applies to redis+sentinel:// URLs only, and --url \
+             (QUANTUM_REDIS_URL) is not one"
+                .into(),
+        );
+    }
     for (id, verbs) in VERB_OPTIONS {
         if !verbs.contains(&verb) && source(matches, id) == Some(ValueSource::CommandLine) {
             let names: Vec<&str> = verbs.iter().map(|v| v.name()).collect();

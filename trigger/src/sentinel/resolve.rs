@@ -1,0 +1,262 @@
+//! Asking the sentinels: every listed sentinel at once (one thread each,
+//! each within `SENTINEL_TIMEOUT`), and the primary a majority of those that
+//! named one agree on. A sentinel that cannot be reached, is not a sentinel,
+//! refuses the password or answers garbage is passed over; its reason is kept
+//! for the error when no sentinel could be used.
+
+use super::url::{show, SentinelUrl};
+use super::{ask_again, Addr};
+use crate::connect::{remaining, single};
+use crate::failure::{self, ExitCode, Failure};
+use redis::{FromRedisValue, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// The longest wait for one sentinel's answer: a hung one must not hold the run.
+const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs `cmd` on every sentinel in parallel: each one's answer or why it gave none.
+pub fn ask_all(
+    url: &SentinelUrl,
+    password: Option<&str>,
+    cmd: &redis::Cmd,
+    deadline: Instant,
+) -> Vec<(Addr, Result<Value, Failure>)> {
+    std::thread::scope(|scope| {
+        let asks: Vec<_> = url
+            .sentinels
+            .iter()
+            .map(|addr| {
+                let ask = move || ask_one(url, addr, password, cmd, deadline);
+                (addr.clone(), scope.spawn(ask))
+            })
+            .collect();
+        asks.into_iter()
+            .map(|(addr, ask)| {
+                let answer = ask.join().unwrap_or_else(|_| {
+                    Err(failure::unexpected("a panic while asking a sentinel"))
+                });
+                (addr, answer)
+            })
+            .collect()
+    })
+}
+
+fn ask_one(
+    url: &SentinelUrl,
+    addr: &Addr,
+    password: Option<&str>,
+    cmd: &redis::Cmd,
+    deadline: Instant,
+) -> Result<Value, Failure> {
+    let left = remaining(deadline)?.min(SENTINEL_TIMEOUT);
+    let info = url.info(addr, false)?;
+    let mut con = single(info, password.map(str::to_string), Instant::now() + left)
+        .map_err(|f| sentinel_failure(addr, f))?;
+    let wait = Some(left);
+    con.set_read_timeout(wait)
+        .and_then(|_| con.set_write_timeout(wait))
+        .map_err(|e| failure::from_redis(&e))?;
+    cmd.query::<Value>(&mut con).map_err(|e| {
+        let f = failure::from_redis(&e);
+        let f = match ask_again(&e) {
+            true => Failure::new(ExitCode::Unavailable, f.message),
+            false => f,
+        };
+        sentinel_failure(addr, f)
+    })
+}
+
+/// A sentinel's failure, as an exit code and a message naming it: a data node
+/// (no SENTINEL command) is a setting (78), garbage is a protocol error.
+fn sentinel_failure(addr: &Addr, f: Failure) -> Failure {
+    let message = match f.message.starts_with(&show(addr)) {
+        true => format!("sentinel {}", f.message),
+        false => format!("sentinel {}: {}", show(addr), f.message),
+    };
+    match f.code {
+        ExitCode::ModuleMissing => Failure::new(
+            ExitCode::Config,
+            format!(
+                "bad --url: {} is not a Redis Sentinel (it does not know the SENTINEL \
+                 command): redis+sentinel:// names the sentinels (port 26379 by default), \
+                 not the data nodes",
+                show(addr)
+            ),
+        ),
+        ExitCode::NoPermission => Failure::new(
+            ExitCode::NoPermission,
+            format!("{message} (the sentinels' password comes from --sentinel-password-file)"),
+        ),
+        _ => f.reworded(message),
+    }
+}
+
+/// The failure when no sentinel gave a usable answer: the code every one of
+/// them failed with when they agree on a setting to fix (77 every password
+/// refused, 78 none a sentinel), else 75 (asked again until the deadline).
+pub fn none_usable(master: &str, failures: Vec<Failure>) -> Failure {
+    let reasons: Vec<&str> = failures.iter().map(|f| f.message.as_str()).collect();
+    let reasons = reasons.join("; ");
+    let first = failures.first().map(|f| f.code);
+    let all_same = failures.iter().all(|f| Some(f.code) == first);
+    match first {
+        Some(code @ (ExitCode::NoPermission | ExitCode::Config)) if all_same => {
+            Failure::new(code, reasons)
+        }
+        _ => Failure::new(
+            ExitCode::Unavailable,
+            format!("no sentinel of {master:?} answered: {reasons}"),
+        ),
+    }
+}
+
+/// The primary a strict majority of the sentinels that named one agree on.
+/// No majority (a tie, a stale or lying sentinel against one other) is 75: the
+/// run asks again until the deadline rather than guess. Sentinels that all
+/// answered that they monitor no such master: 78.
+pub fn vote(master: &str, answers: Vec<(Addr, Result<Value, Failure>)>) -> Result<Addr, Failure> {
+    let mut named: BTreeMap<Addr, Vec<String>> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    let mut failures = Vec::new();
+    for (sentinel, answer) in answers {
+        match answer.and_then(|value| primary_in(value, &sentinel)) {
+            Ok(Some(addr)) => named.entry(addr).or_default().push(show(&sentinel)),
+            Ok(None) => unknown.push(show(&sentinel)),
+            Err(f) => failures.push(f),
+        }
+    }
+    let voters: usize = named.values().map(Vec::len).sum();
+    if let Some((addr, _)) = named.iter().find(|(_, by)| by.len() * 2 > voters) {
+        return Ok(addr.clone());
+    }
+    if voters > 0 {
+        let sides: Vec<String> = named
+            .iter()
+            .map(|(addr, by)| format!("{} (by {})", show(addr), by.join(", ")))
+            .collect();
+        return Err(Failure::new(
+            ExitCode::Unavailable,
+            format!(
+                "the sentinels disagree about the primary of {master:?} and none has a \
+                 majority: {}",
+                sides.join(" vs ")
+            ),
+        ));
+    }
+    if !unknown.is_empty() {
+        return Err(Failure::new(
+            ExitCode::Config,
+            format!(
+                "bad --url: no sentinel knows a master named {master:?} ({} answered that \
+                 they monitor no such master): the URL's path must be the name in \
+                 `sentinel monitor <master-name> …` (SENTINEL MASTERS lists them)",
+                unknown.join(", ")
+            ),
+        ));
+    }
+    Err(none_usable(master, failures))
+}
+
+/// Whether the sentinels that named a primary named more than one.
+pub fn dissent(answers: &[(Addr, Result<Value, Failure>)]) -> bool {
+    let named: std::collections::BTreeSet<Addr> = answers
+        .iter()
+        .filter_map(|(sentinel, answer)| {
+            let value = answer.as_ref().ok()?.clone();
+            primary_in(value, sentinel).ok().flatten()
+        })
+        .collect();
+    named.len() > 1
+}
+
+/// The address in a SENTINEL GET-MASTER-ADDR-BY-NAME answer; none: no such master.
+fn primary_in(value: Value, sentinel: &Addr) -> Result<Option<Addr>, Failure> {
+    let garbage = || {
+        Failure::new(
+            ExitCode::Protocol,
+            format!(
+                "sentinel {}: an unexpected answer to SENTINEL GET-MASTER-ADDR-BY-NAME",
+                show(sentinel)
+            ),
+        )
+    };
+    match value {
+        Value::Nil => Ok(None),
+        Value::Array(items) if items.len() == 2 => {
+            <(String, u16)>::from_redis_value(Value::Array(items))
+                .map(Some)
+                .map_err(|_| garbage())
+        }
+        _ => Err(garbage()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(port: u16) -> Addr {
+        ("127.0.0.1".into(), port)
+    }
+
+    fn names(port: u16) -> Result<Value, Failure> {
+        Ok(Value::Array(vec![
+            Value::BulkString(b"127.0.0.1".to_vec()),
+            Value::BulkString(port.to_string().into_bytes()),
+        ]))
+    }
+
+    fn fails(code: ExitCode) -> Result<Value, Failure> {
+        Err(Failure::new(code, "sentinel x: why"))
+    }
+
+    /// Review r14 F2: the first answering sentinel was trusted even when stale or lying.
+    #[test]
+    fn the_majority_of_the_naming_sentinels_wins() {
+        let answers = vec![(at(1), names(10)), (at(2), names(20)), (at(3), names(20))];
+        assert_eq!(vote("m", answers).unwrap(), at(20));
+        // One that failed and one that knows no such master do not vote.
+        let answers = vec![
+            (at(1), fails(ExitCode::Unavailable)),
+            (at(2), Ok(Value::Nil)),
+            (at(3), names(20)),
+        ];
+        assert_eq!(vote("m", answers).unwrap(), at(20));
+        let tie = vec![(at(1), names(10)), (at(2), names(20))];
+        let f = vote("m", tie).unwrap_err();
+        assert_eq!(f.code, ExitCode::Unavailable);
+        assert!(f.message.contains("disagree"), "{}", f.message);
+        assert!(
+            f.message.contains("127.0.0.1:10 (by 127.0.0.1:1)"),
+            "{}",
+            f.message
+        );
+    }
+
+    /// Review r14 F3: one bad sentinel ended the search; now it is passed over
+    /// and the final code says whether every one failed for the same setting.
+    #[test]
+    fn failed_sentinels_are_passed_over_and_summed_up() {
+        let answers = vec![
+            (at(1), fails(ExitCode::Protocol)),
+            (at(2), fails(ExitCode::NoPermission)),
+            (at(3), names(20)),
+        ];
+        assert_eq!(vote("m", answers).unwrap(), at(20));
+        let garbage = vec![(at(1), Ok(Value::Int(3))), (at(2), names(20))];
+        assert_eq!(vote("m", garbage).unwrap(), at(20));
+        let auth = vec![(at(1), fails(ExitCode::NoPermission)); 2];
+        assert_eq!(vote("m", auth).unwrap_err().code, ExitCode::NoPermission);
+        let mixed = vec![
+            (at(1), fails(ExitCode::NoPermission)),
+            (at(2), fails(ExitCode::Protocol)),
+        ];
+        assert_eq!(vote("m", mixed).unwrap_err().code, ExitCode::Unavailable);
+        let unknown = vec![
+            (at(1), Ok(Value::Nil)),
+            (at(2), fails(ExitCode::Unavailable)),
+        ];
+        assert_eq!(vote("m", unknown).unwrap_err().code, ExitCode::Config);
+    }
+}
