@@ -708,3 +708,158 @@ fn a_refused_discovery_does_not_stop_the_known_targets() {
         .values()
         .all(|o| o["parked"]["target"]["name"] == "recovery"));
 }
+
+#[test]
+fn a_target_picked_on_the_command_line_keeps_its_own_options_from_the_file() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    run(&mut con, &["SET", "live:mode", "LIVE"]).unwrap();
+    for stream in ["live:s", "fills", "d:1"] {
+        dead_reads(&mut con, stream, "g", 3);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("picked");
+    let config = write_config(
+        &dir,
+        &format!(
+            "url = \"{}\"\nmin-idle = 1\n\
+             [[target]]\nstream = \"live:s\"\ngroup = \"g\"\nmode-key = \"live:mode\"\n\
+             [[target]]\nstream = \"fills\"\nmin-idle = \"5m\"\n\
+             [[discover]]\nmatch = \"d:*\"\nmode-key = \"live:mode\"\n",
+            url_of(&server.socket())
+        ),
+    );
+    let before = pel(&mut con, "live:s", "g");
+    for (stream, why) in [
+        ("live:s", "its [[target]]'s LIVE mode key"),
+        ("fills", "its group-less [[target]]'s min-idle of 5m"),
+        ("d:1", "the LIVE mode key of the [[discover]] it matches"),
+    ] {
+        let out = run_trigger(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--stream",
+                stream,
+                "--group",
+                "g",
+                "--json",
+            ],
+            &[],
+        );
+        assert_eq!(out.code, 0, "{stream}: {}", out.stderr);
+        let owners: Vec<String> = pel(&mut con, stream, "g")
+            .into_iter()
+            .map(|e| e.1)
+            .collect();
+        assert_eq!(
+            owners, ["exec-dead"; 3],
+            "{stream}: {why} must hold: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(pel(&mut con, "live:s", "g"), before);
+    // Without a file entry for it, a picked stream takes the file's top level.
+    dead_reads(&mut con, "plain", "g", 2);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let out = run_trigger(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--stream",
+            "plain",
+            "--group",
+            "g",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.json()["claimed"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn in_live_the_parked_gauges_are_still_written() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "LIVE"]).unwrap();
+    dead_reads(&mut con, "k:park", "g", 2);
+    run(
+        &mut con,
+        &["XGROUP", "CREATECONSUMER", "k:park", "g", "recovery"],
+    )
+    .unwrap();
+    let ids: Vec<String> = pel(&mut con, "k:park", "g")
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    let mut claim = vec!["XCLAIM", "k:park", "g", "recovery", "0"];
+    claim.extend(ids.iter().map(String::as_str));
+    claim.push("JUSTID");
+    run(&mut con, &claim).unwrap();
+    let dir = TempDir::new("live-gauges");
+    let metrics = dir.path().join("m.prom");
+    let out = run_trigger(
+        &[
+            "--url",
+            &url_of(&server.socket()),
+            "--stream",
+            "k:park",
+            "--group",
+            "g",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    promtool_check_metrics(&text);
+    let held = series("parked_entries", "k:park", "g", ",role=\"target\"");
+    assert_eq!(value(&text, &held), 2.0, "{text}");
+    assert_eq!(
+        value(
+            &text,
+            &series("last_run_result", "k:park", "g", ",result=\"refused\"")
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn a_groupless_target_that_is_missing_or_not_a_stream_is_reported() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    run(&mut con, &["SET", "str:k", "x"]).unwrap();
+    dead_reads(&mut con, "ok:s", "g", 1);
+    let dir = TempDir::new("groupless-typo");
+    let url = url_of(&server.socket());
+    let both = write_config(
+        &dir,
+        &format!(
+            "url = \"{url}\"\n[[target]]\nstream = \"str:k\"\n[[target]]\nstream = \"typo:s\"\n\
+             [[target]]\nstream = \"ok:s\"\n"
+        ),
+    );
+    let out = run_trigger(&["--config", both.to_str().unwrap(), "--json"], &[]);
+    assert_eq!(out.code, 76, "WRONGTYPE is the worst: {}", out.stderr);
+    let json = out.json();
+    let entries = json.as_array().unwrap();
+    let scoped = |needle: &str| {
+        entries
+            .iter()
+            .find(|e| e["scope"].as_str().is_some_and(|s| s.contains(needle)))
+            .unwrap_or_else(|| panic!("no entry for {needle}: {json}"))
+            .clone()
+    };
+    assert_eq!(scoped("str:k")["result"], "error");
+    assert_eq!(scoped("typo:s")["result"], "absent");
+    assert!(by_target(&json).contains_key(&("ok:s".to_string(), "g".to_string())));
+}

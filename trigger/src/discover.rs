@@ -172,3 +172,85 @@ fn text(value: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// Whether `key` matches SCAN's glob `pattern` as Redis matches it (`*`, `?`,
+/// `[abc]`, `[a-z]`, `[^x]`, `\` escapes): for a stream named on the command
+/// line, which `[[discover]]` tables would have found it.
+pub fn pattern_matches(pattern: &str, key: &str) -> bool {
+    fn matches(p: &[char], k: &[char]) -> bool {
+        match p.split_first() {
+            None => k.is_empty(),
+            Some(('*', rest)) => (0..=k.len()).any(|i| matches(rest, &k[i..])),
+            Some(('?', rest)) => !k.is_empty() && matches(rest, &k[1..]),
+            Some(('[', rest)) => match (k.split_first(), class(rest)) {
+                (Some((c, k_rest)), Some((accepts, after))) => {
+                    accepts(*c) && matches(after, k_rest)
+                }
+                _ => false,
+            },
+            Some(('\\', rest)) if !rest.is_empty() => {
+                k.first() == Some(&rest[0]) && matches(&rest[1..], &k[1..])
+            }
+            Some((c, rest)) => k.first() == Some(c) && matches(rest, &k[1..]),
+        }
+    }
+    /// A `[...]` class after its `[`: what it accepts and the pattern after `]`.
+    #[allow(clippy::type_complexity)]
+    fn class(p: &[char]) -> Option<(Box<dyn Fn(char) -> bool + '_>, &[char])> {
+        let (negate, body) = match p.first() {
+            Some('^') => (true, &p[1..]),
+            _ => (false, p),
+        };
+        let end = body.iter().position(|&c| c == ']')?;
+        let set = &body[..end];
+        let accepts = move |c: char| {
+            let mut i = 0;
+            let mut hit = false;
+            while i < set.len() {
+                if set[i] == '\\' && i + 1 < set.len() {
+                    hit |= set[i + 1] == c;
+                    i += 2;
+                } else if i + 2 < set.len() && set[i + 1] == '-' {
+                    let (lo, hi) = (set[i].min(set[i + 2]), set[i].max(set[i + 2]));
+                    hit |= (lo..=hi).contains(&c);
+                    i += 3;
+                } else {
+                    hit |= set[i] == c;
+                    i += 1;
+                }
+            }
+            hit != negate
+        };
+        Some((Box::new(accepts), &body[end + 1..]))
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let k: Vec<char> = key.chars().collect();
+    matches(&p, &k)
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::pattern_matches;
+
+    #[test]
+    fn patterns_match_as_scan_matches() {
+        for (pattern, key, expected) in [
+            ("*", "anything", true),
+            ("orders.*", "orders.eu", true),
+            ("orders.*", "fills.eu", false),
+            ("h?llo", "hello", true),
+            ("h?llo", "hllo", false),
+            ("h[ae]llo", "hallo", true),
+            ("h[ae]llo", "hillo", false),
+            ("h[^e]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("h[a-c]llo", "hbllo", true),
+            ("{trade}:*", "{trade}:s", true),
+            ("a\\*b", "a*b", true),
+            ("a\\*b", "axb", false),
+            ("", "", true),
+        ] {
+            assert_eq!(pattern_matches(pattern, key), expected, "{pattern} {key}");
+        }
+    }
+}

@@ -92,6 +92,9 @@ fn with_config(mut cli: Cli, matches: &ArgMatches) -> Result<Setup, String> {
     let on_command_line = ["stream", "group"]
         .iter()
         .any(|id| source(matches, id) == Some(ValueSource::CommandLine));
+    if on_command_line {
+        apply_selected_target(&mut cli, &file, &explicit)?;
+    }
     let selection = match (file.has_targets() && !on_command_line, cli.verb()) {
         (false, _) => Selection::One,
         (true, Retire) => {
@@ -305,6 +308,47 @@ fn retire_target(
             path.display()
         )),
     }
+}
+
+/// `--stream`/`--group` on the command line pick one target. Where the file
+/// names it (a `[[target]]`, a group-less one of its stream, a `[[discover]]`
+/// pattern it matches), that entry's options apply to it as they would in a
+/// run of the whole file: its mode key above all, so a stream the file guards
+/// with its own (LIVE) mode key is never recovered under the default one.
+fn apply_selected_target(
+    cli: &mut Cli,
+    file: &ConfigFile,
+    explicit: &Explicit,
+) -> Result<(), String> {
+    use crate::config_file::{expand, Found};
+    use crate::discover::StreamGroups;
+    let selected = || StreamGroups {
+        stream: cli.stream.clone(),
+        groups: vec![cli.group.clone()],
+    };
+    let mut found = Found::default();
+    found
+        .groups
+        .insert(cli.stream.clone(), vec![cli.group.clone()]);
+    found.discovered = file
+        .discovers
+        .iter()
+        .map(
+            |table| match crate::discover::pattern_matches(table.pattern.get_ref(), &cli.stream) {
+                true => vec![selected()],
+                false => Vec::new(),
+            },
+        )
+        .collect();
+    let expansion = expand(file, &found)?;
+    let named = expansion
+        .targets
+        .iter()
+        .find(|t| t.stream == cli.stream && t.group == cli.group);
+    if let Some(target) = named {
+        *cli = targets::for_target(cli, target, explicit);
+    }
+    Ok(())
 }
 
 /// Whether the arguments name `verb` (best effort, before clap).

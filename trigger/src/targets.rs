@@ -247,16 +247,12 @@ fn too_many(pattern: &str, limit: usize) -> Failure {
     )
 }
 
-/// The groups of `stream` (none: the key is missing or not a stream).
+/// The groups of `stream`, which the file names: a key that is missing or not
+/// a stream is that target's failure (a typo must show), not an empty list.
 fn groups_of(con: &mut Link, stream: &str, deadline: Instant) -> Result<Vec<String>, Failure> {
     let cmd = redis::cmd("XINFO").arg("GROUPS").arg(stream).clone();
-    match con.query(&cmd, deadline) {
-        Ok(reply) => Ok(discover::group_names(&reply)),
-        Err(f) if f.message.starts_with("WRONGTYPE") || f.message.contains("no such key") => {
-            Ok(Vec::new())
-        }
-        Err(f) => Err(f),
-    }
+    con.query(&cmd, deadline)
+        .map(|reply| discover::group_names(&reply))
 }
 
 /// `[[discover]]` on the server, or on every primary of a cluster.

@@ -20,6 +20,7 @@ use crate::reply::StatusReport;
 use crate::report::{self, Details, RunResult};
 use crate::startup::Setup;
 use crate::targets::{self, Selection};
+use quantum_protocol::error;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tracing::{error, warn};
@@ -294,11 +295,22 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
                     .problems
                     .into_iter()
                     .map(|p| {
-                        error!("{}: {}", p.scope, p.failure.message);
+                        // A stream the file names that does not exist: absent, as
+                        // for a target with its group; anything else failed.
+                        let done = match p.failure.message.starts_with(error::NO_SUCH_KEY) {
+                            true => Done::skipped(
+                                RunResult::Absent,
+                                format!("{}: {}", p.scope, p.failure.message),
+                            ),
+                            false => {
+                                error!("{}: {}", p.scope, p.failure.message);
+                                Done::failed(&p.failure)
+                            }
+                        };
                         Entry {
                             target: None,
                             scope: p.scope,
-                            done: Done::failed(&p.failure),
+                            done,
                         }
                     })
                     .collect();

@@ -30,6 +30,10 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
             let known = mode_known_from_refusal(&m);
             let mut done = Done::skipped(RunResult::Refused, m);
             done.mode_known = Some(known);
+            // LIVE is when parked entries matter most: STATUS reads in any mode.
+            if cli.metrics_file.is_some() {
+                done.observed = super::observe(cli, con, clock.deadline);
+            }
             return Ok(done);
         }
         Outcome::Absent(m) => {
