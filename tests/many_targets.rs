@@ -863,3 +863,35 @@ fn a_groupless_target_that_is_missing_or_not_a_stream_is_reported() {
     assert_eq!(scoped("typo:s")["result"], "absent");
     assert!(by_target(&json).contains_key(&("ok:s".to_string(), "g".to_string())));
 }
+
+#[test]
+fn a_run_that_finds_no_target_says_so_and_marks_no_earlier_target_failed() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    dead_reads(&mut con, "d:1", "g", 1);
+    let dir = TempDir::new("no-target");
+    let metrics = dir.path().join("m.prom");
+    let url = url_of(&server.socket());
+    let with = |pattern: &str| {
+        let config = write_config(
+            &dir,
+            &format!("url = \"{url}\"\n[[discover]]\nmatch = \"{pattern}\"\n"),
+        );
+        run_trigger(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--metrics-file",
+                metrics.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    assert_eq!(with("d:*").code, 0);
+    let out = with("nomatch:*");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("no target"), "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(!text.contains("result=\"error\"} 1"), "{text}");
+}

@@ -201,6 +201,12 @@ pub fn finish(
 ) -> ExitCode {
     let cli = &setup.cli;
     let elapsed = clock.started.elapsed();
+    if entries.is_empty() {
+        tracing::warn!(
+            "no target: the config file names no stream and group that exist now, so there was \
+             nothing to do"
+        );
+    }
     let mut unwritten = Vec::new();
     if let Some(path) = &cli.log_file {
         for entry in &entries {
@@ -223,7 +229,9 @@ pub fn finish(
             targets: entries.iter().filter_map(target_run).collect(),
             // One target (--stream, the ExecStartPre) says nothing about the others.
             complete: complete && setup.selection.is_file(),
-            failed_before_targets: entries.iter().all(|e| e.target.is_none()),
+            // No entry at all is a file whose targets are all gone, not a failure.
+            failed_before_targets: !entries.is_empty()
+                && entries.iter().all(|e| e.target.is_none()),
         };
         // The deadline holds for the metrics too: at most a short wait for
         // another run's lock past it.
