@@ -75,7 +75,7 @@ impl TempDir {
 }
 
 /// How to start a server.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Extra `--name value` settings (e.g. `appendonly yes`).
     pub config: Vec<(String, String)>,
@@ -90,6 +90,25 @@ pub struct Options {
     /// Lines of a redis.conf the server starts from (written into its directory;
     /// CONFIG REWRITE needs one). Command-line settings still apply on top.
     pub config_file: Option<String>,
+    /// `retire-budget` on the loadmodule line unless `module_args` names it.
+    /// By default its 10 s maximum, so COUNT alone decides what a RETIRE call
+    /// moves however loaded the test machine is (the budget's own tests set
+    /// theirs); None: the module's default (5 ms), as the benchmark runs.
+    pub retire_budget_ms: Option<u32>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            config: Vec::new(),
+            module_args: Vec::new(),
+            tcp: false,
+            port: None,
+            without_module: false,
+            config_file: None,
+            retire_budget_ms: Some(10_000),
+        }
+    }
 }
 
 pub struct Server {
@@ -135,6 +154,13 @@ fn spawn(dir: &Path, options: &Options) -> Result<(Child, Option<u16>), String> 
             .arg("--loadmodule")
             .arg(module_path())
             .args(&options.module_args);
+        let named = options
+            .module_args
+            .iter()
+            .any(|a| a.contains("retire-budget"));
+        if let (Some(ms), false) = (options.retire_budget_ms, named) {
+            command.args(["retire-budget".to_string(), ms.to_string()]);
+        }
     }
     for (name, value) in &options.config {
         command.arg(format!("--{name}")).arg(value);

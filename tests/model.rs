@@ -343,19 +343,29 @@ fn quantum_step(con: &mut Connection, model: &mut Model, seed: u64, step: usize)
             let (ms, seq) = id.split_once('-').unwrap();
             (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
         });
+        // Its lowest IDs: COUNT of them, or fewer (at least one) when the
+        // time budget (quantum.retire-budget) stopped the call first.
         let handled: BTreeSet<&String> = moved.iter().chain(&dropped).collect();
-        let first: BTreeSet<&String> = owned.iter().take(count).copied().collect();
-        assert_eq!(handled, first, "{what}: not its first COUNT entries");
-        // Exact up to COUNT; beyond it COUNT + 1, "more than COUNT" (the call
-        // looks no further than that into the consumer's PEL).
-        let left_with_it = (owned.len() - handled.len()) as i64;
+        let taken = handled.len();
+        assert!(
+            taken <= count && (taken > 0 || owned.is_empty()),
+            "{what}: took {taken} of COUNT {count}"
+        );
+        let first: BTreeSet<&String> = owned.iter().take(taken).copied().collect();
+        assert_eq!(handled, first, "{what}: not its first entries");
+        // Exact up to what it took; beyond that taken + 1, "more than it took"
+        // (the call looks no further than that into the consumer's PEL).
+        let left_with_it = (owned.len() - taken) as i64;
         let exact = quantum_integration::reply::int(&get("remaining-exact")) == 1;
-        let count = count as i64;
+        let taken = taken as i64;
         match exact {
-            true => assert!(left_with_it <= count, "{what}: exact beyond COUNT"),
-            false => assert!(left_with_it > count, "{what}: a lower bound within COUNT"),
+            true => assert!(left_with_it <= taken, "{what}: exact beyond what it took"),
+            false => assert!(
+                left_with_it > taken,
+                "{what}: a lower bound within what it took"
+            ),
         }
-        assert_eq!(remaining, left_with_it.min(count + 1), "{what}: remaining");
+        assert_eq!(remaining, left_with_it.min(taken + 1), "{what}: remaining");
         assert_eq!(
             post_consumers.get(retired),
             (left_with_it > 0).then_some(&left_with_it),

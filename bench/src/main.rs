@@ -19,7 +19,7 @@ mod targets;
 use clap::{Parser, ValueEnum};
 use drain::Load;
 use quantum_integration::reply::run;
-use quantum_integration::Server;
+use quantum_integration::{Options, Server};
 use redis::Connection;
 use scenario::{build, Scenario};
 use std::fmt::Write;
@@ -128,7 +128,11 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
     let part = |part: Part| args.only.is_none_or(|only| only == part);
     let sizes = sizes(args.smoke);
-    let server = Server::start();
+    // The module's own defaults (test servers raise RETIRE's time budget).
+    let server = Server::with(Options {
+        retire_budget_ms: None,
+        ..Options::default()
+    });
     let mut con = server.connect();
     run(&mut con, &["CONFIG", "SET", "save", ""]).unwrap();
     servertime::load_lua(&mut con);
