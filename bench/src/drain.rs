@@ -3,7 +3,7 @@
 //! XAUTOCLAIM JUSTID loop; every call's server time from SLOWLOG, the
 //! intermediate batches (DELETELIMIT 0) apart from the consumer-step calls.
 
-use crate::scenario::{restore, restore_for_measuring, Scenario, MIN_IDLE};
+use crate::scenario::{restore_for_measuring, Scenario, MIN_IDLE};
 use quantum_integration::reply::{run, text};
 use quantum_integration::scenario::{GROUP, STREAM};
 use quantum_integration::trigger::{run_trigger, url_of};
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 pub struct Drain {
     pub entries: usize,
     pub trigger: Duration,
-    /// None when the drain ran without the comparison.
-    pub xautoclaim: Option<Duration>,
+    /// None when the drain ran without the comparison: its total and its calls' server times.
+    pub xautoclaim: Option<(Duration, Calls)>,
     /// The batches that skipped the consumer step (DELETELIMIT 0) ...
     pub intermediate: Calls,
     /// ... and the calls that ran it (the first and the closing one).
@@ -25,20 +25,36 @@ pub struct Drain {
     pub ping_us: Option<[u64; 4]>,
 }
 
-/// Server times of some QUANTUM.RECOVER calls, from SLOWLOG.
+/// Server times of some calls, from SLOWLOG.
 #[derive(Default)]
 pub struct Calls {
     pub count: usize,
     pub mean_us: f64,
-    pub longest_us: i64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub longest_us: u64,
+    /// Calls over 2 ms: the drain's target is that none is.
+    pub over_2ms: usize,
 }
 
 impl Calls {
-    fn of(durations: &[i64]) -> Calls {
+    fn of(durations: &[u64]) -> Calls {
+        let mut sorted = durations.to_vec();
+        sorted.sort_unstable();
+        let at = |p| {
+            if sorted.is_empty() {
+                0
+            } else {
+                percentile(&sorted, p)
+            }
+        };
         Calls {
-            count: durations.len(),
-            mean_us: durations.iter().sum::<i64>() as f64 / durations.len().max(1) as f64,
-            longest_us: durations.iter().copied().max().unwrap_or(0),
+            count: sorted.len(),
+            mean_us: sorted.iter().sum::<u64>() as f64 / sorted.len().max(1) as f64,
+            p99_us: at(0.99),
+            p999_us: at(0.999),
+            longest_us: sorted.last().copied().unwrap_or(0),
+            over_2ms: sorted.iter().filter(|&&us| us > 2000).count(),
         }
     }
 }
@@ -113,7 +129,21 @@ pub fn drain(server: &Server, scenario: &Scenario, load: Load, compare: bool) ->
 
 /// SLOWLOG's QUANTUM.RECOVER calls: (those sent with DELETELIMIT 0, the others).
 fn recover_calls(con: &mut redis::Connection) -> (Calls, Calls) {
-    let (mut skipped, mut stepped) = (Vec::new(), Vec::new());
+    let (skipped, stepped): (Vec<_>, Vec<_>) = logged_calls(con, "quantum.recover")
+        .into_iter()
+        .partition(|(words, _)| {
+            words
+                .windows(2)
+                .any(|w| w[0] == "DELETELIMIT" && w[1] == "0")
+        });
+    let micros =
+        |calls: Vec<(Vec<String>, u64)>| calls.into_iter().map(|(_, us)| us).collect::<Vec<_>>();
+    (Calls::of(&micros(skipped)), Calls::of(&micros(stepped)))
+}
+
+/// SLOWLOG's calls of `command`: their words and server time in µs.
+fn logged_calls(con: &mut redis::Connection, command: &str) -> Vec<(Vec<String>, u64)> {
+    let mut calls = Vec::new();
     let Value::Array(entries) = run(con, &["SLOWLOG", "GET", "-1"]).unwrap() else {
         panic!("SLOWLOG GET")
     };
@@ -127,25 +157,20 @@ fn recover_calls(con: &mut redis::Connection) -> (Calls, Calls) {
         let words: Vec<String> = args.iter().map(text).collect();
         if !words
             .first()
-            .is_some_and(|w| w.eq_ignore_ascii_case("quantum.recover"))
+            .is_some_and(|w| w.eq_ignore_ascii_case(command))
         {
             continue;
         }
         let micros = quantum_integration::reply::int(&fields[2]);
-        match words
-            .windows(2)
-            .any(|w| w[0] == "DELETELIMIT" && w[1] == "0")
-        {
-            true => skipped.push(micros),
-            false => stepped.push(micros),
-        }
+        calls.push((words, micros.max(0) as u64));
     }
-    (Calls::of(&skipped), Calls::of(&stepped))
+    calls
 }
 
-/// The same state drained by `XAUTOCLAIM … COUNT 100 JUSTID` from the client.
-fn xautoclaim_loop(con: &mut redis::Connection, scenario: &Scenario) -> Duration {
-    restore(con, scenario);
+/// The same state drained by `XAUTOCLAIM … COUNT 100 JUSTID` from the client:
+/// its total time and its calls' server times.
+fn xautoclaim_loop(con: &mut redis::Connection, scenario: &Scenario) -> (Duration, Calls) {
+    restore_for_measuring(con, scenario, "0", "1000000");
     let started = Instant::now();
     let mut cursor = "0-0".to_string();
     loop {
@@ -172,5 +197,10 @@ fn xautoclaim_loop(con: &mut redis::Connection, scenario: &Scenario) -> Duration
             break;
         }
     }
-    started.elapsed()
+    let took = started.elapsed();
+    let micros: Vec<u64> = logged_calls(con, "xautoclaim")
+        .into_iter()
+        .map(|(_, us)| us)
+        .collect();
+    (took, Calls::of(&micros))
 }
