@@ -702,3 +702,113 @@ fn the_trigger_passes_dead_letter_through_and_reports_the_copies() {
     let out = run_trigger(&["status", "--url", &url], &[("QUANTUM_DEAD_LETTER", DEAD)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+/// The INFO quantum counters a RECOVER call moves.
+fn counters(con: &mut Connection) -> Vec<i64> {
+    [
+        "claimed",
+        "quarantined",
+        "dropped",
+        "dead_lettered",
+        "dead_letter_deferred",
+    ]
+    .map(|name| info_counter(con, name))
+    .to_vec()
+}
+
+/// Everything a refused call must leave as it was: the group (PEL, owners,
+/// delivery counts), the dead-letter stream (entries, last ID) and the counters.
+fn call_state(con: &mut Connection) -> (String, Vec<(String, String, i64)>, String, Vec<i64>) {
+    (
+        group_state(con, STREAM),
+        pel(con, STREAM, GROUP),
+        group_state(con, DEAD),
+        counters(con),
+    )
+}
+
+const MAX_ID_PART: &str = "18446744073709551615";
+
+/// A dead-letter stream whose IDs run out cannot take the copies: XADD would
+/// fail after the claims, leaving quarantined entries without copies. The call
+/// is refused before its first change, naming the key, DRYRUN too.
+#[test]
+fn a_dead_letter_stream_out_of_ids_is_refused_before_any_change() {
+    let (_server, mut con) = testnet_group();
+    let ids = poison(&mut con, "exec-41", 2);
+    let one_left = format!("{MAX_ID_PART}-18446744073709551614");
+    let none_left = format!("{MAX_ID_PART}-{MAX_ID_PART}");
+    // Room for one copy of two; none; none after the planted entry was deleted
+    // (the stream remembers its last ID).
+    for (planted, deleted) in [(&one_left, false), (&none_left, false), (&none_left, true)] {
+        run(&mut con, &["DEL", DEAD]).unwrap();
+        run(&mut con, &["XADD", DEAD, planted, "f", "v"]).unwrap();
+        if deleted {
+            run(&mut con, &["XDEL", DEAD, planted]).unwrap();
+        }
+        let before = call_state(&mut con);
+        for dry_run in [false, true] {
+            let mut options = QUARANTINING.to_vec();
+            if dry_run {
+                options.push("DRYRUN");
+            }
+            let err = recover(&mut con, STREAM, GROUP, &options).unwrap_err();
+            assert!(
+                err.starts_with("ERR dead-letter stream")
+                    && err.contains(&format!("'{DEAD}'"))
+                    && err.contains(planted.as_str()),
+                "{planted} deleted={deleted} dry_run={dry_run}: {err}"
+            );
+            assert_eq!(call_state(&mut con), before, "{planted} deleted={deleted}");
+        }
+    }
+    // Exactly enough IDs left: both are copied, the last with the last ID.
+    run(&mut con, &["DEL", DEAD]).unwrap();
+    let two_left = format!("{MAX_ID_PART}-18446744073709551613");
+    run(&mut con, &["XADD", DEAD, &two_left, "f", "v"]).unwrap();
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.quarantined, ids);
+    assert_eq!(r.dead_lettered, Some(ids.clone()));
+    let copies = entries(&mut con, DEAD);
+    assert_eq!(copies.len(), 3);
+    assert_eq!(copies[2].0, none_left);
+    assert_eq!(info_counter(&mut con, "dead_lettered"), 2);
+}
+
+/// A refusal the server makes at run time (here: the dead-letter stream is out
+/// of IDs) is no usage error: the trigger exits 76 and names the key.
+#[test]
+fn the_trigger_exits_76_when_the_dead_letter_stream_refuses_the_copies() {
+    use quantum_integration::trigger::{run_trigger, url_of};
+    let (server, mut con) = testnet_group();
+    poison(&mut con, "exec-1", 1);
+    run(
+        &mut con,
+        &[
+            "XADD",
+            DEAD,
+            &format!("{MAX_ID_PART}-{MAX_ID_PART}"),
+            "f",
+            "v",
+        ],
+    )
+    .unwrap();
+    let before = call_state(&mut con);
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "--url",
+            &url,
+            "--min-idle",
+            "100ms",
+            "--max-deliveries",
+            "2",
+            "--dead-letter",
+            DEAD,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 76, "{}", out.stderr);
+    assert!(out.stderr.contains(DEAD), "{}", out.stderr);
+    assert_eq!(call_state(&mut con), before);
+}

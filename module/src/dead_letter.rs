@@ -7,6 +7,7 @@ use crate::args::{DeadLetter, StreamId};
 use crate::plan::dead_letter::{self as copy_plan, Candidate, CopyPlan, Header, Room};
 use crate::plan::{ClaimPlan, Move};
 use crate::redis_ops::{self, DeadLetterStream, Group};
+use quantum_protocol::error;
 use redis_module::{Context, RedisError};
 
 /// The copies one call makes, read and planned before its first change.
@@ -18,11 +19,14 @@ pub struct Copies {
 
 /// Reads the entry of every quarantine move in `claims` and plans the copies.
 /// A move whose stream entry is gone is no candidate: the claim drops it.
+/// Refuses when the dead-letter stream cannot take the copies: XADD failing
+/// after the claims would leave moved entries without copies (S7).
 pub fn prepare(
     ctx: &Context,
     group: &Group,
     names: (&[u8], &[u8]),
     claims: &ClaimPlan,
+    dead_letter: &DeadLetter,
 ) -> Result<Copies, RedisError> {
     let (stream, group_name) = names;
     let moves: Vec<(StreamId, &Move)> = claims
@@ -53,7 +57,32 @@ pub fn prepare(
     let plan = copy_plan::plan_copies(&candidates, room);
     // The copied IDs are a prefix of the candidates (plan_copies defers the rest).
     entries.truncate(plan.copy.len());
+    if !entries.is_empty() {
+        check_ids_left(ctx, dead_letter, entries.len())?;
+    }
     Ok(Copies { plan, entries })
+}
+
+/// The dead-letter stream has an ID for each of `copies`.
+fn check_ids_left(
+    ctx: &Context,
+    dead_letter: &DeadLetter,
+    copies: usize,
+) -> Result<(), RedisError> {
+    let stream = DeadLetterStream::new(ctx, &dead_letter.name, dead_letter.maxlen);
+    let Some(last) = stream.last_id()? else {
+        return Ok(());
+    };
+    let left = copy_plan::ids_left(last.ms, last.seq);
+    if left >= copies as u64 {
+        return Ok(());
+    }
+    Err(RedisError::String(format!(
+        "{} {} has {left} IDs left after its last ID {last}, this call would copy {copies}: \
+         nothing changed (delete or rename the key, or name another DEADLETTER)",
+        error::DEAD_LETTER_FULL,
+        crate::text::quote(&dead_letter.name)
+    )))
 }
 
 /// Appends the planned copies, after their entries moved to QUARANTINE.

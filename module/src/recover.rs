@@ -99,11 +99,12 @@ fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Re
     let claim_plan = plan::plan_claims(&pel.entries, &rules, &keepers, pel.ended);
     // Before any change: the copies' entries are read and what does not fit waits.
     let copies = match &request.dead_letter {
-        Some(_) => Some(dead_letter::prepare(
+        Some(dead_letter) => Some(dead_letter::prepare(
             ctx,
             &group,
             (&request.key, &request.group),
             &claim_plan,
+            dead_letter,
         )?),
         None => None,
     };

@@ -171,6 +171,11 @@ enum Effect {
     Reads,
     /// Replicated to replicas and the AOF (S4).
     Writes,
+    /// Reads bookkeeping the call needs for its own pre-checks, without the
+    /// caller's ACL: the caller's right to the key was checked for what the
+    /// call does with it (a write-only user of a dead-letter stream may XADD
+    /// to it, not XINFO it), and nothing read reaches the reply.
+    Inspects,
 }
 
 /// The RM_Call options, built once rather than on every call: reads with the
@@ -178,6 +183,7 @@ enum Effect {
 fn call_options(effect: Effect) -> &'static CallOptions {
     static READ: OnceLock<CallOptions> = OnceLock::new();
     static WRITE: OnceLock<CallOptions> = OnceLock::new();
+    static INSPECT: OnceLock<CallOptions> = OnceLock::new();
     match effect {
         Effect::Writes => WRITE.get_or_init(|| {
             CallOptionsBuilder::new()
@@ -192,6 +198,9 @@ fn call_options(effect: Effect) -> &'static CallOptions {
                 .errors_as_replies()
                 .build()
         }),
+        Effect::Inspects => {
+            INSPECT.get_or_init(|| CallOptionsBuilder::new().errors_as_replies().build())
+        }
     }
 }
 
@@ -571,6 +580,26 @@ impl<'a> DeadLetterStream<'a> {
             }
         }
         acl.check_command(&[b"XADD", self.key, b"MAXLEN", b"~", b"1", b"*", b"f", b"v"])
+    }
+
+    /// The stream's last generated ID (XINFO STREAM's `last-generated-id`,
+    /// which outlives deleted entries), `None` while the key does not exist.
+    pub fn last_id(&self) -> Result<Option<StreamId>, RedisError> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, self.key);
+        if self.ctx.open_key(&name).key_type() == KeyType::Empty {
+            return Ok(None);
+        }
+        let CallReply::Array(fields) =
+            call(self.ctx, Effect::Inspects, "XINFO", &[b"STREAM", self.key])?
+        else {
+            return Err(unexpected("XINFO STREAM"));
+        };
+        (0..fields.len())
+            .step_by(2)
+            .find(|&i| key_bytes(&fields.get(i)) == Some(b"last-generated-id"))
+            .and_then(|i| StreamId::parse(key_bytes(&fields.get(i + 1))?))
+            .map(Some)
+            .ok_or_else(|| unexpected("XINFO STREAM (last-generated-id)"))
     }
 
     /// XADD key MAXLEN ~ maxlen * header… payload…, replicated (S4) and with

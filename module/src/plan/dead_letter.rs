@@ -46,6 +46,17 @@ pub fn copy_cost(header: &Header, payload: &[impl AsRef<[u8]>]) -> u64 {
     bytes as u64 + count * PER_ITEM_OVERHEAD + PER_ENTRY_OVERHEAD
 }
 
+/// How many more IDs XADD `*` can give a stream whose last generated ID is
+/// `last_ms-last_seq`: it moves on to the next millisecond when the sequence
+/// is used up, and fails only once both parts are `u64::MAX`.
+pub fn ids_left(last_ms: u64, last_seq: u64) -> u64 {
+    if last_ms == u64::MAX {
+        u64::MAX - last_seq
+    } else {
+        u64::MAX
+    }
+}
+
 /// A quarantine move whose stream entry still exists: a copy wants to be made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
@@ -165,6 +176,16 @@ mod tests {
                 cost,
             })
             .collect()
+    }
+
+    #[test]
+    fn ids_run_out_only_in_the_last_millisecond() {
+        assert_eq!(ids_left(u64::MAX, u64::MAX), 0);
+        assert_eq!(ids_left(u64::MAX, u64::MAX - 2), 2);
+        assert_eq!(ids_left(u64::MAX, 0), u64::MAX);
+        // The sequence rolls over into the next millisecond.
+        assert_eq!(ids_left(u64::MAX - 1, u64::MAX), u64::MAX);
+        assert_eq!(ids_left(0, 0), u64::MAX);
     }
 
     #[test]
