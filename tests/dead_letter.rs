@@ -812,3 +812,70 @@ fn the_trigger_exits_76_when_the_dead_letter_stream_refuses_the_copies() {
     assert!(out.stderr.contains(DEAD), "{}", out.stderr);
     assert_eq!(call_state(&mut con), before);
 }
+
+/// The `quantum-id` of each copy in `key`, in order.
+fn copied_ids(con: &mut Connection, key: &str) -> Vec<String> {
+    entries(con, key)
+        .iter()
+        .map(|copy| String::from_utf8(field(copy, "quantum-id").to_vec()).unwrap())
+        .collect()
+}
+
+/// `--config`: `dead-letter` is a call option like the others, per
+/// `[[target]]` over the top level's; each target's copies go to its own key.
+/// A bad value is a usage error naming file, line and key before any command.
+#[test]
+fn each_config_file_target_copies_to_its_own_dead_letter_stream() {
+    use quantum_integration::trigger::{run_trigger, url_of};
+    const FILLS: &str = "quantum:stream:fills";
+    const FILLS_GROUP: &str = "quantum:group:fills";
+    let (server, mut con) = testnet_group();
+    let intents = poison(&mut con, "exec-1", 2);
+    run(
+        &mut con,
+        &["XGROUP", "CREATE", FILLS, FILLS_GROUP, "$", "MKSTREAM"],
+    )
+    .unwrap();
+    let fill = xadd(&mut con, FILLS, &intent(7));
+    for from in [">", "0"] {
+        let words = [
+            "XREADGROUP",
+            "GROUP",
+            FILLS_GROUP,
+            "exec-2",
+            "STREAMS",
+            FILLS,
+            from,
+        ];
+        run(&mut con, &words).unwrap();
+    }
+    sleep_ms(150);
+    let dir = quantum_integration::TempDir::new("dead-letter-config");
+    let config = dir.path().join("stream-recover.toml");
+    let url = url_of(&server.socket());
+    let run_with = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        run_trigger(&["--url", &url, "--config", config.to_str().unwrap()], &[])
+    };
+
+    let bad =
+        format!("max-deliveries = 2\n\n[[target]]\nstream = \"{FILLS}\"\ndead-letter = \"\"\n");
+    let before = (group_state(&mut con, STREAM), group_state(&mut con, FILLS));
+    let out = run_with(&bad);
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    let place = format!("{}:5: dead-letter", config.display());
+    assert!(out.stderr.contains(&place), "{}", out.stderr);
+    assert_eq!(
+        (group_state(&mut con, STREAM), group_state(&mut con, FILLS)),
+        before
+    );
+
+    let out = run_with(&format!(
+        "min-idle = \"100ms\"\nmax-deliveries = 2\ndead-letter = \"dl:fallback\"\n\n\
+         [[target]]\nstream = \"{STREAM}\"\ngroup = \"{GROUP}\"\ndead-letter = \"dl:intents\"\n\n\
+         [[target]]\nstream = \"{FILLS}\"\ngroup = \"{FILLS_GROUP}\"\n"
+    ));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(copied_ids(&mut con, "dl:intents"), intents);
+    assert_eq!(copied_ids(&mut con, "dl:fallback"), [fill]);
+}
