@@ -879,3 +879,68 @@ fn each_config_file_target_copies_to_its_own_dead_letter_stream() {
     assert_eq!(copied_ids(&mut con, "dl:intents"), intents);
     assert_eq!(copied_ids(&mut con, "dl:fallback"), [fill]);
 }
+
+/// INFO memory's `used_memory`.
+fn used_memory(con: &mut Connection) -> u64 {
+    let info = bytes(&run(con, &["INFO", "memory"]).unwrap());
+    String::from_utf8(info)
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:")?.trim().parse().ok())
+        .expect("used_memory in INFO memory")
+}
+
+/// Near `maxmemory` the call keeps back one stream node (8 KiB) plus each
+/// copy's estimated size, and no more: with room for one and a half large
+/// copies the oldest is copied and the others wait with their owner; with room
+/// for both, they follow. No copy ever lands past the limit.
+#[test]
+fn near_maxmemory_copies_fill_the_room_left_after_the_node_reserve() {
+    const NODE_RESERVE: u64 = 8 * 1024;
+    const BLOB: usize = 20_000;
+    let (_server, mut con) = testnet_group();
+    // Redis keeps a ~24 KB latency histogram per command, made when the
+    // command first runs: that growth is the server's, not a copy's.
+    run(&mut con, &["CONFIG", "SET", "latency-tracking", "no"]).unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let fields = [
+                ("blob".to_string(), vec![b'x'; BLOB]),
+                ("n".to_string(), i.to_string().into_bytes()),
+            ];
+            xadd(&mut con, STREAM, &fields)
+        })
+        .collect();
+    read_as(&mut con, "exec-41", 3);
+    reread_history(&mut con, "exec-41");
+    sleep_ms(150);
+    let limit = |con: &mut Connection, room: u64| {
+        let max = used_memory(con) + room;
+        run(con, &["CONFIG", "SET", "maxmemory", &max.to_string()]).unwrap();
+        max
+    };
+
+    let max = limit(&mut con, NODE_RESERVE + 30_000);
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.dead_lettered, Some(ids[..1].to_vec()), "{r:?}");
+    assert_eq!(r.dead_letter_deferred, Some(ids[1..].to_vec()));
+    assert_eq!(r.quarantined, ids[..1]);
+    assert!(used_memory(&mut con) < max, "the copy passed maxmemory");
+    assert_eq!(
+        pel(&mut con, STREAM, GROUP)
+            .iter()
+            .filter(|(_, owner, _)| owner == "exec-41")
+            .count(),
+        2,
+        "the deferred stay with their owner"
+    );
+
+    let max = limit(&mut con, NODE_RESERVE + 50_000);
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.dead_lettered, Some(ids[1..].to_vec()), "{r:?}");
+    assert_eq!(r.dead_letter_deferred, Some(vec![]));
+    assert!(used_memory(&mut con) < max, "the copies passed maxmemory");
+    run(&mut con, &["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    assert_eq!(copied_ids(&mut con, DEAD), ids);
+    assert_eq!(info_counter(&mut con, "dead_letter_deferred"), 2);
+}

@@ -17,6 +17,13 @@ pub struct Copies {
     entries: Vec<(Header, Vec<Vec<u8>>)>,
 }
 
+/// What `prepare` plans from: the dead-letter stream, and how full Redis was
+/// when the call started (`redis_ops::memory_use`).
+pub struct Target<'a> {
+    pub dead_letter: &'a DeadLetter,
+    pub memory_use: Option<f32>,
+}
+
 /// Reads the entry of every quarantine move in `claims` and plans the copies.
 /// A move whose stream entry is gone is no candidate: the claim drops it.
 /// Refuses when the dead-letter stream cannot take the copies: XADD failing
@@ -26,7 +33,7 @@ pub fn prepare(
     group: &Group,
     names: (&[u8], &[u8]),
     claims: &ClaimPlan,
-    dead_letter: &DeadLetter,
+    target: Target,
 ) -> Result<Copies, RedisError> {
     let (stream, group_name) = names;
     let moves: Vec<(StreamId, &Move)> = claims
@@ -52,13 +59,13 @@ pub fn prepare(
     let room = if candidates.is_empty() {
         Room::Unlimited
     } else {
-        redis_ops::memory_room(ctx)?
+        redis_ops::memory_room(ctx, target.memory_use)?
     };
     let plan = copy_plan::plan_copies(&candidates, room);
     // The copied IDs are a prefix of the candidates (plan_copies defers the rest).
     entries.truncate(plan.copy.len());
     if !entries.is_empty() {
-        check_ids_left(ctx, dead_letter, entries.len())?;
+        check_ids_left(ctx, target.dead_letter, entries.len())?;
     }
     Ok(Copies { plan, entries })
 }

@@ -622,11 +622,28 @@ impl<'a> DeadLetterStream<'a> {
     }
 }
 
-/// The memory left before `maxmemory`, for the dead-letter copies.
-pub fn memory_room(ctx: &Context) -> Result<Room, RedisError> {
+/// How full Redis is (used memory over `maxmemory`), `None` without a
+/// `maxmemory`. Taken when a call starts: the call's own buffers (the PEL it
+/// reads, the entries it will copy), counted by Redis as used memory and freed
+/// when it returns, must not count against the copies it keeps.
+pub fn memory_use(ctx: &Context) -> Result<Option<f32>, RedisError> {
     if !ctx.get_flags().contains(ContextFlags::MAXMEMORY) {
-        return Ok(Room::Unlimited);
+        return Ok(None);
     }
+    // SAFETY: reading a function pointer Redis filled in at module load.
+    let used_ratio = unsafe { raw::RedisModule_GetUsedMemoryRatio }
+        // SAFETY: takes no arguments and only reads the server's memory counters.
+        .map(|ratio| unsafe { ratio() })
+        .ok_or_else(|| unexpected("GetUsedMemoryRatio"))?;
+    Ok(Some(used_ratio))
+}
+
+/// The memory left before `maxmemory` for the dead-letter copies, from the
+/// `memory_use` taken at the call's start.
+pub fn memory_room(ctx: &Context, used_ratio: Option<f32>) -> Result<Room, RedisError> {
+    let Some(used_ratio) = used_ratio else {
+        return Ok(Room::Unlimited);
+    };
     // From the server's INFO data rather than CONFIG GET: the caller need not
     // be allowed CONFIG, and hardened servers rename it away.
     let maxmemory = ctx
@@ -634,11 +651,6 @@ pub fn memory_room(ctx: &Context) -> Result<Room, RedisError> {
         .field("maxmemory")
         .and_then(|v| std::str::from_utf8(v.as_slice()).ok()?.parse::<u64>().ok())
         .ok_or_else(|| unexpected("INFO memory (maxmemory)"))?;
-    // SAFETY: reading a function pointer Redis filled in at module load.
-    let used_ratio = unsafe { raw::RedisModule_GetUsedMemoryRatio }
-        // SAFETY: takes no arguments and only reads the server's memory counters.
-        .map(|ratio| unsafe { ratio() })
-        .ok_or_else(|| unexpected("GetUsedMemoryRatio"))?;
     Ok(Room::from_usage(maxmemory, f64::from(used_ratio)))
 }
 
