@@ -8,13 +8,13 @@ use crate::plan::dead_letter::{self as copy_plan, Candidate, CopyPlan, Header, R
 use crate::plan::{ClaimPlan, Move};
 use crate::redis_ops::{self, DeadLetterStream, Group};
 use quantum_protocol::error;
-use redis_module::{Context, RedisError};
+use redis_module::{Context, RedisError, RedisString};
 
 /// The copies one call makes, read and planned before its first change.
 pub struct Copies {
     pub plan: CopyPlan,
     /// Header and payload of each ID in `plan.copy`, in the same order.
-    entries: Vec<(Header, Vec<Vec<u8>>)>,
+    entries: Vec<(Header, Vec<RedisString>)>,
 }
 
 /// What `prepare` plans from: the dead-letter stream, and how full Redis was
@@ -94,9 +94,9 @@ fn check_ids_left(
 
 /// Appends the planned copies, after their entries moved to QUARANTINE.
 pub fn write(ctx: &Context, dead_letter: &DeadLetter, copies: &Copies) -> Result<(), RedisError> {
-    let stream = DeadLetterStream::new(ctx, &dead_letter.name, dead_letter.maxlen);
+    let mut appender = DeadLetterStream::new(ctx, &dead_letter.name, dead_letter.maxlen).appender();
     for (header, payload) in &copies.entries {
-        stream.append(header.fields(), payload)?;
+        appender.append(header.fields(), payload)?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 use super::{ClaimPlan, Destination, Move};
 use quantum_protocol::dead_letter as field;
 use std::collections::HashSet;
+use std::ops::Deref;
 
 /// The memory a call may still use before Redis reaches `maxmemory`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,10 +39,9 @@ pub const PER_ENTRY_OVERHEAD: u64 = 64;
 
 /// The estimated memory one copy takes: its header fields and the entry's own
 /// `payload` (field, value, field, value …).
-pub fn copy_cost(header: &Header, payload: &[impl AsRef<[u8]>]) -> u64 {
+pub fn copy_cost(header: &Header, payload: &[impl Deref<Target = [u8]>]) -> u64 {
     let items = header.fields().iter().map(|(f, v)| f.len() + v.len());
-    let bytes: usize =
-        items.sum::<usize>() + payload.iter().map(|p| p.as_ref().len()).sum::<usize>();
+    let bytes: usize = items.sum::<usize>() + payload.iter().map(|p| p.len()).sum::<usize>();
     let count = (2 * header.fields().len() + payload.len()) as u64;
     bytes as u64 + count * PER_ITEM_OVERHEAD + PER_ENTRY_OVERHEAD
 }
