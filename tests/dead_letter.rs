@@ -716,10 +716,13 @@ fn counters(con: &mut Connection) -> Vec<i64> {
     .to_vec()
 }
 
-/// Everything a refused call must leave as it was: the group (PEL, owners,
+/// Everything a refused call must leave as it was: the group, its PEL (owners,
 /// delivery counts), the dead-letter stream (entries, last ID) and the counters.
-fn call_state(con: &mut Connection) -> (String, Vec<(String, String, i64)>, String, Vec<i64>) {
-    (
+#[derive(Debug, PartialEq)]
+struct CallState(String, Vec<(String, String, i64)>, String, Vec<i64>);
+
+fn call_state(con: &mut Connection) -> CallState {
+    CallState(
         group_state(con, STREAM),
         pel(con, STREAM, GROUP),
         group_state(con, DEAD),
