@@ -702,3 +702,248 @@ fn the_trigger_passes_dead_letter_through_and_reports_the_copies() {
     let out = run_trigger(&["status", "--url", &url], &[("QUANTUM_DEAD_LETTER", DEAD)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+/// The INFO quantum counters a RECOVER call moves.
+fn counters(con: &mut Connection) -> Vec<i64> {
+    [
+        "claimed",
+        "quarantined",
+        "dropped",
+        "dead_lettered",
+        "dead_letter_deferred",
+    ]
+    .map(|name| info_counter(con, name))
+    .to_vec()
+}
+
+/// Everything a refused call must leave as it was: the group, its PEL (owners,
+/// delivery counts), the dead-letter stream (entries, last ID) and the counters.
+#[derive(Debug, PartialEq)]
+struct CallState(String, Vec<(String, String, i64)>, String, Vec<i64>);
+
+fn call_state(con: &mut Connection) -> CallState {
+    CallState(
+        group_state(con, STREAM),
+        pel(con, STREAM, GROUP),
+        group_state(con, DEAD),
+        counters(con),
+    )
+}
+
+const MAX_ID_PART: &str = "18446744073709551615";
+
+/// A dead-letter stream whose IDs run out cannot take the copies: XADD would
+/// fail after the claims, leaving quarantined entries without copies. The call
+/// is refused before its first change, naming the key, DRYRUN too.
+#[test]
+fn a_dead_letter_stream_out_of_ids_is_refused_before_any_change() {
+    let (_server, mut con) = testnet_group();
+    let ids = poison(&mut con, "exec-41", 2);
+    let one_left = format!("{MAX_ID_PART}-18446744073709551614");
+    let none_left = format!("{MAX_ID_PART}-{MAX_ID_PART}");
+    // Room for one copy of two; none; none after the planted entry was deleted
+    // (the stream remembers its last ID).
+    for (planted, deleted) in [(&one_left, false), (&none_left, false), (&none_left, true)] {
+        run(&mut con, &["DEL", DEAD]).unwrap();
+        run(&mut con, &["XADD", DEAD, planted, "f", "v"]).unwrap();
+        if deleted {
+            run(&mut con, &["XDEL", DEAD, planted]).unwrap();
+        }
+        let before = call_state(&mut con);
+        for dry_run in [false, true] {
+            let mut options = QUARANTINING.to_vec();
+            if dry_run {
+                options.push("DRYRUN");
+            }
+            let err = recover(&mut con, STREAM, GROUP, &options).unwrap_err();
+            assert!(
+                err.starts_with("ERR dead-letter stream")
+                    && err.contains(&format!("'{DEAD}'"))
+                    && err.contains(planted.as_str()),
+                "{planted} deleted={deleted} dry_run={dry_run}: {err}"
+            );
+            assert_eq!(call_state(&mut con), before, "{planted} deleted={deleted}");
+        }
+    }
+    // Exactly enough IDs left: both are copied, the last with the last ID.
+    run(&mut con, &["DEL", DEAD]).unwrap();
+    let two_left = format!("{MAX_ID_PART}-18446744073709551613");
+    run(&mut con, &["XADD", DEAD, &two_left, "f", "v"]).unwrap();
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.quarantined, ids);
+    assert_eq!(r.dead_lettered, Some(ids.clone()));
+    let copies = entries(&mut con, DEAD);
+    assert_eq!(copies.len(), 3);
+    assert_eq!(copies[2].0, none_left);
+    assert_eq!(info_counter(&mut con, "dead_lettered"), 2);
+}
+
+/// A refusal the server makes at run time (here: the dead-letter stream is out
+/// of IDs) is no usage error: the trigger exits 76 and names the key.
+#[test]
+fn the_trigger_exits_76_when_the_dead_letter_stream_refuses_the_copies() {
+    use quantum_integration::trigger::{run_trigger, url_of};
+    let (server, mut con) = testnet_group();
+    poison(&mut con, "exec-1", 1);
+    run(
+        &mut con,
+        &[
+            "XADD",
+            DEAD,
+            &format!("{MAX_ID_PART}-{MAX_ID_PART}"),
+            "f",
+            "v",
+        ],
+    )
+    .unwrap();
+    let before = call_state(&mut con);
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "--url",
+            &url,
+            "--min-idle",
+            "100ms",
+            "--max-deliveries",
+            "2",
+            "--dead-letter",
+            DEAD,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 76, "{}", out.stderr);
+    assert!(out.stderr.contains(DEAD), "{}", out.stderr);
+    assert_eq!(call_state(&mut con), before);
+}
+
+/// The `quantum-id` of each copy in `key`, in order.
+fn copied_ids(con: &mut Connection, key: &str) -> Vec<String> {
+    entries(con, key)
+        .iter()
+        .map(|copy| String::from_utf8(field(copy, "quantum-id").to_vec()).unwrap())
+        .collect()
+}
+
+/// `--config`: `dead-letter` is a call option like the others, per
+/// `[[target]]` over the top level's; each target's copies go to its own key.
+/// A bad value is a usage error naming file, line and key before any command.
+#[test]
+fn each_config_file_target_copies_to_its_own_dead_letter_stream() {
+    use quantum_integration::trigger::{run_trigger, url_of};
+    const FILLS: &str = "quantum:stream:fills";
+    const FILLS_GROUP: &str = "quantum:group:fills";
+    let (server, mut con) = testnet_group();
+    let intents = poison(&mut con, "exec-1", 2);
+    run(
+        &mut con,
+        &["XGROUP", "CREATE", FILLS, FILLS_GROUP, "$", "MKSTREAM"],
+    )
+    .unwrap();
+    let fill = xadd(&mut con, FILLS, &intent(7));
+    for from in [">", "0"] {
+        let words = [
+            "XREADGROUP",
+            "GROUP",
+            FILLS_GROUP,
+            "exec-2",
+            "STREAMS",
+            FILLS,
+            from,
+        ];
+        run(&mut con, &words).unwrap();
+    }
+    sleep_ms(150);
+    let dir = quantum_integration::TempDir::new("dead-letter-config");
+    let config = dir.path().join("stream-recover.toml");
+    let url = url_of(&server.socket());
+    let run_with = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        run_trigger(&["--url", &url, "--config", config.to_str().unwrap()], &[])
+    };
+
+    let bad =
+        format!("max-deliveries = 2\n\n[[target]]\nstream = \"{FILLS}\"\ndead-letter = \"\"\n");
+    let before = (group_state(&mut con, STREAM), group_state(&mut con, FILLS));
+    let out = run_with(&bad);
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    let place = format!("{}:5: dead-letter", config.display());
+    assert!(out.stderr.contains(&place), "{}", out.stderr);
+    assert_eq!(
+        (group_state(&mut con, STREAM), group_state(&mut con, FILLS)),
+        before
+    );
+
+    let out = run_with(&format!(
+        "min-idle = \"100ms\"\nmax-deliveries = 2\ndead-letter = \"dl:fallback\"\n\n\
+         [[target]]\nstream = \"{STREAM}\"\ngroup = \"{GROUP}\"\ndead-letter = \"dl:intents\"\n\n\
+         [[target]]\nstream = \"{FILLS}\"\ngroup = \"{FILLS_GROUP}\"\n"
+    ));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(copied_ids(&mut con, "dl:intents"), intents);
+    assert_eq!(copied_ids(&mut con, "dl:fallback"), [fill]);
+}
+
+/// INFO memory's `used_memory`.
+fn used_memory(con: &mut Connection) -> u64 {
+    let info = bytes(&run(con, &["INFO", "memory"]).unwrap());
+    String::from_utf8(info)
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:")?.trim().parse().ok())
+        .expect("used_memory in INFO memory")
+}
+
+/// Near `maxmemory` the call keeps back one stream node (8 KiB) plus each
+/// copy's estimated size, and no more: with room for one and a half large
+/// copies the oldest is copied and the others wait with their owner; with room
+/// for both, they follow. No copy ever lands past the limit.
+#[test]
+fn near_maxmemory_copies_fill_the_room_left_after_the_node_reserve() {
+    const NODE_RESERVE: u64 = 8 * 1024;
+    const BLOB: usize = 20_000;
+    let (_server, mut con) = testnet_group();
+    // Redis keeps a ~24 KB latency histogram per command, made when the
+    // command first runs: that growth is the server's, not a copy's.
+    run(&mut con, &["CONFIG", "SET", "latency-tracking", "no"]).unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let fields = [
+                ("blob".to_string(), vec![b'x'; BLOB]),
+                ("n".to_string(), i.to_string().into_bytes()),
+            ];
+            xadd(&mut con, STREAM, &fields)
+        })
+        .collect();
+    read_as(&mut con, "exec-41", 3);
+    reread_history(&mut con, "exec-41");
+    sleep_ms(150);
+    let limit = |con: &mut Connection, room: u64| {
+        let max = used_memory(con) + room;
+        run(con, &["CONFIG", "SET", "maxmemory", &max.to_string()]).unwrap();
+        max
+    };
+
+    let max = limit(&mut con, NODE_RESERVE + 30_000);
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.dead_lettered, Some(ids[..1].to_vec()), "{r:?}");
+    assert_eq!(r.dead_letter_deferred, Some(ids[1..].to_vec()));
+    assert_eq!(r.quarantined, ids[..1]);
+    assert!(used_memory(&mut con) < max, "the copy passed maxmemory");
+    assert_eq!(
+        pel(&mut con, STREAM, GROUP)
+            .iter()
+            .filter(|(_, owner, _)| owner == "exec-41")
+            .count(),
+        2,
+        "the deferred stay with their owner"
+    );
+
+    let max = limit(&mut con, NODE_RESERVE + 50_000);
+    let r = recover(&mut con, STREAM, GROUP, &QUARANTINING).unwrap();
+    assert_eq!(r.dead_lettered, Some(ids[1..].to_vec()), "{r:?}");
+    assert_eq!(r.dead_letter_deferred, Some(vec![]));
+    assert!(used_memory(&mut con) < max, "the copies passed maxmemory");
+    run(&mut con, &["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    assert_eq!(copied_ids(&mut con, DEAD), ids);
+    assert_eq!(info_counter(&mut con, "dead_letter_deferred"), 2);
+}

@@ -395,9 +395,11 @@ fn dead_letter_section(md: &mut String, con: &mut Connection, sizes: &Sizes) {
         md,
         "\n## Dead-letter copies\n\nServer time per QUANTUM.RECOVER call that moves a dead consumer's poison entries \
          (five fields each, two deliveries, MAXDELIVERIES 2, COUNT = the entries) to QUARANTINE, without and with \
-         DEADLETTER (each copy: the entry read with the key API's stream iterator, then an XADD … MAXLEN ~ through \
-         RM_Call of its six header fields and its own five). INFO commandstats, every call on the same RESTOREd state, the dead-letter stream deleted before \
-         each call (not counted). Target: with ≤ 1.5× without.\n\n\
+         DEADLETTER (per call one XINFO STREAM of the dead-letter stream for its last ID; each copy: the entry read \
+         with the key API's stream iterator, then an XADD … MAXLEN ~ through RM_Call of its six header fields and its \
+         own five, the arguments all copies share made once per call). INFO commandstats, every call on the same \
+         RESTOREd state, the dead-letter stream made anew with one entry before each call (not counted). Target: \
+         with ≤ 1.5× without.\n\n\
          | entries per call | calls | without µs | with µs | with / without | µs per copy |\n|---|---|---|---|---|---|"
     );
     for &(entries, iterations) in &sizes.dead_letter {

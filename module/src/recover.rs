@@ -77,6 +77,10 @@ pub fn dead_letter_pos(argv: &[&[u8]]) -> Option<usize> {
 }
 
 fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Report, Failure> {
+    let memory_use = match request.dead_letter {
+        Some(_) => redis_ops::memory_use(ctx)?,
+        None => None,
+    };
     let acl = CallerAcl::of(ctx)?;
     let mode_value = if request.dry_run {
         shared::read_mode(ctx, &acl, argv, &request.mode_key)?
@@ -99,11 +103,15 @@ fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Re
     let claim_plan = plan::plan_claims(&pel.entries, &rules, &keepers, pel.ended);
     // Before any change: the copies' entries are read and what does not fit waits.
     let copies = match &request.dead_letter {
-        Some(_) => Some(dead_letter::prepare(
+        Some(dead_letter) => Some(dead_letter::prepare(
             ctx,
             &group,
             (&request.key, &request.group),
             &claim_plan,
+            dead_letter::Target {
+                dead_letter,
+                memory_use,
+            },
         )?),
         None => None,
     };

@@ -9,8 +9,8 @@ use crate::plan::dead_letter::Room;
 use crate::plan::{Consumer, PendingEntry};
 use quantum_protocol::error;
 use redis_module::{
-    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, KeyType,
-    RedisError, RedisString,
+    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, ErrorReply,
+    KeyType, RedisError, RedisString,
 };
 use std::collections::HashMap;
 use std::os::raw::c_int;
@@ -171,6 +171,11 @@ enum Effect {
     Reads,
     /// Replicated to replicas and the AOF (S4).
     Writes,
+    /// Reads bookkeeping the call needs for its own pre-checks, without the
+    /// caller's ACL: the caller's right to the key was checked for what the
+    /// call does with it (a write-only user of a dead-letter stream may XADD
+    /// to it, not XINFO it), and nothing read reaches the reply.
+    Inspects,
 }
 
 /// The RM_Call options, built once rather than on every call: reads with the
@@ -178,6 +183,7 @@ enum Effect {
 fn call_options(effect: Effect) -> &'static CallOptions {
     static READ: OnceLock<CallOptions> = OnceLock::new();
     static WRITE: OnceLock<CallOptions> = OnceLock::new();
+    static INSPECT: OnceLock<CallOptions> = OnceLock::new();
     match effect {
         Effect::Writes => WRITE.get_or_init(|| {
             CallOptionsBuilder::new()
@@ -192,6 +198,9 @@ fn call_options(effect: Effect) -> &'static CallOptions {
                 .errors_as_replies()
                 .build()
         }),
+        Effect::Inspects => {
+            INSPECT.get_or_init(|| CallOptionsBuilder::new().errors_as_replies().build())
+        }
     }
 }
 
@@ -203,7 +212,12 @@ fn call(
     args: &[&[u8]],
 ) -> Result<CallReply<'static>, RedisError> {
     let result: CallResult<'static> = ctx.call_ext(command, call_options(effect), args);
-    result.map_err(|e| RedisError::String(error_reply(command, &crate::text::ascii(e.as_bytes()))))
+    result.map_err(|e| call_error(command, &e))
+}
+
+/// An internal call's error reply as our error.
+fn call_error(command: &str, e: &ErrorReply) -> RedisError {
+    RedisError::String(error_reply(command, &crate::text::ascii(e.as_bytes())))
 }
 
 /// This group's line of XINFO GROUPS: what STATUS and a call without the
@@ -410,7 +424,7 @@ impl<'a> Group<'a> {
     pub fn entries_fields(
         &self,
         ids: &[StreamId],
-    ) -> Result<HashMap<StreamId, Vec<Vec<u8>>>, RedisError> {
+    ) -> Result<HashMap<StreamId, Vec<RedisString>>, RedisError> {
         const MAX_WALK: usize = 64;
         let mut found = HashMap::with_capacity(ids.len());
         let Some(&last) = ids.last() else {
@@ -448,10 +462,12 @@ impl<'a> Group<'a> {
                     break;
                 }
                 if ids[next] == at {
+                    // The iterator's own strings, kept: the copy's XADD takes
+                    // them as they are, with no copy of their bytes.
                     let flat = record
                         .fields
-                        .iter()
-                        .flat_map(|(f, v)| [f.as_slice().to_vec(), v.as_slice().to_vec()])
+                        .into_iter()
+                        .flat_map(|(f, v)| [f, v])
                         .collect();
                     found.insert(at, flat);
                     next += 1;
@@ -573,31 +589,118 @@ impl<'a> DeadLetterStream<'a> {
         acl.check_command(&[b"XADD", self.key, b"MAXLEN", b"~", b"1", b"*", b"f", b"v"])
     }
 
+    /// The stream's last generated ID (XINFO STREAM's `last-generated-id`,
+    /// which outlives deleted entries), `None` while the key does not exist.
+    pub fn last_id(&self) -> Result<Option<StreamId>, RedisError> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, self.key);
+        if self.ctx.open_key(&name).key_type() == KeyType::Empty {
+            return Ok(None);
+        }
+        let CallReply::Array(fields) =
+            call(self.ctx, Effect::Inspects, "XINFO", &[b"STREAM", self.key])?
+        else {
+            return Err(unexpected("XINFO STREAM"));
+        };
+        (0..fields.len())
+            .step_by(2)
+            .find(|&i| key_bytes(&fields.get(i)) == Some(b"last-generated-id"))
+            .and_then(|i| StreamId::parse(key_bytes(&fields.get(i + 1))?))
+            .map(Some)
+            .ok_or_else(|| unexpected("XINFO STREAM (last-generated-id)"))
+    }
+
+    /// The writer of this call's copies.
+    pub fn appender(&self) -> Appender<'a> {
+        let string = |bytes: &[u8]| RedisString::create_from_slice(std::ptr::null_mut(), bytes);
+        Appender {
+            ctx: self.ctx,
+            head: [
+                string(self.key),
+                string(b"MAXLEN"),
+                string(b"~"),
+                string(self.maxlen.as_bytes()),
+                string(b"*"),
+            ],
+            header: Vec::new(),
+        }
+    }
+}
+
+/// Appends one call's copies. Every XADD argument is a string object Redis
+/// allocates: the ones all copies share (key, MAXLEN ~ n, `*`, the header's
+/// field names, stream, group and reason) are made once per call, the
+/// entry's own fields are the stream iterator's strings, so a copy makes only
+/// the few header values that change (its ID; owner and count when they do).
+pub struct Appender<'a> {
+    ctx: &'a Context,
+    /// `key MAXLEN ~ maxlen *`.
+    head: [RedisString; 5],
+    /// The previous copy's header, field and value.
+    header: Vec<(RedisString, RedisString)>,
+}
+
+impl Appender<'_> {
     /// XADD key MAXLEN ~ maxlen * header… payload…, replicated (S4) and with
     /// the caller's ACL (S7).
     pub fn append(
-        &self,
+        &mut self,
         header: &[(&str, Vec<u8>)],
-        payload: &[Vec<u8>],
+        payload: &[RedisString],
     ) -> Result<(), RedisError> {
-        let mut args: Vec<&[u8]> = Vec::with_capacity(5 + 2 * header.len() + payload.len());
-        args.extend([self.key, b"MAXLEN", b"~", self.maxlen.as_bytes(), b"*"]);
-        for (field, value) in header {
-            args.extend([field.as_bytes(), value.as_slice()]);
+        let string = |bytes: &[u8]| RedisString::create_from_slice(std::ptr::null_mut(), bytes);
+        self.header.truncate(header.len());
+        for (i, (field, value)) in header.iter().enumerate() {
+            match self.header.get_mut(i) {
+                Some((f, v)) => {
+                    if f.as_slice() != field.as_bytes() {
+                        *f = string(field.as_bytes());
+                    }
+                    if v.as_slice() != value.as_slice() {
+                        *v = string(value);
+                    }
+                }
+                None => self.header.push((string(field.as_bytes()), string(value))),
+            }
         }
-        args.extend(payload.iter().map(Vec::as_slice));
-        match call(self.ctx, Effect::Writes, "XADD", &args)? {
+        let mut args: Vec<&RedisString> =
+            Vec::with_capacity(self.head.len() + 2 * self.header.len() + payload.len());
+        args.extend(&self.head);
+        for (field, value) in &self.header {
+            args.extend([field, value]);
+        }
+        args.extend(payload);
+        let result: CallResult<'static> =
+            self.ctx
+                .call_ext("XADD", call_options(Effect::Writes), args.as_slice());
+        match result.map_err(|e| call_error("XADD", &e))? {
             CallReply::String(_) => Ok(()),
             _ => Err(unexpected("XADD")),
         }
     }
 }
 
-/// The memory left before `maxmemory`, for the dead-letter copies.
-pub fn memory_room(ctx: &Context) -> Result<Room, RedisError> {
+/// How full Redis is (used memory over `maxmemory`), `None` without a
+/// `maxmemory`. Taken when a call starts: the call's own buffers (the PEL it
+/// reads, the entries it will copy), counted by Redis as used memory and freed
+/// when it returns, must not count against the copies it keeps.
+pub fn memory_use(ctx: &Context) -> Result<Option<f32>, RedisError> {
     if !ctx.get_flags().contains(ContextFlags::MAXMEMORY) {
-        return Ok(Room::Unlimited);
+        return Ok(None);
     }
+    // SAFETY: reading a function pointer Redis filled in at module load.
+    let used_ratio = unsafe { raw::RedisModule_GetUsedMemoryRatio }
+        // SAFETY: takes no arguments and only reads the server's memory counters.
+        .map(|ratio| unsafe { ratio() })
+        .ok_or_else(|| unexpected("GetUsedMemoryRatio"))?;
+    Ok(Some(used_ratio))
+}
+
+/// The memory left before `maxmemory` for the dead-letter copies, from the
+/// `memory_use` taken at the call's start.
+pub fn memory_room(ctx: &Context, used_ratio: Option<f32>) -> Result<Room, RedisError> {
+    let Some(used_ratio) = used_ratio else {
+        return Ok(Room::Unlimited);
+    };
     // From the server's INFO data rather than CONFIG GET: the caller need not
     // be allowed CONFIG, and hardened servers rename it away.
     let maxmemory = ctx
@@ -605,11 +708,6 @@ pub fn memory_room(ctx: &Context) -> Result<Room, RedisError> {
         .field("maxmemory")
         .and_then(|v| std::str::from_utf8(v.as_slice()).ok()?.parse::<u64>().ok())
         .ok_or_else(|| unexpected("INFO memory (maxmemory)"))?;
-    // SAFETY: reading a function pointer Redis filled in at module load.
-    let used_ratio = unsafe { raw::RedisModule_GetUsedMemoryRatio }
-        // SAFETY: takes no arguments and only reads the server's memory counters.
-        .map(|ratio| unsafe { ratio() })
-        .ok_or_else(|| unexpected("GetUsedMemoryRatio"))?;
     Ok(Room::from_usage(maxmemory, f64::from(used_ratio)))
 }
 

@@ -236,6 +236,9 @@ pub mod error {
     pub const INTERNAL: &str = "ERR internal error";
     /// Redis answered an internal call with something the module cannot read.
     pub const UNEXPECTED_REPLY: &str = "ERR unexpected reply from";
+    /// The dead-letter stream cannot take this call's copies (its IDs ran
+    /// out): refused before the first change.
+    pub const DEAD_LETTER_FULL: &str = "ERR dead-letter stream";
 
     /// Whether error `line` carries `code` as its first word.
     pub fn has_code(line: &str, code: &str) -> bool {

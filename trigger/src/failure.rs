@@ -28,7 +28,9 @@ pub enum ExitCode {
     /// EX_TEMPFAIL: Redis unreachable, a timeout or the deadline, LOADING,
     /// READONLY, BUSY, a cluster that is down: the next run may succeed.
     Unavailable = 75,
-    /// EX_PROTOCOL: a reply the trigger cannot use (WRONGTYPE, internal error).
+    /// EX_PROTOCOL: a reply the trigger cannot use (WRONGTYPE, internal error),
+    /// or a refusal of the server's data at run time that no retry mends (a
+    /// dead-letter stream out of IDs).
     Protocol = 76,
     /// EX_NOPERM: NOAUTH, WRONGPASS, NOPERM.
     NoPermission = 77,
@@ -146,7 +148,9 @@ fn server_error_code(code: &str, line: &str) -> ExitCode {
         error::ERR if line.contains("unknown command") => ExitCode::ModuleMissing,
         // The module answers ERR for arguments it refuses (e.g. SCAN below COUNT from its configs).
         error::ERR
-            if !line.starts_with(error::INTERNAL) && !line.starts_with(error::UNEXPECTED_REPLY) =>
+            if !line.starts_with(error::INTERNAL)
+                && !line.starts_with(error::UNEXPECTED_REPLY)
+                && !line.starts_with(error::DEAD_LETTER_FULL) =>
         {
             ExitCode::Usage
         }
@@ -210,6 +214,12 @@ mod tests {
                 ExitCode::Usage,
             ),
             ("ERR", "ERR internal error", ExitCode::Protocol),
+            (
+                "ERR",
+                "ERR dead-letter stream 'dl' has 0 IDs left after its last ID \
+                 18446744073709551615-18446744073709551615, this call would copy 1: nothing changed",
+                ExitCode::Protocol,
+            ),
             (
                 "LOADING",
                 "LOADING Redis is loading the dataset in memory",

@@ -117,6 +117,7 @@ pub fn apply_call_options(cli: &mut Cli, o: &CallOptions, explicit: &Explicit) {
     let e = explicit;
     take_opt(e, "to", &mut cli.to, &o.to);
     take_opt(e, "quarantine", &mut cli.quarantine, &o.quarantine);
+    take_opt(e, "dead_letter", &mut cli.dead_letter, &o.dead_letter);
     take_opt(e, "mode_key", &mut cli.mode_key, &o.mode_key);
     take_opt(e, "min_idle", &mut cli.min_idle, &o.min_idle);
     take_opt(e, "zombie_idle", &mut cli.zombie_idle, &o.zombie_idle);

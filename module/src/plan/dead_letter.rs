@@ -6,6 +6,7 @@
 use super::{ClaimPlan, Destination, Move};
 use quantum_protocol::dead_letter as field;
 use std::collections::HashSet;
+use std::ops::Deref;
 
 /// The memory a call may still use before Redis reaches `maxmemory`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,12 +39,22 @@ pub const PER_ENTRY_OVERHEAD: u64 = 64;
 
 /// The estimated memory one copy takes: its header fields and the entry's own
 /// `payload` (field, value, field, value …).
-pub fn copy_cost(header: &Header, payload: &[impl AsRef<[u8]>]) -> u64 {
+pub fn copy_cost(header: &Header, payload: &[impl Deref<Target = [u8]>]) -> u64 {
     let items = header.fields().iter().map(|(f, v)| f.len() + v.len());
-    let bytes: usize =
-        items.sum::<usize>() + payload.iter().map(|p| p.as_ref().len()).sum::<usize>();
+    let bytes: usize = items.sum::<usize>() + payload.iter().map(|p| p.len()).sum::<usize>();
     let count = (2 * header.fields().len() + payload.len()) as u64;
     bytes as u64 + count * PER_ITEM_OVERHEAD + PER_ENTRY_OVERHEAD
+}
+
+/// How many more IDs XADD `*` can give a stream whose last generated ID is
+/// `last_ms-last_seq`: it moves on to the next millisecond when the sequence
+/// is used up, and fails only once both parts are `u64::MAX`.
+pub fn ids_left(last_ms: u64, last_seq: u64) -> u64 {
+    if last_ms == u64::MAX {
+        u64::MAX - last_seq
+    } else {
+        u64::MAX
+    }
 }
 
 /// A quarantine move whose stream entry still exists: a copy wants to be made.
@@ -165,6 +176,16 @@ mod tests {
                 cost,
             })
             .collect()
+    }
+
+    #[test]
+    fn ids_run_out_only_in_the_last_millisecond() {
+        assert_eq!(ids_left(u64::MAX, u64::MAX), 0);
+        assert_eq!(ids_left(u64::MAX, u64::MAX - 2), 2);
+        assert_eq!(ids_left(u64::MAX, 0), u64::MAX);
+        // The sequence rolls over into the next millisecond.
+        assert_eq!(ids_left(u64::MAX - 1, u64::MAX), u64::MAX);
+        assert_eq!(ids_left(0, 0), u64::MAX);
     }
 
     #[test]

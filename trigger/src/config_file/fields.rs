@@ -66,6 +66,19 @@ pub fn deadline<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
         .map_err(|e| de::Error::custom(format!("deadline: {e}")))
 }
 
+/// `dead-letter`: a key name; empty is refused here, where the line is known,
+/// rather than by the module at run time.
+pub fn dead_letter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let key: String = serde::Deserialize::deserialize(d)
+        .map_err(|e: D::Error| de::Error::custom(format!("dead-letter: {e}")))?;
+    match key.is_empty() {
+        true => Err(de::Error::custom(
+            "dead-letter: must not be empty (leave it out for no dead-letter stream)",
+        )),
+        false => Ok(Some(key)),
+    }
+}
+
 /// An integer within `range`, named `key` in the error.
 fn ranged<'de, D: Deserializer<'de>>(
     d: D,

@@ -44,6 +44,9 @@ macro_rules! with_call_options {
             /// Consumer that parks poison entries.
             #[serde(default)]
             pub quarantine: Option<String>,
+            /// Stream that gets a copy of every entry moved to quarantine.
+            #[serde(default, deserialize_with = "fields::dead_letter")]
+            pub dead_letter: Option<String>,
             #[serde(default)]
             pub mode_key: Option<String>,
             /// Milliseconds.
@@ -78,6 +81,7 @@ macro_rules! with_call_options {
                 CallOptions {
                     to: self.to.clone(),
                     quarantine: self.quarantine.clone(),
+                    dead_letter: self.dead_letter.clone(),
                     mode_key: self.mode_key.clone(),
                     min_idle: self.min_idle,
                     zombie_idle: self.zombie_idle,
@@ -112,6 +116,7 @@ impl CallOptions {
         CallOptions {
             to: pick(&self.to, &base.to),
             quarantine: pick(&self.quarantine, &base.quarantine),
+            dead_letter: pick(&self.dead_letter, &base.dead_letter),
             mode_key: pick(&self.mode_key, &base.mode_key),
             min_idle: pick(&self.min_idle, &base.min_idle),
             zombie_idle: pick(&self.zombie_idle, &base.zombie_idle),

@@ -131,6 +131,43 @@ fn values_out_of_range_are_named_with_the_range() {
 }
 
 #[test]
+fn dead_letter_is_a_call_option_per_target_and_discover_table() {
+    let file = parse(
+        "dead-letter = \"dl:all\"\n\n[[target]]\nstream = \"a\"\ndead-letter = \"dl:a\"\n\n\
+         [[target]]\nstream = \"b\"\n\n[[discover]]\nmatch = \"c*\"\ndead-letter = \"dl:c\"\n",
+    )
+    .unwrap();
+    let base = file.call_options();
+    assert_eq!(base.dead_letter.as_deref(), Some("dl:all"));
+    let of = |o: CallOptions| o.over(&base).dead_letter;
+    assert_eq!(of(file.targets[0].call_options()).as_deref(), Some("dl:a"));
+    assert_eq!(
+        of(file.targets[1].call_options()).as_deref(),
+        Some("dl:all")
+    );
+    assert_eq!(
+        of(file.discovers[0].call_options()).as_deref(),
+        Some("dl:c")
+    );
+}
+
+#[test]
+fn a_bad_dead_letter_is_named_with_its_line() {
+    let shown = error(
+        "[[target]]\nstream = \"s\"\ndead-letter = \"\"\n",
+        3,
+        "dead-letter",
+    );
+    assert!(shown.contains("must not be empty"), "{shown}");
+    error("\ndead-letter = 5\n", 2, "dead-letter");
+    error(
+        "[[discover]]\nmatch = \"s*\"\ndead-letter = []\n",
+        3,
+        "dead-letter",
+    );
+}
+
+#[test]
 fn scan_below_count_is_refused_where_the_merge_makes_it() {
     error("count = 50\nscan = 10\n", 0, "scan");
     let shown = error(
