@@ -13,9 +13,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-/// The drain so far, updated after each answered batch: what the main thread
-/// reports if the deadline passes while a call is still waiting for Redis.
-pub type Progress = Arc<Mutex<RunSummary>>;
+/// A verb's work so far (a drain's `RunSummary`, a retire's `RetireSummary`),
+/// updated after each answered call: what the main thread reports if the
+/// deadline passes while a call is still waiting for Redis.
+pub type Progress<T> = Arc<Mutex<T>>;
 
 /// How a call that reached the module ended, when it did not fail.
 #[derive(Debug)]
@@ -181,7 +182,7 @@ pub fn run(
     con: &mut Link,
     start: Option<String>,
     deadline: Instant,
-    progress: &Progress,
+    progress: &Progress<RunSummary>,
 ) -> Result<Outcome<RunSummary>, Failure> {
     let lock = || progress.lock().unwrap_or_else(PoisonError::into_inner);
     lock().resumed_from = start.clone();
@@ -354,7 +355,7 @@ pub fn status(
 }
 
 /// Why a retire stopped before the consumer was empty.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Stopped {
     /// The mode guard refused a later call (exit 0, like any refusal).
     Refused(String),
@@ -364,7 +365,7 @@ pub enum Stopped {
 
 /// The calls of one `retire`, summed; with the consumer's name its JSON is
 /// the `--json` output of `retire`.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct RetireSummary {
     pub moved: Vec<String>,
     pub dropped: Vec<String>,
@@ -400,12 +401,14 @@ fn retire_command(cli: &Cli, consumer: &str) -> redis::Cmd {
 }
 
 /// Calls QUANTUM.RETIRE until the consumer is empty (and so deleted) or the
-/// deadline. Each call is atomic: stopping between calls leaves the rest of
-/// the entries with the consumer, where the next retire finds them.
+/// deadline, recording each answered call in `progress`. Each call is atomic:
+/// stopping between calls leaves the rest of the entries with the consumer,
+/// where the next retire finds them.
 pub fn retire(
     cli: &Cli,
     con: &mut Link,
     deadline: Instant,
+    progress: &Progress<RetireSummary>,
 ) -> Result<Outcome<RetireSummary>, Failure> {
     let consumer = cli.consumer.as_ref().ok_or_else(|| {
         Failure::new(
@@ -414,36 +417,39 @@ pub fn retire(
         )
     })?;
     let cmd = retire_command(cli, consumer);
-    let mut summary = RetireSummary::default();
+    let lock = || progress.lock().unwrap_or_else(PoisonError::into_inner);
+    let done = |summary: &mut RetireSummary, stopped| {
+        summary.stopped = stopped;
+        Ok(Outcome::Done(summary.clone()))
+    };
     let mut seen = HashSet::new();
     loop {
         let lost = con.lost_replies();
+        let calls = lock().calls;
         let outcome =
             match call(con, &cmd, deadline).and_then(|o| o.and_then(reply::parse::<RetireStep>)) {
                 Ok(outcome) => outcome,
                 // Nothing happened, or nothing that anyone knows of: a plain failure.
-                Err(f) if summary.calls == 0 && !f.reply_lost => return Err(f),
+                Err(f) if calls == 0 && !f.reply_lost => return Err(f),
                 Err(f) => {
+                    let mut summary = lock();
                     summary.last_call_unknown |= f.reply_lost;
-                    summary.stopped = Some(Stopped::Failed(f));
-                    return Ok(Outcome::Done(summary));
+                    return done(&mut summary, Some(Stopped::Failed(f)));
                 }
             };
         let step = match outcome {
             Outcome::Done(step) => step,
             // Refused or gone before anything happened: pass the outcome on.
-            other if summary.calls == 0 => return other.and_then(|_| Ok(summary)),
+            other if calls == 0 => return other.and_then(|_| Ok(lock().clone())),
             // After earlier calls moved entries: report those, and why it stopped.
-            Outcome::Refused(m) => {
-                summary.stopped = Some(Stopped::Refused(m));
-                return Ok(Outcome::Done(summary));
-            }
+            Outcome::Refused(m) => return done(&mut lock(), Some(Stopped::Refused(m))),
             Outcome::Absent(m) => {
                 let gone = format!("the stream or group went away between calls: {m}");
-                summary.stopped = Some(Stopped::Failed(failure::unexpected(&gone)));
-                return Ok(Outcome::Done(summary));
+                let stopped = Stopped::Failed(failure::unexpected(&gone));
+                return done(&mut lock(), Some(stopped));
             }
         };
+        let mut summary = lock();
         // A failover cut a reply off and the call was sent again: the lost one
         // may have moved entries this report does not list.
         summary.last_call_unknown |= con.lost_replies() != lost;
@@ -461,11 +467,12 @@ pub fn retire(
         // The last call's word, on the primary that answered it.
         summary.deleted = step.deleted;
         summary.calls += 1;
+        drop(summary);
         if step.remaining == 0 {
             if switched_on_confirm(con, deadline) {
                 continue;
             }
-            return Ok(Outcome::Done(summary));
+            return done(&mut lock(), None);
         }
         if progress == 0 {
             return Err(failure::unexpected(

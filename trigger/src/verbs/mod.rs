@@ -11,7 +11,7 @@ mod run;
 mod status;
 
 use crate::cli::{Cli, Verb};
-use crate::commands::Progress;
+use crate::commands::{Progress, RetireSummary, RunSummary};
 use crate::config_file::Target;
 use crate::connect::{self, Link};
 use crate::failure::{ExitCode, Failure};
@@ -144,10 +144,49 @@ pub struct Entry {
 /// finding them, and whether the list is complete (no discovery failed).
 type Found = (Vec<(String, String)>, Vec<Entry>, bool);
 
+/// What a target's verb has done so far, for the report if the deadline
+/// passes before the verb's own answer: each verb keeps its own shape.
+#[derive(Clone)]
+enum Partial {
+    Run(Progress<RunSummary>),
+    Retire(Progress<RetireSummary>),
+    /// One call (status, check): nothing to report but the deadline.
+    OneCall,
+}
+
+impl Partial {
+    fn new(verb: Verb) -> Partial {
+        match verb {
+            Verb::Run => Partial::Run(Progress::default()),
+            Verb::Retire => Partial::Retire(Progress::default()),
+            _ => Partial::OneCall,
+        }
+    }
+
+    /// The report of a verb the deadline overran while a call was in flight.
+    fn overrun(&self, cli: &Cli, scope: &str) -> Done {
+        let f = Failure::new(
+            ExitCode::Unavailable,
+            format!(
+                "deadline reached: Redis did not answer (in full) within --deadline {}",
+                humantime::format_duration(cli.deadline)
+            ),
+        );
+        match self {
+            Partial::Run(progress) => run::overrun(cli, progress, scope),
+            Partial::Retire(progress) => retire::overrun(cli, progress, f),
+            Partial::OneCall => {
+                error!("{scope}: {}", f.message);
+                Done::failed(&f)
+            }
+        }
+    }
+}
+
 /// What the worker tells the main thread, as it happens.
 enum Event {
     Targets(Found),
-    Started(usize, Progress),
+    Started(usize, Partial),
     Finished(usize, Done),
     /// Nothing could run (no connection, too many targets).
     Failed(Done),
@@ -172,7 +211,7 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
     let until = clock.deadline + DEADLINE_GRACE;
     let mut known: Option<Found> = None;
     let mut results: Vec<Option<Done>> = Vec::new();
-    let mut current: Option<(usize, Progress)> = None;
+    let mut current: Option<(usize, Partial)> = None;
     let mut failed = None;
     loop {
         match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
@@ -196,7 +235,7 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
             for (i, ((stream, group), done)) in targets.into_iter().zip(results).enumerate() {
                 let scope = scope_of(&stream, &group);
                 let done = done.unwrap_or_else(|| match &current {
-                    Some((at, progress)) if *at == i => run::overrun(cli, progress, &scope),
+                    Some((at, partial)) if *at == i => partial.overrun(cli, &scope),
                     _ => not_started(&scope),
                 });
                 entries.push(Entry {
@@ -209,7 +248,9 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
         }
         (_, failed) => {
             let scope = run_scope(&setup);
-            let done = failed.unwrap_or_else(|| run::overrun(cli, &Progress::default(), &scope));
+            // Connecting or finding the targets took the whole deadline.
+            let nothing = Partial::new(Verb::Run);
+            let done = failed.unwrap_or_else(|| nothing.overrun(cli, &scope));
             let target = match setup.selection {
                 Selection::One => Some((cli.stream.clone(), cli.group.clone())),
                 Selection::File(..) => None,
@@ -342,11 +383,11 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
             Selection::One => cli.clone(),
             Selection::File(..) => targets::for_target(cli, target, &setup.explicit),
         };
-        let progress = Progress::default();
-        let _ = tx.send(Event::Started(i, progress.clone()));
+        let partial = Partial::new(verb);
+        let _ = tx.send(Event::Started(i, partial.clone()));
         let scope = scope_of(&target.stream, &target.group);
         let done = match Instant::now() < clock.deadline {
-            true => one_target(&target_cli, verb, &mut con, mine, &progress, &scope),
+            true => one_target(&target_cli, verb, &mut con, mine, &partial, &scope),
             false => not_started(&scope),
         };
         // A call cut short may still get its reply: later targets get a fresh connection.
@@ -389,20 +430,79 @@ fn one_target(
     verb: Verb,
     con: &mut Link,
     clock: Clock,
-    progress: &Progress,
+    partial: &Partial,
     scope: &str,
 ) -> Done {
     let deadline = clock.deadline;
-    let done = match verb {
-        Verb::Run => run::run(cli, con, clock, progress),
-        Verb::Status => status::status(cli, con, deadline),
-        Verb::Retire => retire::retire(cli, con, deadline),
-        Verb::Check => check::check(cli, con, deadline),
-        Verb::Doctor => unreachable!("doctor returns before connecting"),
+    let done = match (verb, partial) {
+        (Verb::Run, Partial::Run(progress)) => run::run(cli, con, clock, progress),
+        (Verb::Status, _) => status::status(cli, con, deadline),
+        (Verb::Retire, Partial::Retire(progress)) => retire::retire(cli, con, deadline, progress),
+        (Verb::Check, _) => check::check(cli, con, deadline),
+        _ => unreachable!("doctor returns before connecting; Partial::new follows the verb"),
     };
     let done = done.map(|done| done.switched(con.switched_primary()));
     done.unwrap_or_else(|f| {
         error!("{scope}: {}", f.message);
         Done::failed(&f)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// A retire the deadline overran keeps retire's report: the consumer,
+    /// what the answered calls did, and that the call in flight may have run.
+    #[test]
+    fn a_retire_overrun_at_the_deadline_keeps_the_retire_report() {
+        let cli = Cli::try_parse_from(["q", "retire", "--consumer", "exec-7"]).unwrap();
+        let partial = Partial::new(Verb::Retire);
+        if let Partial::Retire(progress) = &partial {
+            let mut summary = progress.lock().unwrap();
+            summary.moved = vec!["1-1".into()];
+            summary.remaining = Some(4);
+            summary.remaining_exact = true;
+            summary.calls = 1;
+        }
+        let done = partial.overrun(&cli, "stream=s group=g");
+        assert_eq!(
+            (done.result, done.exit),
+            (RunResult::Error, ExitCode::Unavailable)
+        );
+        let json = serde_json::to_value(done.details.as_ref().unwrap()).unwrap();
+        assert_eq!(json["consumer"], "exec-7", "{json}");
+        assert_eq!(json["last_call_unknown"], true, "{json}");
+        assert_eq!(
+            (json["calls"].as_u64(), json["remaining"].as_i64()),
+            (Some(1), Some(4))
+        );
+        assert!(
+            done.fields.contains("consumer=\"exec-7\""),
+            "{}",
+            done.fields
+        );
+        assert!(
+            done.fields.contains("last_call_unknown=1"),
+            "{}",
+            done.fields
+        );
+        let message = done.message.unwrap();
+        assert!(
+            message.contains("the outcome of the last call is unknown"),
+            "{message}"
+        );
+    }
+
+    /// A status the deadline overran says only that: no claim of moved entries.
+    #[test]
+    fn a_status_overrun_says_only_the_deadline() {
+        let cli = Cli::try_parse_from(["q", "status"]).unwrap();
+        let done = Partial::new(Verb::Status).overrun(&cli, "stream=s group=g");
+        assert_eq!(done.exit, ExitCode::Unavailable);
+        let error = done.error.unwrap();
+        assert!(error.starts_with("deadline reached"), "{error}");
+        assert!(!error.contains("target consumer"), "{error}");
+    }
 }

@@ -13,7 +13,12 @@ use quantum_protocol::CURSOR_END;
 use std::sync::PoisonError;
 use tracing::{error, info, warn};
 
-pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Result<Done, Failure> {
+pub fn run(
+    cli: &Cli,
+    con: &mut Link,
+    clock: Clock,
+    progress: &Progress<RunSummary>,
+) -> Result<Done, Failure> {
     // A dry run changes nothing: it neither uses nor moves the saved cursor.
     let state_dir = cli.state_dir.as_deref().filter(|_| !cli.dry_run);
     let start = match state_dir.map(|dir| state::load(dir, &cli.stream, &cli.group)) {
@@ -202,7 +207,7 @@ fn interrupted_done(target: &str, summary: RunSummary, interrupted: &Interrupted
 
 /// The deadline passed while the worker still waited for Redis: what the
 /// answered batches did, and that the last call's outcome is unknown.
-pub fn overrun(cli: &Cli, progress: &Progress, target: &str) -> Done {
+pub fn overrun(cli: &Cli, progress: &Progress<RunSummary>, target: &str) -> Done {
     let f = Failure::new(
         ExitCode::Unavailable,
         format!(
