@@ -53,8 +53,9 @@ pub struct RunSummary {
     /// As the last batch that looked at every consumer saw them: at most 100
     /// names (the module's cap) ...
     pub kept: Vec<String>,
-    /// ... and how many there were.
-    pub kept_total: i64,
+    /// ... and how many there were; None when no batch looked at the
+    /// consumers (`--delete-limit 0`): nothing was judged.
+    pub kept_total: Option<i64>,
     pub scanned: i64,
     pub batches: u64,
     pub cursor: String,
@@ -70,6 +71,9 @@ pub struct RunSummary {
     /// every move of the drain), so it says who still holds fresh entries.
     #[serde(skip)]
     pub kept_current: bool,
+    /// The last call was sent but its reply never came (the deadline, a
+    /// dropped connection): it may have moved entries not listed here.
+    pub last_call_unknown: bool,
     /// Why the drain stopped before its end after earlier batches had moved
     /// entries (the deadline, a lost connection): those batches still count.
     #[serde(skip)]
@@ -201,15 +205,22 @@ pub fn run(
             false => ConsumerStep::Skip,
         };
         let cmd = recover_command(cli, cursor.as_deref(), step);
+        let stop = |f: Failure| {
+            let mut summary = lock();
+            summary.last_call_unknown = f.reply_lost;
+            summary.stopped = Some(f);
+            Ok(Outcome::Done(summary.clone()))
+        };
+        // After earlier batches, or when the call may have run: report what is known.
         let reply = match call(con, &cmd, deadline) {
-            Err(f) if batches > 0 => {
-                let mut summary = lock();
-                summary.stopped = Some(f);
-                return Ok(Outcome::Done(summary.clone()));
-            }
+            Err(f) if batches > 0 || f.reply_lost => return stop(f),
             reply => reply?,
         };
-        let batch = match reply.and_then(reply::parse)? {
+        let batch = match reply.and_then(reply::parse) {
+            Err(f) if batches > 0 => return stop(f),
+            parsed => parsed?,
+        };
+        let batch = match batch {
             Outcome::Done(batch) => batch,
             // Refused or gone before anything happened: pass the outcome on.
             other if batches == 0 => {
@@ -326,7 +337,7 @@ fn add_batch(summary: &mut RunSummary, batch: RecoverBatch, reported: Option<&Ha
     // A batch that skipped the consumer pass leaves the last one's list standing.
     if let Some(kept) = batch.kept {
         summary.kept = kept.names;
-        summary.kept_total = kept.total;
+        summary.kept_total = Some(kept.total);
     }
     summary.scanned += batch.scanned;
     summary.cursor = batch.cursor;

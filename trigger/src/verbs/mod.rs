@@ -173,7 +173,7 @@ impl Partial {
             ),
         );
         match self {
-            Partial::Run(progress) => run::overrun(cli, progress, scope),
+            Partial::Run(progress) => run::overrun(cli, progress, f, scope),
             Partial::Retire(progress) => retire::overrun(cli, progress, f),
             Partial::OneCall => {
                 error!("{scope}: {}", f.message);

@@ -5,7 +5,7 @@ use super::{Clock, Done};
 use crate::cli::Cli;
 use crate::commands::{self, Interrupted, Outcome, Progress, RunSummary};
 use crate::connect::Link;
-use crate::failure::{ExitCode, Failure};
+use crate::failure::Failure;
 use crate::metrics::{Counts, Gauges};
 use crate::report::{self, Details, RunResult};
 use crate::state;
@@ -64,13 +64,8 @@ pub fn run(
         },
         None => None,
     };
-    if let Some(f) = &summary.stopped {
-        let fields = summary_fields(&summary);
-        error!(
-            "stopped early, after recovering {target} {fields}: {}",
-            f.message
-        );
-        return Ok(failed_after(f, summary.clone()));
+    if let Some(f) = summary.stopped.clone() {
+        return Ok(stopped(cli, &target, &f, summary));
     }
     let more = where_it_continues(&summary, &start, saved.as_deref());
     let fields = log_drained(&summary, &target, clock, &more);
@@ -207,20 +202,37 @@ fn interrupted_done(target: &str, summary: RunSummary, interrupted: &Interrupted
 
 /// The deadline passed while the worker still waited for Redis: what the
 /// answered batches did, and that the last call's outcome is unknown.
-pub fn overrun(cli: &Cli, progress: &Progress<RunSummary>, target: &str) -> Done {
-    let f = Failure::new(
-        ExitCode::Unavailable,
-        format!(
-            "deadline reached: Redis did not answer (in full) within --deadline {}; the \
-             outcome of the last call is unknown (entries it may have moved are with the \
-             target consumer, not lost, and are not counted here)",
-            humantime::format_duration(cli.deadline)
-        ),
-    );
-    let summary = progress
+pub fn overrun(
+    cli: &Cli,
+    progress: &Progress<RunSummary>,
+    deadline: Failure,
+    target: &str,
+) -> Done {
+    let mut summary = progress
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    summary.last_call_unknown = true;
+    stopped(cli, target, &deadline, summary)
+}
+
+/// A drain stopped by `f` (the deadline, a lost connection, an unexpected
+/// reply): what the answered batches did, and whether the last call may have
+/// moved more.
+fn stopped(cli: &Cli, target: &str, f: &Failure, summary: RunSummary) -> Done {
+    let f = match summary.last_call_unknown {
+        true => f.clone().reworded(format!(
+            "{}; the outcome of the last call is unknown (its reply was lost): it may have \
+             moved up to {} more entries to {}, not lost, and not counted here",
+            f.message,
+            cli.count
+                .map_or("COUNT (quantum.count)".into(), |n| n.to_string()),
+            cli.to
+                .as_deref()
+                .map_or("TO (quantum.target)".into(), report::quoted),
+        )),
+        false => f.clone(),
+    };
     if summary.batches == 0 {
         error!("{target}: {}", f.message);
         return Done::failed(&f);
@@ -277,7 +289,7 @@ fn summary_fields(s: &RunSummary) -> String {
         s.quarantined.len(),
         s.dropped.len(),
         s.deleted.len(),
-        s.kept_total,
+        s.kept_total.map_or("unknown".into(), |n| n.to_string()),
         s.batches
     )
 }
