@@ -923,3 +923,36 @@ fn concurrent_runs_add_up_in_the_metrics_file_and_garbage_is_said() {
     let text = read_metrics(&metrics);
     assert_eq!(metric(&text, total), Some(205.0), "{text}");
 }
+
+/// Consumer names that are not UTF-8 come out with their bytes escaped
+/// (`\xNN`), not as U+FFFD: two different names never print alike (review r9 F9).
+#[test]
+fn names_that_are_not_utf8_are_escaped_not_replaced() {
+    let (server, url) = zombie_server();
+    let mut con = server.connect();
+    for name in [&b"z\xff"[..], "z\u{fffd}".as_bytes(), b"z\\xff"] {
+        redis::cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg(STREAM)
+            .arg(GROUP)
+            .arg(name)
+            .exec(&mut con)
+            .unwrap();
+    }
+    sleep_ms(150);
+    let out = run_trigger(
+        &[&["--url", &url, "--json"][..], &SHORT_IDLE_OPTIONS].concat(),
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    let deleted: Vec<&str> = json["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for name in ["z\\xff", "z\u{fffd}", "z\\\\xff"] {
+        assert!(deleted.contains(&name), "{name:?} in {deleted:?}");
+    }
+}

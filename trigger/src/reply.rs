@@ -315,10 +315,25 @@ impl Fields {
 
 fn text(value: &Value) -> Result<String, ParsingError> {
     match value {
-        Value::BulkString(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Value::BulkString(b) => Ok(lossless_text(b)),
         Value::SimpleString(s) => Ok(s.clone()),
         _ => Err("expected a string".into()),
     }
+}
+
+/// A name (Redis names are bytes) as text without losing a byte: each `\` is
+/// doubled and each byte that is not part of valid UTF-8 is `\xNN`, so two
+/// names never print alike (U+FFFD would merge them) and the bytes can be
+/// typed back (`printf 'z\xff'`); a plain UTF-8 name is unchanged.
+pub fn lossless_text(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
 }
 
 fn int(value: &Value) -> Result<i64, ParsingError> {
