@@ -895,3 +895,58 @@ fn a_run_that_finds_no_target_says_so_and_marks_no_earlier_target_failed() {
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(!text.contains("result=\"error\"} 1"), "{text}");
 }
+
+/// Each target's JSON object and log line carry its own `elapsed_ms` (not the
+/// run's), and a WARN about a target names its stream and group (review r10 11).
+#[test]
+fn each_target_reports_its_own_time_and_its_warnings_name_it() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    run(&mut con, &["SET", "live:mode", "LIVE"]).unwrap();
+    dead_reads(&mut con, "slow:s", "g", 300);
+    dead_reads(&mut con, "live:s", "g", 1);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("elapsed");
+    let log = dir.path().join("run.log");
+    let config = write_config(
+        &dir,
+        &format!(
+            "{TOP}count = 1\nscan = 1\n[[target]]\nstream = \"slow:s\"\ngroup = \"g\"\n\n\
+             [[target]]\nstream = \"live:s\"\ngroup = \"g\"\nmode-key = \"live:mode\"\n"
+        ),
+    );
+    let url = url_of(&server.socket());
+    let args = ["--url", &url, "--config", config.to_str().unwrap()];
+    let out = run_trigger(
+        &[&args[..], &["--json", "--log-file", log.to_str().unwrap()]].concat(),
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let targets = by_target(&out.json());
+    let elapsed = |s: &str| targets[&(s.to_string(), "g".to_string())]["elapsed_ms"].as_u64();
+    let (slow, live) = (elapsed("slow:s").unwrap(), elapsed("live:s").unwrap());
+    assert!(
+        slow > live,
+        "100 batches took {slow} ms, one refusal {live} ms"
+    );
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let logged = |stream: &str| {
+        let line = lines.lines().find(|l| l.contains(stream)).unwrap();
+        line.rsplit_once("elapsed_ms=")
+            .unwrap()
+            .1
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(
+        (logged("slow:s"), logged("live:s")),
+        (slow, live),
+        "{lines}"
+    );
+    let warned: Vec<&str> = out.stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert!(!warned.is_empty(), "{}", out.stderr);
+    for line in warned {
+        assert!(line.contains("stream=live:s group=g"), "{line}");
+    }
+}

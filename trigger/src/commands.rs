@@ -242,8 +242,9 @@ pub fn run(
         };
         if con.owner_switches() != switches && batches > 0 && !restart {
             tracing::warn!(
-                "the stream's owner changed: claims the old owner made may not have reached \
-                 the new one, so the drain starts again at the beginning of the PEL"
+                "{}: the stream's owner changed: claims the old owner made may not have \
+                 reached the new one, so the drain starts again at the beginning of the PEL",
+                crate::verbs::scope(cli)
             );
             restart = true;
         }

@@ -214,7 +214,7 @@ pub fn finish(
                 "{} {} elapsed_ms={}",
                 entry.scope,
                 entry.done.fields,
-                elapsed.as_millis()
+                entry.elapsed.as_millis()
             );
             if let Err(e) = append_log_line(path, entry.done.result, &line) {
                 unwritten.push(format!("cannot append to {}: {e}", path.display()));
@@ -262,7 +262,7 @@ pub fn finish(
                     stream,
                     group,
                     scope: entry.target.is_none().then_some(entry.scope.as_str()),
-                    elapsed_ms: Some(elapsed.as_millis() as u64),
+                    elapsed_ms: Some(entry.elapsed.as_millis() as u64),
                     result: done.result,
                     exit_code: match setup.selection.is_file() {
                         true => done.exit,

@@ -28,6 +28,7 @@ use tracing::{error, warn};
 /// When the run started and when it must end.
 #[derive(Clone, Copy)]
 pub struct Clock {
+    /// (A target's own clock: when the target started.)
     pub started: Instant,
     /// `started` as a unix time, for the metrics.
     pub started_unix_s: f64,
@@ -106,9 +107,13 @@ impl Done {
     }
 
     /// A refusal or a missing stream or group: not a failure (exit 0), said
-    /// at WARN; nothing moved.
-    fn skipped(result: RunResult, message: String) -> Done {
-        warn!("{message}");
+    /// at WARN after `scope` (the target's `stream=… group=…`, none when the
+    /// message names it); nothing moved.
+    fn skipped(result: RunResult, scope: Option<&str>, message: String) -> Done {
+        match scope {
+            Some(scope) => warn!("{scope}: {message}"),
+            None => warn!("{message}"),
+        }
         Done {
             result,
             exit: ExitCode::Success,
@@ -138,6 +143,8 @@ pub struct Entry {
     /// Log fields naming it: `stream=… group=…`, `discover="…"`, `config="…"`.
     pub scope: String,
     pub done: Done,
+    /// How long the target took (what concerns no target: the run so far).
+    pub elapsed: Duration,
 }
 
 /// The targets in the order they run (stream, group), what went wrong
@@ -186,8 +193,8 @@ impl Partial {
 /// What the worker tells the main thread, as it happens.
 enum Event {
     Targets(Found),
-    Started(usize, Partial),
-    Finished(usize, Done),
+    Started(usize, Partial, Instant),
+    Finished(usize, Done, Duration),
     /// Nothing could run (no connection, too many targets).
     Failed(Done),
 }
@@ -210,8 +217,8 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
     }
     let until = clock.deadline + DEADLINE_GRACE;
     let mut known: Option<Found> = None;
-    let mut results: Vec<Option<Done>> = Vec::new();
-    let mut current: Option<(usize, Partial)> = None;
+    let mut results: Vec<Option<(Done, Duration)>> = Vec::new();
+    let mut current: Option<(usize, Partial, Instant)> = None;
     let mut failed = None;
     loop {
         match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
@@ -219,8 +226,8 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
                 results = found.0.iter().map(|_| None).collect();
                 known = Some(found);
             }
-            Ok(Event::Started(i, progress)) => current = Some((i, progress)),
-            Ok(Event::Finished(i, done)) => results[i] = Some(done),
+            Ok(Event::Started(i, partial, began)) => current = Some((i, partial, began)),
+            Ok(Event::Finished(i, done, elapsed)) => results[i] = Some((done, elapsed)),
             Ok(Event::Failed(done)) => {
                 failed = Some(done);
                 break;
@@ -234,14 +241,17 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
             let mut entries = problems;
             for (i, ((stream, group), done)) in targets.into_iter().zip(results).enumerate() {
                 let scope = scope_of(&stream, &group);
-                let done = done.unwrap_or_else(|| match &current {
-                    Some((at, partial)) if *at == i => partial.overrun(cli, &scope),
-                    _ => not_started(&scope),
+                let (done, elapsed) = done.unwrap_or_else(|| match &current {
+                    Some((at, partial, began)) if *at == i => {
+                        (partial.overrun(cli, &scope), began.elapsed())
+                    }
+                    _ => (not_started(&scope), Duration::ZERO),
                 });
                 entries.push(Entry {
                     target: Some((stream, group)),
                     scope,
                     done,
+                    elapsed,
                 });
             }
             (entries, complete)
@@ -260,6 +270,7 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
                     target,
                     scope,
                     done,
+                    elapsed: clock.started.elapsed(),
                 }],
                 false,
             )
@@ -279,6 +290,11 @@ fn not_started(scope: &str) -> Done {
     );
     error!("{scope}: {}", f.message);
     Done::failed(&f)
+}
+
+/// The target's stream and group as log fields, for what is said about it.
+pub fn scope(cli: &Cli) -> String {
+    scope_of(&cli.stream, &cli.group)
 }
 
 /// The stream and group a verb works on, as log fields.
@@ -341,6 +357,7 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
                         let done = match p.failure.message.starts_with(error::NO_SUCH_KEY) {
                             true => Done::skipped(
                                 RunResult::Absent,
+                                None,
                                 format!("{}: {}", p.scope, p.failure.message),
                             ),
                             false => {
@@ -352,6 +369,7 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
                             target: None,
                             scope: p.scope,
                             done,
+                            elapsed: clock.started.elapsed(),
                         }
                     })
                     .collect();
@@ -375,8 +393,10 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
         // What earlier targets left, shared by those still to come.
         let left = clock.deadline.saturating_duration_since(Instant::now());
         let share = left / (count - i) as u32;
+        let began = Instant::now();
         let mine = Clock {
-            deadline: Instant::now() + share,
+            started: began,
+            deadline: began + share,
             ..clock
         };
         let target_cli = match setup.selection {
@@ -384,7 +404,7 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
             Selection::File(..) => targets::for_target(cli, target, &setup.explicit),
         };
         let partial = Partial::new(verb);
-        let _ = tx.send(Event::Started(i, partial.clone()));
+        let _ = tx.send(Event::Started(i, partial.clone(), began));
         let scope = scope_of(&target.stream, &target.group);
         let done = match Instant::now() < clock.deadline {
             true => one_target(&target_cli, verb, &mut con, mine, &partial, &scope),
@@ -393,7 +413,7 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
         // A call cut short may still get its reply: later targets get a fresh connection.
         let reconnect =
             done.exit == ExitCode::Unavailable && i + 1 < count && Instant::now() < clock.deadline;
-        if tx.send(Event::Finished(i, done)).is_err() {
+        if tx.send(Event::Finished(i, done, began.elapsed())).is_err() {
             return;
         }
         if reconnect {
@@ -416,7 +436,8 @@ fn observe(cli: &Cli, con: &mut Link, deadline: Instant) -> Option<StatusReport>
         Ok(_) => None,
         Err(f) => {
             warn!(
-                "no parked or per-state gauges this run: QUANTUM.STATUS: {}",
+                "{}: no parked or per-state gauges this run: QUANTUM.STATUS: {}",
+                scope(cli),
                 f.message
             );
             None

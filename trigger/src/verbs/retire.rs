@@ -19,10 +19,20 @@ pub fn retire(
 ) -> Result<Done, Failure> {
     let summary = match commands::retire(cli, con, deadline, progress)? {
         Outcome::Done(summary) => summary,
-        Outcome::Refused(m) => return Ok(Done::skipped(RunResult::Refused, m)),
+        Outcome::Refused(m) => {
+            return Ok(Done::skipped(
+                RunResult::Refused,
+                Some(&super::scope(cli)),
+                m,
+            ))
+        }
         Outcome::Absent(m) => {
             let message = format!("nothing to retire: {m}");
-            return Ok(Done::skipped(RunResult::Absent, message));
+            return Ok(Done::skipped(
+                RunResult::Absent,
+                Some(&super::scope(cli)),
+                message,
+            ));
         }
     };
     Ok(report(cli, summary))
@@ -50,7 +60,8 @@ fn report(cli: &Cli, summary: RetireSummary) -> Done {
     let absent = s.calls == 1 && s.moved.is_empty() && s.dropped.is_empty() && !s.deleted;
     let (result, exit, why) = match &s.stopped {
         None if absent => {
-            warn!("consumer {shown} is not in the group: nothing to retire");
+            let scope = super::scope(cli);
+            warn!("{scope}: consumer {shown} is not in the group: nothing to retire");
             (RunResult::Absent, ExitCode::Success, None)
         }
         None => (RunResult::Success, ExitCode::Success, None),
@@ -64,10 +75,11 @@ fn report(cli: &Cli, summary: RetireSummary) -> Done {
         None => info!("retired consumer {shown}: {counts}"),
         Some(why) => {
             let said = stop_message(cli, &shown, s, &why);
+            let scope = super::scope(cli);
             if exit == ExitCode::Success {
-                warn!("{said}; {counts}");
+                warn!("{scope}: {said}; {counts}");
             } else {
-                error!("{said}; {counts}");
+                error!("{scope}: {said}; {counts}");
             }
             fields.push_str(&format!(" stopped={}", report::quoted(&why)));
             message = Some(said);

@@ -24,7 +24,10 @@ pub fn run(
     let start = match state_dir.map(|dir| state::load(dir, &cli.stream, &cli.group)) {
         Some(Ok(cursor)) => cursor,
         Some(Err(why)) => {
-            warn!("{why}: starting at the beginning of the PEL");
+            warn!(
+                "{}: {why}: starting at the beginning of the PEL",
+                super::scope(cli)
+            );
             None
         }
         None => None,
@@ -33,7 +36,7 @@ pub fn run(
         Outcome::Done(summary) => summary,
         Outcome::Refused(m) => {
             let known = mode_known_from_refusal(&m);
-            let mut done = Done::skipped(RunResult::Refused, m);
+            let mut done = Done::skipped(RunResult::Refused, Some(&super::scope(cli)), m);
             done.mode_known = Some(known);
             // LIVE is when parked entries matter most: STATUS reads in any mode.
             if cli.metrics_file.is_some() {
@@ -43,7 +46,11 @@ pub fn run(
         }
         Outcome::Absent(m) => {
             let message = format!("nothing to recover: {m}");
-            return Ok(Done::skipped(RunResult::Absent, message));
+            return Ok(Done::skipped(
+                RunResult::Absent,
+                Some(&super::scope(cli)),
+                message,
+            ));
         }
     };
     let target = super::scope_of(&cli.stream, &cli.group);
@@ -55,8 +62,8 @@ pub fn run(
             Ok(path) => Some(path),
             Err(e) => {
                 warn!(
-                    "cannot save the cursor in {}: {e}; the next run starts at the beginning \
-                     of the PEL",
+                    "{target}: cannot save the cursor in {}: {e}; the next run starts at the \
+                     beginning of the PEL",
                     dir.display()
                 );
                 None
@@ -108,7 +115,7 @@ fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> 
     if summary.kept_current && summary.cursor == CURSOR_END && !summary.dry_run {
         for name in &summary.kept {
             warn!(
-                "consumer {} is idle but still holds entries too fresh to move",
+                "{target}: consumer {} is idle but still holds entries too fresh to move",
                 report::quoted(name)
             );
         }
@@ -119,8 +126,8 @@ fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> 
         .filter(|d| !d.is_empty())
     {
         warn!(
-            "{} poison entries stayed with their owner: their dead-letter copies would pass \
-             maxmemory (the next run tries again)",
+            "{target}: {} poison entries stayed with their owner: their dead-letter copies \
+             would pass maxmemory (the next run tries again)",
             deferred.len()
         );
     }
