@@ -305,7 +305,7 @@ fn check_returns_each_of_its_four_states() {
         line.starts_with("QUANTUM-STREAM-RECOVER OK - 2 targets"),
         "{line}"
     );
-    assert!(line.contains("'app:a g recovered'=0;;;0"), "{line}");
+    assert!(line.contains("'app:a/g recovered'=0;;;0"), "{line}");
     // WARNING: the recovery consumer holds entries idle longer than --parked-warning.
     let ids: Vec<String> = pel(&mut con, "app:a", "g")
         .into_iter()
@@ -949,4 +949,47 @@ fn each_target_reports_its_own_time_and_its_warnings_name_it() {
     for line in warned {
         assert!(line.contains("stream=live:s group=g"), "{line}");
     }
+}
+
+/// `check` refuses an option it would ignore (`--log-file`: it writes nothing
+/// but its line), as UNKNOWN naming it, and reads its own thresholds from the
+/// environment while another verb's settings there (the shared env file's
+/// QUANTUM_LOG_FILE) are left alone (review r10 11).
+#[test]
+fn check_refuses_options_it_ignores_and_reads_its_thresholds_from_the_environment() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    dead_reads(&mut con, "app:a", "g", 2);
+    let ids: Vec<String> = pel(&mut con, "app:a", "g")
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    let mut claim = vec!["XCLAIM", "app:a", "g", "recovery", "0"];
+    claim.extend(ids.iter().map(String::as_str));
+    claim.push("JUSTID");
+    run(&mut con, &claim).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let dir = TempDir::new("check-options");
+    let config = write_config(&dir, "[[target]]\nstream = \"app:a\"\ngroup = \"g\"\n");
+    let log = dir.path().join("check.log");
+    let url = url_of(&server.socket());
+    let (code, line) = check(&url, &config, &["--log-file", log.to_str().unwrap()]);
+    assert_eq!(code, 3, "{line}");
+    assert!(
+        line.starts_with("QUANTUM-STREAM-RECOVER UNKNOWN - "),
+        "{line}"
+    );
+    assert!(line.contains("--log-file applies to"), "{line}");
+    let env = [
+        ("QUANTUM_PARKED_WARNING", "100ms"),
+        ("QUANTUM_PARKED_CRITICAL", "1h"),
+        ("QUANTUM_LOG_FILE", log.to_str().unwrap()),
+    ];
+    let args = ["check", "--url", &url, "--config", config.to_str().unwrap()];
+    let out = run_trigger(&args, &env);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("recovered_oldest'="), "{}", out.stdout);
+    assert!(out.stdout.contains(";100;3600000;0"), "{}", out.stdout);
+    assert!(!log.exists(), "check wrote {}", log.display());
 }
