@@ -993,3 +993,64 @@ fn check_refuses_options_it_ignores_and_reads_its_thresholds_from_the_environmen
     assert!(out.stdout.contains(";100;3600000;0"), "{}", out.stdout);
     assert!(!log.exists(), "check wrote {}", log.display());
 }
+
+/// A config file that cannot be read is said for the run, without a
+/// `stream`/`group` label naming a target nobody configured; so is a config
+/// run that cannot connect; the next good run drops that series (review r10 9).
+#[test]
+fn a_run_that_fails_before_its_targets_writes_a_run_level_error_series() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    dead_reads(&mut con, "app:a", "g", 1);
+    let dir = TempDir::new("run-level");
+    let metrics = dir.path().join("m.prom");
+    let log = dir.path().join("run.log");
+    let url = url_of(&server.socket());
+    let with = |url: &str, toml: &str| {
+        let config = write_config(&dir, toml);
+        let args = [
+            "--url",
+            url,
+            "--config",
+            config.to_str().unwrap(),
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+        ];
+        let out = run_trigger(&args, &[]);
+        (
+            out.code,
+            std::fs::read_to_string(&metrics).unwrap_or_default(),
+        )
+    };
+    let run_error = "quantum_stream_recovery_last_run_result{result=\"error\"} 1";
+    let good = "[[target]]\nstream = \"app:a\"\ngroup = \"g\"\n";
+    for (url, toml, code) in [
+        (url.as_str(), "coutn = 5\n", 64),
+        ("unix:///nonexistent/redis.sock", good, 75),
+    ] {
+        std::fs::remove_file(&metrics).ok();
+        let (exit, text) = with(url, toml);
+        assert_eq!(exit, code, "{text}");
+        promtool_check_metrics(&text);
+        assert!(text.lines().any(|l| l == run_error), "{text}");
+        assert!(!text.contains("stream="), "no invented target: {text}");
+        assert!(
+            text.contains("quantum_stream_recovery_last_run_timestamp_seconds "),
+            "{text}"
+        );
+    }
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let first = lines.lines().next().unwrap();
+    assert!(
+        first.contains("[ERROR] config=") && !first.contains("stream="),
+        "{first}"
+    );
+    let (exit, text) = with(&url, good);
+    assert_eq!(exit, 0, "{text}");
+    assert!(!text.lines().any(|l| l == run_error), "{text}");
+    let success = series("last_run_result", "app:a", "g", ",result=\"success\"");
+    assert_eq!(value(&text, &success), 1.0, "{text}");
+}
