@@ -85,6 +85,11 @@ pub fn run(
     done.counted = Some(counts(&summary));
     done.mode_known = Some(summary.mode.is_some());
     // Only the metrics show it: without them, no extra pass over the consumers.
+    // The drain's own replies cannot stand in for it: RECOVER answers
+    // `pending`, `consumers` and the kept zombies, not the consumers by state
+    // (live/zombie/stuck) nor what TO and QUARANTINE hold and their oldest
+    // entry's age, which the parked gauges and their alerts need; and it must
+    // be read after the drain, whose last call may have deleted consumers.
     if cli.metrics_file.is_some() {
         done.observed = super::observe(cli, con, clock.deadline);
     }
