@@ -5,7 +5,7 @@
 
 use quantum_integration::cluster::Cluster;
 use quantum_integration::reply::{command_calls, pel, run, text};
-use quantum_integration::trigger::{metric_sum, run_trigger, url_of};
+use quantum_integration::trigger::{metric_sum, promtool_check_metrics, run_trigger, url_of};
 use quantum_integration::{Server, TempDir};
 use redis::Connection;
 use serde_json::Value as Json;
@@ -66,29 +66,6 @@ fn value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-}
-
-fn promtool_check_metrics(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics:\n{}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 const TOP: &str = "min-idle = \"100ms\"\nzombie-idle = \"100ms\"\n";
@@ -1053,4 +1030,45 @@ fn a_run_that_fails_before_its_targets_writes_a_run_level_error_series() {
     assert!(!text.lines().any(|l| l == run_error), "{text}");
     let success = series("last_run_result", "app:a", "g", ",result=\"success\"");
     assert_eq!(value(&text, &success), 1.0, "{text}");
+}
+
+/// A stream named with quotes, a backslash and a newline: its series are
+/// escaped as the text format says, and promtool reads the file.
+#[test]
+fn metrics_of_a_stream_with_an_odd_name_parse() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let odd = "odd \"name\"\\with\nnewline";
+    dead_reads(&mut con, odd, "g", 1);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("odd-metrics");
+    let config = write_config(
+        &dir,
+        &format!(
+            "{TOP}[[target]]\nstream = \"odd \\\"name\\\"\\\\with\\nnewline\"\ngroup = \"g\"\n"
+        ),
+    );
+    let metrics = dir.path().join("m.prom");
+    let url = url_of(&server.socket());
+    let args = [
+        "--url",
+        &url,
+        "--config",
+        config.to_str().unwrap(),
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ];
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    promtool_check_metrics(&text);
+    let escaped = "odd \\\"name\\\"\\\\with\\nnewline";
+    assert_eq!(
+        value(&text, &series("claimed_total", escaped, "g", "")),
+        1.0,
+        "{text}"
+    );
+    let parked = series("parked_entries", escaped, "g", ",role=\"target\"");
+    assert_eq!(value(&text, &parked), 1.0, "{text}");
 }

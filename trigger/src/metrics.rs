@@ -447,7 +447,6 @@ pub fn write_metrics(path: &Path, metrics: &Metrics, wait_until: Instant) -> std
 mod tests {
     use super::*;
     use crate::target_metrics::{target_labels, Parked};
-    use std::process::{Command, Stdio};
 
     fn counts(claimed: u64, quarantined: u64, dropped: u64, deleted: u64) -> Option<Counts> {
         Some(Counts {
@@ -618,25 +617,6 @@ mod tests {
             parse_values(&text).len(),
             text.lines().filter(|l| !l.starts_with('#')).count()
         );
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool (Debian package prometheus)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-            "promtool check metrics:\n{}{}\n{text}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // promtool reads such names from a real run in tests/many_targets.rs.
     }
 }
