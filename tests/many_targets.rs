@@ -10,9 +10,7 @@ use quantum_integration::{Server, TempDir};
 use redis::Connection;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// On `con`: group `group` on `stream` (created if needed) and a dead
 /// consumer `exec-dead` holding `n` new entries.
