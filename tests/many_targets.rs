@@ -5,6 +5,7 @@
 
 use quantum_integration::cluster::Cluster;
 use quantum_integration::reply::{command_calls, pel, run, text};
+use quantum_integration::scenario::testnet_server;
 use quantum_integration::trigger::{metric_sum, promtool_check_metrics, run_trigger, url_of};
 use quantum_integration::{Server, TempDir};
 use redis::Connection;
@@ -178,9 +179,7 @@ fn explicit_groupless_and_discovered_targets_are_all_recovered() {
 
 #[test]
 fn a_target_of_the_wrong_type_does_not_stop_the_others() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     run(&mut con, &["SET", "app:broken", "a string"]).unwrap();
     dead_reads(&mut con, "app:zeta", "exec", 2);
     std::thread::sleep(std::time::Duration::from_millis(150));
@@ -262,9 +261,7 @@ fn check(url: &str, config: &Path, extra: &[&str]) -> (i32, String) {
 
 #[test]
 fn check_returns_each_of_its_four_states() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     dead_reads(&mut con, "app:a", "g", 2);
     dead_reads(&mut con, "app:b", "g", 2);
     let dir = TempDir::new("check");
@@ -331,9 +328,7 @@ fn check_returns_each_of_its_four_states() {
 
 #[test]
 fn bad_config_files_are_usage_errors_naming_file_line_and_key_before_any_command() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     dead_reads(&mut con, "app:a", "g", 2);
     let url = url_of(&server.socket());
     let dir = TempDir::new("bad-config");
@@ -473,9 +468,7 @@ fn cluster_discovery_recovers_streams_on_every_primary() {
 /// The environment wins over the file's top level, the command line over both.
 #[test]
 fn the_environment_and_the_command_line_win_over_the_file() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     dead_reads(&mut con, "app:a", "g", 2);
     std::thread::sleep(std::time::Duration::from_millis(150));
     let dir = TempDir::new("precedence");
@@ -516,9 +509,7 @@ fn the_environment_and_the_command_line_win_over_the_file() {
 /// (75, what it moved reported) and the next still gets the time left.
 #[test]
 fn a_target_that_outruns_its_share_of_the_deadline_leaves_the_rest_theirs() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     run(
         &mut con,
         &["XGROUP", "CREATE", "a:big", "g", "$", "MKSTREAM"],
@@ -686,9 +677,7 @@ fn a_refused_discovery_does_not_stop_the_known_targets() {
 
 #[test]
 fn a_target_picked_on_the_command_line_keeps_its_own_options_from_the_file() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     run(&mut con, &["SET", "live:mode", "LIVE"]).unwrap();
     for stream in ["live:s", "fills", "d:1"] {
         dead_reads(&mut con, stream, "g", 3);
@@ -809,9 +798,7 @@ fn in_live_the_parked_gauges_are_still_written() {
 
 #[test]
 fn a_groupless_target_that_is_missing_or_not_a_stream_is_reported() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     run(&mut con, &["SET", "str:k", "x"]).unwrap();
     dead_reads(&mut con, "ok:s", "g", 1);
     let dir = TempDir::new("groupless-typo");
@@ -841,9 +828,7 @@ fn a_groupless_target_that_is_missing_or_not_a_stream_is_reported() {
 
 #[test]
 fn a_run_that_finds_no_target_says_so_and_marks_no_earlier_target_failed() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     dead_reads(&mut con, "d:1", "g", 1);
     let dir = TempDir::new("no-target");
     let metrics = dir.path().join("m.prom");
@@ -875,9 +860,7 @@ fn a_run_that_finds_no_target_says_so_and_marks_no_earlier_target_failed() {
 /// run's), and a WARN about a target names its stream and group (review r10 11).
 #[test]
 fn each_target_reports_its_own_time_and_its_warnings_name_it() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     run(&mut con, &["SET", "live:mode", "LIVE"]).unwrap();
     dead_reads(&mut con, "slow:s", "g", 300);
     dead_reads(&mut con, "live:s", "g", 1);
@@ -932,9 +915,7 @@ fn each_target_reports_its_own_time_and_its_warnings_name_it() {
 /// QUANTUM_LOG_FILE) are left alone (review r10 11).
 #[test]
 fn check_refuses_options_it_ignores_and_reads_its_thresholds_from_the_environment() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     dead_reads(&mut con, "app:a", "g", 2);
     let ids: Vec<String> = pel(&mut con, "app:a", "g")
         .into_iter()
@@ -974,9 +955,7 @@ fn check_refuses_options_it_ignores_and_reads_its_thresholds_from_the_environmen
 /// run that cannot connect; the next good run drops that series (review r10 9).
 #[test]
 fn a_run_that_fails_before_its_targets_writes_a_run_level_error_series() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     dead_reads(&mut con, "app:a", "g", 1);
     let dir = TempDir::new("run-level");
     let metrics = dir.path().join("m.prom");
@@ -1034,9 +1013,7 @@ fn a_run_that_fails_before_its_targets_writes_a_run_level_error_series() {
 /// escaped as the text format says, and promtool reads the file.
 #[test]
 fn metrics_of_a_stream_with_an_odd_name_parse() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     let odd = "odd \"name\"\\with\nnewline";
     dead_reads(&mut con, odd, "g", 1);
     std::thread::sleep(std::time::Duration::from_millis(150));
