@@ -44,29 +44,12 @@ impl<T> Outcome<T> {
 pub struct RunSummary {
     /// The cursor the previous run saved, where this one started.
     pub resumed_from: Option<String>,
-    pub mode: Option<String>,
-    pub dry_run: bool,
-    pub claimed: Vec<String>,
-    pub quarantined: Vec<String>,
-    pub dropped: Vec<String>,
-    pub deleted: Vec<String>,
-    /// As the last batch that looked at every consumer saw them: at most 100
-    /// names (the module's cap) ...
-    pub kept: Vec<String>,
-    /// ... and how many there were; None when no batch looked at the
-    /// consumers (`--delete-limit 0`): nothing was judged.
-    pub kept_total: Option<i64>,
-    pub scanned: i64,
+    /// Every batch's IDs and names, `scanned` added up; mode, cursor, pending
+    /// and consumers as the last batch said; `kept` as the last batch that
+    /// looked at every consumer saw them (None: no batch did, `--delete-limit 0`).
+    #[serde(flatten)]
+    pub sums: RecoverBatch,
     pub batches: u64,
-    pub cursor: String,
-    pub pending: i64,
-    pub consumers: i64,
-    /// Quarantined IDs copied to the dead-letter stream, and those that stayed
-    /// with their owner for lack of memory; None when no batch used one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_lettered: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_letter_deferred: Option<Vec<String>>,
     /// Whether `kept` came from the last batch (it ran the consumer step after
     /// every move of the drain), so it says who still holds fresh entries.
     #[serde(skip)]
@@ -230,7 +213,7 @@ pub fn run(
             // report those, and why it stopped.
             Outcome::Refused(m) => {
                 let mut summary = lock();
-                summary.mode = mode_in_refusal(&m);
+                summary.sums.mode = mode_in_refusal(&m);
                 summary.interrupted = Some(Interrupted::Refused(m));
                 return Ok(Outcome::Done(summary.clone()));
             }
@@ -250,7 +233,7 @@ pub fn run(
         }
         let mut summary = lock();
         if restart {
-            let ids = summary.claimed.iter().chain(&summary.quarantined);
+            let ids = summary.sums.claimed.iter().chain(&summary.sums.quarantined);
             reported
                 .get_or_insert_with(HashSet::new)
                 .extend(ids.cloned());
@@ -265,7 +248,7 @@ pub fn run(
             true
         } else if restart {
             at_max_batches
-        } else if summary.cursor == CURSOR_END {
+        } else if summary.sums.cursor == CURSOR_END {
             // Otherwise the closing consumer step follows, even after the last
             // batch --max-batches allows: it examines no PEL entry.
             !moved_since_step || cli.delete_limit == Some(0)
@@ -278,7 +261,7 @@ pub fn run(
                 return Ok(Outcome::Done(lock().clone()));
             }
             let summary = lock();
-            let ids = summary.claimed.iter().chain(&summary.quarantined);
+            let ids = summary.sums.claimed.iter().chain(&summary.sums.quarantined);
             reported
                 .get_or_insert_with(HashSet::new)
                 .extend(ids.cloned());
@@ -288,11 +271,11 @@ pub fn run(
         if restart {
             restart = false;
             cursor = None;
-        } else if summary.cursor == CURSOR_END {
+        } else if summary.sums.cursor == CURSOR_END {
             finishing = true;
             cursor = Some(CURSOR_AFTER_ALL.to_string());
         } else {
-            cursor = Some(summary.cursor.clone());
+            cursor = Some(summary.sums.cursor.clone());
         }
     }
 }
@@ -319,31 +302,26 @@ fn add_batch(summary: &mut RunSummary, batch: RecoverBatch, reported: Option<&Ha
         ids.into_iter()
             .filter(|id| reported.is_none_or(|seen| !seen.contains(id)))
     };
-    summary.mode = batch.mode;
-    summary.dry_run = batch.dry_run;
-    summary.claimed.extend(new(batch.claimed));
-    summary.quarantined.extend(new(batch.quarantined));
-    summary.dropped.extend(batch.dropped);
-    summary.deleted.extend(batch.deleted);
+    let sums = &mut summary.sums;
+    sums.mode = batch.mode;
+    sums.dry_run = batch.dry_run;
+    sums.claimed.extend(new(batch.claimed));
+    sums.quarantined.extend(new(batch.quarantined));
+    sums.dropped.extend(batch.dropped);
+    sums.deleted.extend(batch.deleted);
     if let Some(dead_letter) = batch.dead_letter {
-        summary
-            .dead_lettered
-            .get_or_insert_with(Vec::new)
-            .extend(dead_letter.copied);
-        summary
-            .dead_letter_deferred
-            .get_or_insert_with(Vec::new)
-            .extend(dead_letter.deferred);
+        let sum = sums.dead_letter.get_or_insert_with(Default::default);
+        sum.copied.extend(dead_letter.copied);
+        sum.deferred.extend(dead_letter.deferred);
     }
     // A batch that skipped the consumer pass leaves the last one's list standing.
-    if let Some(kept) = batch.kept {
-        summary.kept = kept.names;
-        summary.kept_total = Some(kept.total);
+    if batch.kept.is_some() {
+        sums.kept = batch.kept;
     }
-    summary.scanned += batch.scanned;
-    summary.cursor = batch.cursor;
-    summary.pending = batch.pending;
-    summary.consumers = batch.consumers;
+    sums.scanned += batch.scanned;
+    sums.cursor = batch.cursor;
+    sums.pending = batch.pending;
+    sums.consumers = batch.consumers;
     summary.batches += 1;
 }
 

@@ -58,7 +58,7 @@ pub fn run(
         return Ok(interrupted_done(&target, summary.clone(), interrupted));
     }
     let saved = match state_dir {
-        Some(dir) => match state::save(dir, &cli.stream, &cli.group, &summary.cursor) {
+        Some(dir) => match state::save(dir, &cli.stream, &cli.group, &summary.sums.cursor) {
             Ok(path) => Some(path),
             Err(e) => {
                 warn!(
@@ -76,14 +76,14 @@ pub fn run(
     }
     let more = where_it_continues(&summary, &start, saved.as_deref());
     let fields = log_drained(&summary, &target, clock, &more);
-    let result = match summary.dry_run {
+    let result = match summary.sums.dry_run {
         true => RunResult::DryRun,
         false => RunResult::Success,
     };
     let mut done = Done::success(result, fields, Details::Run(summary.clone()));
     done.gauges = Some(gauges(&summary));
     done.counted = Some(counts(&summary));
-    done.mode_known = Some(summary.mode.is_some());
+    done.mode_known = Some(summary.sums.mode.is_some());
     // Only the metrics show it: without them, no extra pass over the consumers.
     // The drain's own replies cannot stand in for it: RECOVER answers
     // `pending`, `consumers` and the kept zombies, not the consumers by state
@@ -100,7 +100,7 @@ pub fn run(
 fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> String {
     let fields = summary_fields(summary);
     let elapsed_ms = clock.started.elapsed().as_millis();
-    let fields = if summary.dry_run {
+    let fields = if summary.sums.dry_run {
         let fields = format!("dry_run=1 {fields}");
         info!("dry run, nothing changed: would recover {target} {fields} elapsed_ms={elapsed_ms}");
         fields
@@ -108,17 +108,17 @@ fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> 
         info!("recovered {target} {fields} elapsed_ms={elapsed_ms}{more}");
         fields
     };
-    let deleted = match summary.dry_run {
+    let deleted = match summary.sums.dry_run {
         true => "would delete",
         false => "deleted",
     };
-    for name in &summary.deleted {
+    for name in &summary.sums.deleted {
         info!("{deleted} consumer {}", report::quoted(name));
     }
     // Only a complete drain whose last call looked at every consumer knows why
     // one still holds entries; a run cut short simply did not reach them.
-    if summary.kept_current && summary.cursor == CURSOR_END && !summary.dry_run {
-        for name in &summary.kept {
+    if summary.kept_current && summary.sums.cursor == CURSOR_END && !summary.sums.dry_run {
+        for name in summary.sums.kept.iter().flat_map(|k| &k.names) {
             warn!(
                 "{target}: consumer {} is idle but still holds entries too fresh to move",
                 report::quoted(name)
@@ -126,8 +126,10 @@ fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> 
         }
     }
     if let Some(deferred) = summary
-        .dead_letter_deferred
+        .sums
+        .dead_letter
         .as_ref()
+        .map(|d| &d.deferred)
         .filter(|d| !d.is_empty())
     {
         warn!(
@@ -149,18 +151,18 @@ fn where_it_continues(
         Some(cursor) => format!(" (continued from cursor {cursor}, saved by the previous run)"),
         None => String::new(),
     };
-    if summary.cursor != "0-0" {
+    if summary.sums.cursor != "0-0" {
         more.push_str(&match saved {
             Some(path) => format!(
                 " (stopped at cursor {} after --max-batches; saved in {}: the next run \
                  continues from it)",
-                summary.cursor,
+                summary.sums.cursor,
                 path.display()
             ),
             None => format!(
                 " (stopped at cursor {} after --max-batches; without --state-dir the next run \
                  starts again at the beginning of the PEL)",
-                summary.cursor
+                summary.sums.cursor
             ),
         });
     }
@@ -207,7 +209,7 @@ fn interrupted_done(target: &str, summary: RunSummary, interrupted: &Interrupted
     done.counted = Some(counts(&summary));
     done.mode_known = match interrupted {
         Interrupted::Refused(m) => Some(mode_known_from_refusal(m)),
-        Interrupted::Absent(_) => Some(summary.mode.is_some()),
+        Interrupted::Absent(_) => Some(summary.sums.mode.is_some()),
     };
     done
 }
@@ -267,41 +269,44 @@ fn mode_known_from_refusal(message: &str) -> bool {
 
 /// What a drain moved, for the counters; a dry run moved nothing.
 fn counts(s: &RunSummary) -> Counts {
-    if s.dry_run {
+    if s.sums.dry_run {
         return Counts::default();
     }
     Counts {
-        claimed: s.claimed.len() as u64,
-        quarantined: s.quarantined.len() as u64,
-        dropped: s.dropped.len() as u64,
-        deleted: s.deleted.len() as u64,
+        claimed: s.sums.claimed.len() as u64,
+        quarantined: s.sums.quarantined.len() as u64,
+        dropped: s.sums.dropped.len() as u64,
+        deleted: s.sums.deleted.len() as u64,
     }
 }
 
 fn gauges(s: &RunSummary) -> Gauges {
     Gauges {
-        pending: s.pending,
-        consumers: s.consumers,
+        pending: s.sums.pending,
+        consumers: s.sums.consumers,
     }
 }
 
 fn summary_fields(s: &RunSummary) -> String {
     // Only when a dead-letter stream was in use: the line is unchanged without one.
-    let dead_letter = match (&s.dead_lettered, &s.dead_letter_deferred) {
-        (Some(copied), Some(deferred)) => format!(
+    let dead_letter = match &s.sums.dead_letter {
+        Some(d) => format!(
             " dead_lettered={} dead_letter_deferred={}",
-            copied.len(),
-            deferred.len()
+            d.copied.len(),
+            d.deferred.len()
         ),
-        _ => String::new(),
+        None => String::new(),
     };
     format!(
         "claimed={} quarantined={}{dead_letter} dropped={} deleted={} kept={} batches={}",
-        s.claimed.len(),
-        s.quarantined.len(),
-        s.dropped.len(),
-        s.deleted.len(),
-        s.kept_total.map_or("unknown".into(), |n| n.to_string()),
+        s.sums.claimed.len(),
+        s.sums.quarantined.len(),
+        s.sums.dropped.len(),
+        s.sums.deleted.len(),
+        s.sums
+            .kept
+            .as_ref()
+            .map_or("unknown".into(), |k| k.total.to_string()),
         s.batches
     )
 }
