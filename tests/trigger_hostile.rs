@@ -956,3 +956,36 @@ fn names_that_are_not_utf8_are_escaped_not_replaced() {
         assert!(deleted.contains(&name), "{name:?} in {deleted:?}");
     }
 }
+
+/// A first call whose reply never comes (writes paused past the deadline):
+/// the run says its outcome is unknown and saves no cursor (review r9 F5).
+#[test]
+fn a_first_call_lost_at_the_deadline_is_unknown_and_saves_no_cursor() {
+    let (server, url) = zombie_server();
+    let mut con = server.connect();
+    let dir = TempDir::new("lost-first");
+    let state = path_str(&dir, "state");
+    std::fs::create_dir(&state).unwrap();
+    quantum_integration::reply::run(&mut con, &["CLIENT", "PAUSE", "2500", "WRITE"]).unwrap();
+    let args = [
+        "--url",
+        &url,
+        "--deadline",
+        "1s",
+        "--state-dir",
+        &state,
+        "--json",
+    ];
+    let out = run_trigger(&[&args[..], &SHORT_IDLE_OPTIONS].concat(), &[]);
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let error = out.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("the outcome of the last call is unknown"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&state).unwrap().count(),
+        0,
+        "a cursor was saved"
+    );
+}

@@ -57,6 +57,8 @@ pub fn run(
     if let Some(interrupted) = &summary.interrupted {
         return Ok(interrupted_done(&target, summary.clone(), interrupted));
     }
+    // No batch answered: no cursor to save (the saved one stays).
+    let state_dir = state_dir.filter(|_| summary.batches > 0);
     let saved = match state_dir {
         Some(dir) => match state::save(dir, &cli.stream, &cli.group, &summary.sums.cursor) {
             Ok(path) => Some(path),
