@@ -41,6 +41,16 @@ pub fn trigger_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     command
 }
 
+/// The trigger started in the background with only `args`, its stdout and
+/// stderr captured (`wait_with_output`).
+pub fn spawn_trigger(args: &[&str]) -> std::process::Child {
+    trigger_command(args, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the trigger starts")
+}
+
 /// Runs the trigger to its end.
 pub fn run_trigger(args: &[&str], env: &[(&str, &str)]) -> TriggerRun {
     let started = Instant::now();

@@ -3,11 +3,11 @@
 //! never moved on, failures that wrote no metrics, dry runs that looked real,
 //! and a missing mode key nobody saw.
 
-use quantum_integration::reply::{assert_same_ids, consumer_names, consumers_and_pel};
+use quantum_integration::reply::{assert_same_ids, consumer_names, consumers_and_pel, held_by};
 use quantum_integration::scenario::*;
 use quantum_integration::trigger::{
-    read_metrics, run_trigger, run_trigger_within, trigger_command, url_of, zombie_server,
-    SHORT_IDLE_OPTIONS,
+    read_metrics, run_trigger, run_trigger_within, spawn_trigger, trigger_command, url_of,
+    zombie_server, SHORT_IDLE_OPTIONS,
 };
 use quantum_integration::{Server, TempDir};
 use std::fs::File;
@@ -712,17 +712,8 @@ fn drain_interrupted(
         "1000000",
         "--json",
     ];
-    let child = trigger_command(&[&args[..], extra].concat(), &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let held = |con: &mut redis::Connection| {
-        quantum_integration::reply::consumers(con, STREAM, GROUP)
-            .iter()
-            .find(|c| c.0 == "recovery")
-            .map_or(0, |c| c.1)
-    };
+    let child = spawn_trigger(&[&args[..], extra].concat());
+    let held = |con: &mut redis::Connection| held_by(con, STREAM, GROUP, "recovery");
     while held(&mut con) < 50 {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -855,10 +846,7 @@ fn an_unexpected_reply_on_a_later_batch_keeps_the_earlier_batches() {
         json["error"].as_str().unwrap().contains("unexpected reply"),
         "{json}"
     );
-    let held = quantum_integration::reply::consumers(&mut con, STREAM, GROUP)
-        .iter()
-        .find(|c| c.0 == "recovery")
-        .map_or(0, |c| c.1);
+    let held = held_by(&mut con, STREAM, GROUP, "recovery");
     assert_eq!(
         (json["claimed"].as_array().unwrap().len(), held),
         (2, 2),
