@@ -157,8 +157,9 @@ type Found = (Vec<(String, String)>, Vec<Entry>, bool);
 enum Partial {
     Run(Progress<RunSummary>),
     Retire(Progress<RetireSummary>),
-    /// One call (status, check): nothing to report but the deadline.
-    OneCall,
+    /// One call (status, check), or connecting and finding the targets:
+    /// nothing to report but the deadline.
+    DeadlineOnly,
 }
 
 impl Partial {
@@ -166,7 +167,7 @@ impl Partial {
         match verb {
             Verb::Run => Partial::Run(Progress::default()),
             Verb::Retire => Partial::Retire(Progress::default()),
-            _ => Partial::OneCall,
+            _ => Partial::DeadlineOnly,
         }
     }
 
@@ -182,7 +183,7 @@ impl Partial {
         match self {
             Partial::Run(progress) => run::overrun(cli, progress, f, scope),
             Partial::Retire(progress) => retire::overrun(cli, progress, f),
-            Partial::OneCall => {
+            Partial::DeadlineOnly => {
                 error!("{scope}: {}", f.message);
                 Done::failed(&f)
             }
@@ -258,9 +259,9 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
         }
         (_, failed) => {
             let scope = run_scope(&setup);
-            // Connecting or finding the targets took the whole deadline.
-            let nothing = Partial::new(Verb::Run);
-            let done = failed.unwrap_or_else(|| nothing.overrun(cli, &scope));
+            // Connecting or finding the targets took the whole deadline: no
+            // verb's call was sent.
+            let done = failed.unwrap_or_else(|| Partial::DeadlineOnly.overrun(cli, &scope));
             let target = match setup.selection {
                 Selection::One => Some((cli.stream.clone(), cli.group.clone())),
                 Selection::File(..) => None,
