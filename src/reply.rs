@@ -288,6 +288,14 @@ pub fn assert_same_ids(actual: &[String], expected: &[String], what: &str) {
 }
 
 /// The group's consumer names and PEL: what a call that changes nothing leaves as it was.
+/// How many pending entries `consumer` holds (0 when it is not in the group).
+pub fn held_by(con: &mut Connection, key: &str, group: &str, consumer: &str) -> i64 {
+    consumers(con, key, group)
+        .iter()
+        .find(|c| c.0 == consumer)
+        .map_or(0, |c| c.1)
+}
+
 pub fn consumers_and_pel(con: &mut Connection) -> (Vec<String>, Vec<(String, String, i64)>) {
     (consumer_names(con, STREAM, GROUP), pel(con, STREAM, GROUP))
 }

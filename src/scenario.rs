@@ -19,6 +19,15 @@ pub fn testnet_group() -> (Server, Connection) {
     (server, con)
 }
 
+/// A fresh server whose mode key says TESTNET and holds nothing else: where
+/// tests that build their own streams and groups (many targets) start.
+pub fn testnet_server() -> (Server, Connection) {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).expect("SET quantum:mode");
+    (server, con)
+}
+
 /// Appends `n` entries, `consumer` reads them, and both stay untouched long
 /// enough for `SHORT_IDLE`: a consumer that died holding them. Returns their IDs.
 pub fn idle_reads(con: &mut Connection, consumer: &str, n: usize) -> Vec<String> {

@@ -41,6 +41,16 @@ pub fn trigger_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     command
 }
 
+/// The trigger started in the background with only `args`, its stdout and
+/// stderr captured (`wait_with_output`).
+pub fn spawn_trigger(args: &[&str]) -> std::process::Child {
+    trigger_command(args, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the trigger starts")
+}
+
 /// Runs the trigger to its end.
 pub fn run_trigger(args: &[&str], env: &[(&str, &str)]) -> TriggerRun {
     let started = Instant::now();
@@ -114,4 +124,31 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
+}
+
+/// Asserts that `promtool check metrics` (Debian package prometheus) accepts
+/// `text` without a word: what node_exporter's textfile collector would read.
+pub fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -4,8 +4,8 @@
 //! change: a held slot migration, CLUSTERDOWN, a silent node, a killed primary.
 
 use quantum_integration::cluster::{Cluster, ClusterOptions};
-use quantum_integration::reply::{consumers, int, pel, run};
-use quantum_integration::trigger::{metric_sum, run_trigger, trigger_command, TriggerRun};
+use quantum_integration::reply::{held_by, int, pel, run};
+use quantum_integration::trigger::{metric_sum, run_trigger, spawn_trigger, TriggerRun};
 use quantum_integration::TempDir;
 use std::time::{Duration, Instant};
 
@@ -458,17 +458,9 @@ fn a_killed_primary_is_followed_to_its_promoted_replica() {
     ]
     .concat();
     let started = Instant::now();
-    let child = trigger_command(&drain, &[])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_trigger(&drain);
     let mut con = cluster.nodes[owner].connect();
-    while consumers(&mut con, &stream, GROUP)
-        .iter()
-        .find(|c| c.0 == "recovery")
-        .is_none_or(|c| c.1 < 200)
-    {
+    while held_by(&mut con, &stream, GROUP, "recovery") < 200 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the drain never started"
@@ -656,17 +648,9 @@ fn a_hung_primary_mid_drain_is_followed_to_its_promoted_replica() {
         "--json",
     ];
     let started = Instant::now();
-    let child = trigger_command(&drain, &[])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_trigger(&drain);
     let mut con = cluster.nodes[owner].connect();
-    while consumers(&mut con, &stream, GROUP)
-        .iter()
-        .find(|c| c.0 == "recovery")
-        .is_none_or(|c| c.1 < 200)
-    {
+    while held_by(&mut con, &stream, GROUP, "recovery") < 200 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the drain never started"

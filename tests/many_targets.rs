@@ -5,14 +5,13 @@
 
 use quantum_integration::cluster::Cluster;
 use quantum_integration::reply::{command_calls, pel, run, text};
-use quantum_integration::trigger::{metric_sum, run_trigger, url_of};
+use quantum_integration::scenario::testnet_server;
+use quantum_integration::trigger::{metric_sum, promtool_check_metrics, run_trigger, url_of};
 use quantum_integration::{Server, TempDir};
 use redis::Connection;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// On `con`: group `group` on `stream` (created if needed) and a dead
 /// consumer `exec-dead` holding `n` new entries.
@@ -66,29 +65,6 @@ fn value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-}
-
-fn promtool_check_metrics(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics:\n{}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 const TOP: &str = "min-idle = \"100ms\"\nzombie-idle = \"100ms\"\n";
@@ -203,9 +179,7 @@ fn explicit_groupless_and_discovered_targets_are_all_recovered() {
 
 #[test]
 fn a_target_of_the_wrong_type_does_not_stop_the_others() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     run(&mut con, &["SET", "app:broken", "a string"]).unwrap();
     dead_reads(&mut con, "app:zeta", "exec", 2);
     std::thread::sleep(std::time::Duration::from_millis(150));
@@ -287,9 +261,7 @@ fn check(url: &str, config: &Path, extra: &[&str]) -> (i32, String) {
 
 #[test]
 fn check_returns_each_of_its_four_states() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     dead_reads(&mut con, "app:a", "g", 2);
     dead_reads(&mut con, "app:b", "g", 2);
     let dir = TempDir::new("check");
@@ -305,7 +277,7 @@ fn check_returns_each_of_its_four_states() {
         line.starts_with("QUANTUM-STREAM-RECOVER OK - 2 targets"),
         "{line}"
     );
-    assert!(line.contains("'app:a g recovered'=0;;;0"), "{line}");
+    assert!(line.contains("'app:a/g recovered'=0;;;0"), "{line}");
     // WARNING: the recovery consumer holds entries idle longer than --parked-warning.
     let ids: Vec<String> = pel(&mut con, "app:a", "g")
         .into_iter()
@@ -356,9 +328,7 @@ fn check_returns_each_of_its_four_states() {
 
 #[test]
 fn bad_config_files_are_usage_errors_naming_file_line_and_key_before_any_command() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     dead_reads(&mut con, "app:a", "g", 2);
     let url = url_of(&server.socket());
     let dir = TempDir::new("bad-config");
@@ -498,9 +468,7 @@ fn cluster_discovery_recovers_streams_on_every_primary() {
 /// The environment wins over the file's top level, the command line over both.
 #[test]
 fn the_environment_and_the_command_line_win_over_the_file() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     dead_reads(&mut con, "app:a", "g", 2);
     std::thread::sleep(std::time::Duration::from_millis(150));
     let dir = TempDir::new("precedence");
@@ -541,9 +509,7 @@ fn the_environment_and_the_command_line_win_over_the_file() {
 /// (75, what it moved reported) and the next still gets the time left.
 #[test]
 fn a_target_that_outruns_its_share_of_the_deadline_leaves_the_rest_theirs() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     run(
         &mut con,
         &["XGROUP", "CREATE", "a:big", "g", "$", "MKSTREAM"],
@@ -711,9 +677,7 @@ fn a_refused_discovery_does_not_stop_the_known_targets() {
 
 #[test]
 fn a_target_picked_on_the_command_line_keeps_its_own_options_from_the_file() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     run(&mut con, &["SET", "live:mode", "LIVE"]).unwrap();
     for stream in ["live:s", "fills", "d:1"] {
         dead_reads(&mut con, stream, "g", 3);
@@ -834,9 +798,7 @@ fn in_live_the_parked_gauges_are_still_written() {
 
 #[test]
 fn a_groupless_target_that_is_missing_or_not_a_stream_is_reported() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     run(&mut con, &["SET", "str:k", "x"]).unwrap();
     dead_reads(&mut con, "ok:s", "g", 1);
     let dir = TempDir::new("groupless-typo");
@@ -866,9 +828,7 @@ fn a_groupless_target_that_is_missing_or_not_a_stream_is_reported() {
 
 #[test]
 fn a_run_that_finds_no_target_says_so_and_marks_no_earlier_target_failed() {
-    let server = Server::start();
-    let mut con = server.connect();
-    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let (server, mut con) = testnet_server();
     dead_reads(&mut con, "d:1", "g", 1);
     let dir = TempDir::new("no-target");
     let metrics = dir.path().join("m.prom");
@@ -894,4 +854,196 @@ fn a_run_that_finds_no_target_says_so_and_marks_no_earlier_target_failed() {
     assert!(out.stderr.contains("no target"), "{}", out.stderr);
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(!text.contains("result=\"error\"} 1"), "{text}");
+}
+
+/// Each target's JSON object and log line carry its own `elapsed_ms` (not the
+/// run's), and a WARN about a target names its stream and group (review r10 11).
+#[test]
+fn each_target_reports_its_own_time_and_its_warnings_name_it() {
+    let (server, mut con) = testnet_server();
+    run(&mut con, &["SET", "live:mode", "LIVE"]).unwrap();
+    dead_reads(&mut con, "slow:s", "g", 300);
+    dead_reads(&mut con, "live:s", "g", 1);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("elapsed");
+    let log = dir.path().join("run.log");
+    let config = write_config(
+        &dir,
+        &format!(
+            "{TOP}count = 1\nscan = 1\n[[target]]\nstream = \"slow:s\"\ngroup = \"g\"\n\n\
+             [[target]]\nstream = \"live:s\"\ngroup = \"g\"\nmode-key = \"live:mode\"\n"
+        ),
+    );
+    let url = url_of(&server.socket());
+    let args = ["--url", &url, "--config", config.to_str().unwrap()];
+    let out = run_trigger(
+        &[&args[..], &["--json", "--log-file", log.to_str().unwrap()]].concat(),
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let targets = by_target(&out.json());
+    let elapsed = |s: &str| targets[&(s.to_string(), "g".to_string())]["elapsed_ms"].as_u64();
+    let (slow, live) = (elapsed("slow:s").unwrap(), elapsed("live:s").unwrap());
+    assert!(
+        slow > live,
+        "100 batches took {slow} ms, one refusal {live} ms"
+    );
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let logged = |stream: &str| {
+        let line = lines.lines().find(|l| l.contains(stream)).unwrap();
+        line.rsplit_once("elapsed_ms=")
+            .unwrap()
+            .1
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(
+        (logged("slow:s"), logged("live:s")),
+        (slow, live),
+        "{lines}"
+    );
+    let warned: Vec<&str> = out.stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert!(!warned.is_empty(), "{}", out.stderr);
+    for line in warned {
+        assert!(line.contains("stream=live:s group=g"), "{line}");
+    }
+}
+
+/// `check` refuses an option it would ignore (`--log-file`: it writes nothing
+/// but its line), as UNKNOWN naming it, and reads its own thresholds from the
+/// environment while another verb's settings there (the shared env file's
+/// QUANTUM_LOG_FILE) are left alone (review r10 11).
+#[test]
+fn check_refuses_options_it_ignores_and_reads_its_thresholds_from_the_environment() {
+    let (server, mut con) = testnet_server();
+    dead_reads(&mut con, "app:a", "g", 2);
+    let ids: Vec<String> = pel(&mut con, "app:a", "g")
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    let mut claim = vec!["XCLAIM", "app:a", "g", "recovery", "0"];
+    claim.extend(ids.iter().map(String::as_str));
+    claim.push("JUSTID");
+    run(&mut con, &claim).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let dir = TempDir::new("check-options");
+    let config = write_config(&dir, "[[target]]\nstream = \"app:a\"\ngroup = \"g\"\n");
+    let log = dir.path().join("check.log");
+    let url = url_of(&server.socket());
+    let (code, line) = check(&url, &config, &["--log-file", log.to_str().unwrap()]);
+    assert_eq!(code, 3, "{line}");
+    assert!(
+        line.starts_with("QUANTUM-STREAM-RECOVER UNKNOWN - "),
+        "{line}"
+    );
+    assert!(line.contains("--log-file applies to"), "{line}");
+    let env = [
+        ("QUANTUM_PARKED_WARNING", "100ms"),
+        ("QUANTUM_PARKED_CRITICAL", "1h"),
+        ("QUANTUM_LOG_FILE", log.to_str().unwrap()),
+    ];
+    let args = ["check", "--url", &url, "--config", config.to_str().unwrap()];
+    let out = run_trigger(&args, &env);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("recovered_oldest'="), "{}", out.stdout);
+    assert!(out.stdout.contains(";100;3600000;0"), "{}", out.stdout);
+    assert!(!log.exists(), "check wrote {}", log.display());
+}
+
+/// A config file that cannot be read is said for the run, without a
+/// `stream`/`group` label naming a target nobody configured; so is a config
+/// run that cannot connect; the next good run drops that series (review r10 9).
+#[test]
+fn a_run_that_fails_before_its_targets_writes_a_run_level_error_series() {
+    let (server, mut con) = testnet_server();
+    dead_reads(&mut con, "app:a", "g", 1);
+    let dir = TempDir::new("run-level");
+    let metrics = dir.path().join("m.prom");
+    let log = dir.path().join("run.log");
+    let url = url_of(&server.socket());
+    let with = |url: &str, toml: &str| {
+        let config = write_config(&dir, toml);
+        let args = [
+            "--url",
+            url,
+            "--config",
+            config.to_str().unwrap(),
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+        ];
+        let out = run_trigger(&args, &[]);
+        (
+            out.code,
+            std::fs::read_to_string(&metrics).unwrap_or_default(),
+        )
+    };
+    let run_error = "quantum_stream_recovery_last_run_result{result=\"error\"} 1";
+    let good = "[[target]]\nstream = \"app:a\"\ngroup = \"g\"\n";
+    for (url, toml, code) in [
+        (url.as_str(), "coutn = 5\n", 64),
+        ("unix:///nonexistent/redis.sock", good, 75),
+    ] {
+        std::fs::remove_file(&metrics).ok();
+        let (exit, text) = with(url, toml);
+        assert_eq!(exit, code, "{text}");
+        promtool_check_metrics(&text);
+        assert!(text.lines().any(|l| l == run_error), "{text}");
+        assert!(!text.contains("stream="), "no invented target: {text}");
+        assert!(
+            text.contains("quantum_stream_recovery_last_run_timestamp_seconds "),
+            "{text}"
+        );
+    }
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let first = lines.lines().next().unwrap();
+    assert!(
+        first.contains("[ERROR] config=") && !first.contains("stream="),
+        "{first}"
+    );
+    let (exit, text) = with(&url, good);
+    assert_eq!(exit, 0, "{text}");
+    assert!(!text.lines().any(|l| l == run_error), "{text}");
+    let success = series("last_run_result", "app:a", "g", ",result=\"success\"");
+    assert_eq!(value(&text, &success), 1.0, "{text}");
+}
+
+/// A stream named with quotes, a backslash and a newline: its series are
+/// escaped as the text format says, and promtool reads the file.
+#[test]
+fn metrics_of_a_stream_with_an_odd_name_parse() {
+    let (server, mut con) = testnet_server();
+    let odd = "odd \"name\"\\with\nnewline";
+    dead_reads(&mut con, odd, "g", 1);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("odd-metrics");
+    let config = write_config(
+        &dir,
+        &format!(
+            "{TOP}[[target]]\nstream = \"odd \\\"name\\\"\\\\with\\nnewline\"\ngroup = \"g\"\n"
+        ),
+    );
+    let metrics = dir.path().join("m.prom");
+    let url = url_of(&server.socket());
+    let args = [
+        "--url",
+        &url,
+        "--config",
+        config.to_str().unwrap(),
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ];
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    promtool_check_metrics(&text);
+    let escaped = "odd \\\"name\\\"\\\\with\\nnewline";
+    assert_eq!(
+        value(&text, &series("claimed_total", escaped, "g", "")),
+        1.0,
+        "{text}"
+    );
+    let parked = series("parked_entries", escaped, "g", ",role=\"target\"");
+    assert_eq!(value(&text, &parked), 1.0, "{text}");
 }

@@ -3,12 +3,12 @@
 //! a failover mid-drain losing nothing, names a primary without the module,
 //! and refuses bad Sentinel settings with the exit-code table's codes.
 
-use quantum_integration::reply::{consumers, pel, run};
+use quantum_integration::reply::{consumers, held_by, pel, run};
 use quantum_integration::scenario::{GROUP, STREAM};
 use quantum_integration::sentinel::{
     Passwords, SentinelOptions, SentinelProcess, SentinelSet, MASTER,
 };
-use quantum_integration::trigger::{run_trigger, trigger_command, TriggerRun};
+use quantum_integration::trigger::{run_trigger, spawn_trigger, trigger_command, TriggerRun};
 use quantum_integration::{Options, Server, TempDir};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -134,17 +134,8 @@ fn drain_through_a_failover(failure: Failure, total: usize) {
         "--json",
     ];
     let started = Instant::now();
-    let child = trigger_command(&args, &[])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let held = |con: &mut redis::Connection| {
-        consumers(con, STREAM, GROUP)
-            .iter()
-            .find(|c| c.0 == "recovery")
-            .map_or(0, |c| c.1)
-    };
+    let child = spawn_trigger(&args);
+    let held = |con: &mut redis::Connection| held_by(con, STREAM, GROUP, "recovery");
     while held(&mut con) < total as i64 / 20 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -587,17 +578,8 @@ fn through_a_graceful_failover(args: &[&str], target: &str) -> (SentinelSet, Tri
     let mut all = vec!["--url", &url, "--deadline", "60s", "--json"];
     all.extend(args);
     let started = Instant::now();
-    let child = trigger_command(&all, &[])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let held = |con: &mut redis::Connection| {
-        consumers(con, STREAM, GROUP)
-            .iter()
-            .find(|c| c.0 == target)
-            .map_or(0, |c| c.1)
-    };
+    let child = spawn_trigger(&all);
+    let held = |con: &mut redis::Connection| held_by(con, STREAM, GROUP, target);
     while held(&mut con) < 500 {
         assert!(
             started.elapsed() < Duration::from_secs(30),

@@ -1126,8 +1126,12 @@ fn a_drain_reads_the_consumer_list_on_its_first_and_last_call_only() {
     let out = run_trigger(&[&args[..], &["--delete-limit", "0"]].concat(), &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     // 700 PEL entries (600 already with recovery) at SCAN 50, then the end.
-    assert_eq!(out.json()["batches"], 15);
+    let json = out.json();
+    assert_eq!(json["batches"], 15);
     assert_eq!(command_calls(&mut con, "xinfo|consumers"), 0);
+    // No call judged the consumers: how many were kept is unknown, not 0.
+    assert!(json["kept_total"].is_null(), "{json}");
+    assert!(out.stderr.contains(" kept=unknown "), "{}", out.stderr);
 }
 
 #[test]

@@ -3,11 +3,11 @@
 //! never moved on, failures that wrote no metrics, dry runs that looked real,
 //! and a missing mode key nobody saw.
 
-use quantum_integration::reply::{assert_same_ids, consumer_names, consumers_and_pel};
+use quantum_integration::reply::{assert_same_ids, consumer_names, consumers_and_pel, held_by};
 use quantum_integration::scenario::*;
 use quantum_integration::trigger::{
-    read_metrics, run_trigger, run_trigger_within, trigger_command, url_of, zombie_server,
-    SHORT_IDLE_OPTIONS,
+    read_metrics, run_trigger, run_trigger_within, spawn_trigger, trigger_command, url_of,
+    zombie_server, SHORT_IDLE_OPTIONS,
 };
 use quantum_integration::{Server, TempDir};
 use std::fs::File;
@@ -685,11 +685,13 @@ impl Drop for Stopped {
 }
 
 /// A backlog of `n` idle entries held by `exec-1`, drained one entry per batch
-/// by a trigger started in the background; `interrupt` runs once `recovery`
-/// holds 50 of them. Returns the run's JSON and stderr.
+/// by a trigger started in the background (with `extra` options); `interrupt`
+/// runs once `recovery` holds 50 of them. Returns the run's exit code, JSON
+/// and stderr, and how many entries `recovery` holds then.
 fn drain_interrupted(
+    extra: &[&str],
     interrupt: impl FnOnce(&mut redis::Connection),
-) -> (serde_json::Value, String, usize) {
+) -> (i32, serde_json::Value, String, usize) {
     let server = Server::start();
     let mut con = server.connect();
     group_with_mode(&mut con, "TESTNET");
@@ -710,29 +712,20 @@ fn drain_interrupted(
         "1000000",
         "--json",
     ];
-    let child = trigger_command(&args, &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let held = |con: &mut redis::Connection| {
-        quantum_integration::reply::consumers(con, STREAM, GROUP)
-            .iter()
-            .find(|c| c.0 == "recovery")
-            .map_or(0, |c| c.1)
-    };
+    let child = spawn_trigger(&[&args[..], extra].concat());
+    let held = |con: &mut redis::Connection| held_by(con, STREAM, GROUP, "recovery");
     while held(&mut con) < 50 {
         std::thread::sleep(Duration::from_millis(1));
     }
     interrupt(&mut con);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
     let json = serde_json::from_slice(&out.stdout).unwrap();
     let moved = match quantum_integration::reply::run(&mut con, &["EXISTS", STREAM]) {
         Ok(redis::Value::Int(1)) => held(&mut con) as usize,
         _ => usize::MAX,
     };
     (
+        out.status.code().unwrap_or(-1),
         json,
         String::from_utf8_lossy(&out.stderr).into_owned(),
         moved,
@@ -744,22 +737,121 @@ fn drain_interrupted(
 /// counts what earlier batches moved, and does not blame --max-batches.
 #[test]
 fn a_refusal_or_a_vanished_stream_mid_drain_is_reported_as_such() {
-    let (json, stderr, moved) = drain_interrupted(|con| {
+    let (code, json, stderr, moved) = drain_interrupted(&[], |con| {
         quantum_integration::reply::run(con, &["SET", "quantum:mode", "LIVE"]).unwrap();
     });
+    assert_eq!(code, 0, "{stderr}");
     assert_eq!(json["result"], "refused", "{json}\n{stderr}");
     assert_eq!(json["mode"], "LIVE", "{json}");
     assert_eq!(json["claimed"].as_array().unwrap().len(), moved, "{json}");
     assert!(stderr.contains("WARN"), "{stderr}");
     assert!(!stderr.contains("--max-batches"), "{stderr}");
 
-    let (json, stderr, _) = drain_interrupted(|con| {
+    let (code, json, stderr, _) = drain_interrupted(&[], |con| {
         quantum_integration::reply::run(con, &["DEL", STREAM]).unwrap();
     });
+    assert_eq!(code, 0, "{stderr}");
     assert_eq!(json["result"], "absent", "{json}\n{stderr}");
     assert!(json["claimed"].as_array().unwrap().len() >= 50, "{json}");
     assert!(stderr.contains("WARN"), "{stderr}");
     assert!(!stderr.contains("--max-batches"), "{stderr}");
+}
+
+/// A drain whose call is still unanswered at the deadline (writes paused)
+/// reports what the answered batches moved and says the last call's outcome
+/// is unknown (review r9 F5).
+#[test]
+fn a_drain_cut_at_the_deadline_says_the_last_call_is_unknown() {
+    let (code, json, stderr, moved) = drain_interrupted(&["--deadline", "2s"], |con| {
+        quantum_integration::reply::run(con, &["CLIENT", "PAUSE", "4000", "WRITE"]).unwrap();
+    });
+    assert_eq!(code, 75, "{stderr}");
+    assert_eq!(json["result"], "error", "{json}");
+    assert_eq!(json["last_call_unknown"], true, "{json}");
+    assert_eq!(json["claimed"].as_array().unwrap().len(), moved, "{json}");
+    let error = json["error"].as_str().unwrap();
+    for said in [
+        "the outcome of the last call is unknown",
+        "it may have moved up to 1 more entries to TO (quantum.target)",
+    ] {
+        assert!(error.contains(said), "{said:?} in {error}");
+        assert!(stderr.contains(said), "{said:?} in {stderr}");
+    }
+}
+
+/// A TCP proxy to `server` that answers the `nth` QUANTUM.RECOVER (and every
+/// later one) with `+OK` instead of passing it on.
+fn garbling_proxy(server: &Server, nth: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let socket = server.socket();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let upstream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            let (mut from_client, mut to_client) = (client.try_clone().unwrap(), client);
+            let (mut from_server, mut to_server) = (upstream.try_clone().unwrap(), upstream);
+            let mut replies = to_client.try_clone().unwrap();
+            std::thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                let mut buf = [0u8; 65536];
+                while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                    let chunk = &buf[..n];
+                    if chunk.windows(15).any(|w| w == b"QUANTUM.RECOVER") {
+                        seen += 1;
+                        if seen >= nth {
+                            let _ = replies.write_all(b"+OK\r\n");
+                            continue;
+                        }
+                    }
+                    if to_server.write_all(chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// An unexpected reply to a later batch: what the earlier batches moved
+/// happened and is reported, with the failure (review r9 F6).
+#[test]
+fn an_unexpected_reply_on_a_later_batch_keeps_the_earlier_batches() {
+    let server = Server::start();
+    let mut con = server.connect();
+    group_with_mode(&mut con, "TESTNET");
+    add_entries(&mut con, 10);
+    read_as(&mut con, "exec-1", 10);
+    sleep_ms(20);
+    let port = garbling_proxy(&server, 3);
+    let url = format!("redis://127.0.0.1:{port}");
+    let args = [
+        "--url",
+        &url,
+        "--min-idle",
+        "1ms",
+        "--count",
+        "1",
+        "--scan",
+        "1",
+    ];
+    let out = run_trigger(&[&args[..], &["--json"]].concat(), &[]);
+    let json = out.json();
+    assert_eq!(out.code, 76, "{}", out.stderr);
+    assert_eq!(json["result"], "error", "{json}");
+    assert_eq!(json["batches"], 2, "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("unexpected reply"),
+        "{json}"
+    );
+    let held = held_by(&mut con, STREAM, GROUP, "recovery");
+    assert_eq!(
+        (json["claimed"].as_array().unwrap().len(), held),
+        (2, 2),
+        "{json}"
+    );
 }
 
 /// Eight runs at once share one metrics file: no run's claims are lost from
@@ -818,4 +910,70 @@ fn concurrent_runs_add_up_in_the_metrics_file_and_garbage_is_said() {
     assert!(out.stderr.contains("garbage"), "{}", out.stderr);
     let text = read_metrics(&metrics);
     assert_eq!(metric(&text, total), Some(205.0), "{text}");
+}
+
+/// Consumer names that are not UTF-8 come out with their bytes escaped
+/// (`\xNN`), not as U+FFFD: two different names never print alike (review r9 F9).
+#[test]
+fn names_that_are_not_utf8_are_escaped_not_replaced() {
+    let (server, url) = zombie_server();
+    let mut con = server.connect();
+    for name in [&b"z\xff"[..], "z\u{fffd}".as_bytes(), b"z\\xff"] {
+        redis::cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg(STREAM)
+            .arg(GROUP)
+            .arg(name)
+            .exec(&mut con)
+            .unwrap();
+    }
+    sleep_ms(150);
+    let out = run_trigger(
+        &[&["--url", &url, "--json"][..], &SHORT_IDLE_OPTIONS].concat(),
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    let deleted: Vec<&str> = json["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for name in ["z\\xff", "z\u{fffd}", "z\\\\xff"] {
+        assert!(deleted.contains(&name), "{name:?} in {deleted:?}");
+    }
+}
+
+/// A first call whose reply never comes (writes paused past the deadline):
+/// the run says its outcome is unknown and saves no cursor (review r9 F5).
+#[test]
+fn a_first_call_lost_at_the_deadline_is_unknown_and_saves_no_cursor() {
+    let (server, url) = zombie_server();
+    let mut con = server.connect();
+    let dir = TempDir::new("lost-first");
+    let state = path_str(&dir, "state");
+    std::fs::create_dir(&state).unwrap();
+    quantum_integration::reply::run(&mut con, &["CLIENT", "PAUSE", "2500", "WRITE"]).unwrap();
+    let args = [
+        "--url",
+        &url,
+        "--deadline",
+        "1s",
+        "--state-dir",
+        &state,
+        "--json",
+    ];
+    let out = run_trigger(&[&args[..], &SHORT_IDLE_OPTIONS].concat(), &[]);
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let error = out.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("the outcome of the last call is unknown"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&state).unwrap().count(),
+        0,
+        "a cursor was saved"
+    );
 }

@@ -159,33 +159,41 @@ fn text(s: &str) -> String {
     s.escape_debug().to_string().replace('|', "\\x7c")
 }
 
-/// A perfdata label: single-quoted, a quote doubled; `=` and `|` (which the
-/// format cannot escape) and control characters become `_`.
-fn label(s: &str) -> String {
-    let clean: String = s
-        .chars()
+/// A name inside a perfdata label: `=` and `'` (which monitoring-plugins'
+/// labels cannot hold), `|` (it starts the perfdata), `/` (it separates stream
+/// from group), `\\` and control characters become `\\xNN`, so the label stays
+/// valid and two targets never share one.
+fn label_part(s: &str) -> String {
+    s.chars()
         .map(|c| match c {
-            '=' | '|' => '_',
-            c if c.is_control() => '_',
-            c => c,
+            '=' | '\'' | '|' | '/' | '\\' => format!("\\x{:02x}", u32::from(c)),
+            // Cc: U+0000-U+001F and U+007F-U+009F, two hex digits each.
+            c if c.is_control() => format!("\\x{:02x}", u32::from(c)),
+            c => c.to_string(),
         })
-        .collect();
-    format!("'{}'", clean.replace('\'', "''"))
+        .collect()
 }
 
-/// `'label'=value[UOM];warn;crit;min;max` for one target's readable group.
+/// `'label'=value[UOM];warn;crit;min;max` for one target's readable group:
+/// labels `'stream/group what'`; the parked age and its thresholds in whole
+/// milliseconds (`ms`), as the thresholds were given, with no rounding.
 fn perfdata(target: &TargetFinding, seen: &Seen, limits: &Thresholds) -> String {
-    let name = |what: &str| label(&format!("{} {} {what}", target.stream, target.group));
+    let stream_group = format!(
+        "{}/{}",
+        label_part(&target.stream),
+        label_part(&target.group)
+    );
+    let name = |what: &str| format!("'{stream_group} {what}'");
     format!(
-        "{}={};;;0 {}={};;;0 {}={:.3}s;{};{};0 {}={};0;;0",
+        "{}={};;;0 {}={};;;0 {}={}ms;{};{};0 {}={};0;;0",
         name("pending"),
         seen.pending,
         name("recovered"),
         seen.recovered,
         name("recovered_oldest"),
-        seen.recovered_oldest_idle_ms as f64 / 1000.0,
-        limits.warning.as_secs(),
-        limits.critical.as_secs(),
+        seen.recovered_oldest_idle_ms,
+        limits.warning.as_millis(),
+        limits.critical.as_millis(),
         name("quarantined"),
         seen.quarantined,
     )

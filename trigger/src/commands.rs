@@ -13,9 +13,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-/// The drain so far, updated after each answered batch: what the main thread
-/// reports if the deadline passes while a call is still waiting for Redis.
-pub type Progress = Arc<Mutex<RunSummary>>;
+/// A verb's work so far (a drain's `RunSummary`, a retire's `RetireSummary`),
+/// updated after each answered call: what the main thread reports if the
+/// deadline passes while a call is still waiting for Redis.
+pub type Progress<T> = Arc<Mutex<T>>;
 
 /// How a call that reached the module ended, when it did not fail.
 #[derive(Debug)]
@@ -43,32 +44,19 @@ impl<T> Outcome<T> {
 pub struct RunSummary {
     /// The cursor the previous run saved, where this one started.
     pub resumed_from: Option<String>,
-    pub mode: Option<String>,
-    pub dry_run: bool,
-    pub claimed: Vec<String>,
-    pub quarantined: Vec<String>,
-    pub dropped: Vec<String>,
-    pub deleted: Vec<String>,
-    /// As the last batch that looked at every consumer saw them: at most 100
-    /// names (the module's cap) ...
-    pub kept: Vec<String>,
-    /// ... and how many there were.
-    pub kept_total: i64,
-    pub scanned: i64,
+    /// Every batch's IDs and names, `scanned` added up; mode, cursor, pending
+    /// and consumers as the last batch said; `kept` as the last batch that
+    /// looked at every consumer saw them (None: no batch did, `--delete-limit 0`).
+    #[serde(flatten)]
+    pub sums: RecoverBatch,
     pub batches: u64,
-    pub cursor: String,
-    pub pending: i64,
-    pub consumers: i64,
-    /// Quarantined IDs copied to the dead-letter stream, and those that stayed
-    /// with their owner for lack of memory; None when no batch used one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_lettered: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_letter_deferred: Option<Vec<String>>,
     /// Whether `kept` came from the last batch (it ran the consumer step after
     /// every move of the drain), so it says who still holds fresh entries.
     #[serde(skip)]
     pub kept_current: bool,
+    /// The last call was sent but its reply never came (the deadline, a
+    /// dropped connection): it may have moved entries not listed here.
+    pub last_call_unknown: bool,
     /// Why the drain stopped before its end after earlier batches had moved
     /// entries (the deadline, a lost connection): those batches still count.
     #[serde(skip)]
@@ -181,7 +169,7 @@ pub fn run(
     con: &mut Link,
     start: Option<String>,
     deadline: Instant,
-    progress: &Progress,
+    progress: &Progress<RunSummary>,
 ) -> Result<Outcome<RunSummary>, Failure> {
     let lock = || progress.lock().unwrap_or_else(PoisonError::into_inner);
     lock().resumed_from = start.clone();
@@ -200,15 +188,22 @@ pub fn run(
             false => ConsumerStep::Skip,
         };
         let cmd = recover_command(cli, cursor.as_deref(), step);
+        let stop = |f: Failure| {
+            let mut summary = lock();
+            summary.last_call_unknown = f.reply_lost;
+            summary.stopped = Some(f);
+            Ok(Outcome::Done(summary.clone()))
+        };
+        // After earlier batches, or when the call may have run: report what is known.
         let reply = match call(con, &cmd, deadline) {
-            Err(f) if batches > 0 => {
-                let mut summary = lock();
-                summary.stopped = Some(f);
-                return Ok(Outcome::Done(summary.clone()));
-            }
+            Err(f) if batches > 0 || f.reply_lost => return stop(f),
             reply => reply?,
         };
-        let batch = match reply.and_then(reply::parse)? {
+        let batch = match reply.and_then(reply::parse) {
+            Err(f) if batches > 0 => return stop(f),
+            parsed => parsed?,
+        };
+        let batch = match batch {
             Outcome::Done(batch) => batch,
             // Refused or gone before anything happened: pass the outcome on.
             other if batches == 0 => {
@@ -218,7 +213,7 @@ pub fn run(
             // report those, and why it stopped.
             Outcome::Refused(m) => {
                 let mut summary = lock();
-                summary.mode = mode_in_refusal(&m);
+                summary.sums.mode = mode_in_refusal(&m);
                 summary.interrupted = Some(Interrupted::Refused(m));
                 return Ok(Outcome::Done(summary.clone()));
             }
@@ -230,14 +225,15 @@ pub fn run(
         };
         if con.owner_switches() != switches && batches > 0 && !restart {
             tracing::warn!(
-                "the stream's owner changed: claims the old owner made may not have reached \
-                 the new one, so the drain starts again at the beginning of the PEL"
+                "{}: the stream's owner changed: claims the old owner made may not have \
+                 reached the new one, so the drain starts again at the beginning of the PEL",
+                crate::verbs::scope(cli)
             );
             restart = true;
         }
         let mut summary = lock();
         if restart {
-            let ids = summary.claimed.iter().chain(&summary.quarantined);
+            let ids = summary.sums.claimed.iter().chain(&summary.sums.quarantined);
             reported
                 .get_or_insert_with(HashSet::new)
                 .extend(ids.cloned());
@@ -252,7 +248,7 @@ pub fn run(
             true
         } else if restart {
             at_max_batches
-        } else if summary.cursor == CURSOR_END {
+        } else if summary.sums.cursor == CURSOR_END {
             // Otherwise the closing consumer step follows, even after the last
             // batch --max-batches allows: it examines no PEL entry.
             !moved_since_step || cli.delete_limit == Some(0)
@@ -265,7 +261,7 @@ pub fn run(
                 return Ok(Outcome::Done(lock().clone()));
             }
             let summary = lock();
-            let ids = summary.claimed.iter().chain(&summary.quarantined);
+            let ids = summary.sums.claimed.iter().chain(&summary.sums.quarantined);
             reported
                 .get_or_insert_with(HashSet::new)
                 .extend(ids.cloned());
@@ -275,11 +271,11 @@ pub fn run(
         if restart {
             restart = false;
             cursor = None;
-        } else if summary.cursor == CURSOR_END {
+        } else if summary.sums.cursor == CURSOR_END {
             finishing = true;
             cursor = Some(CURSOR_AFTER_ALL.to_string());
         } else {
-            cursor = Some(summary.cursor.clone());
+            cursor = Some(summary.sums.cursor.clone());
         }
     }
 }
@@ -306,31 +302,26 @@ fn add_batch(summary: &mut RunSummary, batch: RecoverBatch, reported: Option<&Ha
         ids.into_iter()
             .filter(|id| reported.is_none_or(|seen| !seen.contains(id)))
     };
-    summary.mode = batch.mode;
-    summary.dry_run = batch.dry_run;
-    summary.claimed.extend(new(batch.claimed));
-    summary.quarantined.extend(new(batch.quarantined));
-    summary.dropped.extend(batch.dropped);
-    summary.deleted.extend(batch.deleted);
+    let sums = &mut summary.sums;
+    sums.mode = batch.mode;
+    sums.dry_run = batch.dry_run;
+    sums.claimed.extend(new(batch.claimed));
+    sums.quarantined.extend(new(batch.quarantined));
+    sums.dropped.extend(batch.dropped);
+    sums.deleted.extend(batch.deleted);
     if let Some(dead_letter) = batch.dead_letter {
-        summary
-            .dead_lettered
-            .get_or_insert_with(Vec::new)
-            .extend(dead_letter.copied);
-        summary
-            .dead_letter_deferred
-            .get_or_insert_with(Vec::new)
-            .extend(dead_letter.deferred);
+        let sum = sums.dead_letter.get_or_insert_with(Default::default);
+        sum.copied.extend(dead_letter.copied);
+        sum.deferred.extend(dead_letter.deferred);
     }
     // A batch that skipped the consumer pass leaves the last one's list standing.
-    if let Some(kept) = batch.kept {
-        summary.kept = kept.names;
-        summary.kept_total = kept.total;
+    if batch.kept.is_some() {
+        sums.kept = batch.kept;
     }
-    summary.scanned += batch.scanned;
-    summary.cursor = batch.cursor;
-    summary.pending = batch.pending;
-    summary.consumers = batch.consumers;
+    sums.scanned += batch.scanned;
+    sums.cursor = batch.cursor;
+    sums.pending = batch.pending;
+    sums.consumers = batch.consumers;
     summary.batches += 1;
 }
 
@@ -354,7 +345,7 @@ pub fn status(
 }
 
 /// Why a retire stopped before the consumer was empty.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Stopped {
     /// The mode guard refused a later call (exit 0, like any refusal).
     Refused(String),
@@ -364,7 +355,7 @@ pub enum Stopped {
 
 /// The calls of one `retire`, summed; with the consumer's name its JSON is
 /// the `--json` output of `retire`.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct RetireSummary {
     pub moved: Vec<String>,
     pub dropped: Vec<String>,
@@ -400,12 +391,14 @@ fn retire_command(cli: &Cli, consumer: &str) -> redis::Cmd {
 }
 
 /// Calls QUANTUM.RETIRE until the consumer is empty (and so deleted) or the
-/// deadline. Each call is atomic: stopping between calls leaves the rest of
-/// the entries with the consumer, where the next retire finds them.
+/// deadline, recording each answered call in `progress`. Each call is atomic:
+/// stopping between calls leaves the rest of the entries with the consumer,
+/// where the next retire finds them.
 pub fn retire(
     cli: &Cli,
     con: &mut Link,
     deadline: Instant,
+    progress: &Progress<RetireSummary>,
 ) -> Result<Outcome<RetireSummary>, Failure> {
     let consumer = cli.consumer.as_ref().ok_or_else(|| {
         Failure::new(
@@ -414,36 +407,39 @@ pub fn retire(
         )
     })?;
     let cmd = retire_command(cli, consumer);
-    let mut summary = RetireSummary::default();
+    let lock = || progress.lock().unwrap_or_else(PoisonError::into_inner);
+    let done = |summary: &mut RetireSummary, stopped| {
+        summary.stopped = stopped;
+        Ok(Outcome::Done(summary.clone()))
+    };
     let mut seen = HashSet::new();
     loop {
         let lost = con.lost_replies();
+        let calls = lock().calls;
         let outcome =
             match call(con, &cmd, deadline).and_then(|o| o.and_then(reply::parse::<RetireStep>)) {
                 Ok(outcome) => outcome,
                 // Nothing happened, or nothing that anyone knows of: a plain failure.
-                Err(f) if summary.calls == 0 && !f.reply_lost => return Err(f),
+                Err(f) if calls == 0 && !f.reply_lost => return Err(f),
                 Err(f) => {
+                    let mut summary = lock();
                     summary.last_call_unknown |= f.reply_lost;
-                    summary.stopped = Some(Stopped::Failed(f));
-                    return Ok(Outcome::Done(summary));
+                    return done(&mut summary, Some(Stopped::Failed(f)));
                 }
             };
         let step = match outcome {
             Outcome::Done(step) => step,
             // Refused or gone before anything happened: pass the outcome on.
-            other if summary.calls == 0 => return other.and_then(|_| Ok(summary)),
+            other if calls == 0 => return other.and_then(|_| Ok(lock().clone())),
             // After earlier calls moved entries: report those, and why it stopped.
-            Outcome::Refused(m) => {
-                summary.stopped = Some(Stopped::Refused(m));
-                return Ok(Outcome::Done(summary));
-            }
+            Outcome::Refused(m) => return done(&mut lock(), Some(Stopped::Refused(m))),
             Outcome::Absent(m) => {
                 let gone = format!("the stream or group went away between calls: {m}");
-                summary.stopped = Some(Stopped::Failed(failure::unexpected(&gone)));
-                return Ok(Outcome::Done(summary));
+                let stopped = Stopped::Failed(failure::unexpected(&gone));
+                return done(&mut lock(), Some(stopped));
             }
         };
+        let mut summary = lock();
         // A failover cut a reply off and the call was sent again: the lost one
         // may have moved entries this report does not list.
         summary.last_call_unknown |= con.lost_replies() != lost;
@@ -461,11 +457,12 @@ pub fn retire(
         // The last call's word, on the primary that answered it.
         summary.deleted = step.deleted;
         summary.calls += 1;
+        drop(summary);
         if step.remaining == 0 {
             if switched_on_confirm(con, deadline) {
                 continue;
             }
-            return Ok(Outcome::Done(summary));
+            return done(&mut lock(), None);
         }
         if progress == 0 {
             return Err(failure::unexpected(

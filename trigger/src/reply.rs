@@ -1,8 +1,8 @@
 //! The module's replies as typed values (`redis::FromRedisValue`): one
 //! QUANTUM.RECOVER batch, QUANTUM.STATUS's report and one QUANTUM.RETIRE call.
-//! Names and IDs are read lossily (a client may have chosen any bytes, and a
-//! report must still name them); a missing key or a value of another type is
-//! an unexpected reply (exit 76).
+//! Names are read without losing a byte (`lossless_text`: a client may have
+//! chosen any bytes, and a report must still name each apart); a missing key
+//! or a value of another type is an unexpected reply (exit 76).
 
 use crate::failure::{self, Failure};
 use quantum_protocol::key;
@@ -14,8 +14,10 @@ pub fn parse<T: FromRedisValue>(value: Value) -> Result<T, Failure> {
     T::from_redis_value(value).map_err(|e| failure::unexpected(&e.to_string()))
 }
 
-/// One QUANTUM.RECOVER batch.
-#[derive(Debug)]
+/// One QUANTUM.RECOVER batch, or a drain's batches summed (`RunSummary`);
+/// its JSON is the reply's keys in the reply's order, `kept_total` null when
+/// no call looked at the consumers.
+#[derive(Debug, Default, Clone)]
 pub struct RecoverBatch {
     pub mode: Option<String>,
     pub dry_run: bool,
@@ -37,19 +39,45 @@ pub struct RecoverBatch {
 }
 
 /// What one batch did with its dead-letter stream.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct DeadLetter {
     pub copied: Vec<String>,
     pub deferred: Vec<String>,
 }
 
 /// Idle consumers kept because their entries are too fresh to move.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Kept {
     /// At most 100 names (the module's cap) ...
     pub names: Vec<String>,
     /// ... and how many there were.
     pub total: i64,
+}
+
+impl Serialize for RecoverBatch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("mode", &self.mode)?;
+        map.serialize_entry("dry_run", &self.dry_run)?;
+        map.serialize_entry("claimed", &self.claimed)?;
+        map.serialize_entry("quarantined", &self.quarantined)?;
+        map.serialize_entry("dropped", &self.dropped)?;
+        map.serialize_entry("deleted", &self.deleted)?;
+        let no_names: &[String] = &[];
+        let kept = self.kept.as_ref();
+        map.serialize_entry("kept", kept.map_or(no_names, |k| &k.names))?;
+        map.serialize_entry("kept_total", &kept.map(|k| k.total))?;
+        map.serialize_entry("scanned", &self.scanned)?;
+        map.serialize_entry("cursor", &self.cursor)?;
+        map.serialize_entry("pending", &self.pending)?;
+        map.serialize_entry("consumers", &self.consumers)?;
+        if let Some(dead_letter) = &self.dead_letter {
+            map.serialize_entry("dead_lettered", &dead_letter.copied)?;
+            map.serialize_entry("dead_letter_deferred", &dead_letter.deferred)?;
+        }
+        map.end()
+    }
 }
 
 impl FromRedisValue for RecoverBatch {
@@ -315,10 +343,25 @@ impl Fields {
 
 fn text(value: &Value) -> Result<String, ParsingError> {
     match value {
-        Value::BulkString(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Value::BulkString(b) => Ok(lossless_text(b)),
         Value::SimpleString(s) => Ok(s.clone()),
         _ => Err("expected a string".into()),
     }
+}
+
+/// A name (Redis names are bytes) as text without losing a byte: each `\` is
+/// doubled and each byte that is not part of valid UTF-8 is `\xNN`, so two
+/// names never print alike (U+FFFD would merge them) and the bytes can be
+/// typed back (`printf 'z\xff'`); a plain UTF-8 name is unchanged.
+pub fn lossless_text(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
 }
 
 fn int(value: &Value) -> Result<i64, ParsingError> {

@@ -214,7 +214,7 @@ pub fn finish(
                 "{} {} elapsed_ms={}",
                 entry.scope,
                 entry.done.fields,
-                elapsed.as_millis()
+                entry.elapsed.as_millis()
             );
             if let Err(e) = append_log_line(path, entry.done.result, &line) {
                 unwritten.push(format!("cannot append to {}: {e}", path.display()));
@@ -223,15 +223,21 @@ pub fn finish(
         }
     }
     if let (Verb::Run, Some(path)) = (verb, &cli.metrics_file) {
+        // No entry at all is a file whose targets are all gone, not a failure.
+        let failed_before_targets =
+            !entries.is_empty() && entries.iter().all(|e| e.target.is_none());
+        let mut targets: Vec<TargetRun> = entries.iter().filter_map(target_run).collect();
+        if failed_before_targets && setup.selection.is_file() {
+            // Said for the run: a first run of a new config has no target series yet.
+            targets.push(TargetRun::failed(String::new()));
+        }
         let metrics = Metrics {
             started_unix_s: clock.started_unix_s,
             duration_s: elapsed.as_secs_f64(),
-            targets: entries.iter().filter_map(target_run).collect(),
+            targets,
             // One target (--stream, the ExecStartPre) says nothing about the others.
             complete: complete && setup.selection.is_file(),
-            // No entry at all is a file whose targets are all gone, not a failure.
-            failed_before_targets: !entries.is_empty()
-                && entries.iter().all(|e| e.target.is_none()),
+            failed_before_targets,
         };
         // The deadline holds for the metrics too: at most a short wait for
         // another run's lock past it.
@@ -262,7 +268,7 @@ pub fn finish(
                     stream,
                     group,
                     scope: entry.target.is_none().then_some(entry.scope.as_str()),
-                    elapsed_ms: Some(elapsed.as_millis() as u64),
+                    elapsed_ms: Some(entry.elapsed.as_millis() as u64),
                     result: done.result,
                     exit_code: match setup.selection.is_file() {
                         true => done.exit,
@@ -332,14 +338,30 @@ pub fn early_failure(args: &[String], code: ExitCode, message: &str) -> ExitCode
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let value = |name: &str, env: &str| startup::early_value(args, name, env);
-    if let Some(path) = value("--log-file", "QUANTUM_LOG_FILE") {
+    // With a config file (and no --stream picking one target) the run has no
+    // target yet: it is said for the run, not for an invented default target.
+    let config = value("--config", "QUANTUM_CONFIG")
+        .filter(|_| value("--stream", "QUANTUM_STREAM").is_none());
+    let target = || {
         let stream =
             value("--stream", "QUANTUM_STREAM").unwrap_or_else(|| cli::DEFAULT_STREAM.into());
         let group = value("--group", "QUANTUM_GROUP").unwrap_or_else(|| cli::DEFAULT_GROUP.into());
+        (stream, group)
+    };
+    if let Some(path) = value("--log-file", "QUANTUM_LOG_FILE") {
+        let scope = match &config {
+            Some(config) => format!("config={}", field_value(config)),
+            None => {
+                let (stream, group) = target();
+                format!(
+                    "stream={} group={}",
+                    field_value(&stream),
+                    field_value(&group)
+                )
+            }
+        };
         let line = format!(
-            "stream={} group={} error={} exit_code={} elapsed_ms=0",
-            field_value(&stream),
-            field_value(&group),
+            "{scope} error={} exit_code={} elapsed_ms=0",
             quoted(message),
             code.as_u8()
         );
@@ -351,21 +373,17 @@ pub fn early_failure(args: &[String], code: ExitCode, message: &str) -> ExitCode
     }
     match value("--metrics-file", "QUANTUM_METRICS_FILE") {
         Some(path) if !startup::names_other_verb(args) => {
-            let stream =
-                value("--stream", "QUANTUM_STREAM").unwrap_or_else(|| cli::DEFAULT_STREAM.into());
-            let group =
-                value("--group", "QUANTUM_GROUP").unwrap_or_else(|| cli::DEFAULT_GROUP.into());
+            let labels = match &config {
+                Some(_) => String::new(),
+                None => {
+                    let (stream, group) = target();
+                    target_metrics::target_labels(&stream, &group)
+                }
+            };
             let metrics = Metrics {
                 started_unix_s,
                 duration_s: 0.0,
-                targets: vec![TargetRun {
-                    labels: target_metrics::target_labels(&stream, &group),
-                    result: RunResult::Error,
-                    counters: None,
-                    gauges: None,
-                    mode_known: None,
-                    observed: None,
-                }],
+                targets: vec![TargetRun::failed(labels)],
                 complete: false,
                 failed_before_targets: true,
             };

@@ -136,6 +136,8 @@ pub const VERB_OPTIONS: &[(&str, &[Verb])] = &[
     ("parked_warning", &[Check]),
     ("parked_critical", &[Check]),
     ("json", &[Run, Status, Retire]),
+    // check writes nothing but its one line (monitoring systems keep their own log).
+    ("log_file", &[Run, Status, Retire, Doctor]),
     // doctor checks that the service can write them.
     ("metrics_file", &[Run, Doctor]),
     ("admin_url", &[Doctor]),
@@ -154,7 +156,7 @@ fn verb_asked_for() -> Verb {
     let name = matches
         .ok()
         .and_then(|m| m.subcommand_name().map(str::to_owned));
-    [Run, Status, Retire, Doctor]
+    [Run, Status, Retire, Check, Doctor]
         .into_iter()
         .find(|verb| Some(verb.name()) == name.as_deref())
         .unwrap_or(Run)

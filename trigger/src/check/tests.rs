@@ -33,10 +33,11 @@ fn ok_when_nothing_waits_too_long_and_nothing_is_in_quarantine() {
     assert_eq!(
         result.line,
         "QUANTUM-STREAM-RECOVER OK - 2 targets, nothing parked too long, nothing in quarantine \
-         | 'fills exec pending'=1;;;0 'fills exec recovered'=0;;;0 \
-         'fills exec recovered_oldest'=0.000s;900;3600;0 'fills exec quarantined'=0;0;;0 \
-         'orders exec pending'=3;;;0 'orders exec recovered'=2;;;0 \
-         'orders exec recovered_oldest'=60.000s;900;3600;0 'orders exec quarantined'=0;0;;0"
+         | 'fills/exec pending'=1;;;0 'fills/exec recovered'=0;;;0 \
+         'fills/exec recovered_oldest'=0ms;900000;3600000;0 'fills/exec quarantined'=0;0;;0 \
+         'orders/exec pending'=3;;;0 'orders/exec recovered'=2;;;0 \
+         'orders/exec recovered_oldest'=60000ms;900000;3600000;0 \
+         'orders/exec quarantined'=0;0;;0"
     );
 }
 
@@ -69,7 +70,7 @@ fn recovered_entries_waiting_past_the_thresholds_warn_then_go_critical() {
     assert_eq!(result.health, Health::Warning);
     assert!(result
         .line
-        .contains("'orders exec recovered_oldest'=40.000s;30;50;0"));
+        .contains("'orders/exec recovered_oldest'=40000ms;30000;50000;0"));
 }
 
 #[test]
@@ -196,10 +197,50 @@ fn hostile_names_keep_one_line_and_one_perfdata_separator() {
         result.line
     );
     assert!(
-        result.line.contains("'a_b_c''d_e exec quarantined'=2;0;;0"),
+        result
+            .line
+            .contains("'a\\x7cb\\x0ac\\x27d\\x3de/exec quarantined'=2;0;;0"),
         "{}",
         result.line
     );
+}
+
+/// Targets whose names differ only in where the space or the `/` falls, or
+/// in a character a label cannot hold, get different labels; thresholds below
+/// a second are written as given (review r10 11).
+#[test]
+fn perfdata_labels_are_unique_and_thresholds_exact() {
+    let target = |stream: &str, group: &str| TargetFinding {
+        stream: stream.into(),
+        group: group.into(),
+        finding: Finding::Seen(Seen::default()),
+    };
+    let targets = [
+        target("a b", "c"),
+        target("a", "b c"),
+        target("a/b", "c"),
+        target("a", "b/c"),
+        target("x=y", "g"),
+        target("x_y", "g"),
+        target("q'r", "g"),
+        target("q''r", "g"),
+    ];
+    let limits = Thresholds::new(Duration::from_millis(1500), Duration::from_millis(2250)).unwrap();
+    let result = evaluate(&targets, &limits);
+    let perf = result.line.split_once(" | ").unwrap().1;
+    let mut labels = Vec::new();
+    let mut rest = perf;
+    while let Some(open) = rest.find('\'') {
+        let close = open + 1 + rest[open + 1..].find("'=").unwrap();
+        let label = &rest[open + 1..close];
+        assert!(!label.contains('=') && !label.contains('\''), "{label}");
+        labels.push(label.to_string());
+        rest = &rest[close + 1..];
+    }
+    assert_eq!(labels.len(), targets.len() * 4, "{perf}");
+    let unique: std::collections::HashSet<&String> = labels.iter().collect();
+    assert_eq!(unique.len(), labels.len(), "{labels:?}");
+    assert!(perf.contains("recovered_oldest'=0ms;1500;2250;0"), "{perf}");
 }
 
 #[test]

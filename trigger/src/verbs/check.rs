@@ -32,8 +32,8 @@ pub fn check(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Done, Failu
             observed: Some(report),
             switched_primary: None,
         },
-        Outcome::Refused(m) => Done::skipped(RunResult::Refused, m),
-        Outcome::Absent(m) => Done::skipped(RunResult::Absent, m),
+        Outcome::Refused(m) => Done::skipped(RunResult::Refused, Some(&super::scope(cli)), m),
+        Outcome::Absent(m) => Done::skipped(RunResult::Absent, Some(&super::scope(cli)), m),
     };
     Ok(done)
 }

@@ -11,7 +11,7 @@ mod run;
 mod status;
 
 use crate::cli::{Cli, Verb};
-use crate::commands::Progress;
+use crate::commands::{Progress, RetireSummary, RunSummary};
 use crate::config_file::Target;
 use crate::connect::{self, Link};
 use crate::failure::{ExitCode, Failure};
@@ -28,6 +28,7 @@ use tracing::{error, warn};
 /// When the run started and when it must end.
 #[derive(Clone, Copy)]
 pub struct Clock {
+    /// (A target's own clock: when the target started.)
     pub started: Instant,
     /// `started` as a unix time, for the metrics.
     pub started_unix_s: f64,
@@ -106,9 +107,13 @@ impl Done {
     }
 
     /// A refusal or a missing stream or group: not a failure (exit 0), said
-    /// at WARN; nothing moved.
-    fn skipped(result: RunResult, message: String) -> Done {
-        warn!("{message}");
+    /// at WARN after `scope` (the target's `stream=… group=…`, none when the
+    /// message names it); nothing moved.
+    fn skipped(result: RunResult, scope: Option<&str>, message: String) -> Done {
+        match scope {
+            Some(scope) => warn!("{scope}: {message}"),
+            None => warn!("{message}"),
+        }
         Done {
             result,
             exit: ExitCode::Success,
@@ -138,17 +143,59 @@ pub struct Entry {
     /// Log fields naming it: `stream=… group=…`, `discover="…"`, `config="…"`.
     pub scope: String,
     pub done: Done,
+    /// How long the target took (what concerns no target: the run so far).
+    pub elapsed: Duration,
 }
 
 /// The targets in the order they run (stream, group), what went wrong
 /// finding them, and whether the list is complete (no discovery failed).
 type Found = (Vec<(String, String)>, Vec<Entry>, bool);
 
+/// What a target's verb has done so far, for the report if the deadline
+/// passes before the verb's own answer: each verb keeps its own shape.
+#[derive(Clone)]
+enum Partial {
+    Run(Progress<RunSummary>),
+    Retire(Progress<RetireSummary>),
+    /// One call (status, check), or connecting and finding the targets:
+    /// nothing to report but the deadline.
+    DeadlineOnly,
+}
+
+impl Partial {
+    fn new(verb: Verb) -> Partial {
+        match verb {
+            Verb::Run => Partial::Run(Progress::default()),
+            Verb::Retire => Partial::Retire(Progress::default()),
+            _ => Partial::DeadlineOnly,
+        }
+    }
+
+    /// The report of a verb the deadline overran while a call was in flight.
+    fn overrun(&self, cli: &Cli, scope: &str) -> Done {
+        let f = Failure::new(
+            ExitCode::Unavailable,
+            format!(
+                "deadline reached: Redis did not answer (in full) within --deadline {}",
+                humantime::format_duration(cli.deadline)
+            ),
+        );
+        match self {
+            Partial::Run(progress) => run::overrun(cli, progress, f, scope),
+            Partial::Retire(progress) => retire::overrun(cli, progress, f),
+            Partial::DeadlineOnly => {
+                error!("{scope}: {}", f.message);
+                Done::failed(&f)
+            }
+        }
+    }
+}
+
 /// What the worker tells the main thread, as it happens.
 enum Event {
     Targets(Found),
-    Started(usize, Progress),
-    Finished(usize, Done),
+    Started(usize, Partial, Instant),
+    Finished(usize, Done, Duration),
     /// Nothing could run (no connection, too many targets).
     Failed(Done),
 }
@@ -171,8 +218,8 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
     }
     let until = clock.deadline + DEADLINE_GRACE;
     let mut known: Option<Found> = None;
-    let mut results: Vec<Option<Done>> = Vec::new();
-    let mut current: Option<(usize, Progress)> = None;
+    let mut results: Vec<Option<(Done, Duration)>> = Vec::new();
+    let mut current: Option<(usize, Partial, Instant)> = None;
     let mut failed = None;
     loop {
         match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
@@ -180,8 +227,8 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
                 results = found.0.iter().map(|_| None).collect();
                 known = Some(found);
             }
-            Ok(Event::Started(i, progress)) => current = Some((i, progress)),
-            Ok(Event::Finished(i, done)) => results[i] = Some(done),
+            Ok(Event::Started(i, partial, began)) => current = Some((i, partial, began)),
+            Ok(Event::Finished(i, done, elapsed)) => results[i] = Some((done, elapsed)),
             Ok(Event::Failed(done)) => {
                 failed = Some(done);
                 break;
@@ -195,21 +242,26 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
             let mut entries = problems;
             for (i, ((stream, group), done)) in targets.into_iter().zip(results).enumerate() {
                 let scope = scope_of(&stream, &group);
-                let done = done.unwrap_or_else(|| match &current {
-                    Some((at, progress)) if *at == i => run::overrun(cli, progress, &scope),
-                    _ => not_started(&scope),
+                let (done, elapsed) = done.unwrap_or_else(|| match &current {
+                    Some((at, partial, began)) if *at == i => {
+                        (partial.overrun(cli, &scope), began.elapsed())
+                    }
+                    _ => (not_started(&scope), Duration::ZERO),
                 });
                 entries.push(Entry {
                     target: Some((stream, group)),
                     scope,
                     done,
+                    elapsed,
                 });
             }
             (entries, complete)
         }
         (_, failed) => {
             let scope = run_scope(&setup);
-            let done = failed.unwrap_or_else(|| run::overrun(cli, &Progress::default(), &scope));
+            // Connecting or finding the targets took the whole deadline: no
+            // verb's call was sent.
+            let done = failed.unwrap_or_else(|| Partial::DeadlineOnly.overrun(cli, &scope));
             let target = match setup.selection {
                 Selection::One => Some((cli.stream.clone(), cli.group.clone())),
                 Selection::File(..) => None,
@@ -219,6 +271,7 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
                     target,
                     scope,
                     done,
+                    elapsed: clock.started.elapsed(),
                 }],
                 false,
             )
@@ -238,6 +291,11 @@ fn not_started(scope: &str) -> Done {
     );
     error!("{scope}: {}", f.message);
     Done::failed(&f)
+}
+
+/// The target's stream and group as log fields, for what is said about it.
+pub fn scope(cli: &Cli) -> String {
+    scope_of(&cli.stream, &cli.group)
 }
 
 /// The stream and group a verb works on, as log fields.
@@ -300,6 +358,7 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
                         let done = match p.failure.message.starts_with(error::NO_SUCH_KEY) {
                             true => Done::skipped(
                                 RunResult::Absent,
+                                None,
                                 format!("{}: {}", p.scope, p.failure.message),
                             ),
                             false => {
@@ -311,6 +370,7 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
                             target: None,
                             scope: p.scope,
                             done,
+                            elapsed: clock.started.elapsed(),
                         }
                     })
                     .collect();
@@ -334,25 +394,27 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
         // What earlier targets left, shared by those still to come.
         let left = clock.deadline.saturating_duration_since(Instant::now());
         let share = left / (count - i) as u32;
+        let began = Instant::now();
         let mine = Clock {
-            deadline: Instant::now() + share,
+            started: began,
+            deadline: began + share,
             ..clock
         };
         let target_cli = match setup.selection {
             Selection::One => cli.clone(),
             Selection::File(..) => targets::for_target(cli, target, &setup.explicit),
         };
-        let progress = Progress::default();
-        let _ = tx.send(Event::Started(i, progress.clone()));
+        let partial = Partial::new(verb);
+        let _ = tx.send(Event::Started(i, partial.clone(), began));
         let scope = scope_of(&target.stream, &target.group);
         let done = match Instant::now() < clock.deadline {
-            true => one_target(&target_cli, verb, &mut con, mine, &progress, &scope),
+            true => one_target(&target_cli, verb, &mut con, mine, &partial, &scope),
             false => not_started(&scope),
         };
         // A call cut short may still get its reply: later targets get a fresh connection.
         let reconnect =
             done.exit == ExitCode::Unavailable && i + 1 < count && Instant::now() < clock.deadline;
-        if tx.send(Event::Finished(i, done)).is_err() {
+        if tx.send(Event::Finished(i, done, began.elapsed())).is_err() {
             return;
         }
         if reconnect {
@@ -375,7 +437,8 @@ fn observe(cli: &Cli, con: &mut Link, deadline: Instant) -> Option<StatusReport>
         Ok(_) => None,
         Err(f) => {
             warn!(
-                "no parked or per-state gauges this run: QUANTUM.STATUS: {}",
+                "{}: no parked or per-state gauges this run: QUANTUM.STATUS: {}",
+                scope(cli),
                 f.message
             );
             None
@@ -389,20 +452,79 @@ fn one_target(
     verb: Verb,
     con: &mut Link,
     clock: Clock,
-    progress: &Progress,
+    partial: &Partial,
     scope: &str,
 ) -> Done {
     let deadline = clock.deadline;
-    let done = match verb {
-        Verb::Run => run::run(cli, con, clock, progress),
-        Verb::Status => status::status(cli, con, deadline),
-        Verb::Retire => retire::retire(cli, con, deadline),
-        Verb::Check => check::check(cli, con, deadline),
-        Verb::Doctor => unreachable!("doctor returns before connecting"),
+    let done = match (verb, partial) {
+        (Verb::Run, Partial::Run(progress)) => run::run(cli, con, clock, progress),
+        (Verb::Status, _) => status::status(cli, con, deadline),
+        (Verb::Retire, Partial::Retire(progress)) => retire::retire(cli, con, deadline, progress),
+        (Verb::Check, _) => check::check(cli, con, deadline),
+        _ => unreachable!("doctor returns before connecting; Partial::new follows the verb"),
     };
     let done = done.map(|done| done.switched(con.switched_primary()));
     done.unwrap_or_else(|f| {
         error!("{scope}: {}", f.message);
         Done::failed(&f)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// A retire the deadline overran keeps retire's report: the consumer,
+    /// what the answered calls did, and that the call in flight may have run.
+    #[test]
+    fn a_retire_overrun_at_the_deadline_keeps_the_retire_report() {
+        let cli = Cli::try_parse_from(["q", "retire", "--consumer", "exec-7"]).unwrap();
+        let partial = Partial::new(Verb::Retire);
+        if let Partial::Retire(progress) = &partial {
+            let mut summary = progress.lock().unwrap();
+            summary.moved = vec!["1-1".into()];
+            summary.remaining = Some(4);
+            summary.remaining_exact = true;
+            summary.calls = 1;
+        }
+        let done = partial.overrun(&cli, "stream=s group=g");
+        assert_eq!(
+            (done.result, done.exit),
+            (RunResult::Error, ExitCode::Unavailable)
+        );
+        let json = serde_json::to_value(done.details.as_ref().unwrap()).unwrap();
+        assert_eq!(json["consumer"], "exec-7", "{json}");
+        assert_eq!(json["last_call_unknown"], true, "{json}");
+        assert_eq!(
+            (json["calls"].as_u64(), json["remaining"].as_i64()),
+            (Some(1), Some(4))
+        );
+        assert!(
+            done.fields.contains("consumer=\"exec-7\""),
+            "{}",
+            done.fields
+        );
+        assert!(
+            done.fields.contains("last_call_unknown=1"),
+            "{}",
+            done.fields
+        );
+        let message = done.message.unwrap();
+        assert!(
+            message.contains("the outcome of the last call is unknown"),
+            "{message}"
+        );
+    }
+
+    /// A status the deadline overran says only that: no claim of moved entries.
+    #[test]
+    fn a_status_overrun_says_only_the_deadline() {
+        let cli = Cli::try_parse_from(["q", "status"]).unwrap();
+        let done = Partial::new(Verb::Status).overrun(&cli, "stream=s group=g");
+        assert_eq!(done.exit, ExitCode::Unavailable);
+        let error = done.error.unwrap();
+        assert!(error.starts_with("deadline reached"), "{error}");
+        assert!(!error.contains("target consumer"), "{error}");
+    }
 }

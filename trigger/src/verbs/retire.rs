@@ -3,22 +3,55 @@
 
 use super::Done;
 use crate::cli::Cli;
-use crate::commands::{self, Outcome, RetireSummary, Stopped};
+use crate::commands::{self, Outcome, Progress, RetireSummary, Stopped};
 use crate::connect::Link;
 use crate::failure::{ExitCode, Failure};
 use crate::report::{self, Details, RunResult};
+use std::sync::PoisonError;
 use std::time::Instant;
 use tracing::{error, info, warn};
 
-pub fn retire(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Done, Failure> {
-    let summary = match commands::retire(cli, con, deadline)? {
+pub fn retire(
+    cli: &Cli,
+    con: &mut Link,
+    deadline: Instant,
+    progress: &Progress<RetireSummary>,
+) -> Result<Done, Failure> {
+    let summary = match commands::retire(cli, con, deadline, progress)? {
         Outcome::Done(summary) => summary,
-        Outcome::Refused(m) => return Ok(Done::skipped(RunResult::Refused, m)),
+        Outcome::Refused(m) => {
+            return Ok(Done::skipped(
+                RunResult::Refused,
+                Some(&super::scope(cli)),
+                m,
+            ))
+        }
         Outcome::Absent(m) => {
             let message = format!("nothing to retire: {m}");
-            return Ok(Done::skipped(RunResult::Absent, message));
+            return Ok(Done::skipped(
+                RunResult::Absent,
+                Some(&super::scope(cli)),
+                message,
+            ));
         }
     };
+    Ok(report(cli, summary))
+}
+
+/// The deadline passed while the worker still waited for Redis: what the
+/// answered calls did, and that the call in flight may have run in full.
+pub fn overrun(cli: &Cli, progress: &Progress<RetireSummary>, deadline: Failure) -> Done {
+    let mut summary = progress
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    summary.last_call_unknown = true;
+    summary.stopped = Some(Stopped::Failed(deadline));
+    report(cli, summary)
+}
+
+/// Says on stderr what a retire did, and why it stopped short if it did.
+fn report(cli: &Cli, summary: RetireSummary) -> Done {
     let consumer = cli.consumer.clone().unwrap_or_default();
     let shown = report::quoted(&consumer);
     let counts = summary_fields(&summary);
@@ -27,7 +60,8 @@ pub fn retire(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Done, Fail
     let absent = s.calls == 1 && s.moved.is_empty() && s.dropped.is_empty() && !s.deleted;
     let (result, exit, why) = match &s.stopped {
         None if absent => {
-            warn!("consumer {shown} is not in the group: nothing to retire");
+            let scope = super::scope(cli);
+            warn!("{scope}: consumer {shown} is not in the group: nothing to retire");
             (RunResult::Absent, ExitCode::Success, None)
         }
         None => (RunResult::Success, ExitCode::Success, None),
@@ -41,16 +75,17 @@ pub fn retire(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Done, Fail
         None => info!("retired consumer {shown}: {counts}"),
         Some(why) => {
             let said = stop_message(cli, &shown, s, &why);
+            let scope = super::scope(cli);
             if exit == ExitCode::Success {
-                warn!("{said}; {counts}");
+                warn!("{scope}: {said}; {counts}");
             } else {
-                error!("{said}; {counts}");
+                error!("{scope}: {said}; {counts}");
             }
             fields.push_str(&format!(" stopped={}", report::quoted(&why)));
             message = Some(said);
         }
     }
-    Ok(Done {
+    Done {
         result,
         exit,
         fields,
@@ -62,7 +97,7 @@ pub fn retire(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Done, Fail
         mode_known: None,
         switched_primary: None,
         observed: None,
-    })
+    }
 }
 
 /// `moved=… dropped=… remaining=… deleted=… calls=…` for the log.

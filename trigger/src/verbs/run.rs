@@ -5,7 +5,7 @@ use super::{Clock, Done};
 use crate::cli::Cli;
 use crate::commands::{self, Interrupted, Outcome, Progress, RunSummary};
 use crate::connect::Link;
-use crate::failure::{ExitCode, Failure};
+use crate::failure::Failure;
 use crate::metrics::{Counts, Gauges};
 use crate::report::{self, Details, RunResult};
 use crate::state;
@@ -13,13 +13,21 @@ use quantum_protocol::CURSOR_END;
 use std::sync::PoisonError;
 use tracing::{error, info, warn};
 
-pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Result<Done, Failure> {
+pub fn run(
+    cli: &Cli,
+    con: &mut Link,
+    clock: Clock,
+    progress: &Progress<RunSummary>,
+) -> Result<Done, Failure> {
     // A dry run changes nothing: it neither uses nor moves the saved cursor.
     let state_dir = cli.state_dir.as_deref().filter(|_| !cli.dry_run);
     let start = match state_dir.map(|dir| state::load(dir, &cli.stream, &cli.group)) {
         Some(Ok(cursor)) => cursor,
         Some(Err(why)) => {
-            warn!("{why}: starting at the beginning of the PEL");
+            warn!(
+                "{}: {why}: starting at the beginning of the PEL",
+                super::scope(cli)
+            );
             None
         }
         None => None,
@@ -28,7 +36,7 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
         Outcome::Done(summary) => summary,
         Outcome::Refused(m) => {
             let known = mode_known_from_refusal(&m);
-            let mut done = Done::skipped(RunResult::Refused, m);
+            let mut done = Done::skipped(RunResult::Refused, Some(&super::scope(cli)), m);
             done.mode_known = Some(known);
             // LIVE is when parked entries matter most: STATUS reads in any mode.
             if cli.metrics_file.is_some() {
@@ -38,20 +46,26 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
         }
         Outcome::Absent(m) => {
             let message = format!("nothing to recover: {m}");
-            return Ok(Done::skipped(RunResult::Absent, message));
+            return Ok(Done::skipped(
+                RunResult::Absent,
+                Some(&super::scope(cli)),
+                message,
+            ));
         }
     };
     let target = super::scope_of(&cli.stream, &cli.group);
     if let Some(interrupted) = &summary.interrupted {
         return Ok(interrupted_done(&target, summary.clone(), interrupted));
     }
+    // No batch answered: no cursor to save (the saved one stays).
+    let state_dir = state_dir.filter(|_| summary.batches > 0);
     let saved = match state_dir {
-        Some(dir) => match state::save(dir, &cli.stream, &cli.group, &summary.cursor) {
+        Some(dir) => match state::save(dir, &cli.stream, &cli.group, &summary.sums.cursor) {
             Ok(path) => Some(path),
             Err(e) => {
                 warn!(
-                    "cannot save the cursor in {}: {e}; the next run starts at the beginning \
-                     of the PEL",
+                    "{target}: cannot save the cursor in {}: {e}; the next run starts at the \
+                     beginning of the PEL",
                     dir.display()
                 );
                 None
@@ -59,25 +73,25 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
         },
         None => None,
     };
-    if let Some(f) = &summary.stopped {
-        let fields = summary_fields(&summary);
-        error!(
-            "stopped early, after recovering {target} {fields}: {}",
-            f.message
-        );
-        return Ok(failed_after(f, summary.clone()));
+    if let Some(f) = summary.stopped.clone() {
+        return Ok(stopped(cli, &target, &f, summary));
     }
     let more = where_it_continues(&summary, &start, saved.as_deref());
     let fields = log_drained(&summary, &target, clock, &more);
-    let result = match summary.dry_run {
+    let result = match summary.sums.dry_run {
         true => RunResult::DryRun,
         false => RunResult::Success,
     };
     let mut done = Done::success(result, fields, Details::Run(summary.clone()));
     done.gauges = Some(gauges(&summary));
     done.counted = Some(counts(&summary));
-    done.mode_known = Some(summary.mode.is_some());
+    done.mode_known = Some(summary.sums.mode.is_some());
     // Only the metrics show it: without them, no extra pass over the consumers.
+    // The drain's own replies cannot stand in for it: RECOVER answers
+    // `pending`, `consumers` and the kept zombies, not the consumers by state
+    // (live/zombie/stuck) nor what TO and QUARANTINE hold and their oldest
+    // entry's age, which the parked gauges and their alerts need; and it must
+    // be read after the drain, whose last call may have deleted consumers.
     if cli.metrics_file.is_some() {
         done.observed = super::observe(cli, con, clock.deadline);
     }
@@ -88,7 +102,7 @@ pub fn run(cli: &Cli, con: &mut Link, clock: Clock, progress: &Progress) -> Resu
 fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> String {
     let fields = summary_fields(summary);
     let elapsed_ms = clock.started.elapsed().as_millis();
-    let fields = if summary.dry_run {
+    let fields = if summary.sums.dry_run {
         let fields = format!("dry_run=1 {fields}");
         info!("dry run, nothing changed: would recover {target} {fields} elapsed_ms={elapsed_ms}");
         fields
@@ -96,31 +110,33 @@ fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> 
         info!("recovered {target} {fields} elapsed_ms={elapsed_ms}{more}");
         fields
     };
-    let deleted = match summary.dry_run {
+    let deleted = match summary.sums.dry_run {
         true => "would delete",
         false => "deleted",
     };
-    for name in &summary.deleted {
+    for name in &summary.sums.deleted {
         info!("{deleted} consumer {}", report::quoted(name));
     }
     // Only a complete drain whose last call looked at every consumer knows why
     // one still holds entries; a run cut short simply did not reach them.
-    if summary.kept_current && summary.cursor == CURSOR_END && !summary.dry_run {
-        for name in &summary.kept {
+    if summary.kept_current && summary.sums.cursor == CURSOR_END && !summary.sums.dry_run {
+        for name in summary.sums.kept.iter().flat_map(|k| &k.names) {
             warn!(
-                "consumer {} is idle but still holds entries too fresh to move",
+                "{target}: consumer {} is idle but still holds entries too fresh to move",
                 report::quoted(name)
             );
         }
     }
     if let Some(deferred) = summary
-        .dead_letter_deferred
+        .sums
+        .dead_letter
         .as_ref()
+        .map(|d| &d.deferred)
         .filter(|d| !d.is_empty())
     {
         warn!(
-            "{} poison entries stayed with their owner: their dead-letter copies would pass \
-             maxmemory (the next run tries again)",
+            "{target}: {} poison entries stayed with their owner: their dead-letter copies \
+             would pass maxmemory (the next run tries again)",
             deferred.len()
         );
     }
@@ -137,18 +153,18 @@ fn where_it_continues(
         Some(cursor) => format!(" (continued from cursor {cursor}, saved by the previous run)"),
         None => String::new(),
     };
-    if summary.cursor != "0-0" {
+    if summary.sums.cursor != "0-0" {
         more.push_str(&match saved {
             Some(path) => format!(
                 " (stopped at cursor {} after --max-batches; saved in {}: the next run \
                  continues from it)",
-                summary.cursor,
+                summary.sums.cursor,
                 path.display()
             ),
             None => format!(
                 " (stopped at cursor {} after --max-batches; without --state-dir the next run \
                  starts again at the beginning of the PEL)",
-                summary.cursor
+                summary.sums.cursor
             ),
         });
     }
@@ -195,27 +211,44 @@ fn interrupted_done(target: &str, summary: RunSummary, interrupted: &Interrupted
     done.counted = Some(counts(&summary));
     done.mode_known = match interrupted {
         Interrupted::Refused(m) => Some(mode_known_from_refusal(m)),
-        Interrupted::Absent(_) => Some(summary.mode.is_some()),
+        Interrupted::Absent(_) => Some(summary.sums.mode.is_some()),
     };
     done
 }
 
 /// The deadline passed while the worker still waited for Redis: what the
 /// answered batches did, and that the last call's outcome is unknown.
-pub fn overrun(cli: &Cli, progress: &Progress, target: &str) -> Done {
-    let f = Failure::new(
-        ExitCode::Unavailable,
-        format!(
-            "deadline reached: Redis did not answer (in full) within --deadline {}; the \
-             outcome of the last call is unknown (entries it may have moved are with the \
-             target consumer, not lost, and are not counted here)",
-            humantime::format_duration(cli.deadline)
-        ),
-    );
-    let summary = progress
+pub fn overrun(
+    cli: &Cli,
+    progress: &Progress<RunSummary>,
+    deadline: Failure,
+    target: &str,
+) -> Done {
+    let mut summary = progress
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    summary.last_call_unknown = true;
+    stopped(cli, target, &deadline, summary)
+}
+
+/// A drain stopped by `f` (the deadline, a lost connection, an unexpected
+/// reply): what the answered batches did, and whether the last call may have
+/// moved more.
+fn stopped(cli: &Cli, target: &str, f: &Failure, summary: RunSummary) -> Done {
+    let f = match summary.last_call_unknown {
+        true => f.clone().reworded(format!(
+            "{}; the outcome of the last call is unknown (its reply was lost): it may have \
+             moved up to {} more entries to {}, not lost, and not counted here",
+            f.message,
+            cli.count
+                .map_or("COUNT (quantum.count)".into(), |n| n.to_string()),
+            cli.to
+                .as_deref()
+                .map_or("TO (quantum.target)".into(), report::quoted),
+        )),
+        false => f.clone(),
+    };
     if summary.batches == 0 {
         error!("{target}: {}", f.message);
         return Done::failed(&f);
@@ -238,41 +271,44 @@ fn mode_known_from_refusal(message: &str) -> bool {
 
 /// What a drain moved, for the counters; a dry run moved nothing.
 fn counts(s: &RunSummary) -> Counts {
-    if s.dry_run {
+    if s.sums.dry_run {
         return Counts::default();
     }
     Counts {
-        claimed: s.claimed.len() as u64,
-        quarantined: s.quarantined.len() as u64,
-        dropped: s.dropped.len() as u64,
-        deleted: s.deleted.len() as u64,
+        claimed: s.sums.claimed.len() as u64,
+        quarantined: s.sums.quarantined.len() as u64,
+        dropped: s.sums.dropped.len() as u64,
+        deleted: s.sums.deleted.len() as u64,
     }
 }
 
 fn gauges(s: &RunSummary) -> Gauges {
     Gauges {
-        pending: s.pending,
-        consumers: s.consumers,
+        pending: s.sums.pending,
+        consumers: s.sums.consumers,
     }
 }
 
 fn summary_fields(s: &RunSummary) -> String {
     // Only when a dead-letter stream was in use: the line is unchanged without one.
-    let dead_letter = match (&s.dead_lettered, &s.dead_letter_deferred) {
-        (Some(copied), Some(deferred)) => format!(
+    let dead_letter = match &s.sums.dead_letter {
+        Some(d) => format!(
             " dead_lettered={} dead_letter_deferred={}",
-            copied.len(),
-            deferred.len()
+            d.copied.len(),
+            d.deferred.len()
         ),
-        _ => String::new(),
+        None => String::new(),
     };
     format!(
         "claimed={} quarantined={}{dead_letter} dropped={} deleted={} kept={} batches={}",
-        s.claimed.len(),
-        s.quarantined.len(),
-        s.dropped.len(),
-        s.deleted.len(),
-        s.kept_total,
+        s.sums.claimed.len(),
+        s.sums.quarantined.len(),
+        s.sums.dropped.len(),
+        s.sums.deleted.len(),
+        s.sums
+            .kept
+            .as_ref()
+            .map_or("unknown".into(), |k| k.total.to_string()),
         s.batches
     )
 }

@@ -20,9 +20,14 @@ pub fn status(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Done, Fail
             let details = Details::Status { report, unlisted };
             Ok(Done::success(RunResult::Success, fields, details))
         }
-        Outcome::Refused(m) => Ok(Done::skipped(RunResult::Refused, m)),
+        Outcome::Refused(m) => Ok(Done::skipped(
+            RunResult::Refused,
+            Some(&super::scope(cli)),
+            m,
+        )),
         Outcome::Absent(m) => Ok(Done::skipped(
             RunResult::Absent,
+            Some(&super::scope(cli)),
             format!("nothing to show: {m}"),
         )),
     }
