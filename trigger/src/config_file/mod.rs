@@ -18,13 +18,15 @@ pub use expand::{expand, Found, Target};
 pub use expand::{Expansion, StreamGroups};
 
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
-/// The longest config file read: a thousand targets take about 100 KiB.
-pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+/// The longest config file read: a thousand targets take about 40 KiB, so
+/// the most a run may have (`max-targets` 100,000) fits in about 4 MiB.
+pub const MAX_CONFIG_FILE: u64 = 8 << 20;
 
 /// The default `max-targets`.
 pub const DEFAULT_MAX_TARGETS: usize = 1000;
@@ -309,7 +311,9 @@ impl ConfigFile {
         }
         let base = self.call_options();
         check_scan_count(&base).map_err(|m| (None, m))?;
-        let mut seen: Vec<(&str, Option<&str>, usize)> = Vec::new();
+        // Where each explicit target was first named: a map, so a file of many
+        // targets is checked in linear time (the line is counted only for an error).
+        let mut seen: HashMap<(&str, Option<&str>), usize> = HashMap::new();
         for (stream, group, options) in self.explicit() {
             let at = Some(stream.span().start);
             if stream.get_ref().is_empty() {
@@ -323,17 +327,18 @@ impl ConfigFile {
             }
             check_scan_count(&options.over(&base)).map_err(|m| (at, m))?;
             let key = (stream.get_ref().as_str(), group);
-            if let Some((_, _, first)) = seen.iter().find(|(s, g, _)| (*s, *g) == key) {
+            if let Some(&first) = seen.get(&key) {
                 let what = match group {
                     Some(group) => format!("stream {:?} group {group:?}", key.0),
                     None => format!("stream {:?} (every group)", key.0),
                 };
+                let first = line_of(text, first);
                 return Err((
                     at,
                     format!("stream: duplicate target: {what} is already a target on line {first}"),
                 ));
             }
-            seen.push((key.0, key.1, line_of(text, stream.span().start)));
+            seen.insert(key, stream.span().start);
         }
         for table in &self.discovers {
             let at = Some(table.pattern.span().start);
