@@ -310,7 +310,8 @@ impl ConfigFile {
             ));
         }
         let base = self.call_options();
-        check_scan_count(&base).map_err(|m| (None, m))?;
+        check_options(&base).map_err(|(key, m)| (top_level_key(text, key), m))?;
+        self.check_explicit_count()?;
         // Where each explicit target was first named: a map, so a file of many
         // targets is checked in linear time (the line is counted only for an error).
         let mut seen: HashMap<(&str, Option<&str>), usize> = HashMap::new();
@@ -325,7 +326,7 @@ impl ConfigFile {
                     "group: must not be empty (leave it out for every group)".into(),
                 ));
             }
-            check_scan_count(&options.over(&base)).map_err(|m| (at, m))?;
+            check_options(&options.over(&base)).map_err(|(_, m)| (at, m))?;
             let key = (stream.get_ref().as_str(), group);
             if let Some(&first) = seen.get(&key) {
                 let what = match group {
@@ -351,21 +352,88 @@ impl ConfigFile {
                     "group: must not be empty (leave it out for every group)".into(),
                 ));
             }
-            check_scan_count(&table.call_options().over(&base)).map_err(|m| (at, m))?;
+            check_options(&table.call_options().over(&base)).map_err(|(_, m)| (at, m))?;
         }
         Ok(())
     }
 }
 
-/// RECOVER refuses SCAN below COUNT: say so here, where the line is known.
-fn check_scan_count(options: &CallOptions) -> Result<(), String> {
+impl ConfigFile {
+    /// More `[[target]]`s with a group than `max-targets` is known from the
+    /// file alone: refused here, before any connection, at the first one past it.
+    fn check_explicit_count(&self) -> Result<(), (Option<usize>, String)> {
+        let max = self.max_targets();
+        let mut pairs = std::collections::HashSet::new();
+        for (stream, group, _) in self.explicit() {
+            let Some(group) = group else { continue };
+            if pairs.insert((stream.get_ref().as_str(), group)) && pairs.len() > max {
+                return Err((
+                    Some(stream.span().start),
+                    format!(
+                        "[[target]]: more than max-targets = {max} targets named with their \
+                         group: remove targets or raise max-targets"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What RECOVER would refuse in one call's options (merged over the top
+/// level): said here, where the line is known, before anything is sent. The
+/// key at fault comes first.
+fn check_options(options: &CallOptions) -> Result<(), (&'static str, String)> {
+    for (key, value) in [
+        ("to", &options.to),
+        ("quarantine", &options.quarantine),
+        ("mode-key", &options.mode_key),
+    ] {
+        if value.as_deref() == Some("") {
+            return Err((key, format!("{key}: must not be empty")));
+        }
+    }
+    if let (Some(to), Some(quarantine)) = (&options.to, &options.quarantine) {
+        if to == quarantine {
+            return Err((
+                "to",
+                format!("to: {to:?} is also quarantine: TO and QUARANTINE must name different consumers"),
+            ));
+        }
+    }
     match (options.scan, options.count) {
-        (Some(scan), Some(count)) if scan < count => Err(format!(
-            "scan: {scan} is below count {count}: every call examines at least as many \
-             entries as it may move"
+        (Some(scan), Some(count)) if scan < count => Err((
+            "scan",
+            format!(
+                "scan: {scan} is below count {count}: every call examines at least as many \
+                 entries as it may move"
+            ),
         )),
         _ => Ok(()),
     }
+}
+
+/// Where top-level `key` is written (the start of its line), if it is: the
+/// lines before the first table header.
+fn top_level_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            return None;
+        }
+        let name = trimmed
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        if trimmed.contains('=') && name == key {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
 }
 
 #[cfg(test)]
