@@ -895,3 +895,186 @@ fn a_run_that_finds_no_target_says_so_and_marks_no_earlier_target_failed() {
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(!text.contains("result=\"error\"} 1"), "{text}");
 }
+
+/// SIGCONT for a SIGSTOPped node when dropped, even when an assertion failed.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        let status = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// One hung primary (SIGSTOP: a paused VM) does not cancel a `[[discover]]`:
+/// it is its own failed entry naming the node and the pattern (75), the
+/// streams of the other primaries are recovered within the deadline, and
+/// `check` reports a CRITICAL target there rather than UNKNOWN for all.
+#[test]
+fn a_hung_primary_fails_only_its_own_part_of_a_cluster_discovery() {
+    let cluster = Cluster::start();
+    let tags = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
+    let mut owner_of = BTreeMap::new();
+    for tag in tags {
+        let stream = format!("{{{tag}}}:orders");
+        let mut con = cluster.owner_of(&stream).connect();
+        run(&mut con, &["SET", &format!("{{{tag}}}:mode"), "TESTNET"]).unwrap();
+        dead_reads(&mut con, &stream, "execution", 2);
+        owner_of.insert(stream.clone(), cluster.owner_index(&stream));
+    }
+    // The seed (node 0) stays up; the victim owns at least one stream, and a
+    // healthy primary holds a stream with parked entries for `check`.
+    let victim = (1..3)
+        .find(|i| owner_of.values().any(|o| o == i))
+        .expect("a stream on node 1 or 2");
+    let healthy: Vec<String> = owner_of
+        .iter()
+        .filter(|(_, o)| **o != victim)
+        .map(|(s, _)| s.clone())
+        .collect();
+    assert!(!healthy.is_empty());
+    let parked = &healthy[0];
+    {
+        let mut con = cluster.owner_of(parked).connect();
+        let ids: Vec<String> = pel(&mut con, parked, "execution")
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        let mut claim = vec!["XCLAIM", parked.as_str(), "execution", "recovery", "0"];
+        claim.extend(ids.iter().map(String::as_str));
+        claim.push("JUSTID");
+        run(&mut con, &claim).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let dir = TempDir::new("cluster-hung");
+    let config = write_config(
+        &dir,
+        &format!("{TOP}mode-key = \"{{stream-tag}}:mode\"\n\n[[discover]]\nmatch = \"*:orders\"\n"),
+    );
+    let seed = cluster.seed_url();
+    let victim_node = format!("127.0.0.1:{}", cluster.nodes[victim].port.unwrap());
+    let _stopped = Stopped::stop(cluster.nodes[victim].pid());
+
+    // check first (read-only): the parked entries are CRITICAL, not hidden.
+    let (code, line) = check(
+        &seed,
+        &config,
+        &[
+            "--parked-warning",
+            "100ms",
+            "--parked-critical",
+            "200ms",
+            "--deadline",
+            "6s",
+        ],
+    );
+    assert_eq!(code, 2, "{line}");
+    assert!(
+        line.starts_with("QUANTUM-STREAM-RECOVER CRITICAL"),
+        "{line}"
+    );
+
+    let out = run_trigger(
+        &[
+            "--url",
+            &seed,
+            "--config",
+            config.to_str().unwrap(),
+            "--deadline",
+            "6s",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(
+        out.elapsed < std::time::Duration::from_millis(6_500),
+        "{:?}",
+        out.elapsed
+    );
+    let json = out.json();
+    let failed: Vec<&Json> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["scope"].is_string())
+        .collect();
+    assert_eq!(failed.len(), 1, "{json}");
+    let scope = failed[0]["scope"].as_str().unwrap();
+    assert!(scope.contains("discover=\"*:orders\""), "{scope}");
+    assert!(scope.contains(&victim_node), "{scope}");
+    assert_eq!(json_code(failed[0]), 75, "{json}");
+    let targets = by_target(&json);
+    assert_eq!(targets.len(), healthy.len(), "{json}");
+    for stream in &healthy {
+        let object = &targets[&(stream.clone(), "execution".to_string())];
+        assert_eq!(object["result"], "success", "{object}");
+        // (owner_of would ask the hung node too.)
+        let mut con = cluster.nodes[owner_of[stream]].connect();
+        assert!(pel(&mut con, stream, "execution")
+            .iter()
+            .all(|e| e.1 == "recovery"));
+    }
+}
+
+/// The deadline is not cut into hard equal shares: a slow first target (a
+/// large PEL, one entry per call) may use what the cheap targets after it do
+/// not need, minus a small reserve for each, and every target still runs.
+/// An equal share (5 s over 61 targets: 82 ms) would have cut it.
+#[test]
+fn a_slow_first_target_uses_the_time_cheap_targets_leave() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let entries = 3_000;
+    dead_reads(&mut con, "a:big", "g", entries);
+    let cheap = 60;
+    for i in 0..cheap {
+        dead_reads(&mut con, &format!("b:{i}"), "g", 1);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("slow-first");
+    let config = write_config(
+        &dir,
+        &format!(
+            "{TOP}max-batches = 1000000\n\n[[target]]\nstream = \"a:big\"\ngroup = \"g\"\ncount = 1\n\n\
+             [[discover]]\nmatch = \"b:*\"\n"
+        ),
+    );
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "--url",
+            &url,
+            "--config",
+            config.to_str().unwrap(),
+            "--deadline",
+            "5s",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let targets = by_target(&out.json());
+    assert_eq!(targets.len(), cheap + 1, "{}", out.stdout);
+    let big = &targets[&("a:big".to_string(), "g".to_string())];
+    assert_eq!(big["result"], "success", "{big}");
+    assert_eq!(big["claimed"].as_array().unwrap().len(), entries, "{big}");
+    assert!(
+        targets.values().all(|o| o["result"] == "success"),
+        "{}",
+        out.stdout
+    );
+}
