@@ -401,54 +401,84 @@ fn bad_config_files_are_usage_errors_naming_file_line_and_key_before_any_command
     }
 }
 
+/// The ExecStop drop-in's `retire` with `QUANTUM_CONFIG` naming several
+/// targets: the consumer's entries are handed over in every target where it
+/// exists (a target without it is `absent`, exit 0); `--stream`/`--group`
+/// still pick one.
 #[test]
-fn retire_with_many_targets_and_no_stream_is_a_usage_error() {
-    let (_server, url) = quantum_integration::trigger::zombie_server();
+fn retire_with_many_targets_hands_the_consumer_over_in_every_target() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    dead_reads(&mut con, "app:one", "g", 2);
+    dead_reads(&mut con, "app:two", "g", 3);
+    // app:three's group has another consumer only.
+    run(
+        &mut con,
+        &["XGROUP", "CREATE", "app:three", "g", "$", "MKSTREAM"],
+    )
+    .unwrap();
+    run(&mut con, &["XADD", "app:three", "*", "n", "1"]).unwrap();
+    let words = [
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "exec-live",
+        "COUNT",
+        "1",
+        "STREAMS",
+        "app:three",
+        ">",
+    ];
+    run(&mut con, &words).unwrap();
     let dir = TempDir::new("retire-many");
-    let config = write_config(&dir, MANY);
-    let out = run_trigger(
-        &[
-            "retire",
-            "--url",
-            &url,
-            "--config",
-            config.to_str().unwrap(),
-            "--consumer",
-            "exec-4242",
-        ],
-        &[],
+    let config = write_config(
+        &dir,
+        "[[target]]\nstream = \"app:one\"\ngroup = \"g\"\n\n\
+         [[target]]\nstream = \"app:two\"\n\n\
+         [[target]]\nstream = \"app:three\"\ngroup = \"g\"\n",
     );
-    assert_eq!(out.code, 64, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("--stream and --group"),
-        "{}",
-        out.stderr
-    );
-    // With them, the one target named.
-    let out = run_trigger(
-        &[
-            "retire",
-            "--url",
-            &url,
-            "--config",
-            config.to_str().unwrap(),
-            "--consumer",
-            "exec-4242",
-            "--stream",
-            quantum_integration::scenario::STREAM,
-            "--group",
-            quantum_integration::scenario::GROUP,
-            "--json",
-        ],
-        &[],
-    );
+    let url = url_of(&server.socket());
+    let env = [("QUANTUM_CONFIG", config.to_str().unwrap())];
+    let retire = |extra: &[&str]| {
+        let args = [
+            &["retire", "--url", &url, "--consumer", "exec-dead", "--json"][..],
+            extra,
+        ]
+        .concat();
+        run_trigger(&args, &env)
+    };
+    let out = retire(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let targets = by_target(&out.json());
+    assert_eq!(targets.len(), 3, "{}", out.stdout);
+    for (stream, moved) in [("app:one", 2), ("app:two", 3)] {
+        let object = &targets[&(stream.to_string(), "g".to_string())];
+        assert_eq!(object["result"], "success", "{object}");
+        assert_eq!(object["moved"].as_array().unwrap().len(), moved, "{object}");
+        assert!(pel(&mut con, stream, "g").iter().all(|e| e.1 == "recovery"));
+    }
+    let three = &targets[&("app:three".to_string(), "g".to_string())];
+    assert_eq!(three["result"], "absent", "{three}");
+    assert_eq!(json_code(three), 0, "{three}");
+    assert!(pel(&mut con, "app:three", "g")
+        .iter()
+        .all(|e| e.1 == "exec-live"));
+
+    // --stream/--group on the command line: that one target only.
+    dead_reads(&mut con, "app:one", "g", 1);
+    dead_reads(&mut con, "app:two", "g", 1);
+    let out = retire(&["--stream", "app:one", "--group", "g"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.json()["moved"].as_array().unwrap().len(),
-        3,
+        1,
         "{}",
         out.stdout
     );
+    assert!(pel(&mut con, "app:two", "g")
+        .iter()
+        .any(|e| e.1 == "exec-dead"));
 }
 
 #[test]
