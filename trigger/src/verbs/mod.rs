@@ -426,3 +426,30 @@ fn one_target(
         Done::failed(&f)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_may_use_the_time_left_but_a_reserve_for_each_waiting_target() {
+        let ms = Duration::from_millis;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The last target: everything left.
+        assert_eq!(target_deadline(deadline, 0, ms(500)), deadline);
+        // Nothing measured yet: the floor for each of 499 waiting targets.
+        assert_eq!(
+            target_deadline(deadline, 499, Duration::ZERO),
+            deadline - ms(10) * 499
+        );
+        // Measured: twice the mean, above the floor.
+        assert_eq!(
+            target_deadline(deadline, 499, ms(7)),
+            deadline - ms(14) * 499
+        );
+        // Never less than an equal share (the old hard split): 10 s / 500.
+        let mine = target_deadline(deadline, 499, ms(1000));
+        let share = mine.saturating_duration_since(Instant::now());
+        assert!(share >= ms(19) && share <= ms(21), "{share:?}");
+    }
+}
