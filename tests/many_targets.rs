@@ -954,7 +954,12 @@ impl Drop for Stopped {
 /// `check` reports a CRITICAL target there rather than UNKNOWN for all.
 #[test]
 fn a_hung_primary_fails_only_its_own_part_of_a_cluster_discovery() {
-    let cluster = Cluster::start();
+    // The window this is about: the node hangs and the cluster has not yet
+    // marked it failed (which would make it CLUSTERDOWN for every slot).
+    let cluster = Cluster::with(quantum_integration::cluster::ClusterOptions {
+        node_timeout_ms: 60_000,
+        ..Default::default()
+    });
     let tags = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
     let mut owner_of = BTreeMap::new();
     for tag in tags {
@@ -989,9 +994,19 @@ fn a_hung_primary_fails_only_its_own_part_of_a_cluster_discovery() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     let dir = TempDir::new("cluster-hung");
+    // Also a group-less target on the hung primary: asking for its groups
+    // must not hold the run either.
+    let on_victim = owner_of
+        .iter()
+        .find(|(_, o)| **o == victim)
+        .map(|(s, _)| s.clone())
+        .unwrap();
     let config = write_config(
         &dir,
-        &format!("{TOP}mode-key = \"{{stream-tag}}:mode\"\n\n[[discover]]\nmatch = \"*:orders\"\n"),
+        &format!(
+            "{TOP}mode-key = \"{{stream-tag}}:mode\"\n\n[[target]]\nstream = \"{on_victim}\"\n\n\
+             [[discover]]\nmatch = \"*:orders\"\n"
+        ),
     );
     let seed = cluster.seed_url();
     let victim_node = format!("127.0.0.1:{}", cluster.nodes[victim].port.unwrap());
@@ -1041,11 +1056,23 @@ fn a_hung_primary_fails_only_its_own_part_of_a_cluster_discovery() {
         .iter()
         .filter(|o| o["scope"].is_string())
         .collect();
-    assert_eq!(failed.len(), 1, "{json}");
-    let scope = failed[0]["scope"].as_str().unwrap();
+    assert_eq!(failed.len(), 2, "{json}");
+    let scopes: Vec<&str> = failed
+        .iter()
+        .map(|o| o["scope"].as_str().unwrap())
+        .collect();
+    assert!(
+        scopes.contains(&format!("stream={on_victim} group=*").as_str()),
+        "{json}"
+    );
+    let discover = failed
+        .iter()
+        .find(|o| o["scope"].as_str().unwrap().starts_with("discover="))
+        .expect("the hung primary's discover entry");
+    let scope = discover["scope"].as_str().unwrap();
     assert!(scope.contains("discover=\"*:orders\""), "{scope}");
     assert!(scope.contains(&victim_node), "{scope}");
-    assert_eq!(json_code(failed[0]), 75, "{json}");
+    assert!(failed.iter().all(|o| json_code(o) == 75), "{json}");
     let targets = by_target(&json);
     assert_eq!(targets.len(), healthy.len(), "{json}");
     for stream in &healthy {

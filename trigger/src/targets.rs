@@ -191,13 +191,19 @@ pub struct Resolved {
 pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<Resolved, Failure> {
     let mut found = Found::default();
     let mut problems = Vec::new();
-    for stream in file.groupless_streams() {
-        match groups_of(con, &stream, deadline) {
+    let groupless = file.groupless_streams();
+    for (i, stream) in groupless.iter().enumerate() {
+        // Each within its share of the time left, one share kept for the
+        // rest: a stream on a hung node (which a cluster waits out as a
+        // failover) must not hold the whole run.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mine = Instant::now() + left / (groupless.len() - i + 1) as u32;
+        match groups_of(con, stream, mine) {
             Ok(groups) => {
-                found.groups.insert(stream, groups);
+                found.groups.insert(stream.clone(), groups);
             }
             Err(failure) => problems.push(Problem {
-                scope: format!("stream={} group=*", crate::report::field_value(&stream)),
+                scope: format!("stream={} group=*", crate::report::field_value(stream)),
                 failure,
             }),
         }
