@@ -371,6 +371,17 @@ fn bad_config_files_are_usage_errors_naming_file_line_and_key_before_any_command
             5,
             "duplicate target",
         ),
+        // Review r10: these passed the file check and reached Redis.
+        ("to = \"\"\n", 1, "to: must not be empty"),
+        ("count = 5\nmode-key = \"\"\n", 2, "mode-key: must not be empty"),
+        ("to = \"p\"\nquarantine = \"p\"\n", 1, "also quarantine"),
+        (
+            "max-targets = 1\n[[target]]\nstream = \"app:a\"\ngroup = \"g\"\n\
+             [[target]]\nstream = \"app:b\"\ngroup = \"g\"\n",
+            6,
+            "max-targets = 1",
+        ),
+        ("count = 50\nscan = 10\n", 2, "scan"),
     ] {
         let config = write_config(&dir, toml);
         run(&mut con, &["CONFIG", "RESETSTAT"]).unwrap();
