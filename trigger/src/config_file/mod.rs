@@ -326,7 +326,8 @@ impl ConfigFile {
                     "group: must not be empty (leave it out for every group)".into(),
                 ));
             }
-            check_options(&options.over(&base)).map_err(|(_, m)| (at, m))?;
+            check_options(&options.over(&base))
+                .map_err(|(key, m)| (key_in_table(text, stream.span().start, key).or(at), m))?;
             let key = (stream.get_ref().as_str(), group);
             if let Some(&first) = seen.get(&key) {
                 let what = match group {
@@ -352,7 +353,10 @@ impl ConfigFile {
                     "group: must not be empty (leave it out for every group)".into(),
                 ));
             }
-            check_options(&table.call_options().over(&base)).map_err(|(_, m)| (at, m))?;
+            check_options(&table.call_options().over(&base)).map_err(|(key, m)| {
+                let line = key_in_table(text, table.pattern.span().start, key);
+                (line.or(at), m)
+            })?;
         }
         Ok(())
     }
@@ -411,6 +415,30 @@ fn check_options(options: &CallOptions) -> Result<(), (&'static str, String)> {
         )),
         _ => Ok(()),
     }
+}
+
+/// Where `key` is written in the table around byte `anchor` (between the
+/// headers before and after it), if it is there rather than inherited.
+fn key_in_table(text: &str, anchor: usize, key: &str) -> Option<usize> {
+    let start = text.get(..anchor)?.rfind("\n[").map_or(0, |i| i + 1);
+    let end = text[anchor..]
+        .find("\n[")
+        .map_or(text.len(), |i| anchor + i);
+    let mut offset = start;
+    for line in text[start..end].split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let name = trimmed
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        if trimmed.contains('=') && name == key {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// Where top-level `key` is written (the start of its line), if it is: the

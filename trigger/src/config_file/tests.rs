@@ -140,6 +140,12 @@ fn scan_below_count_is_refused_where_the_merge_makes_it() {
         "scan",
     );
     assert!(shown.contains("below count 500"), "{shown}");
+    // Written in the table: that line.
+    error(
+        "count = 500\n\n[[target]]\nstream = \"s\"\ngroup = \"g\"\nscan = 100\n",
+        6,
+        "scan",
+    );
 }
 
 #[test]
@@ -345,21 +351,22 @@ fn empty_consumers_and_mode_key_and_to_equal_to_quarantine_are_refused() {
         "mode-key: must not be empty",
     );
     error("quarantine = \"\"\n", 1, "quarantine: must not be empty");
+    // In a table: the key's own line when the table writes it.
     error(
         "[[target]]\nstream = \"s\"\nto = \"\"\n",
-        2,
+        3,
         "to: must not be empty",
     );
     error(
         "[[discover]]\nmatch = \"s*\"\nmode-key = \"\"\n",
-        2,
+        3,
         "mode-key: must not be empty",
     );
     error("to = \"p\"\nquarantine = \"p\"\n", 1, "also quarantine");
-    // Merged: the target's `to` meets the top level's `quarantine`.
+    // Merged: the target's `to` meets the top level's `quarantine` (the line of `to`).
     error(
         "quarantine = \"p\"\n\n[[target]]\nstream = \"s\"\nto = \"p\"\n",
-        4,
+        5,
         "also quarantine",
     );
     parse("to = \"r\"\nquarantine = \"p\"\nmode-key = \"{stream-tag}:mode\"\n").unwrap();
