@@ -12,6 +12,7 @@ use redis::Connection;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// On `con`: group `group` on `stream` (created if needed) and a dead
 /// consumer `exec-dead` holding `n` new entries.
@@ -341,6 +342,17 @@ fn bad_config_files_are_usage_errors_naming_file_line_and_key_before_any_command
             5,
             "duplicate target",
         ),
+        // Review r10: these passed the file check and reached Redis.
+        ("to = \"\"\n", 1, "to: must not be empty"),
+        ("count = 5\nmode-key = \"\"\n", 2, "mode-key: must not be empty"),
+        ("to = \"p\"\nquarantine = \"p\"\n", 1, "also quarantine"),
+        (
+            "max-targets = 1\n[[target]]\nstream = \"app:a\"\ngroup = \"g\"\n\
+             [[target]]\nstream = \"app:b\"\ngroup = \"g\"\n",
+            6,
+            "max-targets = 1",
+        ),
+        ("count = 50\nscan = 10\n", 2, "scan"),
     ] {
         let config = write_config(&dir, toml);
         run(&mut con, &["CONFIG", "RESETSTAT"]).unwrap();
@@ -371,54 +383,84 @@ fn bad_config_files_are_usage_errors_naming_file_line_and_key_before_any_command
     }
 }
 
+/// The ExecStop drop-in's `retire` with `QUANTUM_CONFIG` naming several
+/// targets: the consumer's entries are handed over in every target where it
+/// exists (a target without it is `absent`, exit 0); `--stream`/`--group`
+/// still pick one.
 #[test]
-fn retire_with_many_targets_and_no_stream_is_a_usage_error() {
-    let (_server, url) = quantum_integration::trigger::zombie_server();
+fn retire_with_many_targets_hands_the_consumer_over_in_every_target() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    dead_reads(&mut con, "app:one", "g", 2);
+    dead_reads(&mut con, "app:two", "g", 3);
+    // app:three's group has another consumer only.
+    run(
+        &mut con,
+        &["XGROUP", "CREATE", "app:three", "g", "$", "MKSTREAM"],
+    )
+    .unwrap();
+    run(&mut con, &["XADD", "app:three", "*", "n", "1"]).unwrap();
+    let words = [
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "exec-live",
+        "COUNT",
+        "1",
+        "STREAMS",
+        "app:three",
+        ">",
+    ];
+    run(&mut con, &words).unwrap();
     let dir = TempDir::new("retire-many");
-    let config = write_config(&dir, MANY);
-    let out = run_trigger(
-        &[
-            "retire",
-            "--url",
-            &url,
-            "--config",
-            config.to_str().unwrap(),
-            "--consumer",
-            "exec-4242",
-        ],
-        &[],
+    let config = write_config(
+        &dir,
+        "[[target]]\nstream = \"app:one\"\ngroup = \"g\"\n\n\
+         [[target]]\nstream = \"app:two\"\n\n\
+         [[target]]\nstream = \"app:three\"\ngroup = \"g\"\n",
     );
-    assert_eq!(out.code, 64, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("--stream and --group"),
-        "{}",
-        out.stderr
-    );
-    // With them, the one target named.
-    let out = run_trigger(
-        &[
-            "retire",
-            "--url",
-            &url,
-            "--config",
-            config.to_str().unwrap(),
-            "--consumer",
-            "exec-4242",
-            "--stream",
-            quantum_integration::scenario::STREAM,
-            "--group",
-            quantum_integration::scenario::GROUP,
-            "--json",
-        ],
-        &[],
-    );
+    let url = url_of(&server.socket());
+    let env = [("QUANTUM_CONFIG", config.to_str().unwrap())];
+    let retire = |extra: &[&str]| {
+        let args = [
+            &["retire", "--url", &url, "--consumer", "exec-dead", "--json"][..],
+            extra,
+        ]
+        .concat();
+        run_trigger(&args, &env)
+    };
+    let out = retire(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let targets = by_target(&out.json());
+    assert_eq!(targets.len(), 3, "{}", out.stdout);
+    for (stream, moved) in [("app:one", 2), ("app:two", 3)] {
+        let object = &targets[&(stream.to_string(), "g".to_string())];
+        assert_eq!(object["result"], "success", "{object}");
+        assert_eq!(object["moved"].as_array().unwrap().len(), moved, "{object}");
+        assert!(pel(&mut con, stream, "g").iter().all(|e| e.1 == "recovery"));
+    }
+    let three = &targets[&("app:three".to_string(), "g".to_string())];
+    assert_eq!(three["result"], "absent", "{three}");
+    assert_eq!(json_code(three), 0, "{three}");
+    assert!(pel(&mut con, "app:three", "g")
+        .iter()
+        .all(|e| e.1 == "exec-live"));
+
+    // --stream/--group on the command line: that one target only.
+    dead_reads(&mut con, "app:one", "g", 1);
+    dead_reads(&mut con, "app:two", "g", 1);
+    let out = retire(&["--stream", "app:one", "--group", "g"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.json()["moved"].as_array().unwrap().len(),
-        3,
+        1,
         "{}",
         out.stdout
     );
+    assert!(pel(&mut con, "app:two", "g")
+        .iter()
+        .any(|e| e.1 == "exec-dead"));
 }
 
 #[test]
@@ -1046,4 +1088,214 @@ fn metrics_of_a_stream_with_an_odd_name_parse() {
     );
     let parked = series("parked_entries", escaped, "g", ",role=\"target\"");
     assert_eq!(value(&text, &parked), 1.0, "{text}");
+}
+
+/// SIGCONT for a SIGSTOPped node when dropped, even when an assertion failed.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        let status = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// One hung primary (SIGSTOP: a paused VM) does not cancel a `[[discover]]`:
+/// it is its own failed entry naming the node and the pattern (75), the
+/// streams of the other primaries are recovered within the deadline, and
+/// `check` reports a CRITICAL target there rather than UNKNOWN for all.
+#[test]
+fn a_hung_primary_fails_only_its_own_part_of_a_cluster_discovery() {
+    // The window this is about: the node hangs and the cluster has not yet
+    // marked it failed (which would make it CLUSTERDOWN for every slot).
+    let cluster = Cluster::with(quantum_integration::cluster::ClusterOptions {
+        node_timeout_ms: 60_000,
+        ..Default::default()
+    });
+    let tags = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
+    let mut owner_of = BTreeMap::new();
+    for tag in tags {
+        let stream = format!("{{{tag}}}:orders");
+        let mut con = cluster.owner_of(&stream).connect();
+        run(&mut con, &["SET", &format!("{{{tag}}}:mode"), "TESTNET"]).unwrap();
+        dead_reads(&mut con, &stream, "execution", 2);
+        owner_of.insert(stream.clone(), cluster.owner_index(&stream));
+    }
+    // The seed (node 0) stays up; the victim owns at least one stream, and a
+    // healthy primary holds a stream with parked entries for `check`.
+    let victim = (1..3)
+        .find(|i| owner_of.values().any(|o| o == i))
+        .expect("a stream on node 1 or 2");
+    let healthy: Vec<String> = owner_of
+        .iter()
+        .filter(|(_, o)| **o != victim)
+        .map(|(s, _)| s.clone())
+        .collect();
+    assert!(!healthy.is_empty());
+    let parked = &healthy[0];
+    {
+        let mut con = cluster.owner_of(parked).connect();
+        let ids: Vec<String> = pel(&mut con, parked, "execution")
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        let mut claim = vec!["XCLAIM", parked.as_str(), "execution", "recovery", "0"];
+        claim.extend(ids.iter().map(String::as_str));
+        claim.push("JUSTID");
+        run(&mut con, &claim).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let dir = TempDir::new("cluster-hung");
+    // Also a group-less target on the hung primary: asking for its groups
+    // must not hold the run either.
+    let on_victim = owner_of
+        .iter()
+        .find(|(_, o)| **o == victim)
+        .map(|(s, _)| s.clone())
+        .unwrap();
+    let config = write_config(
+        &dir,
+        &format!(
+            "{TOP}mode-key = \"{{stream-tag}}:mode\"\n\n[[target]]\nstream = \"{on_victim}\"\n\n\
+             [[discover]]\nmatch = \"*:orders\"\n"
+        ),
+    );
+    let seed = cluster.seed_url();
+    let victim_node = format!("127.0.0.1:{}", cluster.nodes[victim].port.unwrap());
+    let _stopped = Stopped::stop(cluster.nodes[victim].pid());
+
+    // check first (read-only): the parked entries are CRITICAL, not hidden.
+    let (code, line) = check(
+        &seed,
+        &config,
+        &[
+            "--parked-warning",
+            "100ms",
+            "--parked-critical",
+            "200ms",
+            "--deadline",
+            "6s",
+        ],
+    );
+    assert_eq!(code, 2, "{line}");
+    assert!(
+        line.starts_with("QUANTUM-STREAM-RECOVER CRITICAL"),
+        "{line}"
+    );
+
+    let out = run_trigger(
+        &[
+            "--url",
+            &seed,
+            "--config",
+            config.to_str().unwrap(),
+            "--deadline",
+            "6s",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(
+        out.elapsed < std::time::Duration::from_millis(6_500),
+        "{:?}",
+        out.elapsed
+    );
+    let json = out.json();
+    let failed: Vec<&Json> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["scope"].is_string())
+        .collect();
+    assert_eq!(failed.len(), 2, "{json}");
+    let scopes: Vec<&str> = failed
+        .iter()
+        .map(|o| o["scope"].as_str().unwrap())
+        .collect();
+    assert!(
+        scopes.contains(&format!("stream={on_victim} group=*").as_str()),
+        "{json}"
+    );
+    let discover = failed
+        .iter()
+        .find(|o| o["scope"].as_str().unwrap().starts_with("discover="))
+        .expect("the hung primary's discover entry");
+    let scope = discover["scope"].as_str().unwrap();
+    assert!(scope.contains("discover=\"*:orders\""), "{scope}");
+    assert!(scope.contains(&victim_node), "{scope}");
+    assert!(failed.iter().all(|o| json_code(o) == 75), "{json}");
+    let targets = by_target(&json);
+    assert_eq!(targets.len(), healthy.len(), "{json}");
+    for stream in &healthy {
+        let object = &targets[&(stream.clone(), "execution".to_string())];
+        assert_eq!(object["result"], "success", "{object}");
+        // (owner_of would ask the hung node too.)
+        let mut con = cluster.nodes[owner_of[stream]].connect();
+        assert!(pel(&mut con, stream, "execution")
+            .iter()
+            .all(|e| e.1 == "recovery"));
+    }
+}
+
+/// The deadline is not cut into hard equal shares: a slow first target (a
+/// large PEL, one entry per call) may use what the cheap targets after it do
+/// not need, minus a small reserve for each, and every target still runs.
+/// An equal share (5 s over 61 targets: 82 ms) would have cut it.
+#[test]
+fn a_slow_first_target_uses_the_time_cheap_targets_leave() {
+    let server = Server::start();
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    let entries = 3_000;
+    dead_reads(&mut con, "a:big", "g", entries);
+    let cheap = 60;
+    for i in 0..cheap {
+        dead_reads(&mut con, &format!("b:{i}"), "g", 1);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("slow-first");
+    let config = write_config(
+        &dir,
+        &format!(
+            "{TOP}max-batches = 1000000\n\n[[target]]\nstream = \"a:big\"\ngroup = \"g\"\ncount = 1\n\n\
+             [[discover]]\nmatch = \"b:*\"\n"
+        ),
+    );
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "--url",
+            &url,
+            "--config",
+            config.to_str().unwrap(),
+            "--deadline",
+            "5s",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let targets = by_target(&out.json());
+    assert_eq!(targets.len(), cheap + 1, "{}", out.stdout);
+    let big = &targets[&("a:big".to_string(), "g".to_string())];
+    assert_eq!(big["result"], "success", "{big}");
+    assert_eq!(big["claimed"].as_array().unwrap().len(), entries, "{big}");
+    assert!(
+        targets.values().all(|o| o["result"] == "success"),
+        "{}",
+        out.stdout
+    );
 }

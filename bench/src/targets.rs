@@ -80,3 +80,30 @@ pub fn discovery_run(targets: usize) -> Discovered {
         claimed: metric_sum(&text, "quantum_stream_recovery_claimed_total"),
     }
 }
+
+/// How long the trigger takes to read and check a `--config` of `targets`
+/// explicit targets: the file ends with a duplicate of its first target, so
+/// the whole file is checked and the run ends there (exit 64, no connection).
+pub fn config_check(targets: usize) -> (Duration, i32) {
+    use std::fmt::Write;
+    let dir = TempDir::new("bench-config");
+    let config = dir.path().join("stream-recover.toml");
+    let mut text = format!("max-targets = {}\n", targets.max(1));
+    for i in 0..targets {
+        let _ = write!(text, "[[target]]\nstream = \"t{i}\"\ngroup = \"g\"\n");
+    }
+    text.push_str("[[target]]\nstream = \"t0\"\ngroup = \"g\"\n");
+    std::fs::write(&config, text).unwrap();
+    let missing = dir.path().join("no-server.sock");
+    let out = run_trigger(
+        &[
+            "status",
+            "--url",
+            &url_of(&missing),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    (out.elapsed, out.code)
+}

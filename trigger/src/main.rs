@@ -41,6 +41,11 @@ fn run() -> ExitCode {
     // Lossy only to find --env-file, --json and the output paths: clap gets the
     // real arguments and refuses a value that is not UTF-8 (64) rather than
     // altering it.
+    // The deadline counts from here: reading a large --config is part of the run.
+    let started = Instant::now();
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
@@ -66,12 +71,9 @@ fn run() -> ExitCode {
     // One process-wide TLS provider for rediss:// (ignored if one is already set).
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let started = Instant::now();
     let clock = verbs::Clock {
         started,
-        started_unix_s: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
+        started_unix_s,
         deadline: started + cli.deadline,
     };
     match cli.verb() {

@@ -97,10 +97,7 @@ fn with_config(mut cli: Cli, matches: &ArgMatches) -> Result<Setup, String> {
     }
     let selection = match (file.has_targets() && !on_command_line, cli.verb()) {
         (false, _) => Selection::One,
-        (true, Retire) => {
-            retire_target(&mut cli, &file, &path, &explicit)?;
-            Selection::One
-        }
+        (true, Retire) if one_retire_target(&mut cli, &file, &explicit) => Selection::One,
         (true, _) => Selection::File(Box::new(file), path),
     };
     Ok(Setup {
@@ -273,15 +270,12 @@ pub fn names_other_verb(args: &[String]) -> bool {
     args.iter().skip(1).any(|a| others.contains(&a.as_str()))
 }
 
-/// `retire` hands over one consumer of one group: a config file naming one
-/// stream and group is that target; one naming more (or a group-less target,
-/// or a discover pattern) needs `--stream`/`--group` on the command line.
-fn retire_target(
-    cli: &mut Cli,
-    file: &ConfigFile,
-    path: &Path,
-    explicit: &Explicit,
-) -> Result<(), String> {
+/// `retire` with a config file naming one stream and group works on that
+/// target alone, as without a file (one JSON object); a file naming more (or
+/// a group-less target, or a discover pattern) hands the consumer over in
+/// every target, like `run` (the ExecStop drop-in with `QUANTUM_CONFIG`): a
+/// group where the consumer does not exist is `absent`, not an error.
+fn one_retire_target(cli: &mut Cli, file: &ConfigFile, explicit: &Explicit) -> bool {
     let top = file.stream.as_ref().map(|stream| {
         let group = file.group.as_ref().map(|g| g.get_ref().clone());
         (stream.get_ref().clone(), group, Default::default())
@@ -302,13 +296,9 @@ fn retire_target(
                 options: options.over(&file.call_options()),
             };
             *cli = targets::for_target(cli, &target, explicit);
-            Ok(())
+            true
         }
-        _ => Err(format!(
-            "retire works on one stream and group, and {} names more (or every group of a \
-             stream, or a [[discover]] pattern): give --stream and --group on the command line",
-            path.display()
-        )),
+        _ => false,
     }
 }
 

@@ -192,21 +192,28 @@ pub struct Resolved {
 pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<Resolved, Failure> {
     let mut found = Found::default();
     let mut problems = Vec::new();
-    for stream in file.groupless_streams() {
-        match groups_of(con, &stream, deadline) {
+    let groupless = file.groupless_streams();
+    for (i, stream) in groupless.iter().enumerate() {
+        // Each within its share of the time left, one share kept for the
+        // rest: a stream on a hung node (which a cluster waits out as a
+        // failover) must not hold the whole run.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mine = Instant::now() + left / (groupless.len() - i + 1) as u32;
+        match groups_of(con, stream, mine) {
             Ok(groups) => {
-                found.groups.insert(stream, groups);
+                found.groups.insert(stream.clone(), groups);
             }
             Err(failure) => problems.push(Problem {
-                scope: format!("stream={} group=*", crate::report::field_value(&stream)),
+                scope: format!("stream={} group=*", crate::report::field_value(stream)),
                 failure,
             }),
         }
     }
     let limit = file.max_targets();
+    let mut hung = HungPrimaries::new();
     for pattern in file.discover_patterns() {
-        match discover_all(con, pattern, limit, deadline) {
-            Ok(discovery) => {
+        match discover_all(con, pattern, limit, deadline, &mut hung) {
+            Ok((discovery, failed_nodes)) => {
                 for skipped in &discovery.skipped {
                     tracing::info!("discover {pattern:?}: skipped {skipped}");
                 }
@@ -214,6 +221,17 @@ pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<R
                     return Err(too_many(pattern, limit));
                 }
                 found.discovered.push(discovery.streams);
+                // A primary that failed is its own entry; what the others found still runs.
+                for (node, failure) in failed_nodes {
+                    problems.push(Problem {
+                        scope: format!(
+                            "discover={} node={}",
+                            crate::report::quoted(pattern),
+                            crate::report::field_value(&node)
+                        ),
+                        failure,
+                    });
+                }
             }
             Err(failure) => {
                 found.discovered.push(Vec::new());
@@ -256,63 +274,105 @@ fn groups_of(con: &mut Link, stream: &str, deadline: Instant) -> Result<Vec<Stri
         .map(|reply| discover::group_names(&reply))
 }
 
+/// The primaries whose discovery failed this run, and how: a later pattern
+/// does not wait for them again.
+type HungPrimaries = std::collections::BTreeMap<crate::cluster::Addr, (String, Failure)>;
+
+/// What one pattern found, and the primaries (by name) that could not say.
+type Discovered = (Discovery, Vec<(String, Failure)>);
+
 /// `[[discover]]` on the server, or on every primary of a cluster.
 fn discover_all(
     con: &mut Link,
     pattern: &str,
     limit: usize,
     deadline: Instant,
-) -> Result<Discovery, Failure> {
-    let failed = |e: DiscoverError, node: &str| match e {
-        DiscoverError::Redis(e) => {
-            let f = failure::from_redis(&e);
-            let message = format!("{node}: {}", f.message);
-            f.reworded(message)
-        }
-        DiscoverError::Deadline => Failure::new(ExitCode::Unavailable, e.to_string()),
-    };
+    hung: &mut HungPrimaries,
+) -> Result<Discovered, Failure> {
     match con {
         Link::Single(c, name) => {
             let left = Some(connect::remaining(deadline)?);
             c.set_read_timeout(left)
                 .and_then(|_| c.set_write_timeout(left))
                 .map_err(|e| failure::from_redis(&e))?;
-            discover::discover(c, pattern, limit, deadline).map_err(|e| failed(e, name))
+            let found = discover::discover(c, pattern, limit, deadline);
+            Ok((found.map_err(|e| failed(e, name))?, Vec::new()))
         }
-        Link::Cluster(cluster) => on_every_primary(cluster, pattern, limit, deadline, failed),
+        Link::Cluster(cluster) => Ok(on_every_primary(cluster, pattern, limit, deadline, hung)),
         // The primary the sentinels name now, on a connection of its own.
         Link::Sentinel(sentinel) => {
             let primary = sentinel.named_primary(deadline)?;
             let mut node = sentinel.node(&primary, deadline)?;
             let name = format!("{}:{}", primary.0, primary.1);
-            discover::discover(&mut node, pattern, limit, deadline).map_err(|e| failed(e, &name))
+            let found = discover::discover(&mut node, pattern, limit, deadline);
+            Ok((found.map_err(|e| failed(e, &name))?, Vec::new()))
         }
     }
 }
 
+/// A discovery that failed on `node`, named in the message.
+fn failed(e: DiscoverError, node: &str) -> Failure {
+    match e {
+        DiscoverError::Redis(e) => {
+            let f = failure::from_redis(&e);
+            let message = format!("{node}: {}", f.message);
+            f.reworded(message)
+        }
+        DiscoverError::Deadline => Failure::new(
+            ExitCode::Unavailable,
+            format!("{node}: {e} (its share of --deadline)"),
+        ),
+    }
+}
+
+/// SCAN on each primary in turn, each within its share of the time left (an
+/// equal part, one part kept for running the targets) and each call within
+/// the node's call timeout: a hung primary costs its share, not the run, and
+/// what the others found still runs.
 fn on_every_primary(
     cluster: &mut Cluster,
     pattern: &str,
     limit: usize,
     deadline: Instant,
-    failed: impl Fn(DiscoverError, &str) -> Failure,
-) -> Result<Discovery, Failure> {
+    hung: &mut HungPrimaries,
+) -> Discovered {
     let mut all = Discovery::default();
-    for addr in cluster.primaries() {
-        let (node, name) = cluster.node(&addr, deadline)?;
-        let left = limit.saturating_sub(all.pairs());
-        match discover::discover(node, pattern, left, deadline) {
+    let mut failures = Vec::new();
+    let primaries = cluster.primaries();
+    for (i, addr) in primaries.iter().enumerate() {
+        if let Some((name, earlier)) = hung.get(addr) {
+            let message = format!("{} (an earlier [[discover]] of this run)", earlier.message);
+            failures.push((name.clone(), earlier.clone().reworded(message)));
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let share = left / (primaries.len() - i + 1) as u32;
+        let mine = Instant::now() + share;
+        let result = cluster.node(addr, mine).and_then(|(node, name)| {
+            let left = limit.saturating_sub(all.pairs());
+            discover::discover(node, pattern, left, mine).map_err(|e| failed(e, &name))
+        });
+        match result {
             Ok(found) => all.merge(found),
-            Err(e) => {
-                cluster.drop_node(&addr);
-                return Err(failed(e, &name));
+            Err(f) => {
+                cluster.drop_node(addr);
+                let name = format!("{}:{}", addr.0, addr.1);
+                let f = match f.message.starts_with(&name) {
+                    true => f,
+                    false => {
+                        let message = format!("{name}: {}", f.message);
+                        f.reworded(message)
+                    }
+                };
+                hung.insert(addr.clone(), (name.clone(), f.clone()));
+                failures.push((name, f));
             }
         }
         if all.truncated {
             break;
         }
     }
-    Ok(all)
+    (all, failures)
 }
 
 #[cfg(test)]

@@ -18,13 +18,15 @@ pub use expand::{expand, Found, Target};
 pub use expand::{Expansion, StreamGroups};
 
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
-/// The longest config file read: a thousand targets take about 100 KiB.
-pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+/// The longest config file read: a thousand targets take about 40 KiB, so
+/// the most a run may have (`max-targets` 100,000) fits in about 4 MiB.
+pub const MAX_CONFIG_FILE: u64 = 8 << 20;
 
 /// The default `max-targets`.
 pub const DEFAULT_MAX_TARGETS: usize = 1000;
@@ -313,8 +315,11 @@ impl ConfigFile {
             ));
         }
         let base = self.call_options();
-        check_scan_count(&base).map_err(|m| (None, m))?;
-        let mut seen: Vec<(&str, Option<&str>, usize)> = Vec::new();
+        check_options(&base).map_err(|(key, m)| (top_level_key(text, key), m))?;
+        self.check_explicit_count()?;
+        // Where each explicit target was first named: a map, so a file of many
+        // targets is checked in linear time (the line is counted only for an error).
+        let mut seen: HashMap<(&str, Option<&str>), usize> = HashMap::new();
         for (stream, group, options) in self.explicit() {
             let at = Some(stream.span().start);
             if stream.get_ref().is_empty() {
@@ -326,19 +331,21 @@ impl ConfigFile {
                     "group: must not be empty (leave it out for every group)".into(),
                 ));
             }
-            check_scan_count(&options.over(&base)).map_err(|m| (at, m))?;
+            check_options(&options.over(&base))
+                .map_err(|(key, m)| (key_in_table(text, stream.span().start, key).or(at), m))?;
             let key = (stream.get_ref().as_str(), group);
-            if let Some((_, _, first)) = seen.iter().find(|(s, g, _)| (*s, *g) == key) {
+            if let Some(&first) = seen.get(&key) {
                 let what = match group {
                     Some(group) => format!("stream {:?} group {group:?}", key.0),
                     None => format!("stream {:?} (every group)", key.0),
                 };
+                let first = line_of(text, first);
                 return Err((
                     at,
                     format!("stream: duplicate target: {what} is already a target on line {first}"),
                 ));
             }
-            seen.push((key.0, key.1, line_of(text, stream.span().start)));
+            seen.insert(key, stream.span().start);
         }
         for table in &self.discovers {
             let at = Some(table.pattern.span().start);
@@ -351,21 +358,115 @@ impl ConfigFile {
                     "group: must not be empty (leave it out for every group)".into(),
                 ));
             }
-            check_scan_count(&table.call_options().over(&base)).map_err(|m| (at, m))?;
+            check_options(&table.call_options().over(&base)).map_err(|(key, m)| {
+                let line = key_in_table(text, table.pattern.span().start, key);
+                (line.or(at), m)
+            })?;
         }
         Ok(())
     }
 }
 
-/// RECOVER refuses SCAN below COUNT: say so here, where the line is known.
-fn check_scan_count(options: &CallOptions) -> Result<(), String> {
+impl ConfigFile {
+    /// More `[[target]]`s with a group than `max-targets` is known from the
+    /// file alone: refused here, before any connection, at the first one past it.
+    fn check_explicit_count(&self) -> Result<(), (Option<usize>, String)> {
+        let max = self.max_targets();
+        let mut pairs = std::collections::HashSet::new();
+        for (stream, group, _) in self.explicit() {
+            let Some(group) = group else { continue };
+            if pairs.insert((stream.get_ref().as_str(), group)) && pairs.len() > max {
+                return Err((
+                    Some(stream.span().start),
+                    format!(
+                        "[[target]]: more than max-targets = {max} targets named with their \
+                         group: remove targets or raise max-targets"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What RECOVER would refuse in one call's options (merged over the top
+/// level): said here, where the line is known, before anything is sent. The
+/// key at fault comes first.
+fn check_options(options: &CallOptions) -> Result<(), (&'static str, String)> {
+    for (key, value) in [
+        ("to", &options.to),
+        ("quarantine", &options.quarantine),
+        ("mode-key", &options.mode_key),
+    ] {
+        if value.as_deref() == Some("") {
+            return Err((key, format!("{key}: must not be empty")));
+        }
+    }
+    if let (Some(to), Some(quarantine)) = (&options.to, &options.quarantine) {
+        if to == quarantine {
+            return Err((
+                "to",
+                format!("to: {to:?} is also quarantine: TO and QUARANTINE must name different consumers"),
+            ));
+        }
+    }
     match (options.scan, options.count) {
-        (Some(scan), Some(count)) if scan < count => Err(format!(
-            "scan: {scan} is below count {count}: every call examines at least as many \
-             entries as it may move"
+        (Some(scan), Some(count)) if scan < count => Err((
+            "scan",
+            format!(
+                "scan: {scan} is below count {count}: every call examines at least as many \
+                 entries as it may move"
+            ),
         )),
         _ => Ok(()),
     }
+}
+
+/// Where `key` is written in the table around byte `anchor` (between the
+/// headers before and after it), if it is there rather than inherited.
+fn key_in_table(text: &str, anchor: usize, key: &str) -> Option<usize> {
+    let start = text.get(..anchor)?.rfind("\n[").map_or(0, |i| i + 1);
+    let end = text[anchor..]
+        .find("\n[")
+        .map_or(text.len(), |i| anchor + i);
+    let mut offset = start;
+    for line in text[start..end].split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let name = trimmed
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        if trimmed.contains('=') && name == key {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Where top-level `key` is written (the start of its line), if it is: the
+/// lines before the first table header.
+fn top_level_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            return None;
+        }
+        let name = trimmed
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        if trimmed.contains('=') && name == key {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
 }
 
 #[cfg(test)]

@@ -169,13 +169,20 @@ fn a_bad_dead_letter_is_named_with_its_line() {
 
 #[test]
 fn scan_below_count_is_refused_where_the_merge_makes_it() {
-    error("count = 50\nscan = 10\n", 0, "scan");
+    // At the top level, the line of `scan` (review r10: it had none).
+    error("count = 50\nscan = 10\n", 2, "scan");
     let shown = error(
         "scan = 100\n\n[[target]]\nstream = \"s\"\ncount = 500\n",
         4,
         "scan",
     );
     assert!(shown.contains("below count 500"), "{shown}");
+    // Written in the table: that line.
+    error(
+        "count = 500\n\n[[target]]\nstream = \"s\"\ngroup = \"g\"\nscan = 100\n",
+        6,
+        "scan",
+    );
 }
 
 #[test]
@@ -370,4 +377,44 @@ fn no_prefix_of_a_real_file_panics_and_errors_name_a_line_inside_it() {
             assert!(e.line <= text.lines().count() + 1, "{e} for {text:?}");
         }
     }
+}
+
+#[test]
+fn empty_consumers_and_mode_key_and_to_equal_to_quarantine_are_refused() {
+    error("to = \"\"\n", 1, "to: must not be empty");
+    error(
+        "count = 5\nmode-key = \"\"\n",
+        2,
+        "mode-key: must not be empty",
+    );
+    error("quarantine = \"\"\n", 1, "quarantine: must not be empty");
+    // In a table: the key's own line when the table writes it.
+    error(
+        "[[target]]\nstream = \"s\"\nto = \"\"\n",
+        3,
+        "to: must not be empty",
+    );
+    error(
+        "[[discover]]\nmatch = \"s*\"\nmode-key = \"\"\n",
+        3,
+        "mode-key: must not be empty",
+    );
+    error("to = \"p\"\nquarantine = \"p\"\n", 1, "also quarantine");
+    // Merged: the target's `to` meets the top level's `quarantine` (the line of `to`).
+    error(
+        "quarantine = \"p\"\n\n[[target]]\nstream = \"s\"\nto = \"p\"\n",
+        5,
+        "also quarantine",
+    );
+    parse("to = \"r\"\nquarantine = \"p\"\nmode-key = \"{stream-tag}:mode\"\n").unwrap();
+}
+
+#[test]
+fn more_explicit_targets_than_max_targets_is_refused_by_the_file_check() {
+    let text = "max-targets = 2\n[[target]]\nstream = \"a\"\ngroup = \"g\"\n\
+                [[target]]\nstream = \"b\"\ngroup = \"g\"\n[[target]]\nstream = \"c\"\ngroup = \"g\"\n";
+    let shown = error(text, 9, "max-targets = 2");
+    assert!(shown.contains("[[target]]"), "{shown}");
+    // Group-less targets and discover tables are counted once Redis answers.
+    parse("max-targets = 1\n[[target]]\nstream = \"a\"\n[[target]]\nstream = \"b\"\n").unwrap();
 }

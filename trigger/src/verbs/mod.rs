@@ -1,7 +1,8 @@
 //! The verbs that talk to the module: `run`, `status`, `retire` and `check`
 //! (`doctor` is doctor/). One connection per run; the targets (one, or those
 //! of `--config`, targets.rs) run one after another on a worker thread, each
-//! with its share of the deadline, and each says what happened as a `Done`;
+//! with the time left but a reserve for those still waiting (`target_deadline`),
+//! and each says what happened as a `Done`;
 //! report.rs turns those into the log lines, the metrics and the JSON, and
 //! check.rs into the check's one line.
 
@@ -390,14 +391,12 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
         return;
     }
     let count = targets.len();
+    let mut spent = Duration::ZERO;
     for (i, target) in targets.iter().enumerate() {
-        // What earlier targets left, shared by those still to come.
-        let left = clock.deadline.saturating_duration_since(Instant::now());
-        let share = left / (count - i) as u32;
         let began = Instant::now();
         let mine = Clock {
             started: began,
-            deadline: began + share,
+            deadline: target_deadline(clock.deadline, count - i - 1, spent / (i.max(1) as u32)),
             ..clock
         };
         let target_cli = match setup.selection {
@@ -414,6 +413,7 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
         // A call cut short may still get its reply: later targets get a fresh connection.
         let reconnect =
             done.exit == ExitCode::Unavailable && i + 1 < count && Instant::now() < clock.deadline;
+        spent += began.elapsed();
         if tx.send(Event::Finished(i, done, began.elapsed())).is_err() {
             return;
         }
@@ -424,6 +424,25 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
             }
         }
     }
+}
+
+/// The least time kept for each target still waiting while one runs: about
+/// ten round trips in a data center, more than a target with nothing to move
+/// needs.
+pub const RESERVE_FLOOR: Duration = Duration::from_millis(10);
+
+/// When the target about to run must stop: the time left minus a reserve for
+/// each of the `waiting` targets after it. The reserve is twice the mean time
+/// of the targets done so far (`mean_spent`), at least `RESERVE_FLOOR`, at most
+/// an equal share of the time left (the old hard split, never worse). So a
+/// slow target may use what cheap ones leave, and the run still ends by the
+/// deadline; a target left with no time is reported as not started.
+fn target_deadline(deadline: Instant, waiting: usize, mean_spent: Duration) -> Instant {
+    let now = Instant::now();
+    let left = deadline.saturating_duration_since(now);
+    let equal_share = left / (waiting as u32 + 1);
+    let reserve = (mean_spent * 2).max(RESERVE_FLOOR).min(equal_share);
+    deadline - reserve * waiting as u32
 }
 
 /// QUANTUM.STATUS after a run, for the per-state and parked gauges (LIMIT 1:
@@ -526,5 +545,27 @@ mod tests {
         let error = done.error.unwrap();
         assert!(error.starts_with("deadline reached"), "{error}");
         assert!(!error.contains("target consumer"), "{error}");
+    }
+
+    #[test]
+    fn a_target_may_use_the_time_left_but_a_reserve_for_each_waiting_target() {
+        let ms = Duration::from_millis;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The last target: everything left.
+        assert_eq!(target_deadline(deadline, 0, ms(500)), deadline);
+        // Nothing measured yet: the floor for each of 499 waiting targets.
+        assert_eq!(
+            target_deadline(deadline, 499, Duration::ZERO),
+            deadline - ms(10) * 499
+        );
+        // Measured: twice the mean, above the floor.
+        assert_eq!(
+            target_deadline(deadline, 499, ms(7)),
+            deadline - ms(14) * 499
+        );
+        // Never less than an equal share (the old hard split): 10 s / 500.
+        let mine = target_deadline(deadline, 499, ms(1000));
+        let share = mine.saturating_duration_since(Instant::now());
+        assert!(share >= ms(19) && share <= ms(21), "{share:?}");
     }
 }
