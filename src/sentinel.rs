@@ -209,24 +209,6 @@ impl SentinelSet {
         format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
     }
 
-    /// The port of the primary every sentinel names, once they agree (a
-    /// failover under load may also be aborted: then it is the old one).
-    pub fn agreed_primary(&self) -> u16 {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ports: Vec<Option<u16>> = self.sentinels.iter().map(named).collect();
-            if let Some(Some(port)) = ports.first().filter(|p| ports.iter().all(|q| q == *p)) {
-                return *port;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the sentinels never agreed: {ports:?}\n{}",
-                self.sentinels[0].log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// Until every sentinel names the data node on `port` as the primary
     /// (a sentinel that did not lead a failover learns of it within seconds).
     pub fn wait_until_named(&self, port: u16) {

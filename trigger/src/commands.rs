@@ -47,6 +47,14 @@ pub struct RunSummary {
     pub dry_run: bool,
     pub claimed: Vec<String>,
     pub quarantined: Vec<String>,
+    /// After a Sentinel or cluster switch: IDs the earlier primary answered as
+    /// claimed (quarantined) that the one the run ends on did not move again.
+    /// Most reached it before the switch and are with TO there, but this run
+    /// did not see that: `claimed` lists only what the final primary answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_before_switch: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined_before_switch: Option<Vec<String>>,
     pub dropped: Vec<String>,
     pub deleted: Vec<String>,
     /// As the last batch that looked at every consumer saw them: at most 100
@@ -187,8 +195,6 @@ pub fn run(
     lock().resumed_from = start.clone();
     let mut cursor = start;
     let mut restart = false;
-    // After a restart: the IDs already reported, so a lost claim made again counts once.
-    let mut reported: Option<HashSet<String>> = None;
     // Entries moved by batches that skipped the consumer step.
     let mut moved_since_step = false;
     let mut finishing = false;
@@ -203,6 +209,7 @@ pub fn run(
         let reply = match call(con, &cmd, deadline) {
             Err(f) if batches > 0 => {
                 let mut summary = lock();
+                summary.settle_switch();
                 summary.stopped = Some(f);
                 return Ok(Outcome::Done(summary.clone()));
             }
@@ -218,12 +225,14 @@ pub fn run(
             // report those, and why it stopped.
             Outcome::Refused(m) => {
                 let mut summary = lock();
+                summary.settle_switch();
                 summary.mode = mode_in_refusal(&m);
                 summary.interrupted = Some(Interrupted::Refused(m));
                 return Ok(Outcome::Done(summary.clone()));
             }
             Outcome::Absent(m) => {
                 let mut summary = lock();
+                summary.settle_switch();
                 summary.interrupted = Some(Interrupted::Absent(m));
                 return Ok(Outcome::Done(summary.clone()));
             }
@@ -237,15 +246,12 @@ pub fn run(
         }
         let mut summary = lock();
         if restart {
-            let ids = summary.claimed.iter().chain(&summary.quarantined);
-            reported
-                .get_or_insert_with(HashSet::new)
-                .extend(ids.cloned());
+            summary.set_aside();
         }
         let moved =
             !(batch.claimed.is_empty() && batch.quarantined.is_empty() && batch.dropped.is_empty());
         moved_since_step = (moved_since_step || moved) && step == ConsumerStep::Skip;
-        add_batch(&mut summary, batch, reported.as_ref());
+        add_batch(&mut summary, batch);
         summary.kept_current = step == ConsumerStep::Run;
         let at_max_batches = summary.batches >= cli.max_batches;
         let ends = if cli.dry_run || finishing {
@@ -261,14 +267,24 @@ pub fn run(
         };
         if ends {
             drop(summary);
-            if cli.dry_run || restart || !switched_on_confirm(con, deadline) {
-                return Ok(Outcome::Done(lock().clone()));
+            let switched = match cli.dry_run || restart {
+                true => Ok(false),
+                false => switched_on_confirm(con, deadline),
+            };
+            let mut summary = lock();
+            match switched {
+                Ok(false) => {
+                    summary.settle_switch();
+                    return Ok(Outcome::Done(summary.clone()));
+                }
+                Err(f) => {
+                    summary.settle_switch();
+                    summary.stopped = Some(f);
+                    return Ok(Outcome::Done(summary.clone()));
+                }
+                Ok(true) => {}
             }
-            let summary = lock();
-            let ids = summary.claimed.iter().chain(&summary.quarantined);
-            reported
-                .get_or_insert_with(HashSet::new)
-                .extend(ids.cloned());
+            summary.set_aside();
             (finishing, moved_since_step, cursor) = (false, false, None);
             continue;
         }
@@ -286,10 +302,11 @@ pub fn run(
 
 /// Whether the sentinels, asked before the verb reports, name another primary
 /// than the one that answered (a graceful failover leaves the old one writable
-/// for seconds, and Sentinel then drops what it was sent): the work goes on there.
-fn switched_on_confirm(con: &mut Link, deadline: Instant) -> bool {
+/// for seconds, and Sentinel then drops what it was sent): the work goes on
+/// there. An error when that cannot be confirmed by the deadline.
+fn switched_on_confirm(con: &mut Link, deadline: Instant) -> Result<bool, Failure> {
     let switches = con.owner_switches();
-    con.confirm_primary(deadline);
+    con.confirm_primary(deadline)?;
     let switched = con.owner_switches() != switches;
     if switched {
         tracing::warn!(
@@ -297,19 +314,48 @@ fn switched_on_confirm(con: &mut Link, deadline: Instant) -> bool {
              answered may be lost, so the work starts again on the named one"
         );
     }
-    switched
+    Ok(switched)
 }
 
-/// Adds one batch to the drain's sums; IDs in `reported` were already counted.
-fn add_batch(summary: &mut RunSummary, batch: RecoverBatch, reported: Option<&HashSet<String>>) {
-    let new = |ids: Vec<String>| {
-        ids.into_iter()
-            .filter(|id| reported.is_none_or(|seen| !seen.contains(id)))
-    };
+impl RunSummary {
+    /// After a switch to another primary: what the earlier one answered as
+    /// claimed or quarantined moves to `*_before_switch` (the new primary may
+    /// not hold it), and `claimed`/`quarantined` start again with what the
+    /// primary the run ends on answers.
+    fn set_aside(&mut self) {
+        let claimed = std::mem::take(&mut self.claimed);
+        let quarantined = std::mem::take(&mut self.quarantined);
+        self.claimed_before_switch
+            .get_or_insert_with(Vec::new)
+            .extend(claimed);
+        self.quarantined_before_switch
+            .get_or_insert_with(Vec::new)
+            .extend(quarantined);
+    }
+
+    /// Before reporting: an ID the final primary moved too is listed there
+    /// only, so each ID is reported once.
+    fn settle_switch(&mut self) {
+        let here: HashSet<&String> = self.claimed.iter().chain(&self.quarantined).collect();
+        for before in [
+            &mut self.claimed_before_switch,
+            &mut self.quarantined_before_switch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let mut seen = HashSet::new();
+            before.retain(|id| !here.contains(id) && seen.insert(id.clone()));
+        }
+    }
+}
+
+/// Adds one batch to the drain's sums.
+fn add_batch(summary: &mut RunSummary, batch: RecoverBatch) {
     summary.mode = batch.mode;
     summary.dry_run = batch.dry_run;
-    summary.claimed.extend(new(batch.claimed));
-    summary.quarantined.extend(new(batch.quarantined));
+    summary.claimed.extend(batch.claimed);
+    summary.quarantined.extend(batch.quarantined);
     summary.dropped.extend(batch.dropped);
     summary.deleted.extend(batch.deleted);
     if let Some(dead_letter) = batch.dead_letter {
@@ -462,8 +508,10 @@ pub fn retire(
         summary.deleted = step.deleted;
         summary.calls += 1;
         if step.remaining == 0 {
-            if switched_on_confirm(con, deadline) {
-                continue;
+            match switched_on_confirm(con, deadline) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(f) => summary.stopped = Some(Stopped::Failed(f)),
             }
             return Ok(Outcome::Done(summary));
         }

@@ -437,11 +437,23 @@ impl Link {
     }
 
     /// Behind Sentinel: asks the sentinels, before a verb reports, whether the
-    /// primary that answered is still the one they name; another one counts
-    /// as a switch (`owner_switches`). Nothing to do for the other links.
-    pub fn confirm_primary(&mut self, deadline: Instant) {
-        if let Link::Sentinel(sentinel) = self {
-            sentinel.confirm_primary(deadline);
+    /// primary that answered is still the one they name and its replicas hold
+    /// what it was sent; another one counts as a switch (`owner_switches`),
+    /// no majority or a deposed primary with no successor by the deadline is
+    /// an error (the outcome is unknown). Nothing to do for the other links.
+    pub fn confirm_primary(&mut self, deadline: Instant) -> Result<(), Failure> {
+        match self {
+            Link::Sentinel(sentinel) => sentinel.confirm_primary(deadline),
+            _ => Ok(()),
+        }
+    }
+
+    /// Behind Sentinel: how many replicas acknowledged the writes before the
+    /// verb reported (WAIT), of how many.
+    pub fn replica_acks(&self) -> Option<sentinel::ReplicaAcks> {
+        match self {
+            Link::Sentinel(sentinel) => sentinel.acks,
+            _ => None,
         }
     }
 

@@ -25,7 +25,7 @@ use redis::{Connection, FromRedisValue, RedisError, Value};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tracing::warn;
+use tracing::{info, warn};
 use url::show;
 pub use url::{parse_url, percent_decode, SentinelUrl};
 
@@ -41,6 +41,9 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// How long `confirm_primary` waits for disagreeing sentinels to agree: a
 /// sentinel hears of a failover another one led within its 2 s hello period.
 const SETTLE: Duration = Duration::from_secs(3);
+/// The longest WAIT for the replicas before reporting (a healthy replica
+/// acknowledges within milliseconds).
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
 
 /// The sentinels of one master and a connection to the primary they name.
 pub struct Sentinel {
@@ -58,6 +61,19 @@ pub struct Sentinel {
     pub lost_replies: u64,
     /// A recheck found no answer (said once).
     recheck_failed: bool,
+    /// The replicas the primary in use (the first) listed when connected
+    /// (and since): how many must acknowledge the run's writes before it reports.
+    replicas: (Option<Addr>, Vec<Addr>),
+    /// Before reporting: how many of `replicas` acknowledged (WAIT); None
+    /// when WAIT could not be run.
+    pub acks: Option<ReplicaAcks>,
+}
+
+/// What WAIT said before a verb reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaAcks {
+    pub acked: u64,
+    pub replicas: u64,
 }
 
 /// Whether `e` says the node is gone, hung or no primary (any more): ask the sentinels again.
@@ -121,6 +137,8 @@ impl Sentinel {
             asked_at: Instant::now(),
             lost_replies: 0,
             recheck_failed: false,
+            replicas: (None, Vec::new()),
+            acks: None,
         };
         sentinel.find_primary(deadline)?;
         sentinel.served = sentinel.primary.as_ref().map(|(addr, _)| addr.clone());
@@ -216,9 +234,34 @@ impl Sentinel {
     fn try_primary(&mut self, deadline: Instant) -> Result<(), Failure> {
         let addr = self.named_primary(deadline)?;
         self.asked_at = Instant::now();
-        let con = self.checked_primary(&addr, deadline)?;
+        let mut con = match self.checked_primary(&addr, deadline) {
+            Ok(con) => con,
+            // It answered (a refusal, NOAUTH, no such database): it is the
+            // primary served now, so a switch to it is reported.
+            Err(f) if f.code != ExitCode::Unavailable => {
+                if self.served.is_some() {
+                    self.note_served(addr);
+                }
+                return Err(f);
+            }
+            Err(f) => return Err(f),
+        };
+        if self.replicas.0.as_ref() != Some(&addr) {
+            self.replicas = (Some(addr.clone()), Vec::new());
+        }
+        if let Some(replication) = replication(&mut con) {
+            self.know_replicas(replication.replicas);
+        }
         self.primary = Some((addr, con));
         Ok(())
+    }
+
+    fn know_replicas(&mut self, replicas: Vec<Addr>) {
+        for replica in replicas {
+            if !self.replicas.1.contains(&replica) {
+                self.replicas.1.push(replica);
+            }
+        }
     }
 
     /// A connection to `addr`, which the sentinels named as the primary, if it is one.
@@ -276,15 +319,18 @@ impl Sentinel {
     }
 
     /// Asks the sentinels whether the primary is still the one in use; when
-    /// they name another, it is dropped (the next command finds the named one).
-    /// Sentinels that cannot say leave the primary in use: its own answers
-    /// (READONLY, a lost connection) still send the run back to them.
+    /// they name another, or disagree with no majority (a failover under
+    /// way), it is dropped: the next command finds the primary a majority
+    /// names, asking again until the deadline. Sentinels that cannot say
+    /// leave the primary in use: its own answers (READONLY, a lost
+    /// connection) still send the run back to them.
     fn recheck(&mut self, deadline: Instant) {
         let Some((current, _)) = &self.primary else {
             return;
         };
         let current = current.clone();
-        let named = self.named_primary(deadline);
+        let answers = self.ask_all(&self.get_master_addr(), deadline);
+        let named = resolve::tally(&self.url.master, answers);
         self.asked_at = Instant::now();
         match named {
             Ok(named) if named != current => {
@@ -298,13 +344,22 @@ impl Sentinel {
                 self.primary = None;
             }
             Ok(_) => {}
+            Err(no) if no.split => {
+                warn!(
+                    "{}: the primary {} is not confirmed, so no more calls go there until a \
+                     majority names one",
+                    no.failure.message,
+                    show(&current)
+                );
+                self.primary = None;
+            }
             // Once a run: a sentinel outage must not fill the journal every second.
-            Err(f) if !self.recheck_failed => {
+            Err(no) if !self.recheck_failed => {
                 self.recheck_failed = true;
                 warn!(
                     "cannot confirm the primary {} with the sentinels: {}; going on with it",
                     show(&current),
-                    f.message
+                    no.failure.message
                 )
             }
             Err(_) => {}
@@ -312,21 +367,38 @@ impl Sentinel {
     }
 
     /// Before a verb reports: the sentinels are asked once more (waiting up
-    /// to `SETTLE` while they disagree), and when they name another primary
-    /// than the one that answered, that counts as a switch (`switches`): what
-    /// the old one answered may be lost when Sentinel converts it to a replica.
-    /// Sentinels that cannot say are logged; the report then stands.
-    pub fn confirm_primary(&mut self, deadline: Instant) {
+    /// to `SETTLE` while they disagree but one has a majority, and until the
+    /// deadline while none has), and the primary that answered must still be
+    /// a primary whose replicas hold what it was sent (`durable`). Another
+    /// primary named counts as a switch (`switches`): what the old one
+    /// answered may be lost when Sentinel converts it to a replica, so the
+    /// verb goes on there. No majority until the deadline, or a primary
+    /// deposed with no successor named by then, is 75: the outcome of what
+    /// it answered is unknown. Sentinels that cannot say are logged; the
+    /// primary's own word then stands.
+    pub fn confirm_primary(&mut self, deadline: Instant) -> Result<(), Failure> {
         let Some(served) = self.served.clone() else {
-            return;
+            return Ok(());
         };
         let started = Instant::now();
         let named = loop {
             let answers = self.ask_all(&self.get_master_addr(), deadline);
             self.asked_at = Instant::now();
-            let settled = !resolve::dissent(&answers) || started.elapsed() >= SETTLE;
-            if settled || remaining(deadline).is_err() {
-                break resolve::vote(&self.url.master, answers);
+            let dissent = resolve::dissent(&answers);
+            let named = resolve::tally(&self.url.master, answers);
+            let wait = match &named {
+                Err(no) => no.split,
+                Ok(_) => dissent && started.elapsed() < SETTLE,
+            };
+            if !wait {
+                break named;
+            }
+            if remaining(deadline).is_err() {
+                let f = named.err().map_or_else(
+                    || Failure::new(ExitCode::Unavailable, "the sentinels disagree"),
+                    |no| no.failure,
+                );
+                return Err(self.unconfirmed(f, &served));
             }
             std::thread::sleep(MAX_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
         };
@@ -334,13 +406,153 @@ impl Sentinel {
             Ok(named) if named != served => {
                 self.primary = None;
                 self.note_served(named);
+                Ok(())
             }
-            Ok(_) => {}
-            Err(f) => warn!(
-                "cannot confirm the primary {} with the sentinels before reporting: {}",
-                show(&served),
-                f.message
-            ),
+            Ok(_) => self.durable(&served, deadline),
+            Err(no) => {
+                warn!(
+                    "cannot confirm the primary {} with the sentinels before reporting: {}",
+                    show(&served),
+                    no.failure.message
+                );
+                self.durable(&served, deadline)
+            }
+        }
+    }
+
+    /// `f`, saying that what `served` answered is not confirmed.
+    fn unconfirmed(&self, f: Failure, served: &Addr) -> Failure {
+        let message = format!(
+            "{}; the outcome is unknown: the calls {} answered are not confirmed (if it was \
+             deposed, what they did there may be undone; nothing leaves the group: the next \
+             run claims such entries again)",
+            f.message,
+            show(served)
+        );
+        Failure::new(ExitCode::Unavailable, message)
+    }
+
+    /// Whether what `served` was sent holds: it is still a primary and its
+    /// replicas acknowledged it (WAIT, at most `REPLICA_WAIT`; the count goes
+    /// in the report). A replica that did not acknowledge and is now a
+    /// primary itself was promoted (a failover the sentinels have not
+    /// announced yet): then, as when `served` is a replica now, the
+    /// sentinels are asked until they name the new primary (a switch) or the
+    /// deadline (75). A replica merely late is a warning: replication is
+    /// asynchronous, `min-replicas-to-write` is Redis's own guard for that.
+    fn durable(&mut self, served: &Addr, deadline: Instant) -> Result<(), Failure> {
+        let reuse = matches!(&self.primary, Some((addr, _)) if addr == served);
+        let mut fresh = match reuse {
+            true => None,
+            false => Some(self.node(served, deadline)?),
+        };
+        let con = match (&mut fresh, &mut self.primary) {
+            (Some(con), _) => con,
+            (None, Some((_, con))) => con,
+            (None, None) => return Ok(()),
+        };
+        let Some(info) = replication(con) else {
+            warn!("cannot read INFO replication of {}", show(served));
+            return Ok(());
+        };
+        if info.role != "master" {
+            let why = format!("{} is a {} now (deposed)", show(served), info.role);
+            return self.await_successor(served, why, deadline);
+        }
+        let now: Vec<Addr> = info.replicas;
+        if self.replicas.0.as_ref() != Some(served) {
+            self.replicas = (Some(served.clone()), Vec::new());
+        }
+        let expected = self.replicas.1.len().max(now.len()) as u64;
+        let wait_ms = remaining(deadline)?.min(REPLICA_WAIT).as_millis().max(1) as u64;
+        let con = match (&mut fresh, &mut self.primary) {
+            (Some(con), _) => con,
+            (None, Some((_, con))) => con,
+            (None, None) => return Ok(()),
+        };
+        let _ = con.set_read_timeout(Some(remaining(deadline)?));
+        let acked = redis::cmd("WAIT")
+            .arg(expected)
+            .arg(wait_ms)
+            .query::<u64>(con);
+        self.know_replicas(now);
+        let acked = match acked {
+            Ok(n) => Some(n),
+            Err(e) => {
+                warn!(
+                    "{}: WAIT: {} (give the ACL user +wait): how many replicas hold the run's \
+                     writes is not known",
+                    show(served),
+                    failure::from_redis(&e).message
+                );
+                None
+            }
+        };
+        self.acks = acked.map(|acked| ReplicaAcks {
+            acked,
+            replicas: expected,
+        });
+        if let Some(n) = acked {
+            info!(
+                "{}: replicas_acked={n} replicas={expected} (WAIT: the replicas that hold what \
+                 the run wrote)",
+                show(served)
+            );
+        }
+        if acked.is_some_and(|n| n >= expected) {
+            return Ok(());
+        }
+        for replica in self.replicas.1.clone() {
+            let role = self
+                .node(&replica, deadline)
+                .ok()
+                .and_then(|mut con| replication(&mut con))
+                .map(|r| r.role);
+            if role.as_deref() == Some("master") {
+                let why = format!(
+                    "its replica {} did not acknowledge the run's writes and is a primary now \
+                     (promoted)",
+                    show(&replica)
+                );
+                return self.await_successor(served, why, deadline);
+            }
+        }
+        if let Some(n) = acked {
+            warn!(
+                "only {n} of {expected} replicas of {} acknowledged the run's writes within \
+                 {wait_ms} ms: a failover now could undo some (the next run claims them again)",
+                show(served)
+            );
+        }
+        Ok(())
+    }
+
+    /// `served` was deposed: asks the sentinels until they name another
+    /// primary (a switch: the verb goes on there) or the deadline (75).
+    fn await_successor(
+        &mut self,
+        served: &Addr,
+        why: String,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        warn!(
+            "{why}: asking the sentinels of {:?} for its successor until the deadline",
+            self.url.master
+        );
+        self.primary = None;
+        loop {
+            if let Ok(named) = self.named_primary(deadline) {
+                self.asked_at = Instant::now();
+                if named != *served {
+                    self.note_served(named);
+                    return Ok(());
+                }
+            }
+            let Ok(left) = remaining(deadline) else {
+                let f = Failure::new(ExitCode::Unavailable, format!("deadline reached: {why}"));
+                return Err(self.unconfirmed(f, served));
+            };
+            std::thread::sleep(MAX_PAUSE.min(left));
         }
     }
 
@@ -363,8 +575,13 @@ impl Sentinel {
                 self.recheck(deadline);
             }
             if self.primary.is_none() {
-                self.find_primary(deadline)
-                    .map_err(|f| with_lost(f, lost))?;
+                self.find_primary(deadline).map_err(|f| {
+                    let f = match (&self.served, f.code) {
+                        (Some(served), ExitCode::Unavailable) => self.unconfirmed(f, served),
+                        _ => f,
+                    };
+                    with_lost(f, lost)
+                })?;
             }
             let (addr, con) = self.primary.as_mut().expect("found above");
             let wait = Some(
@@ -425,6 +642,45 @@ impl Sentinel {
         }
         self.served = Some(addr);
     }
+}
+
+/// A node's INFO replication: its role and, for a primary, its replicas.
+struct Replication {
+    role: String,
+    replicas: Vec<Addr>,
+}
+
+/// INFO replication (which the least-privileged user may run, unlike ROLE).
+fn replication(con: &mut Connection) -> Option<Replication> {
+    let info: String = redis::cmd("INFO").arg("replication").query(con).ok()?;
+    parse_replication(&info)
+}
+
+fn parse_replication(info: &str) -> Option<Replication> {
+    let role = info
+        .lines()
+        .find_map(|l| l.strip_prefix("role:"))?
+        .trim()
+        .to_string();
+    // slave0:ip=127.0.0.1,port=6380,state=online,offset=…,lag=0
+    let replicas = info
+        .lines()
+        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
+        .filter_map(|l| {
+            let fields: HashMap<&str, &str> = l
+                .split_once(':')?
+                .1
+                .trim()
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            Some((
+                fields.get("ip")?.to_string(),
+                fields.get("port")?.parse().ok()?,
+            ))
+        })
+        .collect();
+    Some(Replication { role, replicas })
 }
 
 /// The node's role (`master`, `slave`): from ROLE, or from INFO replication

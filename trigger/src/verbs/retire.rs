@@ -61,6 +61,7 @@ pub fn retire(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Done, Fail
         counted: None,
         mode_known: None,
         switched_primary: None,
+        replica_acks: None,
         observed: None,
     })
 }

@@ -173,6 +173,7 @@ fn failed_after(f: &Failure, summary: RunSummary) -> Done {
         observed: None,
         details: Some(Details::Run(summary)),
         switched_primary: None,
+        replica_acks: None,
     }
 }
 
@@ -241,9 +242,11 @@ fn counts(s: &RunSummary) -> Counts {
     if s.dry_run {
         return Counts::default();
     }
+    // What an earlier primary moved before a switch was moved too (once).
+    let before = |ids: &Option<Vec<String>>| ids.as_ref().map_or(0, Vec::len) as u64;
     Counts {
-        claimed: s.claimed.len() as u64,
-        quarantined: s.quarantined.len() as u64,
+        claimed: s.claimed.len() as u64 + before(&s.claimed_before_switch),
+        quarantined: s.quarantined.len() as u64 + before(&s.quarantined_before_switch),
         dropped: s.dropped.len() as u64,
         deleted: s.deleted.len() as u64,
     }
@@ -266,8 +269,18 @@ fn summary_fields(s: &RunSummary) -> String {
         ),
         _ => String::new(),
     };
+    // Only after a switch: the line is unchanged without one.
+    let before_switch = match (&s.claimed_before_switch, &s.quarantined_before_switch) {
+        (Some(claimed), Some(quarantined)) => format!(
+            " claimed_before_switch={} quarantined_before_switch={}",
+            claimed.len(),
+            quarantined.len()
+        ),
+        _ => String::new(),
+    };
     format!(
-        "claimed={} quarantined={}{dead_letter} dropped={} deleted={} kept={} batches={}",
+        "claimed={} quarantined={}{before_switch}{dead_letter} dropped={} deleted={} kept={} \
+         batches={}",
         s.claimed.len(),
         s.quarantined.len(),
         s.dropped.len(),
