@@ -47,7 +47,7 @@ pub struct RunSummary {
     pub dry_run: bool,
     pub claimed: Vec<String>,
     pub quarantined: Vec<String>,
-    /// After a Sentinel or cluster switch: IDs the earlier primary answered as
+    /// After a Sentinel switch: IDs the earlier primary answered as
     /// claimed (quarantined) that the one the run ends on did not move again.
     /// Most reached it before the switch and are with TO there, but this run
     /// did not see that: `claimed` lists only what the final primary answered.
@@ -195,6 +195,9 @@ pub fn run(
     lock().resumed_from = start.clone();
     let mut cursor = start;
     let mut restart = false;
+    // In a cluster, after a restart: the IDs already reported, so a lost
+    // claim made again counts once (behind Sentinel they are set aside).
+    let mut reported: Option<HashSet<String>> = None;
     // Entries moved by batches that skipped the consumer step.
     let mut moved_since_step = false;
     let mut finishing = false;
@@ -246,12 +249,20 @@ pub fn run(
         }
         let mut summary = lock();
         if restart {
-            summary.set_aside();
+            match con.is_sentinel() {
+                true => summary.set_aside(),
+                false => {
+                    let ids = summary.claimed.iter().chain(&summary.quarantined);
+                    reported
+                        .get_or_insert_with(HashSet::new)
+                        .extend(ids.cloned());
+                }
+            }
         }
         let moved =
             !(batch.claimed.is_empty() && batch.quarantined.is_empty() && batch.dropped.is_empty());
         moved_since_step = (moved_since_step || moved) && step == ConsumerStep::Skip;
-        add_batch(&mut summary, batch);
+        add_batch(&mut summary, batch, reported.as_ref());
         summary.kept_current = step == ConsumerStep::Run;
         let at_max_batches = summary.batches >= cli.max_batches;
         let ends = if cli.dry_run || finishing {
@@ -318,7 +329,7 @@ fn switched_on_confirm(con: &mut Link, deadline: Instant) -> Result<bool, Failur
 }
 
 impl RunSummary {
-    /// After a switch to another primary: what the earlier one answered as
+    /// After a Sentinel switch to another primary: what the earlier one answered as
     /// claimed or quarantined moves to `*_before_switch` (the new primary may
     /// not hold it), and `claimed`/`quarantined` start again with what the
     /// primary the run ends on answers.
@@ -350,12 +361,16 @@ impl RunSummary {
     }
 }
 
-/// Adds one batch to the drain's sums.
-fn add_batch(summary: &mut RunSummary, batch: RecoverBatch) {
+/// Adds one batch to the drain's sums; IDs in `reported` were already counted.
+fn add_batch(summary: &mut RunSummary, batch: RecoverBatch, reported: Option<&HashSet<String>>) {
+    let new = |ids: Vec<String>| {
+        ids.into_iter()
+            .filter(|id| reported.is_none_or(|seen| !seen.contains(id)))
+    };
     summary.mode = batch.mode;
     summary.dry_run = batch.dry_run;
-    summary.claimed.extend(batch.claimed);
-    summary.quarantined.extend(batch.quarantined);
+    summary.claimed.extend(new(batch.claimed));
+    summary.quarantined.extend(new(batch.quarantined));
     summary.dropped.extend(batch.dropped);
     summary.deleted.extend(batch.deleted);
     if let Some(dead_letter) = batch.dead_letter {

@@ -427,6 +427,11 @@ impl Link {
         }
     }
 
+    /// Whether the primary is the one the sentinels name (`redis+sentinel://`).
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self, Link::Sentinel(_))
+    }
+
     /// Behind Sentinel: how many calls lost their reply and were sent again
     /// (to the primary named then); the lost ones may have run.
     pub fn lost_replies(&self) -> u64 {
@@ -449,10 +454,10 @@ impl Link {
     }
 
     /// Behind Sentinel: how many replicas acknowledged the writes before the
-    /// verb reported (WAIT), of how many.
-    pub fn replica_acks(&self) -> Option<sentinel::ReplicaAcks> {
+    /// verb reported (WAIT), of how many; taken, so the next target starts without.
+    pub fn take_replica_acks(&mut self) -> Option<sentinel::ReplicaAcks> {
         match self {
-            Link::Sentinel(sentinel) => sentinel.acks,
+            Link::Sentinel(sentinel) => sentinel.acks.take(),
             _ => None,
         }
     }

@@ -420,7 +420,7 @@ fn one_target(
     };
     let done = done.map(|done| {
         done.switched(con.switched_primary())
-            .acked(con.replica_acks())
+            .acked(con.take_replica_acks())
     });
     done.unwrap_or_else(|f| {
         error!("{scope}: {}", f.message);
