@@ -709,7 +709,7 @@ fn a_refusal_after_a_switch_still_says_it_switched() {
     );
 }
 
-/// 30,000 pending entries taken by one reader; the trigger (`args`) started
+/// 10,000 pending entries taken by one reader; the trigger (`args`) started
 /// on the set's sentinels (`url`); `during` runs once it moved 200 to
 /// recovery. Returns the run.
 fn during_a_drain(
@@ -719,7 +719,7 @@ fn during_a_drain(
     during: impl FnOnce(),
 ) -> TriggerRun {
     let mut con = set.nodes[0].connect();
-    backlog_of(&mut con, 30_000, &["exec-1"]);
+    backlog_of(&mut con, 10_000, &["exec-1"]);
     set.wait_synced();
     let mut all = vec!["--url", url, "--json", "--min-idle", "1ms"];
     all.extend(args);
@@ -784,7 +784,7 @@ fn a_tie_mid_drain_is_not_reported_as_success() {
         .iter()
         .find(|c| c.0 == "recovery")
         .map_or(0, |c| c.1);
-    assert!(held < 30_000, "the drain went on to its end: {held}");
+    assert!(held < 10_000, "the drain went on to its end: {held}");
     assert_ne!(json["cursor"], "0-0");
 }
 
@@ -798,11 +798,11 @@ fn a_tie_mid_drain_is_not_reported_as_success() {
 fn a_promoted_replica_makes_the_outcome_unknown() {
     let set = SentinelSet::start(SentinelOptions::default());
     let url = set.url();
-    let args = ["--count", "2", "--scan", "2", "--max-batches", "1000000"];
+    let args = ["--count", "5", "--scan", "5", "--max-batches", "1000000"];
     let out = during_a_drain(
         &set,
         &url,
-        &[&args[..], &["--deadline", "8s"]].concat(),
+        &[&args[..], &["--deadline", "10s"]].concat(),
         || {
             run(&mut set.connect(1), &["REPLICAOF", "NO", "ONE"]).unwrap();
         },
