@@ -346,7 +346,7 @@ impl RunSummary {
 
     /// Before reporting: an ID the final primary moved too is listed there
     /// only, so each ID is reported once.
-    fn settle_switch(&mut self) {
+    pub fn settle_switch(&mut self) {
         let here: HashSet<&String> = self.claimed.iter().chain(&self.quarantined).collect();
         for before in [
             &mut self.claimed_before_switch,
@@ -541,6 +541,27 @@ pub fn retire(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review r14b F5: after a switch `claimed` holds what the final primary
+    /// answered; the rest is listed apart, each ID once.
+    #[test]
+    fn after_a_switch_each_id_is_listed_once_on_its_side() {
+        let mut summary = RunSummary {
+            claimed: vec!["1-0".into(), "2-0".into()],
+            quarantined: vec!["3-0".into()],
+            ..RunSummary::default()
+        };
+        summary.set_aside();
+        summary.claimed.push("2-0".into());
+        summary.settle_switch();
+        assert_eq!(summary.claimed, ["2-0"]);
+        assert_eq!(summary.claimed_before_switch, Some(vec!["1-0".to_string()]));
+        assert_eq!(
+            summary.quarantined_before_switch,
+            Some(vec!["3-0".to_string()])
+        );
+        assert!(summary.quarantined.is_empty());
+    }
 
     #[test]
     fn a_refusal_names_the_mode_it_found() {

@@ -213,10 +213,11 @@ pub fn overrun(cli: &Cli, progress: &Progress, target: &str) -> Done {
             humantime::format_duration(cli.deadline)
         ),
     );
-    let summary = progress
+    let mut summary = progress
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    summary.settle_switch();
     if summary.batches == 0 {
         error!("{target}: {}", f.message);
         return Done::failed(&f);
