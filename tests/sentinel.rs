@@ -980,7 +980,16 @@ fn sentinel_url_settings_are_checked() {
     assert_eq!(out.code, 78, "{}", out.stderr);
     assert!(out.stderr.contains("no such database"), "{}", out.stderr);
     // Review r14b F6: `db` twice or empty is refused, naming the key.
+    let plain = format!("redis://127.0.0.1:{}/", set.nodes[0].port.unwrap());
     for (query, why) in [("?db=0&db=1", "is given twice"), ("?db=", "is empty")] {
+        let out = refused(&format!("{plain}{query}"));
+        assert_eq!(out.code, 78, "{query}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("query parameter \"db\" {why}")),
+            "{query}: {}",
+            out.stderr
+        );
         let out = refused(&format!("{url}{query}"));
         assert_eq!(out.code, 78, "{query}: {}", out.stderr);
         assert!(

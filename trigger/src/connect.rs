@@ -123,6 +123,23 @@ fn holds_password(url: &str) -> bool {
         || query_pairs(url).any(|(key, _)| is_password_key(key))
 }
 
+/// The first query key of `url` given twice or with an empty value, decoded:
+/// which one the redis crate takes is not for an operator to guess.
+fn doubtful_query_key(url: &str) -> Option<(String, &'static str)> {
+    let mut seen = Vec::new();
+    for (key, value) in query_pairs(url) {
+        let key = query_key(key);
+        if value.is_empty() {
+            return Some((key, "is empty"));
+        }
+        if seen.contains(&key) {
+            return Some((key, "is given twice"));
+        }
+        seen.push(key);
+    }
+    None
+}
+
 /// Whether a query value is shown in messages: not a password's, nor an
 /// unknown key's (`?auth=`, `?sentinel_password=` may hold one).
 fn hidden_value(key: &str) -> bool {
@@ -248,6 +265,12 @@ pub fn connect(
                  comes from --password-file or REDISCLI_AUTH)",
                 QUERY_KEYS.join(", ")
             ),
+        ));
+    }
+    if let Some((key, why)) = doubtful_query_key(&url) {
+        return Err(Failure::new(
+            ExitCode::Config,
+            format!("bad --url: query parameter {key:?} {why}: give it once, with a value"),
         ));
     }
     let bad_url =
@@ -515,6 +538,14 @@ mod tests {
         assert_eq!(key("redis://h:1/?auth=S3cr3t").as_deref(), Some("auth"));
         assert_eq!(key("unix:///s.sock?db=1&%41uth=x").as_deref(), Some("auth"));
         assert_eq!(key("unix:///s.sock?db=1&protocol=resp3&user=u"), None);
+        // Review r14b F6: twice or empty is named too.
+        let doubtful = |url| doubtful_query_key(url).map(|(k, why)| format!("{k} {why}"));
+        assert_eq!(
+            doubtful("redis://h/?db=0&db=1").as_deref(),
+            Some("db is given twice")
+        );
+        assert_eq!(doubtful("redis://h/?db=").as_deref(), Some("db is empty"));
+        assert_eq!(doubtful("unix:///s.sock?db=1&protocol=resp3"), None);
     }
 
     #[test]
