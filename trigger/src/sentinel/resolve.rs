@@ -313,8 +313,15 @@ mod tests {
         ];
         let once = once_each(answers);
         assert_eq!(once.len(), 2, "by MYID, then by address");
-        let f = vote("m", once).unwrap_err();
-        assert!(f.message.contains("disagree"), "{}", f.message);
+        let no = tally("m", once).err().expect("a tie");
+        assert!(no.split, "a tie leaves the primary unconfirmed");
+        assert!(
+            no.failure.message.contains("disagree"),
+            "{}",
+            no.failure.message
+        );
+        let silent = vec![(at(1), fails(ExitCode::Unavailable))];
+        assert!(!tally("m", silent).err().expect("no answer").split);
     }
 
     /// Review r14 F3: one bad sentinel ended the search; now it is passed over
