@@ -313,7 +313,7 @@ mod tests {
         ];
         let once = once_each(answers);
         assert_eq!(once.len(), 2, "by MYID, then by address");
-        let no = tally("m", once).err().expect("a tie");
+        let no = tally("m", once).expect_err("a tie");
         assert!(no.split, "a tie leaves the primary unconfirmed");
         assert!(
             no.failure.message.contains("disagree"),
@@ -321,7 +321,7 @@ mod tests {
             no.failure.message
         );
         let silent = vec![(at(1), fails(ExitCode::Unavailable))];
-        assert!(!tally("m", silent).err().expect("no answer").split);
+        assert!(!tally("m", silent).expect_err("no answer").split);
     }
 
     /// Review r14 F3: one bad sentinel ended the search; now it is passed over
