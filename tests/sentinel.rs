@@ -34,20 +34,28 @@ fn backlog_of(con: &mut redis::Connection, total: usize, readers: &[&str]) {
         }
         pipe.query::<()>(con).unwrap();
     }
-    let share = (total / readers.len()).to_string();
+    // In reads of at most 5,000: one long command could stall the primary
+    // past the sentinels' down-after on a loaded machine.
+    let share = total / readers.len();
     for consumer in readers {
-        let read = [
-            "XREADGROUP",
-            "GROUP",
-            GROUP,
-            consumer,
-            "COUNT",
-            &share,
-            "STREAMS",
-            STREAM,
-            ">",
-        ];
-        run(con, &read).unwrap();
+        let mut left = share;
+        while left > 0 {
+            let take = left.min(5_000);
+            left -= take;
+            let count = take.to_string();
+            let read = [
+                "XREADGROUP",
+                "GROUP",
+                GROUP,
+                consumer,
+                "COUNT",
+                &count,
+                "STREAMS",
+                STREAM,
+                ">",
+            ];
+            run(con, &read).unwrap();
+        }
     }
 }
 
