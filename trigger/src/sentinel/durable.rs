@@ -45,7 +45,11 @@ impl Sentinel {
             self.replicas = (Some(served.clone()), Vec::new());
         }
         let expected = self.replicas.1.len().max(now.len()) as u64;
-        let wait_ms = remaining(deadline)?.min(REPLICA_WAIT).as_millis().max(1) as u64;
+        let left = remaining(deadline).map_err(|f| {
+            let f = f.reworded("deadline reached before the replicas could be asked (WAIT)".into());
+            self.unconfirmed(f, served)
+        })?;
+        let wait_ms = left.min(REPLICA_WAIT).as_millis().max(1) as u64;
         let con = match (&mut fresh, &mut self.primary) {
             (Some(con), _) => con,
             (None, Some((_, con))) => con,

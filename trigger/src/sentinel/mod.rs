@@ -396,11 +396,11 @@ impl Sentinel {
                 break named;
             }
             if remaining(deadline).is_err() {
-                let f = named.err().map_or_else(
-                    || Failure::new(ExitCode::Unavailable, "the sentinels disagree"),
-                    |no| no.failure,
-                );
-                return Err(self.unconfirmed(f, &served));
+                match named {
+                    // A majority, not yet unanimous: the majority's word.
+                    Ok(_) => break named,
+                    Err(no) => return Err(self.unconfirmed(no.failure, &served)),
+                }
             }
             std::thread::sleep(MAX_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
         };
