@@ -44,7 +44,12 @@ pub fn trigger_command(args: &[&str], env: &[(&str, &str)]) -> Command {
 /// The trigger started in the background with only `args`, its stdout and
 /// stderr captured (`wait_with_output`).
 pub fn spawn_trigger(args: &[&str]) -> std::process::Child {
-    trigger_command(args, &[])
+    spawn_trigger_with(args, &[])
+}
+
+/// The same with `env` added to the trigger's environment.
+pub fn spawn_trigger_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    trigger_command(args, env)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -8,7 +8,9 @@ use quantum_integration::scenario::{GROUP, STREAM};
 use quantum_integration::sentinel::{
     Passwords, SentinelOptions, SentinelProcess, SentinelSet, MASTER,
 };
-use quantum_integration::trigger::{run_trigger, spawn_trigger, trigger_command, TriggerRun};
+use quantum_integration::trigger::{
+    run_trigger, spawn_trigger, spawn_trigger_with, trigger_command, TriggerRun,
+};
 use quantum_integration::{Options, Server, TempDir};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -34,20 +36,28 @@ fn backlog_of(con: &mut redis::Connection, total: usize, readers: &[&str]) {
         }
         pipe.query::<()>(con).unwrap();
     }
-    let share = (total / readers.len()).to_string();
+    // In reads of at most 5,000: one long command could stall the primary
+    // past the sentinels' down-after on a loaded machine.
+    let share = total / readers.len();
     for consumer in readers {
-        let read = [
-            "XREADGROUP",
-            "GROUP",
-            GROUP,
-            consumer,
-            "COUNT",
-            &share,
-            "STREAMS",
-            STREAM,
-            ">",
-        ];
-        run(con, &read).unwrap();
+        let mut left = share;
+        while left > 0 {
+            let take = left.min(5_000);
+            left -= take;
+            let count = take.to_string();
+            let read = [
+                "XREADGROUP",
+                "GROUP",
+                GROUP,
+                consumer,
+                "COUNT",
+                &count,
+                "STREAMS",
+                STREAM,
+                ">",
+            ];
+            run(con, &read).unwrap();
+        }
     }
 }
 
@@ -191,12 +201,19 @@ fn drain_through_a_failover(failure: Failure, total: usize) {
         elsewhere.len(),
         elsewhere.first()
     );
+    // What the promoted replica answered, and apart what only the dead one did.
+    let before_switch = json["claimed_before_switch"].as_array().cloned();
     let reported: Vec<&str> = json["claimed"]
         .as_array()
         .unwrap()
         .iter()
+        .chain(before_switch.iter().flatten())
         .map(|id| id.as_str().unwrap())
         .collect();
+    assert!(
+        before_switch.is_some(),
+        "a switch sets claimed_before_switch"
+    );
     let unique: HashSet<&str> = reported.iter().copied().collect();
     assert_eq!(unique.len(), reported.len(), "an entry reported twice");
     let pending_before: HashSet<&str> = before.iter().map(String::as_str).collect();
@@ -514,10 +531,21 @@ fn a_graceful_failover_mid_drain_reports_only_what_the_named_primary_holds() {
         claimed.len(),
         not_there.first()
     );
+    // Review r14b F5: `claimed` lists what the named primary answered; what
+    // only the deposed one answered is listed apart, each ID once in all.
+    let before = ids(&json["claimed_before_switch"]);
+    let all: HashSet<&str> = claimed.iter().chain(&before).copied().collect();
+    assert_eq!(all.len(), claimed.len() + before.len(), "listed twice");
     assert_eq!(
-        claimed.len(),
+        all.len(),
         30_000,
-        "every entry claimed once, on the named primary"
+        "every entry claimed once, on the named primary or before the switch"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("claimed_before_switch={}", before.len())),
+        "{}",
+        out.stderr
     );
 }
 
@@ -569,16 +597,37 @@ fn ids(list: &serde_json::Value) -> Vec<&str> {
 /// calls, seconds, and a failover about a second); returns when every sentinel names
 /// the promoted replica.
 fn through_a_graceful_failover(args: &[&str], target: &str) -> (SentinelSet, TriggerRun) {
+    through_a_graceful_failover_as(args, target, None, |_| {})
+}
+
+/// The same with the data nodes' ACL user `user` (password `pw` on both
+/// nodes) in the URL, and `before` run on the set just before SENTINEL FAILOVER.
+fn through_a_graceful_failover_as(
+    args: &[&str],
+    target: &str,
+    user: Option<&str>,
+    before: impl FnOnce(&SentinelSet),
+) -> (SentinelSet, TriggerRun) {
     let set = SentinelSet::start(SentinelOptions::default());
     let mut con = set.nodes[0].connect();
     // One reader: retire has all 30,000 to move, in thousands of calls.
     backlog_of(&mut con, 30_000, &["exec-1"]);
     set.wait_synced();
-    let url = set.url();
+    let mut url = set.url();
+    let mut env = Vec::new();
+    if let Some(user) = user {
+        // ACL users are not replicated: every data node needs its own.
+        for node in 0..2 {
+            let acl = ["ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all"];
+            run(&mut set.connect(node), &acl).unwrap();
+        }
+        url = url.replace("redis+sentinel://", &format!("redis+sentinel://{user}@"));
+        env.push(("REDISCLI_AUTH", "pw"));
+    }
     let mut all = vec!["--url", &url, "--deadline", "60s", "--json"];
     all.extend(args);
     let started = Instant::now();
-    let child = spawn_trigger(&all);
+    let child = spawn_trigger_with(&all, &env);
     let held = |con: &mut redis::Connection| held_by(con, STREAM, GROUP, target);
     while held(&mut con) < 500 {
         assert!(
@@ -587,31 +636,179 @@ fn through_a_graceful_failover(args: &[&str], target: &str) -> (SentinelSet, Tri
         );
         std::thread::sleep(Duration::from_millis(2));
     }
+    before(&set);
     let mut sentinel = set.sentinels[0].connect().unwrap();
     run(&mut sentinel, &["SENTINEL", "FAILOVER", MASTER]).unwrap();
     let asked_at = started.elapsed();
-    let out = child.wait_with_output().unwrap();
-    let out = TriggerRun {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    };
+    let out = finished(child, started);
     eprintln!(
         "SENTINEL FAILOVER at {asked_at:?}; the trigger ended after {:?}\n{}",
         out.elapsed, out.stderr
     );
-    let named = set.agreed_primary();
-    let node = set
-        .nodes
-        .iter()
-        .position(|n| n.port == Some(named))
-        .unwrap();
-    assert_eq!(
-        node, 1,
-        "the failover did not complete (aborted under load?)"
-    );
+    // The run may end before the failover does (a refusal): wait for it.
+    set.wait_until_named(set.nodes[1].port.unwrap());
     (set, out)
+}
+
+/// The trigger's output once it ended.
+fn finished(child: std::process::Child, started: Instant) -> TriggerRun {
+    let out = child.wait_with_output().unwrap();
+    TriggerRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Review r14b F3: the switch found by the sentinels (the periodic check or
+/// READONLY), then the new primary refuses the run's user (its password
+/// differs there): 77, and the report still names the primary it switched to.
+#[test]
+fn a_refusal_after_a_switch_still_says_it_switched() {
+    let (set, out) = through_a_graceful_failover_as(
+        &[
+            "--count",
+            "5",
+            "--scan",
+            "5",
+            "--min-idle",
+            "1ms",
+            "--max-batches",
+            "1000000",
+        ],
+        "recovery",
+        Some("quantum-recover"),
+        |set| {
+            let reset = ["ACL", "SETUSER", "quantum-recover", "resetpass", ">other"];
+            run(&mut set.connect(1), &reset).unwrap();
+        },
+    );
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    let new_port = set.nodes[1].port.unwrap();
+    let json = out.json();
+    assert_eq!(
+        json["switched_primary"],
+        format!("127.0.0.1:{new_port}"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("switched_primary=127.0.0.1:{new_port}")),
+        "{}",
+        out.stderr
+    );
+}
+
+/// 10,000 pending entries taken by one reader; the trigger (`args`) started
+/// on the set's sentinels (`url`); `during` runs once it moved 200 to
+/// recovery. Returns the run.
+fn during_a_drain(
+    set: &SentinelSet,
+    url: &str,
+    args: &[&str],
+    during: impl FnOnce(),
+) -> TriggerRun {
+    let mut con = set.nodes[0].connect();
+    backlog_of(&mut con, 10_000, &["exec-1"]);
+    set.wait_synced();
+    let mut all = vec!["--url", url, "--json", "--min-idle", "1ms"];
+    all.extend(args);
+    let started = Instant::now();
+    let child = trigger_command(&all, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while consumers(&mut con, STREAM, GROUP)
+        .iter()
+        .all(|c| c.0 != "recovery" || c.1 < 200)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "it never started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    during();
+    finished(child, started)
+}
+
+/// Review r14b F1: two sentinels in the URL; mid-drain one of them is made to
+/// monitor another node under the same name (SENTINEL REMOVE + MONITOR), a
+/// tie. The run must not go on and report success on a primary no majority
+/// names: it stops sending, asks again until the deadline and exits 75
+/// saying the outcome is unknown; the drain did not finish.
+#[test]
+fn a_tie_mid_drain_is_not_reported_as_success() {
+    let set = SentinelSet::start(SentinelOptions::default());
+    let unrelated = Server::with(Options {
+        tcp: true,
+        ..Options::default()
+    });
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},127.0.0.1:{}/{MASTER}",
+        set.sentinels[0].port, set.sentinels[1].port
+    );
+    let args = ["--count", "1", "--scan", "1", "--max-batches", "1000000"];
+    let out = during_a_drain(
+        &set,
+        &url,
+        &[&args[..], &["--deadline", "6s"]].concat(),
+        || {
+            let mut s = set.sentinels[1].connect().unwrap();
+            run(&mut s, &["SENTINEL", "REMOVE", MASTER]).unwrap();
+            let port = unrelated.port.unwrap().to_string();
+            let monitor = ["SENTINEL", "MONITOR", MASTER, "127.0.0.1", &port, "2"];
+            run(&mut s, &monitor).unwrap();
+        },
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let json = out.json();
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the sentinels disagree") && error.contains("the outcome is unknown"),
+        "{}",
+        out.stderr
+    );
+    let held = consumers(&mut set.connect(0), STREAM, GROUP)
+        .iter()
+        .find(|c| c.0 == "recovery")
+        .map_or(0, |c| c.1);
+    assert!(held < 10_000, "the drain went on to its end: {held}");
+    assert_ne!(json["cursor"], "0-0");
+}
+
+/// Review r14b F2: the replica is promoted by hand (REPLICAOF NO ONE)
+/// mid-drain while the sentinels still name the primary: the primary's last
+/// writes never reach it, so the run must not report success. It WAITs for
+/// its replica, finds it a primary, waits for the sentinels to name a
+/// successor until the deadline and exits 75, the outcome unknown. A run with
+/// a healthy replica reports how many replicas acknowledged its writes.
+#[test]
+fn a_promoted_replica_makes_the_outcome_unknown() {
+    let set = SentinelSet::start(SentinelOptions::default());
+    let url = set.url();
+    let args = ["--count", "5", "--scan", "5", "--max-batches", "1000000"];
+    let out = during_a_drain(
+        &set,
+        &url,
+        &[&args[..], &["--deadline", "10s"]].concat(),
+        || {
+            run(&mut set.connect(1), &["REPLICAOF", "NO", "ONE"]).unwrap();
+        },
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let json = out.json();
+    let error = json["error"].as_str().unwrap_or_default();
+    let replica = format!("127.0.0.1:{}", set.nodes[1].port.unwrap());
+    assert!(
+        error.contains(&format!("its replica {replica} did not acknowledge"))
+            && error.contains("the outcome is unknown"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Review r14 F2: a sentinel naming another node than the others (stale after
@@ -661,9 +858,36 @@ fn the_primary_is_the_one_most_sentinels_name() {
     };
     let out = run_at(&url, "10s");
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.json()["claimed"].as_array().unwrap().len(), 10_000);
+    let json = out.json();
+    assert_eq!(json["claimed"].as_array().unwrap().len(), 10_000);
     assert_eq!(held(&mut set.connect(0)), 10_000);
     assert_eq!(held(&mut other), 0, "the odd sentinel's node was drained");
+    // Review r14b F2: the report says how many replicas hold the writes.
+    assert_eq!(json["replicas_acked"], 1, "{}", out.stderr);
+    assert_eq!(json["replicas"], 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("replicas_acked=1 replicas=1"),
+        "{}",
+        out.stderr
+    );
+
+    // Review r14b F4: the odd sentinel listed twice (the second time as
+    // `localhost`, another address for the same sentinel) still votes once:
+    // one against one is a tie, not a majority for the odd node.
+    for twice in [
+        format!("127.0.0.1:{0},127.0.0.1:{0}", odd.port),
+        format!("127.0.0.1:{0},localhost:{0}", odd.port),
+    ] {
+        let url = format!("redis+sentinel://{twice},{}/{MASTER}", real[0]);
+        let out = run_at(&url, "1500ms");
+        assert_eq!(out.code, 75, "{url}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("the sentinels disagree"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(held(&mut other), 0, "the odd sentinel's node was drained");
+    }
 
     let url = format!(
         "redis+sentinel://127.0.0.1:{},{}/{MASTER}",
@@ -724,7 +948,8 @@ fn a_sentinel_that_fails_is_passed_over() {
     let out = at(&format!("{http_at},{locked_at}/{MASTER}"), "2s");
     assert_eq!(out.code, 75, "{}", out.stderr);
     for reason in [
-        format!("sentinel {http_at}"),
+        // Review r14b F6: named, and said plainly what is wrong with it.
+        format!("sentinel {http_at}: it did not answer as a Redis Sentinel does"),
         format!("sentinel {locked_at}"),
     ] {
         assert!(out.stderr.contains(&reason), "{reason}: {}", out.stderr);
@@ -746,6 +971,26 @@ fn sentinel_url_settings_are_checked() {
     let out = refused(&format!("{url}?db=99"));
     assert_eq!(out.code, 78, "{}", out.stderr);
     assert!(out.stderr.contains("no such database"), "{}", out.stderr);
+    // Review r14b F6: `db` twice or empty is refused, naming the key.
+    let plain = format!("redis://127.0.0.1:{}/", set.nodes[0].port.unwrap());
+    for (query, why) in [("?db=0&db=1", "is given twice"), ("?db=", "is empty")] {
+        let out = refused(&format!("{plain}{query}"));
+        assert_eq!(out.code, 78, "{query}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("query parameter \"db\" {why}")),
+            "{query}: {}",
+            out.stderr
+        );
+        let out = refused(&format!("{url}{query}"));
+        assert_eq!(out.code, 78, "{query}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("query parameter \"db\" {why}")),
+            "{query}: {}",
+            out.stderr
+        );
+    }
     for url in [
         format!("{url}?sentinel_password=S3cr3t"),
         format!("{url}?db=0&%70assword=S3cr3t"),

@@ -49,6 +49,14 @@ pub struct RunSummary {
     /// looked at every consumer saw them (None: no batch did, `--delete-limit 0`).
     #[serde(flatten)]
     pub sums: RecoverBatch,
+    /// After a Sentinel switch: IDs the earlier primary answered as
+    /// claimed (quarantined) that the one the run ends on did not move again.
+    /// Most reached it before the switch and are with TO there, but this run
+    /// did not see that: `claimed` lists only what the final primary answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_before_switch: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined_before_switch: Option<Vec<String>>,
     pub batches: u64,
     /// Whether `kept` came from the last batch (it ran the consumer step after
     /// every move of the drain), so it says who still holds fresh entries.
@@ -175,7 +183,8 @@ pub fn run(
     lock().resumed_from = start.clone();
     let mut cursor = start;
     let mut restart = false;
-    // After a restart: the IDs already reported, so a lost claim made again counts once.
+    // In a cluster, after a restart: the IDs already reported, so a lost
+    // claim made again counts once (behind Sentinel they are set aside).
     let mut reported: Option<HashSet<String>> = None;
     // Entries moved by batches that skipped the consumer step.
     let mut moved_since_step = false;
@@ -190,6 +199,7 @@ pub fn run(
         let cmd = recover_command(cli, cursor.as_deref(), step);
         let stop = |f: Failure| {
             let mut summary = lock();
+            summary.settle_switch();
             summary.last_call_unknown = f.reply_lost;
             summary.stopped = Some(f);
             Ok(Outcome::Done(summary.clone()))
@@ -213,12 +223,14 @@ pub fn run(
             // report those, and why it stopped.
             Outcome::Refused(m) => {
                 let mut summary = lock();
+                summary.settle_switch();
                 summary.sums.mode = mode_in_refusal(&m);
                 summary.interrupted = Some(Interrupted::Refused(m));
                 return Ok(Outcome::Done(summary.clone()));
             }
             Outcome::Absent(m) => {
                 let mut summary = lock();
+                summary.settle_switch();
                 summary.interrupted = Some(Interrupted::Absent(m));
                 return Ok(Outcome::Done(summary.clone()));
             }
@@ -233,10 +245,15 @@ pub fn run(
         }
         let mut summary = lock();
         if restart {
-            let ids = summary.sums.claimed.iter().chain(&summary.sums.quarantined);
-            reported
-                .get_or_insert_with(HashSet::new)
-                .extend(ids.cloned());
+            match con.is_sentinel() {
+                true => summary.set_aside(),
+                false => {
+                    let ids = summary.sums.claimed.iter().chain(&summary.sums.quarantined);
+                    reported
+                        .get_or_insert_with(HashSet::new)
+                        .extend(ids.cloned());
+                }
+            }
         }
         let moved =
             !(batch.claimed.is_empty() && batch.quarantined.is_empty() && batch.dropped.is_empty());
@@ -257,14 +274,24 @@ pub fn run(
         };
         if ends {
             drop(summary);
-            if cli.dry_run || restart || !switched_on_confirm(con, deadline) {
-                return Ok(Outcome::Done(lock().clone()));
+            let switched = match cli.dry_run || restart {
+                true => Ok(false),
+                false => switched_on_confirm(con, deadline),
+            };
+            let mut summary = lock();
+            match switched {
+                Ok(false) => {
+                    summary.settle_switch();
+                    return Ok(Outcome::Done(summary.clone()));
+                }
+                Err(f) => {
+                    summary.settle_switch();
+                    summary.stopped = Some(f);
+                    return Ok(Outcome::Done(summary.clone()));
+                }
+                Ok(true) => {}
             }
-            let summary = lock();
-            let ids = summary.sums.claimed.iter().chain(&summary.sums.quarantined);
-            reported
-                .get_or_insert_with(HashSet::new)
-                .extend(ids.cloned());
+            summary.set_aside();
             (finishing, moved_since_step, cursor) = (false, false, None);
             continue;
         }
@@ -282,10 +309,11 @@ pub fn run(
 
 /// Whether the sentinels, asked before the verb reports, name another primary
 /// than the one that answered (a graceful failover leaves the old one writable
-/// for seconds, and Sentinel then drops what it was sent): the work goes on there.
-fn switched_on_confirm(con: &mut Link, deadline: Instant) -> bool {
+/// for seconds, and Sentinel then drops what it was sent): the work goes on
+/// there. An error when that cannot be confirmed by the deadline.
+fn switched_on_confirm(con: &mut Link, deadline: Instant) -> Result<bool, Failure> {
     let switches = con.owner_switches();
-    con.confirm_primary(deadline);
+    con.confirm_primary(deadline)?;
     let switched = con.owner_switches() != switches;
     if switched {
         tracing::warn!(
@@ -293,7 +321,45 @@ fn switched_on_confirm(con: &mut Link, deadline: Instant) -> bool {
              answered may be lost, so the work starts again on the named one"
         );
     }
-    switched
+    Ok(switched)
+}
+
+impl RunSummary {
+    /// After a Sentinel switch to another primary: what the earlier one answered as
+    /// claimed or quarantined moves to `*_before_switch` (the new primary may
+    /// not hold it), and `claimed`/`quarantined` start again with what the
+    /// primary the run ends on answers.
+    fn set_aside(&mut self) {
+        let claimed = std::mem::take(&mut self.sums.claimed);
+        let quarantined = std::mem::take(&mut self.sums.quarantined);
+        self.claimed_before_switch
+            .get_or_insert_with(Vec::new)
+            .extend(claimed);
+        self.quarantined_before_switch
+            .get_or_insert_with(Vec::new)
+            .extend(quarantined);
+    }
+
+    /// Before reporting: an ID the final primary moved too is listed there
+    /// only, so each ID is reported once.
+    pub fn settle_switch(&mut self) {
+        let here: HashSet<&String> = self
+            .sums
+            .claimed
+            .iter()
+            .chain(&self.sums.quarantined)
+            .collect();
+        for before in [
+            &mut self.claimed_before_switch,
+            &mut self.quarantined_before_switch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let mut seen = HashSet::new();
+            before.retain(|id| !here.contains(id) && seen.insert(id.clone()));
+        }
+    }
 }
 
 /// Adds one batch to the drain's sums; IDs in `reported` were already counted.
@@ -459,8 +525,10 @@ pub fn retire(
         summary.calls += 1;
         drop(summary);
         if step.remaining == 0 {
-            if switched_on_confirm(con, deadline) {
-                continue;
+            match switched_on_confirm(con, deadline) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(f) => return done(&mut lock(), Some(Stopped::Failed(f))),
             }
             return done(&mut lock(), None);
         }
@@ -475,6 +543,25 @@ pub fn retire(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review r14b F5: after a switch `claimed` holds what the final primary
+    /// answered; the rest is listed apart, each ID once.
+    #[test]
+    fn after_a_switch_each_id_is_listed_once_on_its_side() {
+        let mut summary = RunSummary::default();
+        summary.sums.claimed = vec!["1-0".into(), "2-0".into()];
+        summary.sums.quarantined = vec!["3-0".into()];
+        summary.set_aside();
+        summary.sums.claimed.push("2-0".into());
+        summary.settle_switch();
+        assert_eq!(summary.sums.claimed, ["2-0"]);
+        assert_eq!(summary.claimed_before_switch, Some(vec!["1-0".to_string()]));
+        assert_eq!(
+            summary.quarantined_before_switch,
+            Some(vec!["3-0".to_string()])
+        );
+        assert!(summary.sums.quarantined.is_empty());
+    }
 
     #[test]
     fn a_refusal_names_the_mode_it_found() {

@@ -123,6 +123,23 @@ fn holds_password(url: &str) -> bool {
         || query_pairs(url).any(|(key, _)| is_password_key(key))
 }
 
+/// The first query key of `url` given twice or with an empty value, decoded:
+/// which one the redis crate takes is not for an operator to guess.
+fn doubtful_query_key(url: &str) -> Option<(String, &'static str)> {
+    let mut seen = Vec::new();
+    for (key, value) in query_pairs(url) {
+        let key = query_key(key);
+        if value.is_empty() {
+            return Some((key, "is empty"));
+        }
+        if seen.contains(&key) {
+            return Some((key, "is given twice"));
+        }
+        seen.push(key);
+    }
+    None
+}
+
 /// Whether a query value is shown in messages: not a password's, nor an
 /// unknown key's (`?auth=`, `?sentinel_password=` may hold one).
 fn hidden_value(key: &str) -> bool {
@@ -248,6 +265,12 @@ pub fn connect(
                  comes from --password-file or REDISCLI_AUTH)",
                 QUERY_KEYS.join(", ")
             ),
+        ));
+    }
+    if let Some((key, why)) = doubtful_query_key(&url) {
+        return Err(Failure::new(
+            ExitCode::Config,
+            format!("bad --url: query parameter {key:?} {why}: give it once, with a value"),
         ));
     }
     let bad_url =
@@ -427,6 +450,11 @@ impl Link {
         }
     }
 
+    /// Whether the primary is the one the sentinels name (`redis+sentinel://`).
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self, Link::Sentinel(_))
+    }
+
     /// Behind Sentinel: how many calls lost their reply and were sent again
     /// (to the primary named then); the lost ones may have run.
     pub fn lost_replies(&self) -> u64 {
@@ -437,11 +465,23 @@ impl Link {
     }
 
     /// Behind Sentinel: asks the sentinels, before a verb reports, whether the
-    /// primary that answered is still the one they name; another one counts
-    /// as a switch (`owner_switches`). Nothing to do for the other links.
-    pub fn confirm_primary(&mut self, deadline: Instant) {
-        if let Link::Sentinel(sentinel) = self {
-            sentinel.confirm_primary(deadline);
+    /// primary that answered is still the one they name and its replicas hold
+    /// what it was sent; another one counts as a switch (`owner_switches`),
+    /// no majority or a deposed primary with no successor by the deadline is
+    /// an error (the outcome is unknown). Nothing to do for the other links.
+    pub fn confirm_primary(&mut self, deadline: Instant) -> Result<(), Failure> {
+        match self {
+            Link::Sentinel(sentinel) => sentinel.confirm_primary(deadline),
+            _ => Ok(()),
+        }
+    }
+
+    /// Behind Sentinel: how many replicas acknowledged the writes before the
+    /// verb reported (WAIT), of how many; taken, so the next target starts without.
+    pub fn take_replica_acks(&mut self) -> Option<sentinel::ReplicaAcks> {
+        match self {
+            Link::Sentinel(sentinel) => sentinel.acks.take(),
+            _ => None,
         }
     }
 
@@ -498,6 +538,14 @@ mod tests {
         assert_eq!(key("redis://h:1/?auth=S3cr3t").as_deref(), Some("auth"));
         assert_eq!(key("unix:///s.sock?db=1&%41uth=x").as_deref(), Some("auth"));
         assert_eq!(key("unix:///s.sock?db=1&protocol=resp3&user=u"), None);
+        // Review r14b F6: twice or empty is named too.
+        let doubtful = |url| doubtful_query_key(url).map(|(k, why)| format!("{k} {why}"));
+        assert_eq!(
+            doubtful("redis://h/?db=0&db=1").as_deref(),
+            Some("db is given twice")
+        );
+        assert_eq!(doubtful("redis://h/?db=").as_deref(), Some("db is empty"));
+        assert_eq!(doubtful("unix:///s.sock?db=1&protocol=resp3"), None);
     }
 
     #[test]

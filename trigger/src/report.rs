@@ -155,6 +155,12 @@ struct JsonReport<'a> {
     /// The primary a Sentinel failover switched the run to.
     #[serde(skip_serializing_if = "Option::is_none")]
     switched_primary: Option<&'a str>,
+    /// Behind Sentinel: replicas that acknowledged the writes before it reported (WAIT) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas_acked: Option<u64>,
+    /// ... of how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<u64>,
     #[serde(flatten)]
     details: Option<&'a Details>,
 }
@@ -278,6 +284,8 @@ pub fn finish(
                     message: done.message.as_deref(),
                     output_error: output_error.as_deref(),
                     switched_primary: done.switched_primary.as_deref(),
+                    replicas_acked: done.replica_acks.map(|a| a.acked),
+                    replicas: done.replica_acks.map(|a| a.replicas),
                     details: done.details.as_ref(),
                 }
             })
@@ -331,6 +339,8 @@ pub fn early_failure(args: &[String], code: ExitCode, message: &str) -> ExitCode
             message: None,
             output_error: None,
             switched_primary: None,
+            replicas_acked: None,
+            replicas: None,
             details: None,
         });
     }

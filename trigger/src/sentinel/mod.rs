@@ -15,12 +15,14 @@
 //! asks SENTINEL MASTERS (more than a sentinel's ACL may grant), so the
 //! sentinels are asked here, over plain connections made by `connect::single`.
 
+mod durable;
 mod resolve;
 mod url;
 
 use crate::cluster::{at_node, CALL_TIMEOUT};
 use crate::connect::{self, remaining, single, NODE_CONNECT_TIMEOUT};
 use crate::failure::{self, ExitCode, Failure};
+use durable::replication;
 use redis::{Connection, FromRedisValue, RedisError, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,6 +43,9 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// How long `confirm_primary` waits for disagreeing sentinels to agree: a
 /// sentinel hears of a failover another one led within its 2 s hello period.
 const SETTLE: Duration = Duration::from_secs(3);
+/// The longest WAIT for the replicas before reporting (a healthy replica
+/// acknowledges within milliseconds).
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
 
 /// The sentinels of one master and a connection to the primary they name.
 pub struct Sentinel {
@@ -58,6 +63,19 @@ pub struct Sentinel {
     pub lost_replies: u64,
     /// A recheck found no answer (said once).
     recheck_failed: bool,
+    /// The replicas the primary in use (the first) listed when connected
+    /// (and since): how many must acknowledge the run's writes before it reports.
+    replicas: (Option<Addr>, Vec<Addr>),
+    /// Before reporting: how many of `replicas` acknowledged (WAIT); None
+    /// when WAIT could not be run.
+    pub acks: Option<ReplicaAcks>,
+}
+
+/// What WAIT said before a verb reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaAcks {
+    pub acked: u64,
+    pub replicas: u64,
 }
 
 /// Whether `e` says the node is gone, hung or no primary (any more): ask the sentinels again.
@@ -121,6 +139,8 @@ impl Sentinel {
             asked_at: Instant::now(),
             lost_replies: 0,
             recheck_failed: false,
+            replicas: (None, Vec::new()),
+            acks: None,
         };
         sentinel.find_primary(deadline)?;
         sentinel.served = sentinel.primary.as_ref().map(|(addr, _)| addr.clone());
@@ -216,9 +236,34 @@ impl Sentinel {
     fn try_primary(&mut self, deadline: Instant) -> Result<(), Failure> {
         let addr = self.named_primary(deadline)?;
         self.asked_at = Instant::now();
-        let con = self.checked_primary(&addr, deadline)?;
+        let mut con = match self.checked_primary(&addr, deadline) {
+            Ok(con) => con,
+            // It answered (a refusal, NOAUTH, no such database): it is the
+            // primary served now, so a switch to it is reported.
+            Err(f) if f.code != ExitCode::Unavailable => {
+                if self.served.is_some() {
+                    self.note_served(addr);
+                }
+                return Err(f);
+            }
+            Err(f) => return Err(f),
+        };
+        if self.replicas.0.as_ref() != Some(&addr) {
+            self.replicas = (Some(addr.clone()), Vec::new());
+        }
+        if let Some(replication) = replication(&mut con) {
+            self.know_replicas(replication.replicas);
+        }
         self.primary = Some((addr, con));
         Ok(())
+    }
+
+    fn know_replicas(&mut self, replicas: Vec<Addr>) {
+        for replica in replicas {
+            if !self.replicas.1.contains(&replica) {
+                self.replicas.1.push(replica);
+            }
+        }
     }
 
     /// A connection to `addr`, which the sentinels named as the primary, if it is one.
@@ -276,15 +321,18 @@ impl Sentinel {
     }
 
     /// Asks the sentinels whether the primary is still the one in use; when
-    /// they name another, it is dropped (the next command finds the named one).
-    /// Sentinels that cannot say leave the primary in use: its own answers
-    /// (READONLY, a lost connection) still send the run back to them.
+    /// they name another, or disagree with no majority (a failover under
+    /// way), it is dropped: the next command finds the primary a majority
+    /// names, asking again until the deadline. Sentinels that cannot say
+    /// leave the primary in use: its own answers (READONLY, a lost
+    /// connection) still send the run back to them.
     fn recheck(&mut self, deadline: Instant) {
         let Some((current, _)) = &self.primary else {
             return;
         };
         let current = current.clone();
-        let named = self.named_primary(deadline);
+        let answers = self.ask_all(&self.get_master_addr(), deadline);
+        let named = resolve::tally(&self.url.master, answers);
         self.asked_at = Instant::now();
         match named {
             Ok(named) if named != current => {
@@ -298,13 +346,22 @@ impl Sentinel {
                 self.primary = None;
             }
             Ok(_) => {}
+            Err(no) if no.split => {
+                warn!(
+                    "{}: the primary {} is not confirmed, so no more calls go there until a \
+                     majority names one",
+                    no.failure.message,
+                    show(&current)
+                );
+                self.primary = None;
+            }
             // Once a run: a sentinel outage must not fill the journal every second.
-            Err(f) if !self.recheck_failed => {
+            Err(no) if !self.recheck_failed => {
                 self.recheck_failed = true;
                 warn!(
                     "cannot confirm the primary {} with the sentinels: {}; going on with it",
                     show(&current),
-                    f.message
+                    no.failure.message
                 )
             }
             Err(_) => {}
@@ -312,21 +369,38 @@ impl Sentinel {
     }
 
     /// Before a verb reports: the sentinels are asked once more (waiting up
-    /// to `SETTLE` while they disagree), and when they name another primary
-    /// than the one that answered, that counts as a switch (`switches`): what
-    /// the old one answered may be lost when Sentinel converts it to a replica.
-    /// Sentinels that cannot say are logged; the report then stands.
-    pub fn confirm_primary(&mut self, deadline: Instant) {
+    /// to `SETTLE` while they disagree but one has a majority, and until the
+    /// deadline while none has), and the primary that answered must still be
+    /// a primary whose replicas hold what it was sent (`durable`). Another
+    /// primary named counts as a switch (`switches`): what the old one
+    /// answered may be lost when Sentinel converts it to a replica, so the
+    /// verb goes on there. No majority until the deadline, or a primary
+    /// deposed with no successor named by then, is 75: the outcome of what
+    /// it answered is unknown. Sentinels that cannot say are logged; the
+    /// primary's own word then stands.
+    pub fn confirm_primary(&mut self, deadline: Instant) -> Result<(), Failure> {
         let Some(served) = self.served.clone() else {
-            return;
+            return Ok(());
         };
         let started = Instant::now();
         let named = loop {
             let answers = self.ask_all(&self.get_master_addr(), deadline);
             self.asked_at = Instant::now();
-            let settled = !resolve::dissent(&answers) || started.elapsed() >= SETTLE;
-            if settled || remaining(deadline).is_err() {
-                break resolve::vote(&self.url.master, answers);
+            let dissent = resolve::dissent(&answers);
+            let named = resolve::tally(&self.url.master, answers);
+            let wait = match &named {
+                Err(no) => no.split,
+                Ok(_) => dissent && started.elapsed() < SETTLE,
+            };
+            if !wait {
+                break named;
+            }
+            if remaining(deadline).is_err() {
+                match named {
+                    // A majority, not yet unanimous: the majority's word.
+                    Ok(_) => break named,
+                    Err(no) => return Err(self.unconfirmed(no.failure, &served)),
+                }
             }
             std::thread::sleep(MAX_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
         };
@@ -334,14 +408,30 @@ impl Sentinel {
             Ok(named) if named != served => {
                 self.primary = None;
                 self.note_served(named);
+                Ok(())
             }
-            Ok(_) => {}
-            Err(f) => warn!(
-                "cannot confirm the primary {} with the sentinels before reporting: {}",
-                show(&served),
-                f.message
-            ),
+            Ok(_) => self.durable(&served, deadline),
+            Err(no) => {
+                warn!(
+                    "cannot confirm the primary {} with the sentinels before reporting: {}",
+                    show(&served),
+                    no.failure.message
+                );
+                self.durable(&served, deadline)
+            }
         }
+    }
+
+    /// `f`, saying that what `served` answered is not confirmed.
+    fn unconfirmed(&self, f: Failure, served: &Addr) -> Failure {
+        let message = format!(
+            "{}; the outcome is unknown: the calls {} answered are not confirmed (if it was \
+             deposed, what they did there may be undone; nothing leaves the group: the next \
+             run claims such entries again)",
+            f.message,
+            show(served)
+        );
+        Failure::new(ExitCode::Unavailable, message)
     }
 
     /// Runs one command on the primary; after READONLY, LOADING, a lost
@@ -363,8 +453,13 @@ impl Sentinel {
                 self.recheck(deadline);
             }
             if self.primary.is_none() {
-                self.find_primary(deadline)
-                    .map_err(|f| with_lost(f, lost))?;
+                self.find_primary(deadline).map_err(|f| {
+                    let f = match (&self.served, f.code) {
+                        (Some(served), ExitCode::Unavailable) => self.unconfirmed(f, served),
+                        _ => f,
+                    };
+                    with_lost(f, lost)
+                })?;
             }
             let (addr, con) = self.primary.as_mut().expect("found above");
             let wait = Some(

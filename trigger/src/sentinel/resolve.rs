@@ -15,14 +15,17 @@ use std::time::{Duration, Instant};
 /// The longest wait for one sentinel's answer: a hung one must not hold the run.
 const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Runs `cmd` on every sentinel in parallel: each one's answer or why it gave none.
+/// Runs `cmd` on every sentinel in parallel: each one's answer or why it gave
+/// none. A sentinel is asked once however often the URL lists it: answers
+/// from the same sentinel (by SENTINEL MYID, else by address) after the first
+/// are dropped, so one cannot vote twice.
 pub fn ask_all(
     url: &SentinelUrl,
     password: Option<&str>,
     cmd: &redis::Cmd,
     deadline: Instant,
 ) -> Vec<(Addr, Result<Value, Failure>)> {
-    std::thread::scope(|scope| {
+    let answers: Vec<_> = std::thread::scope(|scope| {
         let asks: Vec<_> = url
             .sentinels
             .iter()
@@ -33,38 +36,69 @@ pub fn ask_all(
             .collect();
         asks.into_iter()
             .map(|(addr, ask)| {
-                let answer = ask.join().unwrap_or_else(|_| {
-                    Err(failure::unexpected("a panic while asking a sentinel"))
+                let (id, answer) = ask.join().unwrap_or_else(|_| {
+                    let f = failure::unexpected("a panic while asking a sentinel");
+                    (None, Err(f))
                 });
-                (addr, answer)
+                (addr, id, answer)
             })
             .collect()
-    })
+    });
+    once_each(answers)
 }
 
+/// The answers with each sentinel's (its MYID, else its address) first one only.
+fn once_each(
+    answers: Vec<(Addr, Option<String>, Result<Value, Failure>)>,
+) -> Vec<(Addr, Result<Value, Failure>)> {
+    let mut seen = std::collections::HashSet::new();
+    answers
+        .into_iter()
+        .filter(|(addr, id, _)| seen.insert(id.clone().unwrap_or_else(|| show(addr))))
+        .map(|(addr, _, answer)| (addr, answer))
+        .collect()
+}
+
+/// One sentinel's identity (SENTINEL MYID, when it answers one) and its answer to `cmd`.
 fn ask_one(
     url: &SentinelUrl,
     addr: &Addr,
     password: Option<&str>,
     cmd: &redis::Cmd,
     deadline: Instant,
-) -> Result<Value, Failure> {
-    let left = remaining(deadline)?.min(SENTINEL_TIMEOUT);
-    let info = url.info(addr, false)?;
-    let mut con = single(info, password.map(str::to_string), Instant::now() + left)
-        .map_err(|f| sentinel_failure(addr, f))?;
+) -> (Option<String>, Result<Value, Failure>) {
+    let left = match remaining(deadline) {
+        Ok(left) => left.min(SENTINEL_TIMEOUT),
+        Err(f) => return (None, Err(f)),
+    };
+    let connected = url.info(addr, false).and_then(|info| {
+        single(info, password.map(str::to_string), Instant::now() + left)
+            .map_err(|f| sentinel_failure(addr, f))
+    });
+    let mut con = match connected {
+        Ok(con) => con,
+        Err(f) => return (None, Err(f)),
+    };
     let wait = Some(left);
-    con.set_read_timeout(wait)
+    if let Err(e) = con
+        .set_read_timeout(wait)
         .and_then(|_| con.set_write_timeout(wait))
-        .map_err(|e| failure::from_redis(&e))?;
-    cmd.query::<Value>(&mut con).map_err(|e| {
+    {
+        return (None, Err(failure::from_redis(&e)));
+    }
+    let id = redis::cmd("SENTINEL")
+        .arg("MYID")
+        .query::<String>(&mut con)
+        .ok();
+    let answer = cmd.query::<Value>(&mut con).map_err(|e| {
         let f = failure::from_redis(&e);
         let f = match ask_again(&e) {
             true => Failure::new(ExitCode::Unavailable, f.message),
             false => f,
         };
         sentinel_failure(addr, f)
-    })
+    });
+    (id, answer)
 }
 
 /// A sentinel's failure, as an exit code and a message naming it: a data node
@@ -87,6 +121,15 @@ fn sentinel_failure(addr: &Addr, f: Failure) -> Failure {
         ExitCode::NoPermission => Failure::new(
             ExitCode::NoPermission,
             format!("{message} (the sentinels' password comes from --sentinel-password-file)"),
+        ),
+        ExitCode::Protocol => Failure::new(
+            ExitCode::Protocol,
+            format!(
+                "sentinel {}: it did not answer as a Redis Sentinel does (is that address a \
+                 sentinel?): {}",
+                show(addr),
+                f.message
+            ),
         ),
         _ => f.reworded(message),
     }
@@ -111,11 +154,31 @@ pub fn none_usable(master: &str, failures: Vec<Failure>) -> Failure {
     }
 }
 
+/// Why the sentinels named no primary.
+pub struct NoPrimary {
+    /// Sentinels named primaries but none has a majority (a tie): the
+    /// primary in use is not confirmed, unlike when no sentinel answered.
+    pub split: bool,
+    pub failure: Failure,
+}
+
 /// The primary a strict majority of the sentinels that named one agree on.
 /// No majority (a tie, a stale or lying sentinel against one other) is 75: the
 /// run asks again until the deadline rather than guess. Sentinels that all
 /// answered that they monitor no such master: 78.
 pub fn vote(master: &str, answers: Vec<(Addr, Result<Value, Failure>)>) -> Result<Addr, Failure> {
+    tally(master, answers).map_err(|no| no.failure)
+}
+
+/// `vote`, saying whether a failure was a split vote.
+pub fn tally(
+    master: &str,
+    answers: Vec<(Addr, Result<Value, Failure>)>,
+) -> Result<Addr, NoPrimary> {
+    let no = |failure| NoPrimary {
+        split: false,
+        failure,
+    };
     let mut named: BTreeMap<Addr, Vec<String>> = BTreeMap::new();
     let mut unknown = Vec::new();
     let mut failures = Vec::new();
@@ -135,17 +198,20 @@ pub fn vote(master: &str, answers: Vec<(Addr, Result<Value, Failure>)>) -> Resul
             .iter()
             .map(|(addr, by)| format!("{} (by {})", show(addr), by.join(", ")))
             .collect();
-        return Err(Failure::new(
-            ExitCode::Unavailable,
-            format!(
-                "the sentinels disagree about the primary of {master:?} and none has a \
-                 majority: {}",
-                sides.join(" vs ")
+        return Err(NoPrimary {
+            split: true,
+            failure: Failure::new(
+                ExitCode::Unavailable,
+                format!(
+                    "the sentinels disagree about the primary of {master:?} and none has a \
+                     majority: {}",
+                    sides.join(" vs ")
+                ),
             ),
-        ));
+        });
     }
     if !unknown.is_empty() {
-        return Err(Failure::new(
+        return Err(no(Failure::new(
             ExitCode::Config,
             format!(
                 "bad --url: no sentinel knows a master named {master:?} ({} answered that \
@@ -153,9 +219,9 @@ pub fn vote(master: &str, answers: Vec<(Addr, Result<Value, Failure>)>) -> Resul
                  `sentinel monitor <master-name> …` (SENTINEL MASTERS lists them)",
                 unknown.join(", ")
             ),
-        ));
+        )));
     }
-    Err(none_usable(master, failures))
+    Err(no(none_usable(master, failures)))
 }
 
 /// Whether the sentinels that named a primary named more than one.
@@ -176,7 +242,8 @@ fn primary_in(value: Value, sentinel: &Addr) -> Result<Option<Addr>, Failure> {
         Failure::new(
             ExitCode::Protocol,
             format!(
-                "sentinel {}: an unexpected answer to SENTINEL GET-MASTER-ADDR-BY-NAME",
+                "sentinel {}: it did not answer as a Redis Sentinel does (an unexpected answer \
+                 to SENTINEL GET-MASTER-ADDR-BY-NAME)",
                 show(sentinel)
             ),
         )
@@ -232,6 +299,29 @@ mod tests {
             "{}",
             f.message
         );
+    }
+
+    /// Review r14b F4: a sentinel listed twice (or under two addresses) votes once.
+    #[test]
+    fn a_sentinel_listed_twice_votes_once() {
+        let id = |name: &str| Some(name.to_string());
+        let answers = vec![
+            (at(1), id("a"), names(10)),
+            (at(9), id("a"), names(10)),
+            (at(3), None, names(20)),
+            (at(3), None, names(20)),
+        ];
+        let once = once_each(answers);
+        assert_eq!(once.len(), 2, "by MYID, then by address");
+        let no = tally("m", once).expect_err("a tie");
+        assert!(no.split, "a tie leaves the primary unconfirmed");
+        assert!(
+            no.failure.message.contains("disagree"),
+            "{}",
+            no.failure.message
+        );
+        let silent = vec![(at(1), fails(ExitCode::Unavailable))];
+        assert!(!tally("m", silent).expect_err("no answer").split);
     }
 
     /// Review r14 F3: one bad sentinel ended the search; now it is passed over

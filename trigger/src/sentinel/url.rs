@@ -90,7 +90,7 @@ pub fn parse_url(url: &str) -> Option<Result<SentinelUrl, String>> {
 }
 
 /// `db`'s value; any other key is refused by name only (its value may be a
-/// password meant for somewhere else).
+/// password meant for somewhere else), as is `db` twice or empty.
 fn parse_query(query: &str) -> Result<Option<String>, String> {
     let mut db = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -102,7 +102,14 @@ fn parse_query(query: &str) -> Result<Option<String>, String> {
                  comes from --sentinel-password-file, the data nodes' from --password-file)"
             ));
         }
-        db = Some(percent_decode(value));
+        let value = percent_decode(value);
+        if value.is_empty() {
+            return Err("query parameter \"db\" is empty: give ?db=N or leave it out".into());
+        }
+        if db.is_some() {
+            return Err("query parameter \"db\" is given twice: give it once".into());
+        }
+        db = Some(value);
     }
     Ok(db)
 }
@@ -120,10 +127,14 @@ fn parse_rest(tls: bool, rest: &str) -> Result<SentinelUrl, String> {
     if hosts.is_empty() {
         return Err("no sentinel named: give host:port[,host:port…] after the scheme".into());
     }
-    let sentinels = hosts
-        .split(',')
-        .map(parse_host)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut sentinels = Vec::new();
+    for host in hosts.split(',') {
+        let addr = parse_host(host)?;
+        // Listed twice, it would be asked twice (and counted once: resolve.rs).
+        if !sentinels.contains(&addr) {
+            sentinels.push(addr);
+        }
+    }
     if path.is_empty() {
         return Err(
             "no master name: end the URL with /<master-name>, the name the \
@@ -201,6 +212,10 @@ mod tests {
         let sentinel = url.info(&("s1".into(), 26380), false).unwrap();
         assert_eq!(sentinel.redis_settings().username(), None);
         assert_eq!(sentinel.redis_settings().db(), 0);
+        let twice = parse_url("redis+sentinel://s1,s1:26379,s2/m")
+            .unwrap()
+            .unwrap();
+        assert_eq!(twice.sentinels.len(), 2, "{:?}", twice.sentinels);
         assert!(parse_url("redis://h:1").is_none());
         assert!(parse_url("redis+cluster://h:1").is_none());
     }
@@ -217,6 +232,9 @@ mod tests {
             ("redis+sentinel://s1:1/a/b", "is not a master name"),
             ("redis+sentinel://@s1:1/m", "empty user name"),
             ("redis+sentinel://[::1/m", "is not host:port"),
+            ("redis+sentinel://s1/m?db=0&db=1", "\"db\" is given twice"),
+            ("redis+sentinel://s1/m?db=", "\"db\" is empty"),
+            ("redis+sentinel://s1/m?db", "\"db\" is empty"),
         ] {
             let error = parse_url(url).unwrap().unwrap_err();
             assert!(error.contains(why), "{url}: {error}");

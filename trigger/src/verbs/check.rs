@@ -31,6 +31,7 @@ pub fn check(cli: &Cli, con: &mut Link, deadline: Instant) -> Result<Done, Failu
             mode_known: None,
             observed: Some(report),
             switched_primary: None,
+            replica_acks: None,
         },
         Outcome::Refused(m) => Done::skipped(RunResult::Refused, Some(&super::scope(cli)), m),
         Outcome::Absent(m) => Done::skipped(RunResult::Absent, Some(&super::scope(cli)), m),

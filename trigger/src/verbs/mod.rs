@@ -19,6 +19,7 @@ use crate::failure::{ExitCode, Failure};
 use crate::metrics::{Counts, Gauges};
 use crate::reply::StatusReport;
 use crate::report::{self, Details, RunResult};
+use crate::sentinel::ReplicaAcks;
 use crate::startup::Setup;
 use crate::targets::{self, Selection};
 use quantum_protocol::error;
@@ -57,6 +58,8 @@ pub struct Done {
     pub mode_known: Option<bool>,
     /// The primary a Sentinel failover switched the run to, if one did.
     pub switched_primary: Option<String>,
+    /// Behind Sentinel: how many replicas acknowledged the writes (WAIT) before it reported.
+    pub replica_acks: Option<ReplicaAcks>,
     /// QUANTUM.STATUS after the run (run: the parked and per-state gauges;
     /// check: what it judges).
     pub observed: Option<StatusReport>,
@@ -76,6 +79,7 @@ impl Done {
             counted: None,
             mode_known: None,
             switched_primary: None,
+            replica_acks: None,
             observed: None,
         }
     }
@@ -87,6 +91,18 @@ impl Done {
                 .push_str(&format!(" switched_primary={primary}"));
         }
         self.switched_primary = primary;
+        self
+    }
+
+    /// The log line and the JSON say how many replicas acknowledged the writes.
+    fn acked(mut self, acks: Option<ReplicaAcks>) -> Done {
+        if let Some(acks) = &acks {
+            self.fields.push_str(&format!(
+                " replicas_acked={} replicas={}",
+                acks.acked, acks.replicas
+            ));
+        }
+        self.replica_acks = acks;
         self
     }
 
@@ -103,6 +119,7 @@ impl Done {
             counted: None,
             mode_known: None,
             switched_primary: None,
+            replica_acks: None,
             observed: None,
         }
     }
@@ -126,6 +143,7 @@ impl Done {
             counted: Some(Counts::default()),
             mode_known: None,
             switched_primary: None,
+            replica_acks: None,
             observed: None,
         }
     }
@@ -482,7 +500,10 @@ fn one_target(
         (Verb::Check, _) => check::check(cli, con, deadline),
         _ => unreachable!("doctor returns before connecting; Partial::new follows the verb"),
     };
-    let done = done.map(|done| done.switched(con.switched_primary()));
+    let done = done.map(|done| {
+        done.switched(con.switched_primary())
+            .acked(con.take_replica_acks())
+    });
     done.unwrap_or_else(|f| {
         error!("{scope}: {}", f.message);
         Done::failed(&f)

@@ -96,6 +96,7 @@ fn report(cli: &Cli, summary: RetireSummary) -> Done {
         counted: None,
         mode_known: None,
         switched_primary: None,
+        replica_acks: None,
         observed: None,
     }
 }

@@ -189,6 +189,7 @@ fn failed_after(f: &Failure, summary: RunSummary) -> Done {
         observed: None,
         details: Some(Details::Run(summary)),
         switched_primary: None,
+        replica_acks: None,
     }
 }
 
@@ -228,6 +229,7 @@ pub fn overrun(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    summary.settle_switch();
     summary.last_call_unknown = true;
     stopped(cli, target, &deadline, summary)
 }
@@ -274,9 +276,11 @@ fn counts(s: &RunSummary) -> Counts {
     if s.sums.dry_run {
         return Counts::default();
     }
+    // What an earlier primary moved before a switch was moved too (once).
+    let before = |ids: &Option<Vec<String>>| ids.as_ref().map_or(0, Vec::len) as u64;
     Counts {
-        claimed: s.sums.claimed.len() as u64,
-        quarantined: s.sums.quarantined.len() as u64,
+        claimed: s.sums.claimed.len() as u64 + before(&s.claimed_before_switch),
+        quarantined: s.sums.quarantined.len() as u64 + before(&s.quarantined_before_switch),
         dropped: s.sums.dropped.len() as u64,
         deleted: s.sums.deleted.len() as u64,
     }
@@ -299,8 +303,18 @@ fn summary_fields(s: &RunSummary) -> String {
         ),
         None => String::new(),
     };
+    // Only after a switch: the line is unchanged without one.
+    let before_switch = match (&s.claimed_before_switch, &s.quarantined_before_switch) {
+        (Some(claimed), Some(quarantined)) => format!(
+            " claimed_before_switch={} quarantined_before_switch={}",
+            claimed.len(),
+            quarantined.len()
+        ),
+        _ => String::new(),
+    };
     format!(
-        "claimed={} quarantined={}{dead_letter} dropped={} deleted={} kept={} batches={}",
+        "claimed={} quarantined={}{before_switch}{dead_letter} dropped={} deleted={} kept={} \
+         batches={}",
         s.sums.claimed.len(),
         s.sums.quarantined.len(),
         s.sums.dropped.len(),
