@@ -152,3 +152,54 @@ pub fn deletion_warnings(server_log: &str) -> Vec<&str> {
         })
         .collect()
 }
+
+/// The supervisor's seeded plan: `kills` SIGKILLs and `stops` graceful stops in
+/// a shuffled order, each after a lifetime in `lifetime_ms` (inclusive):
+/// `(kill, lifetime ms)`.
+pub fn plan(seed: u64, kills: usize, stops: usize, lifetime_ms: (u64, u64)) -> Vec<(bool, u64)> {
+    let mut rng = crate::rng::Rng::new(seed);
+    let mut ends = vec![true; kills];
+    ends.extend(vec![false; stops]);
+    for i in (1..ends.len()).rev() {
+        ends.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    ends.into_iter()
+        .map(|kill| {
+            (
+                kill,
+                lifetime_ms.0 + rng.below(lifetime_ms.1 - lifetime_ms.0 + 1),
+            )
+        })
+        .collect()
+}
+
+/// The most consumers the group may hold at once: `recovery`, the live
+/// instance, and the dead names not deleted yet. A dead instance's entries
+/// move once idle ≥ MINIDLE (< ZOMBIEIDLE), and its name goes at the first
+/// recovery after it is idle > ZOMBIEIDLE and empty: within ZOMBIEIDLE + one
+/// tick + `slack_ms` (a run's own time) of its death, whether it was killed or
+/// stopped (after the retire a stop leaves at most an empty name). Deaths are
+/// at least the shortest lifetime apart, so at most
+/// ceil((ZOMBIEIDLE + tick + slack) / shortest lifetime) dead names exist at once.
+pub fn consumer_bound(
+    zombie_idle_ms: u64,
+    tick_ms: u64,
+    slack_ms: u64,
+    shortest_lifetime_ms: u64,
+) -> usize {
+    2 + (zombie_idle_ms + tick_ms + slack_ms).div_ceil(shortest_lifetime_ms) as usize
+}
+
+/// The seed of a crash-loop test: `QUANTUM_SEED`, else `fixed`.
+pub fn seed(fixed: u64) -> u64 {
+    std::env::var("QUANTUM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(fixed)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -21,7 +21,6 @@
 
 use quantum_integration::crash_loop::{self, Crash, Record};
 use quantum_integration::reply::{command_calls, consumers, info_counter, int, run, text};
-use quantum_integration::rng::Rng;
 use quantum_integration::scenario::{group_with_mode, GROUP, STREAM};
 use quantum_integration::trigger::{run_trigger_within, url_of};
 use quantum_integration::{consumer_path, Server};
@@ -30,7 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const SEED: u64 = 20_261_128;
 const ENTRIES: usize = 20_000;
@@ -48,30 +47,10 @@ const TICK: Duration = Duration::from_secs(1);
 const PRE_START_DEADLINE: Duration = Duration::from_secs(5);
 const RECORD: &str = "qtest";
 
-/// The most consumers the group may hold at once: `recovery`, the live
-/// instance, and the dead names not deleted yet. A dead instance's entries
-/// move once idle ≥ MINIDLE (1 s < ZOMBIEIDLE), and its name goes at the first
-/// recovery after it is idle > ZOMBIEIDLE and empty: within ZOMBIEIDLE + one
-/// tick + the run's own time (≤ 0.5 s) of its death, whether it was killed
-/// or stopped after the retire (a stop leaves at most an empty name). Deaths are
-/// at least the shortest lifetime apart, so at most
-/// ceil((ZOMBIEIDLE + TICK + 0.5 s) / shortest lifetime) dead names exist at once.
+/// See `crash_loop::consumer_bound`; a run takes at most 0.5 s here.
 fn consumer_bound() -> usize {
-    let window = ZOMBIE_IDLE_MS + TICK.as_millis() as u64 + 500;
-    2 + window.div_ceil(LIFETIME_MS.0) as usize
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn seed() -> u64 {
-    std::env::var("QUANTUM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(SEED)
+    let tick = TICK.as_millis() as u64;
+    crash_loop::consumer_bound(ZOMBIE_IDLE_MS, tick, 500, LIFETIME_MS.0)
 }
 
 /// The drop-in's command line; its duration and exit code.
@@ -170,9 +149,8 @@ fn pel_size(con: &mut redis::Connection) -> i64 {
 
 #[test]
 fn the_reference_consumer_survives_a_crash_loop() {
-    let seed = seed();
+    let seed = crash_loop::seed(SEED);
     eprintln!("crash_loop seed {seed} (QUANTUM_SEED={seed} replays it)");
-    let mut rng = Rng::new(seed);
     let server = Server::start();
     let url = url_of(&server.socket());
     let mut con = server.connect();
@@ -224,17 +202,11 @@ fn the_reference_consumer_survives_a_crash_loop() {
     };
 
     // The supervisor: KILLS + STOPS ends in a seeded order, each after a seeded lifetime.
-    let mut ends = vec![true; KILLS];
-    ends.extend(vec![false; STOPS]);
-    for i in (1..ends.len()).rev() {
-        ends.swap(i, rng.below(i as u64 + 1) as usize);
-    }
     let mut pre_starts = Vec::new();
     let mut crashes = Vec::new();
-    for kill in ends {
+    for (kill, lifetime) in crash_loop::plan(seed, KILLS, STOPS, LIFETIME_MS) {
         pre_starts.push(pre_start(&url));
         let mut child = start_consumer(&url);
-        let lifetime = LIFETIME_MS.0 + rng.below(LIFETIME_MS.1 - LIFETIME_MS.0 + 1);
         thread::sleep(Duration::from_millis(lifetime));
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -244,7 +216,7 @@ fn the_reference_consumer_survives_a_crash_loop() {
         if kill {
             child.kill().unwrap();
             child.wait().unwrap();
-            let at_ms = now_ms();
+            let at_ms = crash_loop::now_ms();
             let consumer = name_of(&child);
             let held = held_by(&mut con, &consumer);
             crashes.push(Crash {
