@@ -242,7 +242,7 @@ fn the_reference_consumer_survives_a_crash_loop() {
         }
         assert!(
             Instant::now() < deadline,
-            "30 s after the last crash, {acked} of {ENTRIES} entries are acked; PEL {:?}",
+            "30 s after the last crash, {acked} of {ENTRIES} entries are acked; consumers (name, pending, idle) {:?}",
             consumers(&mut con, STREAM, GROUP)
         );
         thread::sleep(Duration::from_millis(50));
