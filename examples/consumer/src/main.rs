@@ -27,6 +27,8 @@
 //!   ExecStop (the retire, which hands over what this consumer holds) *before*
 //!   it sends SIGTERM; an entry the retire moved to `recovery` while this
 //!   consumer was processing it is still acked by its XACK (acks go by ID).
+//!   After a crash systemd runs no ExecStop: what the dead instance held waits
+//!   until it is idle ≥ MINIDLE, then the ExecStartPre or the timer parks it.
 //!
 //! Processing stands in for real work and leaves a record the tests read:
 //! `RPUSH <record>:processed "<id> <consumer>"`, then the ack in one
