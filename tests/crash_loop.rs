@@ -304,16 +304,18 @@ fn the_reference_consumer_survives_a_crash_loop() {
     }
     let longest = |runs: &[(Duration, i32)]| runs.iter().map(|r| r.0).max().unwrap_or_default();
     let left = consumers(&mut con, STREAM, GROUP).len();
+    let info = text(&run(&mut con, &["INFO", "server"]).unwrap());
+    let version = ["valkey_version:", "redis_version:"]
+        .iter()
+        .find_map(|field| info.lines().find(|l| l.starts_with(field)))
+        .unwrap_or("?");
     eprintln!(
         "crash_loop on {}: seed {seed}, {ENTRIES} entries in {:.1} s, {KILLS} SIGKILLs ({} holding \
          entries), {STOPS} graceful stops; {} processings, {} duplicates, each an entry processed \
          and not yet acked by a killed instance; crash -> processed again: median {} ms, max {} ms; \
          consumers at most {most} (bound {}); ExecStartPre runs {} (longest {:?}), timer runs {} \
          (longest {:?}); recovery claimed {}, deleted {} consumers; {} consumer rows at the end",
-        text(&run(&mut con, &["INFO", "server"]).unwrap())
-            .lines()
-            .find(|l| l.starts_with("redis_version:"))
-            .unwrap_or("?"),
+        version,
         elapsed.as_secs_f64(),
         figures.crashes_holding_entries,
         figures.processings,
