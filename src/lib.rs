@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod crash_loop;
 pub mod nspawn;
 pub mod reply;
 pub mod rng;
@@ -54,6 +55,11 @@ pub fn module_path() -> PathBuf {
 
 pub fn trigger_path() -> PathBuf {
     built_artifact("quantum-stream-recover", "QUANTUM_TRIGGER")
+}
+
+/// The reference consumer, examples/consumer.
+pub fn consumer_path() -> PathBuf {
+    built_artifact("quantum-consumer", "QUANTUM_CONSUMER_BIN")
 }
 
 /// A fresh directory under the system temp dir, removed on drop; `label`
