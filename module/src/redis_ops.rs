@@ -48,6 +48,9 @@ fn get_string(ctx: &Context, key: &[u8]) -> Result<Vec<u8>, RedisError> {
     let result: CallResult<'static> = ctx.call_ext("GET", options, &[key]);
     match result {
         Ok(CallReply::String(value)) => Ok(value.as_bytes().to_vec()),
+        // The server's own words say why (e.g. Valkey refusing a key of
+        // another slot after a script touched one: review r15 F4).
+        Err(e) => Err(call_error("GET", &e)),
         _ => Err(unexpected("GET")),
     }
 }

@@ -32,6 +32,7 @@ pub fn parse(args: &[String]) -> Parsed {
         return failed(ExitCode::Config, message);
     }
     forget_other_verbs_settings();
+    forget_empty_key_names();
     let parsed = Cli::command()
         .try_get_matches_from(std::env::args_os())
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
@@ -173,6 +174,26 @@ fn forget_other_verbs_settings() {
         }
         let arg = command.get_arguments().find(|a| a.get_id() == *id);
         if let Some(name) = arg.and_then(|a| a.get_env()) {
+            std::env::remove_var(name);
+        }
+    }
+}
+
+/// The options naming a key or consumer the module takes in their place.
+const KEY_NAME_VARIABLES: [&str; 4] = [
+    "QUANTUM_TO",
+    "QUANTUM_QUARANTINE",
+    "QUANTUM_DEAD_LETTER",
+    "QUANTUM_MODE_KEY",
+];
+
+/// An empty `QUANTUM_TO=`, `QUANTUM_QUARANTINE=`, `QUANTUM_DEAD_LETTER=` or
+/// `QUANTUM_MODE_KEY=` (an env file's usual way to leave a setting to its
+/// default) is as if unset: the module's config applies. Sent as is, the
+/// module refuses an empty name and every run would exit 64 (review r15 F2).
+fn forget_empty_key_names() {
+    for name in KEY_NAME_VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
             std::env::remove_var(name);
         }
     }
