@@ -157,6 +157,18 @@ fn doctor_against_an_unreachable_redis_says_so_and_exits_1() {
 /// `doctor` against `server` with a redis.conf (`--redis-conf`) and log and
 /// metrics paths of the caller's choosing; returns the report.
 fn doctor_with(server: &Server, url_user: &str, conf: &Path, log: &Path, metrics: &Path) -> String {
+    doctor_with_env(server, url_user, conf, log, metrics, &[])
+}
+
+/// `doctor_with`, the settings in `env` added to the trigger's environment.
+fn doctor_with_env(
+    server: &Server,
+    url_user: &str,
+    conf: &Path,
+    log: &Path,
+    metrics: &Path,
+    env: &[(&str, &str)],
+) -> String {
     let password = conf.with_file_name("password");
     std::fs::write(&password, "pw\n").unwrap();
     let url = format!("redis://{url_user}127.0.0.1:{}", server.port.unwrap());
@@ -176,9 +188,42 @@ fn doctor_with(server: &Server, url_user: &str, conf: &Path, log: &Path, metrics
     if !url_user.is_empty() {
         args.extend(["--password-file", password.to_str().unwrap()]);
     }
-    let run = run_trigger(&args, &[("REDISCLI_AUTH", "")]);
+    let env = [&[("REDISCLI_AUTH", "")], env].concat();
+    let run = run_trigger(&args, &env);
     assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
     run.stdout
+}
+
+/// With a dead-letter stream set (as the env file sets it for the service),
+/// the acl check asks whether the URL's user may XADD to it: the copies are
+/// written with the caller's ACL.
+#[test]
+fn doctor_checks_the_dead_letter_stream_may_be_written() {
+    let server = Server::with(Options {
+        tcp: true,
+        ..Options::default()
+    });
+    let dir = TempDir::new("doctor-dl");
+    let (log, metrics) = (dir.path().join("log"), dir.path().join("m.prom"));
+    let conf = dir.path().join("redis.conf");
+    std::fs::write(&conf, format!("loadmodule {}\n", module_path().display())).unwrap();
+    let mut con = server.connect();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("nodl")
+        .arg(&["on", ">pw", "~quantum:*", "+@all"])
+        .query::<()>(&mut con)
+        .unwrap();
+    let setting = [("QUANTUM_DEAD_LETTER", "dead:letters")];
+    let report = doctor_with_env(&server, "nodl@", &conf, &log, &metrics, &setting);
+    let acl = line(&report, "acl");
+    assert!(
+        acl.starts_with("FAIL") && acl.contains("XADD dead:letters"),
+        "{report}"
+    );
+    // Without the setting there is nothing to check.
+    let report = doctor_with(&server, "nodl@", &conf, &log, &metrics);
+    assert!(line(&report, "acl").starts_with("ok"), "{report}");
 }
 
 #[test]

@@ -444,22 +444,21 @@ fn the_sentinels_and_the_data_nodes_passwords_are_kept_apart() {
     assert_eq!(out.json()["claimed"].as_array().unwrap().len(), 10_000);
 
     // doctor checks the URL's user, through the admin connection to the same primary.
-    let doctor = run_trigger(
-        &[
-            "doctor",
-            "--url",
-            &user_url,
-            "--sentinel-password-file",
-            &sentinel_file,
-            "--admin-password-file",
-            &data_file,
-            "--log-file",
-            &file("log", ""),
-            "--metrics-file",
-            dir.path().join("m.prom").to_str().unwrap(),
-        ],
-        &[("REDISCLI_AUTH", "pw")],
-    );
+    let (log_file, metrics_file) = (file("log", ""), dir.path().join("m.prom"));
+    let doctor_args = [
+        "doctor",
+        "--url",
+        &user_url,
+        "--sentinel-password-file",
+        &sentinel_file,
+        "--admin-password-file",
+        &data_file,
+        "--log-file",
+        &log_file,
+        "--metrics-file",
+        metrics_file.to_str().unwrap(),
+    ];
+    let doctor = run_trigger(&doctor_args, &[("REDISCLI_AUTH", "pw")]);
     let line = |check: &str| {
         doctor
             .stdout
@@ -482,6 +481,12 @@ fn the_sentinels_and_the_data_nodes_passwords_are_kept_apart() {
         )),
         "{sentinel}"
     );
+
+    // Behind Sentinel the trigger WAITs before it reports: doctor asks for it.
+    run(&mut con, &["ACL", "SETUSER", "quantum-recover", "-wait"]).unwrap();
+    let doctor = run_trigger(&doctor_args, &[("REDISCLI_AUTH", "pw")]);
+    let acl = doctor.stdout.lines().find(|l| l.contains("acl:")).unwrap();
+    assert!(acl.starts_with("FAIL") && acl.contains("WAIT"), "{acl}");
 }
 
 /// Review r14 F1: SENTINEL FAILOVER (graceful) leaves the old primary

@@ -123,7 +123,8 @@ pub const VERB_OPTIONS: &[(&str, &[Verb])] = &[
     ("zombie_idle", &[Run, Status, Check]),
     ("delete_limit", &[Run]),
     ("max_deliveries", &[Run]),
-    ("dead_letter", &[Run]),
+    // doctor checks that the URL's user may XADD to it.
+    ("dead_letter", &[Run, Doctor]),
     ("quarantine", &[Run]),
     ("max_batches", &[Run]),
     ("state_dir", &[Run]),

@@ -24,10 +24,23 @@ fn needed_commands(cli: &Cli, mode_key: &str) -> Vec<Vec<String>> {
         &["XGROUP", "DELCONSUMER", s, g, "recovery"],
         &["INFO", "quantum"],
     ];
-    lines
+    let mut argvs: Vec<Vec<String>> = lines
         .iter()
         .map(|l| l.iter().map(|a| a.to_string()).collect())
-        .collect()
+        .collect();
+    // Copies go to the dead-letter stream with the caller's ACL.
+    if let Some(dead_letter) = &cli.dead_letter {
+        argvs.push(
+            ["XADD", dead_letter, "*", "f", "v"]
+                .map(String::from)
+                .to_vec(),
+        );
+    }
+    // Behind Sentinel the trigger WAITs for the replicas before it reports.
+    if crate::sentinel::parse_url(&cli.url).is_some() {
+        argvs.push(["WAIT", "1", "0"].map(String::from).to_vec());
+    }
+    argvs
 }
 
 pub fn acl(
