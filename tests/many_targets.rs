@@ -790,6 +790,57 @@ fn a_target_picked_on_the_command_line_keeps_its_own_options_from_the_file() {
     );
 }
 
+/// Review r15 F3, F6: a table's own `mode-key` and `dry-run = true` guard its
+/// targets whatever the environment says (the README's Cluster section puts
+/// `QUANTUM_MODE_KEY` in the shared env file; `QUANTUM_DRY_RUN=false` is a
+/// usual line there): for `run` and for `retire` alike, and a `retire` of a
+/// dry-run target is refused there (retire has no dry run), not acted on.
+#[test]
+fn a_tables_own_mode_key_and_dry_run_win_over_the_environment() {
+    let (server, mut con) = testnet_server();
+    run(&mut con, &["SET", "live:mode", "LIVE"]).unwrap();
+    for stream in ["live:s", "dry:s", "d:1"] {
+        dead_reads(&mut con, stream, "g", 3);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let dir = TempDir::new("pinned");
+    let config = write_config(
+        &dir,
+        &format!(
+            "url = \"{}\"\nmin-idle = 1\n\
+             [[target]]\nstream = \"live:s\"\ngroup = \"g\"\nmode-key = \"live:mode\"\n\
+             [[target]]\nstream = \"dry:s\"\ngroup = \"g\"\ndry-run = true\n\
+             [[discover]]\nmatch = \"d:*\"\nmode-key = \"live:mode\"\n",
+            url_of(&server.socket())
+        ),
+    );
+    let env = [
+        ("QUANTUM_MODE_KEY", "quantum:mode"),
+        ("QUANTUM_DRY_RUN", "false"),
+    ];
+    let path = config.to_str().unwrap();
+    let out = run_trigger(&["--config", path, "--json"], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let retire = [
+        "retire",
+        "--config",
+        path,
+        "--consumer",
+        "exec-dead",
+        "--json",
+    ];
+    let retired = run_trigger(&retire, &env);
+    assert_eq!(retired.code, 64, "{}", retired.stderr);
+    assert!(retired.stderr.contains("dry"), "{}", retired.stderr);
+    for stream in ["live:s", "dry:s", "d:1"] {
+        let owners: Vec<String> = pel(&mut con, stream, "g")
+            .into_iter()
+            .map(|e| e.1)
+            .collect();
+        assert_eq!(owners, ["exec-dead"; 3], "{stream}: {}", out.stdout);
+    }
+}
+
 #[test]
 fn in_live_the_parked_gauges_are_still_written() {
     let server = Server::start();

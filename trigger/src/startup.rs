@@ -316,6 +316,7 @@ fn one_retire_target(cli: &mut Cli, file: &ConfigFile, explicit: &Explicit) -> b
                 stream: stream.clone(),
                 group: group.clone(),
                 options: options.over(&file.call_options()),
+                pinned: crate::config_file::Pinned::of(options),
             };
             *cli = targets::for_target(cli, &target, explicit);
             true

@@ -143,6 +143,10 @@ pub fn for_target(base: &Cli, target: &Target, explicit: &Explicit) -> Cli {
     cli.stream = target.stream.clone();
     cli.group = target.group.clone();
     apply_call_options(&mut cli, &target.options, explicit);
+    if let Some(key) = &target.pinned.mode_key {
+        cli.mode_key = Some(key.clone());
+    }
+    cli.dry_run |= target.pinned.dry_run;
     cli.mode_key = cli
         .mode_key
         .map(|key| with_stream_tag(&key, &target.stream));
@@ -411,6 +415,7 @@ mod tests {
                 min_idle: Some(1),
                 ..Default::default()
             },
+            pinned: Default::default(),
         };
         let matches = Cli::command()
             .try_get_matches_from(["q", "--count", "5"])

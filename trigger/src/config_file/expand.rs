@@ -32,6 +32,29 @@ pub struct Target {
     /// The target's own options over the file's top level; still `None` where
     /// neither sets one (the command line, environment or module decides).
     pub options: CallOptions,
+    /// What its own table says of its guard, which nothing overrides.
+    pub pinned: Pinned,
+}
+
+/// A `[[target]]` or `[[discover]]` table's own `mode-key` and `dry-run =
+/// true`: they win over the command line and the environment, so a stream the
+/// file guards with its own mode key is never recovered under another (an env
+/// file's `QUANTUM_MODE_KEY` or `QUANTUM_DRY_RUN=false` overrode them: review
+/// r15 F3). The file's top level ranks below them, like every other option.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Pinned {
+    pub mode_key: Option<String>,
+    pub dry_run: bool,
+}
+
+impl Pinned {
+    /// What a table's own options (not merged with the top level) pin.
+    pub fn of(own: &CallOptions) -> Pinned {
+        Pinned {
+            mode_key: own.mode_key.clone(),
+            dry_run: own.dry_run == Some(true),
+        }
+    }
 }
 
 /// The expanded list and what the operator should hear about.
@@ -75,22 +98,23 @@ impl ConfigFile {
 /// how many were found and what to change.
 pub fn expand(file: &ConfigFile, found: &Found) -> Result<Expansion, String> {
     let base = file.call_options();
-    let mut chosen: BTreeMap<(String, String), (Rank, CallOptions)> = BTreeMap::new();
-    let mut offer = |stream: &str, group: &str, rank: Rank, options: CallOptions| match chosen
-        .entry((stream.to_string(), group.to_string()))
-    {
-        Entry::Vacant(slot) => {
-            slot.insert((rank, options));
-        }
-        Entry::Occupied(mut slot) if rank < slot.get().0 => {
-            slot.insert((rank, options));
-        }
-        Entry::Occupied(_) => {}
-    };
+    let mut chosen: BTreeMap<(String, String), (Rank, (CallOptions, Pinned))> = BTreeMap::new();
+    let mut offer =
+        |stream: &str, group: &str, rank: Rank, options: (CallOptions, Pinned)| match chosen
+            .entry((stream.to_string(), group.to_string()))
+        {
+            Entry::Vacant(slot) => {
+                slot.insert((rank, options));
+            }
+            Entry::Occupied(mut slot) if rank < slot.get().0 => {
+                slot.insert((rank, options));
+            }
+            Entry::Occupied(_) => {}
+        };
     let mut without_groups = Vec::new();
     for (index, (stream, group, options)) in file.explicit().into_iter().enumerate() {
         let stream = stream.get_ref();
-        let options = options.over(&base);
+        let options = (options.over(&base), Pinned::of(&options));
         match group {
             Some(group) => offer(stream, group, (0, index), options),
             None => {
@@ -105,7 +129,8 @@ pub fn expand(file: &ConfigFile, found: &Found) -> Result<Expansion, String> {
         }
     }
     for (index, table) in file.discovers.iter().enumerate() {
-        let options = table.call_options().over(&base);
+        let own = table.call_options();
+        let options = (own.over(&base), Pinned::of(&own));
         let matched = found.discovered.get(index).map_or(&[][..], Vec::as_slice);
         for found_stream in matched {
             for group in &found_stream.groups {
@@ -127,10 +152,11 @@ pub fn expand(file: &ConfigFile, found: &Found) -> Result<Expansion, String> {
     without_groups.dedup();
     let targets = chosen
         .into_iter()
-        .map(|((stream, group), (_, options))| Target {
+        .map(|((stream, group), (_, (options, pinned)))| Target {
             stream,
             group,
             options,
+            pinned,
         })
         .collect();
     Ok(Expansion {

@@ -13,7 +13,7 @@
 mod expand;
 mod fields;
 
-pub use expand::{expand, Found, Target};
+pub use expand::{expand, Found, Pinned, Target};
 #[cfg(test)]
 pub use expand::{Expansion, StreamGroups};
 

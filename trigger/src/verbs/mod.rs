@@ -362,6 +362,7 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
                 stream: cli.stream.clone(),
                 group: cli.group.clone(),
                 options: Default::default(),
+                pinned: Default::default(),
             };
             (vec![target], Vec::new(), true)
         }

@@ -17,6 +17,15 @@ pub fn retire(
     deadline: Instant,
     progress: &Progress<RetireSummary>,
 ) -> Result<Done, Failure> {
+    // Only a config table's own `dry-run = true` gets here (a run-wide one is
+    // refused before any work): that target is refused, the others go on.
+    if cli.dry_run {
+        return Err(Failure::new(
+            ExitCode::Usage,
+            "dry-run = true in this target's config table and retire has no dry run: \
+             nothing was retired here",
+        ));
+    }
     let summary = match commands::retire(cli, con, deadline, progress)? {
         Outcome::Done(summary) => summary,
         Outcome::Refused(m) => {
