@@ -147,13 +147,17 @@ pub fn for_target(base: &Cli, target: &Target, explicit: &Explicit) -> Cli {
         cli.mode_key = Some(key.clone());
     }
     cli.dry_run |= target.pinned.dry_run;
+    // Both keys must share the stream's slot in a cluster.
     cli.mode_key = cli
         .mode_key
+        .map(|key| with_stream_tag(&key, &target.stream));
+    cli.dead_letter = cli
+        .dead_letter
         .map(|key| with_stream_tag(&key, &target.stream));
     cli
 }
 
-/// In a mode key, what `{stream-tag}` stands for.
+/// In a mode key or a dead-letter key, what `{stream-tag}` stands for.
 pub const STREAM_TAG: &str = "{stream-tag}";
 
 /// `key` with `{stream-tag}` replaced by the stream's hash tag in braces (its
@@ -443,5 +447,24 @@ mod tests {
             with_stream_tag("{stream-tag}:mode", "{beta}:s"),
             "{beta}:mode"
         );
+    }
+
+    /// One `[[discover]]` over a cluster names each stream's own dead-letter
+    /// stream in its slot, as it does the mode key (review of issue 11).
+    #[test]
+    fn a_stream_tag_in_the_dead_letter_key_follows_each_target() {
+        let matches = Cli::command()
+            .try_get_matches_from(["q", "--dead-letter", "{stream-tag}:dead"])
+            .unwrap();
+        let base = Cli::from_arg_matches(&matches).unwrap();
+        let explicit = Explicit::of(&matches);
+        let target = Target {
+            stream: "{alpha}:orders".into(),
+            group: "g".into(),
+            options: Default::default(),
+            pinned: Default::default(),
+        };
+        let cli = for_target(&base, &target, &explicit);
+        assert_eq!(cli.dead_letter.as_deref(), Some("{alpha}:dead"));
     }
 }
