@@ -1350,3 +1350,65 @@ fn a_slow_first_target_uses_the_time_cheap_targets_leave() {
         out.stdout
     );
 }
+
+/// Groups `g` on `count` streams named `prefix` + a number, one entry each,
+/// set up in one pipeline.
+fn many_cheap_streams(con: &mut Connection, prefix: &str, count: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..count {
+        let stream = format!("{prefix}{i:05}");
+        pipe.cmd("XADD").arg(&stream).arg("*").arg("f").arg("v").ignore();
+        pipe.cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg("g")
+            .arg("0")
+            .ignore();
+    }
+    pipe.query::<()>(con).unwrap();
+}
+
+/// The metrics file of a run over many targets is read back by the next run
+/// (review r15t: past ~575 targets the file outgrew the 1 MiB read limit and
+/// every later run exited 73 without updating it).
+#[test]
+fn the_metrics_file_of_many_targets_is_read_back_by_the_next_run() {
+    let (server, mut con) = testnet_server();
+    let targets = 2_000;
+    many_cheap_streams(&mut con, "ms:", targets);
+    let dir = TempDir::new("big-metrics");
+    let config = write_config(
+        &dir,
+        &format!("{TOP}max-targets = {targets}\n\n[[discover]]\nmatch = \"ms:*\"\ncount = 10\n"),
+    );
+    let metrics = dir.path().join("m.prom");
+    let url = url_of(&server.socket());
+    let args = [
+        "--url",
+        &url,
+        "--config",
+        config.to_str().unwrap(),
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+        "--deadline",
+        "60s",
+    ];
+    let stamp = series("last_run_timestamp_seconds", "ms:00000", "g", "");
+    let mut stamps = Vec::new();
+    for round in 1..=2 {
+        let out = run_trigger(&args, &[]);
+        assert_eq!(out.code, 0, "round {round}: {}", out.stderr);
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        // 2 MiB, twice the old limit.
+        assert!(text.len() > 2 << 20, "round {round}: {} bytes", text.len());
+        let succeeded = text
+            .lines()
+            .filter(|l| l.starts_with("quantum_stream_recovery_last_run_result{"))
+            .filter(|l| l.ends_with("result=\"success\"} 1"))
+            .count();
+        assert_eq!(succeeded, targets, "round {round}");
+        stamps.push(value(&text, &stamp));
+    }
+    // The second run read the first one's file and replaced it.
+    assert!(stamps[1] > stamps[0], "{stamps:?}");
+}
