@@ -354,7 +354,7 @@ fn set_target(
 
 /// The most of a previous metrics file read back. A target's series take
 /// about 2 KiB plus 22 times its escaped stream and group names, so the file
-/// of `max-targets` 100,000 with names of up to ~200 bytes each fits; a longer
+/// of `max-targets` 100,000 with names of up to ~150 bytes each fits; a longer
 /// one is not carried over (see `write_metrics`) rather than refused on
 /// every run.
 const MAX_METRICS_FILE: u64 = 1 << 30;
