@@ -1357,7 +1357,12 @@ fn many_cheap_streams(con: &mut Connection, prefix: &str, count: usize) {
     let mut pipe = redis::pipe();
     for i in 0..count {
         let stream = format!("{prefix}{i:05}");
-        pipe.cmd("XADD").arg(&stream).arg("*").arg("f").arg("v").ignore();
+        pipe.cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("f")
+            .arg("v")
+            .ignore();
         pipe.cmd("XGROUP")
             .arg("CREATE")
             .arg(&stream)
@@ -1424,11 +1429,24 @@ fn a_slow_first_target_before_hundreds_of_cheap_ones_gets_most_of_the_deadline()
     let entries = 30_000;
     let mut pipe = redis::pipe();
     for _ in 0..entries {
-        pipe.cmd("XADD").arg("0slow").arg("*").arg("f").arg("v").ignore();
+        pipe.cmd("XADD")
+            .arg("0slow")
+            .arg("*")
+            .arg("f")
+            .arg("v")
+            .ignore();
     }
     pipe.query::<()>(&mut con).unwrap();
     run(&mut con, &["XGROUP", "CREATE", "0slow", "g", "0"]).unwrap();
-    let words = ["XREADGROUP", "GROUP", "g", "exec-dead", "STREAMS", "0slow", ">"];
+    let words = [
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "exec-dead",
+        "STREAMS",
+        "0slow",
+        ">",
+    ];
     run(&mut con, &words).unwrap();
     let cheap = 300;
     many_cheap_streams(&mut con, "many:", cheap);
@@ -1489,12 +1507,15 @@ fn thousands_of_cheap_targets_are_not_cut_by_a_sub_millisecond_share() {
     let all = out.json();
     let objects = all.as_array().unwrap();
     assert_eq!(objects.len(), targets, "{}", out.stderr);
-    // Each either ran or (on a slow machine) was not reached by the run's
-    // deadline; none was cut while the run still had time.
+    // Each either ran or (on a slow machine) was running or not reached at
+    // the run's deadline; none was cut while the run still had time.
     let cut: Vec<&Json> = objects
         .iter()
         .filter(|o| o["result"] != "success")
-        .filter(|o| !o["error"].as_str().unwrap_or("").contains("not started"))
+        .filter(|o| {
+            let error = o["error"].as_str().unwrap_or("");
+            !(error.contains("not started") || error.contains("within --deadline 3s"))
+        })
         .collect();
     assert!(cut.is_empty(), "{} cut, first: {}", cut.len(), cut[0]);
     let succeeded = objects.len() - objects.iter().filter(|o| o["result"] != "success").count();
