@@ -947,6 +947,62 @@ fn a_run_that_finds_no_target_says_so_and_marks_no_earlier_target_failed() {
     assert!(out.stderr.contains("no target"), "{}", out.stderr);
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(!text.contains("result=\"error\"} 1"), "{text}");
+    // The run still says it ran, and found nothing (review r15t: the file
+    // was emptied): GroupMissing fires if that lasts.
+    assert!(
+        text.contains("\nquantum_stream_recovery_last_run_result{result=\"absent\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nquantum_stream_recovery_last_run_timestamp_seconds "),
+        "{text}"
+    );
+    promtool_check_metrics(&text);
+}
+
+/// Finding the targets failed for part of the file (a group-less target on a
+/// key of another type): the run's own `result="error"` series says so beside
+/// the targets that ran (review r15t: nothing in the metrics, `Failing` could
+/// not fire); the next run without the failure drops it.
+#[test]
+fn a_failure_finding_targets_writes_a_run_level_error_series() {
+    let (server, mut con) = testnet_server();
+    dead_reads(&mut con, "st:a", "g", 1);
+    run(&mut con, &["SET", "st:wt", "x"]).unwrap();
+    let dir = TempDir::new("discover-metrics");
+    let metrics = dir.path().join("m.prom");
+    let url = url_of(&server.socket());
+    let config = write_config(
+        &dir,
+        &format!(
+            "url = \"{url}\"\n[[discover]]\nmatch = \"st:a\"\n[[target]]\nstream = \"st:wt\"\n"
+        ),
+    );
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ];
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 76, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let run_error = "\nquantum_stream_recovery_last_run_result{result=\"error\"} 1\n";
+    assert!(text.contains(run_error), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            &series("last_run_result", "st:a", "g", ",result=\"success\"")
+        ),
+        1.0
+    );
+    promtool_check_metrics(&text);
+    run(&mut con, &["DEL", "st:wt"]).unwrap();
+    dead_reads(&mut con, "st:wt", "g", 1);
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(!text.contains("{result="), "{text}");
 }
 
 /// Each target's JSON object and log line carry its own `elapsed_ms` (not the
