@@ -233,9 +233,11 @@ pub fn finish(
         let failed_before_targets =
             !entries.is_empty() && entries.iter().all(|e| e.target.is_none());
         let mut targets: Vec<TargetRun> = entries.iter().filter_map(target_run).collect();
-        if failed_before_targets && setup.selection.is_file() {
-            // Said for the run: a first run of a new config has no target series yet.
-            targets.push(TargetRun::failed(String::new()));
+        if let Some(result) = run_level_result(&entries).filter(|_| setup.selection.is_file()) {
+            targets.push(TargetRun {
+                result,
+                ..TargetRun::failed(String::new())
+            });
         }
         let metrics = Metrics {
             started_unix_s: clock.started_unix_s,
@@ -304,6 +306,25 @@ pub fn worst(codes: impl Iterator<Item = ExitCode>) -> ExitCode {
     codes
         .max_by_key(|code| code.as_u8())
         .unwrap_or(ExitCode::Success)
+}
+
+/// The result of the run's own series (no `stream`/`group` labels), when it
+/// needs one: what went wrong finding the targets (`error`, else `absent` for
+/// a group-less target whose stream is missing), also when the run failed
+/// before it had any target (a first run of a new config has no target series
+/// yet), and `absent` when it found none at all; the alerts see each. None
+/// when every target was found: the next such run drops the series.
+fn run_level_result(entries: &[Entry]) -> Option<RunResult> {
+    let problems: Vec<RunResult> = entries
+        .iter()
+        .filter(|e| e.target.is_none())
+        .map(|e| e.done.result)
+        .collect();
+    if problems.contains(&RunResult::Error) {
+        return Some(RunResult::Error);
+    }
+    let none_found = entries.iter().all(|e| e.target.is_none());
+    (none_found || !problems.is_empty()).then_some(RunResult::Absent)
 }
 
 /// One target's metrics; none for what concerns no target (a discovery error).
