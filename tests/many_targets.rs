@@ -1581,3 +1581,69 @@ fn thousands_of_cheap_targets_are_not_cut_by_a_sub_millisecond_share() {
     );
     eprintln!("{first_failed} of {targets} ran in {:?}", out.elapsed);
 }
+
+/// A run whose deadline comes before most of 20,000 targets reports them
+/// without one stderr line each (review r15t: with 100,000 targets the
+/// process ended seconds past the deadline writing them): one summary line,
+/// while the JSON and the log file still have one entry per target.
+#[test]
+fn targets_the_deadline_came_before_share_one_line_on_stderr() {
+    let (server, _con) = testnet_server();
+    let targets = 20_000;
+    let dir = TempDir::new("not-started");
+    let mut text = format!("max-targets = {targets}\n");
+    for i in 0..targets {
+        text.push_str(&format!(
+            "[[target]]\nstream = \"ns:{i:05}\"\ngroup = \"g\"\n"
+        ));
+    }
+    let config = write_config(&dir, &text);
+    let log = dir.path().join("run.log");
+    let url = url_of(&server.socket());
+    let out = run_trigger(
+        &[
+            "--url",
+            &url,
+            "--config",
+            config.to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+            "--deadline",
+            "1s",
+            "--json",
+        ],
+        &[],
+    );
+    let json = out.json();
+    let objects = json.as_array().unwrap();
+    assert_eq!(objects.len(), targets, "{}", out.stderr);
+    let not_started = objects
+        .iter()
+        .filter(|o| {
+            o["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not started"))
+        })
+        .count();
+    assert!(
+        not_started > 0,
+        "the deadline came too late: {}",
+        out.stderr
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let said: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not started"))
+        .collect();
+    assert_eq!(said.len(), 1, "{}", said[..said.len().min(3)].join("\n"));
+    if not_started > 1 {
+        assert!(
+            said[0].contains(&format!("{not_started} targets not started, from stream=")),
+            "{}",
+            said[0]
+        );
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.lines().count(), targets);
+}

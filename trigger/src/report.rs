@@ -112,8 +112,18 @@ pub fn quoted(name: &str) -> String {
 /// a more privileged user than the owner of the log folder; so is anything but
 /// a regular file (a FIFO would hold the run past its deadline).
 pub fn append_log_line(path: &Path, result: RunResult, fields: &str) -> std::io::Result<()> {
+    append_log_lines(path, &[(result, fields.to_string())])
+}
+
+/// Appends a line per `(result, fields)` as `append_log_line` does, opening
+/// the file once and writing them all at once: a run over 100,000 targets
+/// must not open the file 100,000 times after its deadline.
+fn append_log_lines(path: &Path, lines: &[(RunResult, String)]) -> std::io::Result<()> {
     let now = humantime::format_rfc3339_millis(SystemTime::now());
-    let line = format!("{now} [{}] {fields}\n", result.level());
+    let line: String = lines
+        .iter()
+        .map(|(result, fields)| format!("{now} [{}] {fields}\n", result.level()))
+        .collect();
     let mut create = OpenOptions::new();
     create.append(true).create_new(true).mode(0o640);
     let file = match files::open_regular(path, &mut create, Symlink::Refuse) {
@@ -215,16 +225,21 @@ pub fn finish(
     }
     let mut unwritten = Vec::new();
     if let Some(path) = &cli.log_file {
-        for entry in &entries {
-            let line = format!(
-                "{} {} elapsed_ms={}",
-                entry.scope,
-                entry.done.fields,
-                entry.elapsed.as_millis()
-            );
-            if let Err(e) = append_log_line(path, entry.done.result, &line) {
+        let lines: Vec<(RunResult, String)> = entries
+            .iter()
+            .map(|entry| {
+                let line = format!(
+                    "{} {} elapsed_ms={}",
+                    entry.scope,
+                    entry.done.fields,
+                    entry.elapsed.as_millis()
+                );
+                (entry.done.result, line)
+            })
+            .collect();
+        if !lines.is_empty() {
+            if let Err(e) = append_log_lines(path, &lines) {
                 unwritten.push(format!("cannot append to {}: {e}", path.display()));
-                break;
             }
         }
     }

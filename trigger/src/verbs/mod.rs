@@ -285,13 +285,17 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
     let (entries, complete) = match (known, failed) {
         (Some((targets, problems, complete)), None) => {
             let mut entries = problems;
+            let mut unstarted = Vec::new();
             for (i, ((stream, group), done)) in targets.into_iter().zip(results).enumerate() {
                 let scope = scope_of(&stream, &group);
                 let (done, elapsed) = done.unwrap_or_else(|| match &current {
                     Some((at, partial, began)) if *at == i => {
                         (partial.overrun(cli, &scope), began.elapsed())
                     }
-                    _ => (not_started(&scope), Duration::ZERO),
+                    _ => {
+                        unstarted.push(i);
+                        (not_started(), Duration::ZERO)
+                    }
                 });
                 entries.push(Entry {
                     target: Some((stream, group)),
@@ -300,6 +304,7 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
                     elapsed,
                 });
             }
+            say_not_started(&entries, &unstarted);
             (entries, complete)
         }
         (_, failed) => {
@@ -328,14 +333,33 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
     }
 }
 
-/// A target the deadline came before.
-fn not_started(scope: &str) -> Done {
-    let f = Failure::new(
+/// A target the deadline came before (said by `say_not_started`).
+fn not_started() -> Done {
+    Done::failed(&Failure::new(
         ExitCode::Unavailable,
         "deadline reached before this target's turn: not started, nothing changed",
-    );
-    error!("{scope}: {}", f.message);
-    Done::failed(&f)
+    ))
+}
+
+/// One line on stderr for every target not started (of `entries`, at the
+/// indexes `unstarted` of the targets after the `problems`' entries): with
+/// 100,000 targets a line each would hold the process past the deadline.
+fn say_not_started(entries: &[Entry], unstarted: &[usize]) {
+    let problems = entries.iter().take_while(|e| e.target.is_none()).count();
+    let scopes: Vec<&str> = unstarted
+        .iter()
+        .filter_map(|i| entries.get(problems + i))
+        .map(|e| e.scope.as_str())
+        .collect();
+    match scopes.as_slice() {
+        [] => {}
+        [one] => error!("{one}: {}", not_started().error.unwrap_or_default()),
+        [first, .., last] => error!(
+            "{} targets not started, from {first} to {last}: deadline reached before their \
+             turn, nothing changed",
+            scopes.len()
+        ),
+    }
 }
 
 /// The target's stream and group as log fields, for what is said about it.
@@ -439,6 +463,10 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
     let mut spent = Duration::ZERO;
     for (i, target) in targets.iter().enumerate() {
         let began = Instant::now();
+        if began >= clock.deadline {
+            // The main thread reports this target and the rest as not started.
+            return;
+        }
         let mine = Clock {
             started: began,
             deadline: target_deadline(
@@ -455,10 +483,7 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
         let partial = Partial::new(verb);
         let _ = tx.send(Event::Started(i, partial.clone(), began));
         let scope = scope_of(&target.stream, &target.group);
-        let done = match Instant::now() < clock.deadline {
-            true => one_target(&target_cli, verb, &mut con, mine, &partial, &scope),
-            false => not_started(&scope),
-        };
+        let done = one_target(&target_cli, verb, &mut con, mine, &partial, &scope);
         // A call cut short may still get its reply: later targets get a fresh connection.
         let reconnect =
             done.exit == ExitCode::Unavailable && i + 1 < count && Instant::now() < clock.deadline;
