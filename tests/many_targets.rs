@@ -1647,3 +1647,66 @@ fn targets_the_deadline_came_before_share_one_line_on_stderr() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert_eq!(logged.lines().count(), targets);
 }
+
+/// A group or stream whose name is not UTF-8 is a failed entry (76) naming
+/// it with escapes, in a group-less `[[target]]` and in a `[[discover]]`
+/// (review r15t: both left it out silently, and check said OK).
+#[test]
+fn names_that_are_not_utf8_are_failed_entries_not_gaps() {
+    let (server, mut con) = testnet_server();
+    for key in [&b"nu:s"[..], &b"nu:bad\xff"[..]] {
+        redis::cmd("XADD")
+            .arg(key)
+            .arg("*")
+            .arg("f")
+            .arg("v")
+            .query::<()>(&mut con)
+            .unwrap();
+        for group in [&b"g"[..], &b"g\xff"[..]] {
+            redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(key)
+                .arg(group)
+                .arg("0")
+                .query::<()>(&mut con)
+                .unwrap();
+        }
+    }
+    let dir = TempDir::new("not-utf8");
+    let url = url_of(&server.socket());
+    for (table, expected) in [
+        (
+            "[[target]]\nstream = \"nu:s\"",
+            vec!["stream=nu:s group=\"g\\\\xff\""],
+        ),
+        (
+            "[[discover]]\nmatch = \"nu:*\"",
+            vec![
+                "stream=\"nu:bad\\\\xff\" group=*",
+                "stream=nu:s group=\"g\\\\xff\"",
+            ],
+        ),
+    ] {
+        let config = write_config(&dir, &format!("url = \"{url}\"\n{table}\n"));
+        let out = run_trigger(&["--config", config.to_str().unwrap(), "--json"], &[]);
+        assert_eq!(out.code, 76, "{table}: {}", out.stderr);
+        let json = out.json();
+        let mut failed: Vec<&str> = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["exit_code"] == 76)
+            .map(|o| o["scope"].as_str().unwrap())
+            .collect();
+        failed.sort();
+        assert_eq!(failed, expected, "{table}: {json}");
+        assert!(out.stderr.contains("not UTF-8"), "{}", out.stderr);
+        let targets = by_target(&json);
+        assert_eq!(
+            targets[&("nu:s".to_string(), "g".to_string())]["result"],
+            "success"
+        );
+        let (code, line) = check(&url, &config, &[]);
+        assert_ne!(code, 0, "{table}: {line}");
+    }
+}

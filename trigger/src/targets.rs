@@ -204,8 +204,11 @@ pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<R
         let left = deadline.saturating_duration_since(Instant::now());
         let mine = Instant::now() + left / (groupless.len() - i + 1) as u32;
         match groups_of(con, stream, mine) {
-            Ok(groups) => {
+            Ok((groups, not_utf8)) => {
                 found.groups.insert(stream.clone(), groups);
+                for group in not_utf8 {
+                    problems.push(not_utf8_problem(stream, &group));
+                }
             }
             Err(failure) => problems.push(Problem {
                 scope: format!("stream={} group=*", crate::report::field_value(stream)),
@@ -225,6 +228,9 @@ pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<R
                     return Err(too_many(pattern, limit));
                 }
                 found.discovered.push(discovery.streams);
+                for (stream, group) in &discovery.not_utf8 {
+                    problems.push(not_utf8_problem(stream, group));
+                }
                 // A primary that failed is its own entry; what the others found still runs.
                 for (node, failure) in failed_nodes {
                     problems.push(Problem {
@@ -270,12 +276,39 @@ fn too_many(pattern: &str, limit: usize) -> Failure {
     )
 }
 
-/// The groups of `stream`, which the file names: a key that is missing or not
-/// a stream is that target's failure (a typo must show), not an empty list.
-fn groups_of(con: &mut Link, stream: &str, deadline: Instant) -> Result<Vec<String>, Failure> {
+/// The groups of `stream`, which the file names, and (escaped) those whose
+/// names are not UTF-8: a key that is missing or not a stream is that
+/// target's failure (a typo must show), not an empty list.
+fn groups_of(
+    con: &mut Link,
+    stream: &str,
+    deadline: Instant,
+) -> Result<(Vec<String>, Vec<String>), Failure> {
     let cmd = redis::cmd("XINFO").arg("GROUPS").arg(stream).clone();
-    con.query(&cmd, deadline)
-        .map(|reply| discover::group_names(&reply))
+    con.query(&cmd, deadline).map(|reply| {
+        (
+            discover::group_names(&reply),
+            discover::non_utf8_group_names(&reply),
+        )
+    })
+}
+
+/// A stream or group (`*`: the stream's own name) whose name is not UTF-8,
+/// already escaped: the trigger names them as text, so it cannot recover
+/// there; a failed entry (76) rather than a silent gap.
+fn not_utf8_problem(stream: &str, group: &str) -> Problem {
+    Problem {
+        scope: format!(
+            "stream={} group={}",
+            crate::report::field_value(stream),
+            crate::report::field_value(group)
+        ),
+        failure: Failure::new(
+            ExitCode::Protocol,
+            "the name is not UTF-8 (shown with \\x escapes): the trigger names streams and \
+             groups as text, so this group is not recovered; rename it to recover it",
+        ),
+    }
 }
 
 /// The primaries whose discovery failed this run, and how: a later pattern
