@@ -440,6 +440,11 @@ fn retire_with_many_targets_hands_the_consumer_over_in_every_target() {
         assert_eq!(object["moved"].as_array().unwrap().len(), moved, "{object}");
         assert!(pel(&mut con, stream, "g").iter().all(|e| e.1 == "recovery"));
     }
+    // Each stderr summary names its target (review r15t: they did not).
+    for stream in ["app:one", "app:two"] {
+        let said = format!("retired consumer \"exec-dead\" in stream={stream} group=g:");
+        assert!(out.stderr.contains(&said), "{}", out.stderr);
+    }
     let three = &targets[&("app:three".to_string(), "g".to_string())];
     assert_eq!(three["result"], "absent", "{three}");
     assert_eq!(json_code(three), 0, "{three}");
@@ -1709,4 +1714,27 @@ fn names_that_are_not_utf8_are_failed_entries_not_gaps() {
         let (code, line) = check(&url, &config, &[]);
         assert_ne!(code, 0, "{table}: {line}");
     }
+}
+
+/// A group-less target whose XINFO GROUPS failed (a key of another type) is
+/// reported by its error only, without a WARN claiming the stream has no
+/// group just before it (review r15t).
+#[test]
+fn a_groupless_target_that_failed_is_not_also_said_to_have_no_group() {
+    let (server, mut con) = testnet_server();
+    run(&mut con, &["SET", "str:k", "x"]).unwrap();
+    let dir = TempDir::new("warn-contradiction");
+    let url = url_of(&server.socket());
+    let config = write_config(
+        &dir,
+        &format!("url = \"{url}\"\n[[target]]\nstream = \"str:k\"\n"),
+    );
+    let out = run_trigger(&["--config", config.to_str().unwrap()], &[]);
+    assert_eq!(out.code, 76, "{}", out.stderr);
+    assert!(out.stderr.contains("WRONGTYPE"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("has no consumer group"),
+        "{}",
+        out.stderr
+    );
 }
