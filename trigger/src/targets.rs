@@ -197,6 +197,8 @@ pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<R
     let mut found = Found::default();
     let mut problems = Vec::new();
     let groupless = file.groupless_streams();
+    // Streams whose XINFO GROUPS failed: their error says it, not a WARN.
+    let mut unanswered = std::collections::HashSet::new();
     for (i, stream) in groupless.iter().enumerate() {
         // Each within its share of the time left, one share kept for the
         // rest: a stream on a hung node (which a cluster waits out as a
@@ -210,10 +212,13 @@ pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<R
                     problems.push(not_utf8_problem(stream, &group));
                 }
             }
-            Err(failure) => problems.push(Problem {
-                scope: format!("stream={} group=*", crate::report::field_value(stream)),
-                failure,
-            }),
+            Err(failure) => {
+                unanswered.insert(stream.clone());
+                problems.push(Problem {
+                    scope: format!("stream={} group=*", crate::report::field_value(stream)),
+                    failure,
+                });
+            }
         }
     }
     let limit = file.max_targets();
@@ -254,7 +259,11 @@ pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<R
     }
     let expansion =
         config_file::expand(file, &found).map_err(|m| Failure::new(ExitCode::Usage, m))?;
-    for stream in &expansion.without_groups {
+    for stream in expansion
+        .without_groups
+        .iter()
+        .filter(|s| !unanswered.contains(*s))
+    {
         tracing::warn!(
             "stream {} has no consumer group (or does not exist): nothing to recover there",
             crate::report::quoted(stream)

@@ -116,7 +116,7 @@ fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> 
         false => "deleted",
     };
     for name in &summary.sums.deleted {
-        info!("{deleted} consumer {}", report::quoted(name));
+        info!("{deleted} consumer {} in {target}", report::quoted(name));
     }
     // Only a complete drain whose last call looked at every consumer knows why
     // one still holds entries; a run cut short simply did not reach them.
