@@ -1738,3 +1738,57 @@ fn a_groupless_target_that_failed_is_not_also_said_to_have_no_group() {
         out.stderr
     );
 }
+
+/// On a single server a `[[discover]]` whose SCAN cannot finish keeps a
+/// share of the deadline for the rest of the run, as on a cluster: it is its
+/// own error entry, not the whole run ending at the deadline while it scans
+/// (review r15t).
+#[test]
+fn a_slow_single_server_discovery_keeps_a_share_for_the_rest() {
+    let (server, mut con) = testnet_server();
+    for chunk in 0..40 {
+        let mut pipe = redis::pipe();
+        for i in 0..10_000 {
+            pipe.cmd("SET")
+                .arg(format!("junk:{chunk}:{i}"))
+                .arg("x")
+                .ignore();
+        }
+        pipe.query::<()>(&mut con).unwrap();
+    }
+    dead_reads(&mut con, "big:1", "g", 1);
+    let dir = TempDir::new("discover-share");
+    let url = url_of(&server.socket());
+    let config = write_config(
+        &dir,
+        &format!("url = \"{url}\"\nscan = 10\ncount = 10\n[[discover]]\nmatch = \"big:*\"\n"),
+    );
+    let out = run_trigger(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--deadline",
+            "150ms",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let json = out.json();
+    let scopes: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["scope"].as_str())
+        .collect();
+    // The server's own entry (what it found by then still ran), as for a
+    // cluster primary, not the pattern's whole discovery thrown away.
+    assert_eq!(scopes.len(), 1, "{json}");
+    assert!(scopes[0].starts_with("discover=\"big:*\" node="), "{json}");
+    let error = json[0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("its share of --deadline"), "{json}");
+    assert!(
+        by_target(&json).values().all(|o| o["result"] == "success"),
+        "{json}"
+    );
+}

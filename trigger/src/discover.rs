@@ -57,15 +57,16 @@ impl Discovery {
 #[derive(Debug)]
 pub enum DiscoverError {
     Redis(RedisError),
-    /// The deadline came before SCAN reached the end of the keyspace.
-    Deadline,
+    /// The deadline came before SCAN reached the end of the keyspace; what
+    /// it had found by then (sorted), which the caller may still run.
+    Deadline(Box<Discovery>),
 }
 
 impl std::fmt::Display for DiscoverError {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
             DiscoverError::Redis(e) => write!(f, "{e}"),
-            DiscoverError::Deadline => write!(f, "deadline reached while discovering streams"),
+            DiscoverError::Deadline(_) => write!(f, "deadline reached while discovering streams"),
         }
     }
 }
@@ -90,7 +91,8 @@ pub fn discover<C: ConnectionLike>(
     let mut cursor = String::from("0");
     loop {
         if Instant::now() >= deadline {
-            return Err(DiscoverError::Deadline);
+            found.streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+            return Err(DiscoverError::Deadline(Box::new(found)));
         }
         let (next, keys): (String, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(&cursor)

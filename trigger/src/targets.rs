@@ -337,12 +337,23 @@ fn discover_all(
 ) -> Result<Discovered, Failure> {
     match con {
         Link::Single(c, name) => {
-            let left = Some(connect::remaining(deadline)?);
-            c.set_read_timeout(left)
-                .and_then(|_| c.set_write_timeout(left))
+            // Half the time left, the other half kept for running the
+            // targets (as a cluster keeps one share): a SCAN over a huge
+            // keyspace must not take the whole run and what it found.
+            let left = connect::remaining(deadline)?;
+            let mine = Instant::now() + left / 2;
+            c.set_read_timeout(Some(left / 2))
+                .and_then(|_| c.set_write_timeout(Some(left / 2)))
                 .map_err(|e| failure::from_redis(&e))?;
-            let found = discover::discover(c, pattern, limit, deadline);
-            Ok((found.map_err(|e| failed(e, name))?, Vec::new()))
+            match discover::discover(c, pattern, limit, mine) {
+                Ok(found) => Ok((found, Vec::new())),
+                // What it found by then still runs; the node's entry says the rest is unknown.
+                Err(DiscoverError::Deadline(partial)) => {
+                    let f = failed(DiscoverError::Deadline(Box::default()), name);
+                    Ok((*partial, vec![(name.clone(), f)]))
+                }
+                Err(e) => Err(failed(e, name)),
+            }
         }
         Link::Cluster(cluster) => Ok(on_every_primary(cluster, pattern, limit, deadline, hung)),
         // The primary the sentinels name now, on a connection of its own.
@@ -364,7 +375,7 @@ fn failed(e: DiscoverError, node: &str) -> Failure {
             let message = format!("{node}: {}", f.message);
             f.reworded(message)
         }
-        DiscoverError::Deadline => Failure::new(
+        DiscoverError::Deadline(_) => Failure::new(
             ExitCode::Unavailable,
             format!("{node}: {e} (its share of --deadline)"),
         ),
