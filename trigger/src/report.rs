@@ -90,7 +90,7 @@ pub fn field_value(name: &str) -> String {
 /// Invisible and bidirectional format characters (U+200B–U+200F, U+202A–U+202E,
 /// U+2060–U+2069, U+061C, U+FEFF), which Rust's `{:?}` leaves raw: they can
 /// reorder or hide what a reader of the log sees.
-fn is_format_char(c: char) -> bool {
+pub fn is_format_char(c: char) -> bool {
     matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}')
 }
 
