@@ -1548,10 +1548,14 @@ fn thousands_of_cheap_targets_are_not_cut_by_a_sub_millisecond_share() {
     let targets = 10_000;
     many_cheap_streams(&mut con, "ts:", targets);
     let dir = TempDir::new("tiny-share");
-    let config = write_config(
-        &dir,
-        &format!("max-targets = {targets}\n\n[[discover]]\nmatch = \"ts:*\"\ncount = 10\n"),
-    );
+    // Explicit targets: no discovery time, the whole deadline is the targets'.
+    let mut text = format!("max-targets = {targets}\ncount = 10\n");
+    for i in 0..targets {
+        text.push_str(&format!(
+            "[[target]]\nstream = \"ts:{i:05}\"\ngroup = \"g\"\n"
+        ));
+    }
+    let config = write_config(&dir, &text);
     let url = url_of(&server.socket());
     let out = run_trigger(
         &[
@@ -1571,7 +1575,17 @@ fn thousands_of_cheap_targets_are_not_cut_by_a_sub_millisecond_share() {
     // Every target ran, or (on a slow machine) the run's deadline came: then
     // the targets before it ran, one may have been cut at it, and the rest
     // were not started. None was cut while the run still had time.
-    let failed = |o: &Json| o["result"] != "success";
+    // A call stalled past its 50 ms by a loaded machine may be cut by its
+    // share, which it says, with the share it had: never a sub-millisecond one.
+    let had_ms = |error: &str| -> Option<u64> {
+        let rest = error.split("it had ").nth(1)?;
+        rest.split(" ms").next()?.parse().ok()
+    };
+    let share_cut = |o: &Json| {
+        let error = o["error"].as_str().unwrap_or("");
+        error.contains("share of the deadline ran out") && had_ms(error).is_some_and(|ms| ms >= 49)
+    };
+    let failed = |o: &Json| o["result"] != "success" && !share_cut(o);
     let first_failed = objects.iter().position(failed).unwrap_or(objects.len());
     let after: Vec<&Json> = objects
         .iter()
