@@ -75,6 +75,9 @@ pub struct Seen {
 pub struct TargetFinding {
     pub stream: String,
     pub group: String,
+    /// What a failure finding the targets concerns, as its log line says it
+    /// (`discover="…" node=…`): such an entry is no target.
+    pub scope: Option<String>,
     pub finding: Finding,
 }
 
@@ -154,9 +157,18 @@ fn judge(finding: &Finding, limits: &Thresholds) -> (Health, Option<String>) {
     (health, (!why.is_empty()).then(|| why.join(", ")))
 }
 
-/// Text for the summary: one line, and no `|` (it starts the perfdata).
+/// Text for the summary: one line, no `|` (it starts the perfdata), and no
+/// bidirectional or invisible format character (escaped as in the log).
 fn text(s: &str) -> String {
-    s.escape_debug().to_string().replace('|', "\\x7c")
+    s.escape_debug()
+        .to_string()
+        .chars()
+        .map(|c| match crate::report::is_format_char(c) {
+            true => format!("\\u{{{:x}}}", u32::from(c)),
+            false => c.to_string(),
+        })
+        .collect::<String>()
+        .replace('|', "\\x7c")
 }
 
 /// A name inside a perfdata label: `=` and `'` (which monitoring-plugins'
@@ -224,18 +236,21 @@ pub fn evaluate(targets: &[TargetFinding], limits: &Thresholds) -> CheckResult {
             worst = health;
         }
         if let Some(why) = why {
-            let who = format!("{}/{}", text(&target.stream), text(&target.group));
+            // A failure finding targets: its scope is escaped already.
+            let who = match &target.scope {
+                Some(scope) => scope.replace('|', "\\x7c"),
+                None => format!("{}/{}", text(&target.stream), text(&target.group)),
+            };
             problems.push((health, format!("{who}: {why}")));
         }
         if let Finding::Seen(seen) = &target.finding {
             perf.push(perfdata(target, seen, limits));
         }
     }
+    let finding_failed = targets.iter().filter(|t| t.scope.is_some()).count();
+    let real = targets.len() - finding_failed;
     let summary = match problems.is_empty() {
-        true => format!(
-            "{} targets, nothing parked too long, nothing in quarantine",
-            targets.len()
-        ),
+        true => format!("{real} targets, nothing parked too long, nothing in quarantine"),
         false => {
             // The worst first; the order within a state is the targets' (sorted).
             problems.sort_by_key(|(health, _)| std::cmp::Reverse(health.rank()));
@@ -248,10 +263,13 @@ pub fn evaluate(targets: &[TargetFinding], limits: &Thresholds) -> CheckResult {
                 0 => String::new(),
                 n => format!("; and {n} more"),
             };
+            let finding = match finding_failed {
+                0 => String::new(),
+                n => format!(", {n} failure finding targets"),
+            };
             format!(
-                "{} of {} targets: {}{more}",
-                problems.len(),
-                targets.len(),
+                "{} of {real} targets{finding}: {}{more}",
+                problems.len() - finding_failed,
                 shown.join("; ")
             )
         }

@@ -6,8 +6,9 @@
 //!
 //! A key that matches but is not a stream is not returned by SCAN's TYPE
 //! filter; one deleted or retyped between SCAN and XINFO GROUPS is skipped and
-//! named in `Discovery::skipped`, as is a name that is not UTF-8 (the trigger
-//! names streams as text). Neither is an error.
+//! named in `Discovery::skipped`; neither is an error. A stream or group
+//! whose name is not UTF-8 (the trigger names them as text) is listed in
+//! `Discovery::not_utf8` for the caller to report as a failed target.
 
 use redis::{ConnectionLike, RedisError, Value};
 use std::time::Instant;
@@ -30,6 +31,9 @@ pub struct Discovery {
     pub streams: Vec<StreamGroups>,
     /// Keys SCAN returned but that could not be used, and why.
     pub skipped: Vec<String>,
+    /// `(stream, group)` whose name is not UTF-8, each written with `\xNN`
+    /// escapes (group `*`: the stream's own name is not UTF-8).
+    pub not_utf8: Vec<(String, String)>,
     /// Stopped early: more than `limit` (stream, group) pairs were found.
     pub truncated: bool,
 }
@@ -45,6 +49,7 @@ impl Discovery {
         self.streams.extend(other.streams);
         self.streams.sort_by(|a, b| a.stream.cmp(&b.stream));
         self.skipped.extend(other.skipped);
+        self.not_utf8.extend(other.not_utf8);
         self.truncated |= other.truncated;
     }
 }
@@ -52,15 +57,16 @@ impl Discovery {
 #[derive(Debug)]
 pub enum DiscoverError {
     Redis(RedisError),
-    /// The deadline came before SCAN reached the end of the keyspace.
-    Deadline,
+    /// The deadline came before SCAN reached the end of the keyspace; what
+    /// it had found by then (sorted), which the caller may still run.
+    Deadline(Box<Discovery>),
 }
 
 impl std::fmt::Display for DiscoverError {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
             DiscoverError::Redis(e) => write!(f, "{e}"),
-            DiscoverError::Deadline => write!(f, "deadline reached while discovering streams"),
+            DiscoverError::Deadline(_) => write!(f, "deadline reached while discovering streams"),
         }
     }
 }
@@ -85,7 +91,8 @@ pub fn discover<C: ConnectionLike>(
     let mut cursor = String::from("0");
     loop {
         if Instant::now() >= deadline {
-            return Err(DiscoverError::Deadline);
+            found.streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+            return Err(DiscoverError::Deadline(Box::new(found)));
         }
         let (next, keys): (String, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(&cursor)
@@ -97,12 +104,22 @@ pub fn discover<C: ConnectionLike>(
             .arg(SCAN_COUNT)
             .query(con)?;
         for key in keys {
-            let Ok(stream) = String::from_utf8(key) else {
-                found.skipped.push("a key whose name is not UTF-8".into());
-                continue;
+            let stream = match String::from_utf8(key) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let name = escaped(e.as_bytes());
+                    found.not_utf8.push((name, "*".into()));
+                    continue;
+                }
             };
             match groups_of(con, &stream)? {
-                Some(groups) => found.streams.push(StreamGroups { stream, groups }),
+                Some(reply) => {
+                    for group in non_utf8_group_names(&reply) {
+                        found.not_utf8.push((stream.clone(), group));
+                    }
+                    let groups = group_names(&reply);
+                    found.streams.push(StreamGroups { stream, groups });
+                }
                 None => found
                     .skipped
                     .push(format!("{stream:?}: no longer a stream")),
@@ -121,34 +138,58 @@ pub fn discover<C: ConnectionLike>(
     Ok(found)
 }
 
-/// The group names of `stream`, sorted; `None` if the key is gone or is no
-/// longer a stream (it changed after SCAN saw it).
+/// XINFO GROUPS of `stream` (its names: `group_names`, `non_utf8_group_names`);
+/// `None` if the key is gone or is no longer a stream (it changed after SCAN saw it).
 pub fn groups_of<C: ConnectionLike>(
     con: &mut C,
     stream: &str,
-) -> Result<Option<Vec<String>>, RedisError> {
-    let reply: Value = match redis::cmd("XINFO").arg("GROUPS").arg(stream).query(con) {
-        Ok(reply) => reply,
-        Err(e) if e.code() == Some("WRONGTYPE") => return Ok(None),
-        Err(e) if e.to_string().contains("no such key") => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(Some(group_names(&reply)))
+) -> Result<Option<Value>, RedisError> {
+    match redis::cmd("XINFO").arg("GROUPS").arg(stream).query(con) {
+        Ok(reply) => Ok(Some(reply)),
+        Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+        Err(e) if e.to_string().contains("no such key") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A name that is not UTF-8, readable: printable ASCII as it is, every other
+/// byte (and `\`, `"`) as an escape such as `\xff`.
+pub fn escaped(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
 }
 
 /// The group names of an XINFO GROUPS reply, sorted. A group whose name is
-/// not UTF-8 is left out: the trigger names groups as text.
+/// not UTF-8 is left out (the trigger names groups as text): see
+/// `non_utf8_group_names`.
 pub fn group_names(reply: &Value) -> Vec<String> {
-    let Value::Array(groups) = reply else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = groups.iter().filter_map(group_name).collect();
+    let mut names: Vec<String> = raw_group_names(reply)
+        .into_iter()
+        .filter_map(|name| String::from_utf8(name).ok())
+        .collect();
     names.sort();
     names
 }
 
+/// The names `group_names` leaves out, escaped (`escaped`), sorted.
+pub fn non_utf8_group_names(reply: &Value) -> Vec<String> {
+    let mut names: Vec<String> = raw_group_names(reply)
+        .into_iter()
+        .filter(|name| std::str::from_utf8(name).is_err())
+        .map(|name| escaped(&name))
+        .collect();
+    names.sort();
+    names
+}
+
+fn raw_group_names(reply: &Value) -> Vec<Vec<u8>> {
+    let Value::Array(groups) = reply else {
+        return Vec::new();
+    };
+    groups.iter().filter_map(group_name).collect()
+}
+
 /// The `name` field of one XINFO GROUPS entry (RESP2 flat pairs or RESP3 map).
-fn group_name(entry: &Value) -> Option<String> {
+fn group_name(entry: &Value) -> Option<Vec<u8>> {
     let pairs: Vec<(&Value, &Value)> = match entry {
         Value::Array(flat) => flat
             .chunks(2)
@@ -159,8 +200,9 @@ fn group_name(entry: &Value) -> Option<String> {
     };
     pairs
         .into_iter()
-        .find_map(|(k, v)| match (text(k)?.as_str(), text(v)) {
-            ("name", name) => name,
+        .find_map(|(k, v)| match (text(k)?.as_str(), v) {
+            ("name", Value::BulkString(name)) => Some(name.clone()),
+            ("name", Value::SimpleString(name)) => Some(name.clone().into_bytes()),
             _ => None,
         })
 }

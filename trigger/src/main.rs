@@ -75,6 +75,7 @@ fn run() -> ExitCode {
         started,
         started_unix_s,
         deadline: started + cli.deadline,
+        run_deadline: started + cli.deadline,
     };
     match cli.verb() {
         Verb::Doctor => doctor::run(cli, clock.deadline),

@@ -250,13 +250,11 @@ fn unlabelled_series(series: &str) -> bool {
 
 pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) -> String {
     let mut values: BTreeMap<String, String> = previous.clone();
-    let listed = |series: &str| {
-        let target = target_of(series);
-        metrics
-            .targets
-            .iter()
-            .any(|t| target == Some(t.labels.as_str()))
-    };
+    // A set, not a scan of the targets per series: with 100,000 targets the
+    // file has over two million series.
+    let this_run: std::collections::HashSet<&str> =
+        metrics.targets.iter().map(|t| t.labels.as_str()).collect();
+    let listed = |series: &str| target_of(series).is_some_and(|t| this_run.contains(t));
     if metrics.complete {
         values.retain(|series, _| listed(series));
     }
@@ -268,7 +266,7 @@ pub fn render_metrics(metrics: &Metrics, previous: &BTreeMap<String, String>) ->
         earlier.dedup();
         failed = earlier
             .into_iter()
-            .filter(|labels| !metrics.targets.iter().any(|t| t.labels == *labels))
+            .filter(|labels| !this_run.contains(labels))
             .map(|labels| TargetRun::failed(labels.to_string()))
             .collect();
         targets.extend(failed.iter());
@@ -352,8 +350,12 @@ fn set_target(
     }
 }
 
-/// The most of a previous metrics file read: it is about 2 KiB.
-const MAX_METRICS_FILE: u64 = 1 << 20;
+/// The most of a previous metrics file read back. A target's series take
+/// about 2 KiB plus 22 times its escaped stream and group names, so the file
+/// of `max-targets` 100,000 with names of up to ~150 bytes each fits; a longer
+/// one is not carried over (see `write_metrics`) rather than refused on
+/// every run.
+const MAX_METRICS_FILE: u64 = 1 << 30;
 
 /// Holds an exclusive flock on `.<name>.lock` beside the metrics file (opened
 /// O_NOFOLLOW) while runs read, add to and replace the file: two runs at once
@@ -414,9 +416,16 @@ pub fn write_metrics(path: &Path, metrics: &Metrics, wait_until: Instant) -> std
     let _lock = lock_beside(dir, &name, wait_until)?;
     let previous = match files::read_regular(path, MAX_METRICS_FILE, Symlink::Refuse) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        // A FIFO, a device or a huge file where the metrics go: refused (73).
-        Err(e) if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::InvalidData) => {
-            return Err(e)
+        // A FIFO or a device where the metrics go: refused (73).
+        Err(e) if e.kind() == ErrorKind::InvalidInput => return Err(e),
+        // Longer than anything this trigger writes for sane names: refusing
+        // it would leave it stale on every later run, so it is replaced.
+        Err(e) if e.kind() == ErrorKind::InvalidData => {
+            tracing::warn!(
+                "the metrics file {} is {e}: not carried over, its counters restart from 0",
+                path.display()
+            );
+            String::new()
         }
         // None yet, or a symlink (replaced by the rename, never followed).
         Err(_) => String::new(),

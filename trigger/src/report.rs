@@ -90,7 +90,7 @@ pub fn field_value(name: &str) -> String {
 /// Invisible and bidirectional format characters (U+200B–U+200F, U+202A–U+202E,
 /// U+2060–U+2069, U+061C, U+FEFF), which Rust's `{:?}` leaves raw: they can
 /// reorder or hide what a reader of the log sees.
-fn is_format_char(c: char) -> bool {
+pub fn is_format_char(c: char) -> bool {
     matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}')
 }
 
@@ -112,8 +112,18 @@ pub fn quoted(name: &str) -> String {
 /// a more privileged user than the owner of the log folder; so is anything but
 /// a regular file (a FIFO would hold the run past its deadline).
 pub fn append_log_line(path: &Path, result: RunResult, fields: &str) -> std::io::Result<()> {
+    append_log_lines(path, &[(result, fields.to_string())])
+}
+
+/// Appends a line per `(result, fields)` as `append_log_line` does, opening
+/// the file once and writing them all at once: a run over 100,000 targets
+/// must not open the file 100,000 times after its deadline.
+fn append_log_lines(path: &Path, lines: &[(RunResult, String)]) -> std::io::Result<()> {
     let now = humantime::format_rfc3339_millis(SystemTime::now());
-    let line = format!("{now} [{}] {fields}\n", result.level());
+    let line: String = lines
+        .iter()
+        .map(|(result, fields)| format!("{now} [{}] {fields}\n", result.level()))
+        .collect();
     let mut create = OpenOptions::new();
     create.append(true).create_new(true).mode(0o640);
     let file = match files::open_regular(path, &mut create, Symlink::Refuse) {
@@ -215,16 +225,21 @@ pub fn finish(
     }
     let mut unwritten = Vec::new();
     if let Some(path) = &cli.log_file {
-        for entry in &entries {
-            let line = format!(
-                "{} {} elapsed_ms={}",
-                entry.scope,
-                entry.done.fields,
-                entry.elapsed.as_millis()
-            );
-            if let Err(e) = append_log_line(path, entry.done.result, &line) {
+        let lines: Vec<(RunResult, String)> = entries
+            .iter()
+            .map(|entry| {
+                let line = format!(
+                    "{} {} elapsed_ms={}",
+                    entry.scope,
+                    entry.done.fields,
+                    entry.elapsed.as_millis()
+                );
+                (entry.done.result, line)
+            })
+            .collect();
+        if !lines.is_empty() {
+            if let Err(e) = append_log_lines(path, &lines) {
                 unwritten.push(format!("cannot append to {}: {e}", path.display()));
-                break;
             }
         }
     }
@@ -233,9 +248,11 @@ pub fn finish(
         let failed_before_targets =
             !entries.is_empty() && entries.iter().all(|e| e.target.is_none());
         let mut targets: Vec<TargetRun> = entries.iter().filter_map(target_run).collect();
-        if failed_before_targets && setup.selection.is_file() {
-            // Said for the run: a first run of a new config has no target series yet.
-            targets.push(TargetRun::failed(String::new()));
+        if let Some(result) = run_level_result(&entries).filter(|_| setup.selection.is_file()) {
+            targets.push(TargetRun {
+                result,
+                ..TargetRun::failed(String::new())
+            });
         }
         let metrics = Metrics {
             started_unix_s: clock.started_unix_s,
@@ -304,6 +321,25 @@ pub fn worst(codes: impl Iterator<Item = ExitCode>) -> ExitCode {
     codes
         .max_by_key(|code| code.as_u8())
         .unwrap_or(ExitCode::Success)
+}
+
+/// The result of the run's own series (no `stream`/`group` labels), when it
+/// needs one: what went wrong finding the targets (`error`, else `absent` for
+/// a group-less target whose stream is missing), also when the run failed
+/// before it had any target (a first run of a new config has no target series
+/// yet), and `absent` when it found none at all; the alerts see each. None
+/// when every target was found: the next such run drops the series.
+fn run_level_result(entries: &[Entry]) -> Option<RunResult> {
+    let problems: Vec<RunResult> = entries
+        .iter()
+        .filter(|e| e.target.is_none())
+        .map(|e| e.done.result)
+        .collect();
+    if problems.contains(&RunResult::Error) {
+        return Some(RunResult::Error);
+    }
+    let none_found = entries.iter().all(|e| e.target.is_none());
+    (none_found || !problems.is_empty()).then_some(RunResult::Absent)
 }
 
 /// One target's metrics; none for what concerns no target (a discovery error).

@@ -201,6 +201,8 @@ pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<R
     let mut found = Found::default();
     let mut problems = Vec::new();
     let groupless = file.groupless_streams();
+    // Streams whose XINFO GROUPS failed: their error says it, not a WARN.
+    let mut unanswered = std::collections::HashSet::new();
     for (i, stream) in groupless.iter().enumerate() {
         // Each within its share of the time left, one share kept for the
         // rest: a stream on a hung node (which a cluster waits out as a
@@ -208,13 +210,19 @@ pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<R
         let left = deadline.saturating_duration_since(Instant::now());
         let mine = Instant::now() + left / (groupless.len() - i + 1) as u32;
         match groups_of(con, stream, mine) {
-            Ok(groups) => {
+            Ok((groups, not_utf8)) => {
                 found.groups.insert(stream.clone(), groups);
+                for group in not_utf8 {
+                    problems.push(not_utf8_problem(stream, &group));
+                }
             }
-            Err(failure) => problems.push(Problem {
-                scope: format!("stream={} group=*", crate::report::field_value(stream)),
-                failure,
-            }),
+            Err(failure) => {
+                unanswered.insert(stream.clone());
+                problems.push(Problem {
+                    scope: format!("stream={} group=*", crate::report::field_value(stream)),
+                    failure,
+                });
+            }
         }
     }
     let limit = file.max_targets();
@@ -229,6 +237,9 @@ pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<R
                     return Err(too_many(pattern, limit));
                 }
                 found.discovered.push(discovery.streams);
+                for (stream, group) in &discovery.not_utf8 {
+                    problems.push(not_utf8_problem(stream, group));
+                }
                 // A primary that failed is its own entry; what the others found still runs.
                 for (node, failure) in failed_nodes {
                     problems.push(Problem {
@@ -252,7 +263,11 @@ pub fn resolve(con: &mut Link, file: &ConfigFile, deadline: Instant) -> Result<R
     }
     let expansion =
         config_file::expand(file, &found).map_err(|m| Failure::new(ExitCode::Usage, m))?;
-    for stream in &expansion.without_groups {
+    for stream in expansion
+        .without_groups
+        .iter()
+        .filter(|s| !unanswered.contains(*s))
+    {
         tracing::warn!(
             "stream {} has no consumer group (or does not exist): nothing to recover there",
             crate::report::quoted(stream)
@@ -274,12 +289,39 @@ fn too_many(pattern: &str, limit: usize) -> Failure {
     )
 }
 
-/// The groups of `stream`, which the file names: a key that is missing or not
-/// a stream is that target's failure (a typo must show), not an empty list.
-fn groups_of(con: &mut Link, stream: &str, deadline: Instant) -> Result<Vec<String>, Failure> {
+/// The groups of `stream`, which the file names, and (escaped) those whose
+/// names are not UTF-8: a key that is missing or not a stream is that
+/// target's failure (a typo must show), not an empty list.
+fn groups_of(
+    con: &mut Link,
+    stream: &str,
+    deadline: Instant,
+) -> Result<(Vec<String>, Vec<String>), Failure> {
     let cmd = redis::cmd("XINFO").arg("GROUPS").arg(stream).clone();
-    con.query(&cmd, deadline)
-        .map(|reply| discover::group_names(&reply))
+    con.query(&cmd, deadline).map(|reply| {
+        (
+            discover::group_names(&reply),
+            discover::non_utf8_group_names(&reply),
+        )
+    })
+}
+
+/// A stream or group (`*`: the stream's own name) whose name is not UTF-8,
+/// already escaped: the trigger names them as text, so it cannot recover
+/// there; a failed entry (76) rather than a silent gap.
+fn not_utf8_problem(stream: &str, group: &str) -> Problem {
+    Problem {
+        scope: format!(
+            "stream={} group={}",
+            crate::report::field_value(stream),
+            crate::report::field_value(group)
+        ),
+        failure: Failure::new(
+            ExitCode::Protocol,
+            "the name is not UTF-8 (shown with \\x escapes): the trigger names streams and \
+             groups as text, so this group is not recovered; rename it to recover it",
+        ),
+    }
 }
 
 /// The primaries whose discovery failed this run, and how: a later pattern
@@ -299,12 +341,23 @@ fn discover_all(
 ) -> Result<Discovered, Failure> {
     match con {
         Link::Single(c, name) => {
-            let left = Some(connect::remaining(deadline)?);
-            c.set_read_timeout(left)
-                .and_then(|_| c.set_write_timeout(left))
+            // Half the time left, the other half kept for running the
+            // targets (as a cluster keeps one share): a SCAN over a huge
+            // keyspace must not take the whole run and what it found.
+            let left = connect::remaining(deadline)?;
+            let mine = Instant::now() + left / 2;
+            c.set_read_timeout(Some(left / 2))
+                .and_then(|_| c.set_write_timeout(Some(left / 2)))
                 .map_err(|e| failure::from_redis(&e))?;
-            let found = discover::discover(c, pattern, limit, deadline);
-            Ok((found.map_err(|e| failed(e, name))?, Vec::new()))
+            match discover::discover(c, pattern, limit, mine) {
+                Ok(found) => Ok((found, Vec::new())),
+                // What it found by then still runs; the node's entry says the rest is unknown.
+                Err(DiscoverError::Deadline(partial)) => {
+                    let f = failed(DiscoverError::Deadline(Box::default()), name);
+                    Ok((*partial, vec![(name.clone(), f)]))
+                }
+                Err(e) => Err(failed(e, name)),
+            }
         }
         Link::Cluster(cluster) => Ok(on_every_primary(cluster, pattern, limit, deadline, hung)),
         // The primary the sentinels name now, on a connection of its own.
@@ -326,7 +379,7 @@ fn failed(e: DiscoverError, node: &str) -> Failure {
             let message = format!("{node}: {}", f.message);
             f.reworded(message)
         }
-        DiscoverError::Deadline => Failure::new(
+        DiscoverError::Deadline(_) => Failure::new(
             ExitCode::Unavailable,
             format!("{node}: {e} (its share of --deadline)"),
         ),

@@ -4,6 +4,7 @@ fn seen(stream: &str, recovered: u64, idle_s: u64, quarantined: u64) -> TargetFi
     TargetFinding {
         stream: stream.into(),
         group: "exec".into(),
+        scope: None,
         finding: Finding::Seen(Seen {
             pending: recovered + quarantined + 1,
             recovered,
@@ -17,6 +18,7 @@ fn other(stream: &str, finding: Finding) -> TargetFinding {
     TargetFinding {
         stream: stream.into(),
         group: "exec".into(),
+        scope: None,
         finding,
     }
 }
@@ -213,6 +215,7 @@ fn perfdata_labels_are_unique_and_thresholds_exact() {
     let target = |stream: &str, group: &str| TargetFinding {
         stream: stream.into(),
         group: group.into(),
+        scope: None,
         finding: Finding::Seen(Seen::default()),
     };
     let targets = [
@@ -248,4 +251,34 @@ fn a_warning_above_the_critical_threshold_is_refused() {
     let e = Thresholds::new(Duration::from_secs(3600), Duration::from_secs(60)).unwrap_err();
     assert_eq!(e, "--parked-warning (1h) is above --parked-critical (1m)");
     assert!(Thresholds::new(Duration::from_secs(60), Duration::from_secs(60)).is_ok());
+}
+
+/// A failure finding the targets is shown by its log scope as it is (no
+/// re-escaped quotes, no stray `/`), is not counted as a target, and a
+/// bidirectional format character in a name is escaped (review r15t).
+#[test]
+fn a_discovery_failure_is_named_by_its_scope_and_not_counted_as_a_target() {
+    let failed = TargetFinding {
+        stream: String::new(),
+        group: String::new(),
+        scope: Some("discover=\"*:s\" node=127.0.0.1:7202".into()),
+        finding: Finding::Unreachable("timed out".into()),
+    };
+    let result = check(&[
+        failed,
+        seen("fills\u{202E}x", 0, 0, 0),
+        seen("orders", 0, 0, 1),
+    ]);
+    assert_eq!(result.health, Health::Warning);
+    let summary = result.line.split(" | ").next().unwrap();
+    assert_eq!(
+        summary,
+        "QUANTUM-STREAM-RECOVER WARNING - 1 of 2 targets, 1 failure finding targets: \
+         orders/exec: 1 entries in quarantine; discover=\"*:s\" node=127.0.0.1:7202: timed out"
+    );
+    let escaped = check(&[seen("fills\u{202E}x", 0, 0, 1)]).line;
+    assert!(
+        escaped.contains("fills\\u{202e}x/exec: 1 entries"),
+        "{escaped}"
+    );
 }

@@ -82,13 +82,11 @@ pub fn report(setup: &Setup, entries: Vec<Entry>) -> ExitCode {
     let findings: Vec<TargetFinding> = entries
         .iter()
         .map(|entry| {
-            let (stream, group) = entry
-                .target
-                .clone()
-                .unwrap_or_else(|| (entry.scope.clone(), String::new()));
+            let (stream, group) = entry.target.clone().unwrap_or_default();
             TargetFinding {
                 stream,
                 group,
+                scope: entry.target.is_none().then(|| entry.scope.clone()),
                 finding: finding(&entry.done),
             }
         })

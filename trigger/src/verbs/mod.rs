@@ -35,6 +35,32 @@ pub struct Clock {
     /// `started` as a unix time, for the metrics.
     pub started_unix_s: f64,
     pub deadline: Instant,
+    /// The run's own deadline (`--deadline` from the start): later than
+    /// `deadline` when a target's share ends first.
+    pub run_deadline: Instant,
+}
+
+impl Clock {
+    /// `f` stopped a target whose share of the deadline, not the run's,
+    /// ran out: said so (and how long the share was) rather than blame Redis.
+    fn blame_share(&self, f: Failure) -> Failure {
+        let share_over = self.deadline < self.run_deadline && Instant::now() >= self.deadline;
+        if f.code != ExitCode::Unavailable || !share_over {
+            return f;
+        }
+        let cause = match f.message.strip_prefix("Redis did not answer in time: ") {
+            Some(why) => format!(" while its call waited for a reply ({why})"),
+            None if f.message.starts_with("deadline reached") => String::new(),
+            None => format!(" ({})", f.message),
+        };
+        let had = self.deadline.saturating_duration_since(self.started);
+        let message = format!(
+            "this target's share of the deadline ran out{cause}: it had {} ms, the rest of \
+             the run's time being kept for the targets after it",
+            had.as_millis()
+        );
+        f.reworded(message)
+    }
 }
 
 /// What a verb hands back for the log file, the metrics and the JSON.
@@ -259,13 +285,17 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
     let (entries, complete) = match (known, failed) {
         (Some((targets, problems, complete)), None) => {
             let mut entries = problems;
+            let mut unstarted = Vec::new();
             for (i, ((stream, group), done)) in targets.into_iter().zip(results).enumerate() {
                 let scope = scope_of(&stream, &group);
                 let (done, elapsed) = done.unwrap_or_else(|| match &current {
                     Some((at, partial, began)) if *at == i => {
                         (partial.overrun(cli, &scope), began.elapsed())
                     }
-                    _ => (not_started(&scope), Duration::ZERO),
+                    _ => {
+                        unstarted.push(i);
+                        (not_started(), Duration::ZERO)
+                    }
                 });
                 entries.push(Entry {
                     target: Some((stream, group)),
@@ -274,6 +304,7 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
                     elapsed,
                 });
             }
+            say_not_started(&entries, &unstarted);
             (entries, complete)
         }
         (_, failed) => {
@@ -302,14 +333,33 @@ pub fn run(setup: Setup, verb: Verb, clock: Clock) -> ExitCode {
     }
 }
 
-/// A target the deadline came before.
-fn not_started(scope: &str) -> Done {
-    let f = Failure::new(
+/// A target the deadline came before (said by `say_not_started`).
+fn not_started() -> Done {
+    Done::failed(&Failure::new(
         ExitCode::Unavailable,
         "deadline reached before this target's turn: not started, nothing changed",
-    );
-    error!("{scope}: {}", f.message);
-    Done::failed(&f)
+    ))
+}
+
+/// One line on stderr for every target not started (of `entries`, at the
+/// indexes `unstarted` of the targets after the `problems`' entries): with
+/// 100,000 targets a line each would hold the process past the deadline.
+fn say_not_started(entries: &[Entry], unstarted: &[usize]) {
+    let problems = entries.iter().take_while(|e| e.target.is_none()).count();
+    let scopes: Vec<&str> = unstarted
+        .iter()
+        .filter_map(|i| entries.get(problems + i))
+        .map(|e| e.scope.as_str())
+        .collect();
+    match scopes.as_slice() {
+        [] => {}
+        [one] => error!("{one}: {}", not_started().error.unwrap_or_default()),
+        [first, .., last] => error!(
+            "{} targets not started, from {first} to {last}: deadline reached before their \
+             turn, nothing changed",
+            scopes.len()
+        ),
+    }
 }
 
 /// The target's stream and group as log fields, for what is said about it.
@@ -413,9 +463,17 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
     let mut spent = Duration::ZERO;
     for (i, target) in targets.iter().enumerate() {
         let began = Instant::now();
+        if began >= clock.deadline {
+            // The main thread reports this target and the rest as not started.
+            return;
+        }
         let mine = Clock {
             started: began,
-            deadline: target_deadline(clock.deadline, count - i - 1, spent / (i.max(1) as u32)),
+            deadline: target_deadline(
+                clock.deadline,
+                count - i - 1,
+                (i > 0).then(|| spent / i as u32),
+            ),
             ..clock
         };
         let target_cli = match setup.selection {
@@ -425,10 +483,7 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
         let partial = Partial::new(verb);
         let _ = tx.send(Event::Started(i, partial.clone(), began));
         let scope = scope_of(&target.stream, &target.group);
-        let done = match Instant::now() < clock.deadline {
-            true => one_target(&target_cli, verb, &mut con, mine, &partial, &scope),
-            false => not_started(&scope),
-        };
+        let done = one_target(&target_cli, verb, &mut con, mine, &partial, &scope);
         // A call cut short may still get its reply: later targets get a fresh connection.
         let reconnect =
             done.exit == ExitCode::Unavailable && i + 1 < count && Instant::now() < clock.deadline;
@@ -445,23 +500,36 @@ fn work(setup: &Setup, verb: Verb, clock: Clock, tx: &mpsc::Sender<Event>) {
     }
 }
 
-/// The least time kept for each target still waiting while one runs: about
-/// ten round trips in a data center, more than a target with nothing to move
-/// needs.
-pub const RESERVE_FLOOR: Duration = Duration::from_millis(10);
+/// The time kept for each target still waiting before any target was
+/// measured: a target with nothing to move takes well under a millisecond.
+pub const RESERVE_UNMEASURED: Duration = Duration::from_millis(1);
+
+/// The least time a target gets (when the run has that much left): a cheap
+/// call must not be cut by a timeout of a fraction of a millisecond.
+pub const TARGET_FLOOR: Duration = Duration::from_millis(50);
 
 /// When the target about to run must stop: the time left minus a reserve for
 /// each of the `waiting` targets after it. The reserve is twice the mean time
-/// of the targets done so far (`mean_spent`), at least `RESERVE_FLOOR`, at most
-/// an equal share of the time left (the old hard split, never worse). So a
-/// slow target may use what cheap ones leave, and the run still ends by the
+/// of the targets done so far (`mean_spent`, none yet: `RESERVE_UNMEASURED`),
+/// at most an equal share of the time left (the old hard split, never worse),
+/// together at least `TARGET_FLOOR`; and the target gets at least
+/// `TARGET_FLOOR` of what is left. So a slow
+/// target may use what cheap ones leave, and the run still ends by the
 /// deadline; a target left with no time is reported as not started.
-fn target_deadline(deadline: Instant, waiting: usize, mean_spent: Duration) -> Instant {
+fn target_deadline(deadline: Instant, waiting: usize, mean_spent: Option<Duration>) -> Instant {
     let now = Instant::now();
     let left = deadline.saturating_duration_since(now);
     let equal_share = left / (waiting as u32 + 1);
-    let reserve = (mean_spent * 2).max(RESERVE_FLOOR).min(equal_share);
-    deadline - reserve * waiting as u32
+    let reserve = mean_spent
+        .map_or(RESERVE_UNMEASURED, |mean| mean * 2)
+        .min(equal_share);
+    // The targets waiting together keep at least one target's floor: the
+    // next one may need a fresh connection after this one is cut.
+    let kept = match waiting {
+        0 => Duration::ZERO,
+        _ => (reserve * waiting as u32).max(TARGET_FLOOR.min(left)),
+    };
+    (deadline - kept).max(now + left.min(TARGET_FLOOR))
 }
 
 /// QUANTUM.STATUS after a run, for the per-state and parked gauges (LIMIT 1:
@@ -506,6 +574,7 @@ fn one_target(
             .acked(con.take_replica_acks())
     });
     done.unwrap_or_else(|f| {
+        let f = clock.blame_share(f);
         error!("{scope}: {}", f.message);
         Done::failed(&f)
     })
@@ -574,20 +643,61 @@ mod tests {
         let ms = Duration::from_millis;
         let deadline = Instant::now() + Duration::from_secs(10);
         // The last target: everything left.
-        assert_eq!(target_deadline(deadline, 0, ms(500)), deadline);
-        // Nothing measured yet: the floor for each of 499 waiting targets.
+        assert_eq!(target_deadline(deadline, 0, Some(ms(500))), deadline);
+        // Nothing measured yet: 1 ms for each of 499 waiting targets.
+        assert_eq!(target_deadline(deadline, 499, None), deadline - ms(1) * 499);
+        // Measured: twice the mean.
         assert_eq!(
-            target_deadline(deadline, 499, Duration::ZERO),
-            deadline - ms(10) * 499
-        );
-        // Measured: twice the mean, above the floor.
-        assert_eq!(
-            target_deadline(deadline, 499, ms(7)),
+            target_deadline(deadline, 499, Some(ms(7))),
             deadline - ms(14) * 499
         );
-        // Never less than an equal share (the old hard split): 10 s / 500.
-        let mine = target_deadline(deadline, 499, ms(1000));
+        // Never less than an equal share (the old hard split): 10 s / 100.
+        let mine = target_deadline(deadline, 99, Some(ms(1000)));
         let share = mine.saturating_duration_since(Instant::now());
-        assert!(share >= ms(19) && share <= ms(21), "{share:?}");
+        assert!(share >= ms(99) && share <= ms(101), "{share:?}");
+        // One cheap target waiting keeps a target's floor, not 1 ms.
+        assert_eq!(target_deadline(deadline, 1, None), deadline - ms(50));
+        // 20,000 waiting: the equal share is half a millisecond, but a target
+        // gets at least 50 ms ...
+        let mine = target_deadline(deadline, 20_000, None);
+        let share = mine.saturating_duration_since(Instant::now());
+        assert!(share >= ms(49) && share <= ms(50), "{share:?}");
+        // ... and never past the run's deadline.
+        let soon = Instant::now() + ms(20);
+        assert_eq!(target_deadline(soon, 20_000, Some(ms(1))), soon);
+    }
+
+    /// A target stopped by its own share says so and how long it had; the
+    /// run's deadline, or a failure before the share ended, is left as is.
+    #[test]
+    fn a_target_cut_by_its_share_does_not_blame_redis() {
+        let now = Instant::now();
+        let share = Clock {
+            started: now - Duration::from_millis(40),
+            started_unix_s: 0.0,
+            deadline: now,
+            run_deadline: now + Duration::from_secs(3),
+        };
+        let timeout = Failure::new(
+            ExitCode::Unavailable,
+            "Redis did not answer in time: timed out",
+        );
+        let message = share.blame_share(timeout.clone()).message;
+        assert!(
+            message.starts_with("this target's share of the deadline ran out"),
+            "{message}"
+        );
+        assert!(message.contains("it had 40 ms"), "{message}");
+        assert!(!message.contains("Redis did not answer"), "{message}");
+        let run_over = Clock {
+            run_deadline: now,
+            ..share
+        };
+        assert_eq!(
+            run_over.blame_share(timeout.clone()).message,
+            timeout.message
+        );
+        let refused = Failure::new(ExitCode::Usage, "WRONGTYPE");
+        assert_eq!(share.blame_share(refused).message, "WRONGTYPE");
     }
 }

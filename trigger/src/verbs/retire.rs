@@ -81,7 +81,10 @@ fn report(cli: &Cli, summary: RetireSummary) -> Done {
     let mut message = None;
     match why {
         None if absent => {}
-        None => info!("retired consumer {shown}: {counts}"),
+        None => info!(
+            "retired consumer {shown} in {}: {counts}",
+            super::scope(cli)
+        ),
         Some(why) => {
             let said = stop_message(cli, &shown, s, &why);
             let scope = super::scope(cli);

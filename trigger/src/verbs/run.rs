@@ -32,7 +32,8 @@ pub fn run(
         }
         None => None,
     };
-    let summary = match commands::run(cli, con, start.clone(), clock.deadline, progress)? {
+    let drained = commands::run(cli, con, start.clone(), clock.deadline, progress);
+    let summary = match drained.map_err(|f| clock.blame_share(f))? {
         Outcome::Done(summary) => summary,
         Outcome::Refused(m) => {
             let known = mode_known_from_refusal(&m);
@@ -74,7 +75,7 @@ pub fn run(
         None => None,
     };
     if let Some(f) = summary.stopped.clone() {
-        return Ok(stopped(cli, &target, &f, summary));
+        return Ok(stopped(cli, &target, &clock.blame_share(f), summary));
     }
     let more = where_it_continues(&summary, &start, saved.as_deref());
     let fields = log_drained(&summary, &target, clock, &more);
@@ -115,7 +116,7 @@ fn log_drained(summary: &RunSummary, target: &str, clock: Clock, more: &str) -> 
         false => "deleted",
     };
     for name in &summary.sums.deleted {
-        info!("{deleted} consumer {}", report::quoted(name));
+        info!("{deleted} consumer {} in {target}", report::quoted(name));
     }
     // Only a complete drain whose last call looked at every consumer knows why
     // one still holds entries; a run cut short simply did not reach them.
