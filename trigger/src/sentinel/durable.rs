@@ -5,11 +5,11 @@
 //! at the deadline with the outcome unknown.
 
 use super::url::show;
-use super::{remaining, Addr, ReplicaAcks, Sentinel, MAX_PAUSE, REPLICA_WAIT};
+use super::{remaining, Addr, ReplicaAcks, Sentinel, MAX_PAUSE, REPLICA_WAIT, SETTLE};
 use crate::failure::{self, ExitCode, Failure};
 use redis::Connection;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 impl Sentinel {
@@ -40,7 +40,19 @@ impl Sentinel {
             let why = format!("{} is a {} now (deposed)", show(served), info.role);
             return self.await_successor(served, why, deadline);
         }
-        let now: Vec<Addr> = info.replicas;
+        let mut now: Vec<Addr> = info.replicas;
+        // A replica promoted before the run connected is no longer listed by
+        // the old primary; the sentinels still list it (until they switch).
+        if let Ok(known) = self.replicas(deadline) {
+            let up = known
+                .into_iter()
+                .filter(|(_, flags)| !flags.contains("down") && !flags.contains("disconnected"));
+            for (addr, _) in up {
+                if !now.contains(&addr) {
+                    now.push(addr);
+                }
+            }
+        }
         if self.replicas.0.as_ref() != Some(served) {
             self.replicas = (Some(served.clone()), Vec::new());
         }
@@ -85,14 +97,18 @@ impl Sentinel {
             );
         }
         if acked.is_some_and(|n| n >= expected) {
-            return Ok(());
+            return self.still_named(served, Duration::ZERO, deadline);
         }
+        let mut unknown = Vec::new();
         for replica in self.replicas.1.clone() {
             let role = self
                 .node(&replica, deadline)
                 .ok()
                 .and_then(|mut con| replication(&mut con))
                 .map(|r| r.role);
+            if role.is_none() {
+                unknown.push(show(&replica));
+            }
             if role.as_deref() == Some("master") {
                 let why = format!(
                     "its replica {} did not acknowledge the run's writes and is a primary now \
@@ -102,6 +118,25 @@ impl Sentinel {
                 return self.await_successor(served, why, deadline);
             }
         }
+        // A replica that did not acknowledge and cannot be asked its role (the
+        // ACL user exists on the primary only) may be the one being promoted:
+        // the sentinels announce it within a second or two.
+        let watch = match unknown.is_empty() {
+            true => Duration::ZERO,
+            false => {
+                warn!(
+                    "cannot ask {} its role (does the run's ACL user exist there?): asking \
+                     the sentinels for up to {} s whether it was promoted",
+                    unknown.join(", "),
+                    SETTLE.as_secs()
+                );
+                SETTLE
+            }
+        };
+        self.still_named(served, watch, deadline)?;
+        if self.served.as_ref() != Some(served) {
+            return Ok(());
+        }
         if let Some(n) = acked {
             warn!(
                 "only {n} of {expected} replicas of {} acknowledged the run's writes within \
@@ -110,6 +145,36 @@ impl Sentinel {
             );
         }
         Ok(())
+    }
+
+    /// After the WAIT: the sentinels still name `served`, asked for `watch`
+    /// (at least once). Another primary named is a switch; sentinels that
+    /// cannot say leave `served`'s own word standing.
+    fn still_named(
+        &mut self,
+        served: &Addr,
+        watch: Duration,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let until = Instant::now() + watch;
+        loop {
+            let named = self.named_primary(deadline);
+            self.asked_at = Instant::now();
+            if let Ok(named) = named {
+                if named != *served {
+                    self.primary = None;
+                    self.note_served(named);
+                    return Ok(());
+                }
+            }
+            let Ok(left) = remaining(deadline) else {
+                return Ok(());
+            };
+            if Instant::now() >= until {
+                return Ok(());
+            }
+            std::thread::sleep(MAX_PAUSE.min(left).min(until - Instant::now()));
+        }
     }
 
     /// `served` was deposed: asks the sentinels until they name another
