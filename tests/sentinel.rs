@@ -1210,3 +1210,64 @@ fn a_retire_does_not_vouch_for_a_primary_deposed_during_its_wait() {
     let args = ["retire", "--consumer", "exec-1", "--retire-count", "1000"];
     while_a_promotion_is_announced(&args, "moved");
 }
+
+/// A TCP proxy to `upstream` on loopback that passes what the client sends
+/// at once and the answers one byte every 300 ms (a sentinel on a congested
+/// link: every read gets a byte well within any per-read timeout). Its port.
+fn trickling_proxy(upstream: u16) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut to_server, mut from_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_server));
+            std::thread::spawn(move || {
+                let mut byte = [0u8; 1];
+                while server.read_exact(&mut byte).is_ok() {
+                    std::thread::sleep(Duration::from_millis(300));
+                    if client.write_all(&byte).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Review r15s F3: one sentinel of three answers correctly but slowly (a
+/// byte every 300 ms): it is passed over like one that fails (each exchange
+/// is bounded as a whole), so the drain finishes within its 8 s deadline on
+/// the two others instead of spending it waiting for that sentinel.
+#[test]
+fn a_trickling_sentinel_is_passed_over() {
+    let set = SentinelSet::start(SentinelOptions::default());
+    let mut con = set.nodes[0].connect();
+    backlog_of(&mut con, 10_000, &["exec-1"]);
+    let slow = trickling_proxy(set.sentinels[2].port);
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{slow}/{MASTER}",
+        set.sentinels[0].port, set.sentinels[1].port
+    );
+    let args = [
+        "--url",
+        &url,
+        "--min-idle",
+        "1ms",
+        "--json",
+        "--deadline",
+        "8s",
+    ];
+    let args = [&args[..], &["--count", "100", "--scan", "100"]].concat();
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(ids(&json["claimed"]).len(), 10_000, "{}", out.stderr);
+    assert_eq!(json["last_call_unknown"], false, "{}", out.stderr);
+}

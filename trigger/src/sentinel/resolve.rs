@@ -16,34 +16,53 @@ use std::time::{Duration, Instant};
 const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs `cmd` on every sentinel in parallel: each one's answer or why it gave
-/// none. A sentinel is asked once however often the URL lists it: answers
-/// from the same sentinel (by SENTINEL MYID, else by address) after the first
-/// are dropped, so one cannot vote twice.
+/// none. Each exchange as a whole (connecting, MYID and the answer) is bounded
+/// by `SENTINEL_TIMEOUT`: a sentinel still answering then (a trickle of bytes,
+/// each within a read timeout) is passed over like one that failed, its thread
+/// left to end on its own. A sentinel is asked once however often the URL
+/// lists it: answers from the same sentinel (by SENTINEL MYID, else by
+/// address) after the first are dropped, so one cannot vote twice.
 pub fn ask_all(
     url: &SentinelUrl,
     password: Option<&str>,
     cmd: &redis::Cmd,
     deadline: Instant,
 ) -> Vec<(Addr, Result<Value, Failure>)> {
-    let answers: Vec<_> = std::thread::scope(|scope| {
-        let asks: Vec<_> = url
-            .sentinels
-            .iter()
-            .map(|addr| {
-                let ask = move || ask_one(url, addr, password, cmd, deadline);
-                (addr.clone(), scope.spawn(ask))
-            })
-            .collect();
-        asks.into_iter()
-            .map(|(addr, ask)| {
-                let (id, answer) = ask.join().unwrap_or_else(|_| {
-                    let f = failure::unexpected("a panic while asking a sentinel");
-                    (None, Err(f))
-                });
-                (addr, id, answer)
-            })
-            .collect()
-    });
+    let bound = remaining(deadline)
+        .unwrap_or(Duration::ZERO)
+        .min(SENTINEL_TIMEOUT);
+    let by = Instant::now() + bound;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (at, addr) in url.sentinels.iter().enumerate() {
+        let (url, addr, tx) = (url.clone(), addr.clone(), tx.clone());
+        let (password, cmd) = (password.map(str::to_string), cmd.clone());
+        std::thread::spawn(move || {
+            let answer = ask_one(&url, &addr, password.as_deref(), &cmd, by);
+            let _ = tx.send((at, answer));
+        });
+    }
+    drop(tx);
+    let mut answers: Vec<Option<(Option<String>, Result<Value, Failure>)>> =
+        url.sentinels.iter().map(|_| None).collect();
+    while let Ok((at, answer)) = rx.recv_timeout(by.saturating_duration_since(Instant::now())) {
+        answers[at] = Some(answer);
+    }
+    let answers = url
+        .sentinels
+        .iter()
+        .zip(answers)
+        .map(|(addr, answer)| {
+            let (id, answer) = answer.unwrap_or_else(|| {
+                let why = format!(
+                    "sentinel {}: no whole answer within {} ms",
+                    show(addr),
+                    bound.as_millis()
+                );
+                (None, Err(Failure::new(ExitCode::Unavailable, why)))
+            });
+            (addr.clone(), id, answer)
+        })
+        .collect();
     once_each(answers)
 }
 
@@ -68,7 +87,7 @@ fn ask_one(
     deadline: Instant,
 ) -> (Option<String>, Result<Value, Failure>) {
     let left = match remaining(deadline) {
-        Ok(left) => left.min(SENTINEL_TIMEOUT),
+        Ok(left) => left,
         Err(f) => return (None, Err(f)),
     };
     let connected = url.info(addr, false).and_then(|info| {
