@@ -1271,3 +1271,102 @@ fn a_trickling_sentinel_is_passed_over() {
     assert_eq!(ids(&json["claimed"]).len(), 10_000, "{}", out.stderr);
     assert_eq!(json["last_call_unknown"], false, "{}", out.stderr);
 }
+
+/// A fake sentinel on loopback speaking RESP: SENTINEL MYID gives its own ID,
+/// SENTINEL GET-MASTER-ADDR-BY-NAME names port `first` for the first `flip_after`
+/// asks and port `then` after; anything else is +OK. Its port.
+fn flipping_sentinel(first: u16, then: u16, flip_after: usize) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let asked = asked.clone();
+            std::thread::spawn(move || {
+                let mut out = client.try_clone().unwrap();
+                let mut lines = BufReader::new(client).lines();
+                while let Some(Ok(head)) = lines.next() {
+                    let n: usize = head.trim_start_matches('*').parse().unwrap_or(0);
+                    let words: Vec<String> = (0..n)
+                        .filter_map(|_| {
+                            lines.next()?.ok()?;
+                            lines.next()?.ok()
+                        })
+                        .map(|w| w.to_ascii_uppercase())
+                        .collect();
+                    let reply = match words.get(1).map(String::as_str) {
+                        Some("MYID") => "$13\r\nfake-sentinel\r\n".to_string(),
+                        Some("GET-MASTER-ADDR-BY-NAME") => {
+                            let at = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let port = if at < flip_after { first } else { then }.to_string();
+                            format!("*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{port}\r\n", port.len())
+                        }
+                        _ => "+OK\r\n".to_string(),
+                    };
+                    if out.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Review r15s F4: the sentinels start to disagree between the drain and its
+/// report (a fake sentinel names another primary after its first answer):
+/// at the deadline the message says they disagree and names both sides,
+/// for a tie (run, two sentinels) and a majority not yet unanimous (retire,
+/// three sentinels, a deadline shorter than the 3 s they are given to
+/// agree), and retire does not say the consumer's entries stay pending
+/// when the last call left it none.
+#[test]
+fn sentinels_that_disagree_before_the_report_are_named() {
+    let set = SentinelSet::start(SentinelOptions::default());
+    let mut con = set.nodes[0].connect();
+    backlog_of(&mut con, 10_000, &["exec-1", "exec-2"]);
+    let primary = set.nodes[0].port.unwrap();
+    let (s0, s1) = (set.sentinels[0].port, set.sentinels[1].port);
+    let side = |port: u16, by: &str| format!("127.0.0.1:{port} (by {by})");
+
+    let fake = flipping_sentinel(primary, 1, 1);
+    let url = format!("redis+sentinel://127.0.0.1:{s0},127.0.0.1:{fake}/{MASTER}");
+    let args = ["retire", "--consumer", "exec-1", "--retire-count", "10000"];
+    let out = run_trigger(
+        &[&["--url", &url, "--deadline", "2s"], &args[..]].concat(),
+        &[],
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let sides = format!(
+        "{} vs {}",
+        side(1, &format!("127.0.0.1:{fake}")),
+        side(primary, &format!("127.0.0.1:{s0}"))
+    );
+    assert!(
+        out.stderr.contains("agreed on the primary"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&sides), "{}", out.stderr);
+    assert!(!out.stderr.contains("no sentinel"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("stay pending under its name"),
+        "{}",
+        out.stderr
+    );
+
+    let fake = flipping_sentinel(primary, 1, 1);
+    let url = format!("redis+sentinel://127.0.0.1:{s0},127.0.0.1:{s1},127.0.0.1:{fake}/{MASTER}");
+    let args = ["--url", &url, "--deadline", "2s", "--min-idle", "1ms"];
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let sides = format!(
+        "{} vs {}",
+        side(1, &format!("127.0.0.1:{fake}")),
+        side(primary, &format!("127.0.0.1:{s0}, 127.0.0.1:{s1}"))
+    );
+    assert!(out.stderr.contains(&sides), "{}", out.stderr);
+    assert!(!out.stderr.contains("no sentinel"), "{}", out.stderr);
+}

@@ -383,25 +383,33 @@ impl Sentinel {
             return Ok(());
         };
         let started = Instant::now();
+        // While they disagree: what they said last, for the message should
+        // the deadline come first (asked then, they would only say that).
+        let mut disagreed: Option<String> = None;
         let named = loop {
+            if let (Some(sides), Err(_)) = (&disagreed, remaining(deadline)) {
+                let f = Failure::new(
+                    ExitCode::Unavailable,
+                    format!(
+                        "deadline reached before the sentinels of {:?} agreed on the primary: \
+                         {sides}",
+                        self.url.master
+                    ),
+                );
+                return Err(self.unconfirmed(f, &served));
+            }
             let answers = self.ask_all(&self.get_master_addr(), deadline);
             self.asked_at = Instant::now();
             let dissent = resolve::dissent(&answers);
             let named = resolve::tally(&self.url.master, answers);
             let wait = match &named {
                 Err(no) => no.split,
-                Ok(_) => dissent && started.elapsed() < SETTLE,
+                Ok(_) => dissent.is_some() && started.elapsed() < SETTLE,
             };
             if !wait {
                 break named;
             }
-            if remaining(deadline).is_err() {
-                match named {
-                    // A majority, not yet unanimous: the majority's word.
-                    Ok(_) => break named,
-                    Err(no) => return Err(self.unconfirmed(no.failure, &served)),
-                }
-            }
+            disagreed = dissent;
             std::thread::sleep(MAX_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
         };
         match named {

@@ -28,9 +28,13 @@ pub fn ask_all(
     cmd: &redis::Cmd,
     deadline: Instant,
 ) -> Vec<(Addr, Result<Value, Failure>)> {
-    let bound = remaining(deadline)
-        .unwrap_or(Duration::ZERO)
-        .min(SENTINEL_TIMEOUT);
+    let bound = match remaining(deadline) {
+        Ok(left) => left.min(SENTINEL_TIMEOUT),
+        Err(f) => {
+            let each = |addr: &Addr| (addr.clone(), Err(f.clone()));
+            return url.sentinels.iter().map(each).collect();
+        }
+    };
     let by = Instant::now() + bound;
     let (tx, rx) = std::sync::mpsc::channel();
     for (at, addr) in url.sentinels.iter().enumerate() {
@@ -243,16 +247,21 @@ pub fn tally(
     Err(no(none_usable(master, failures)))
 }
 
-/// Whether the sentinels that named a primary named more than one.
-pub fn dissent(answers: &[(Addr, Result<Value, Failure>)]) -> bool {
-    let named: std::collections::BTreeSet<Addr> = answers
+/// When the sentinels that named a primary named more than one: each
+/// address with the sentinels that named it (`a (by s1, s2) vs b (by s3)`).
+pub fn dissent(answers: &[(Addr, Result<Value, Failure>)]) -> Option<String> {
+    let mut named: BTreeMap<Addr, Vec<String>> = BTreeMap::new();
+    for (sentinel, answer) in answers {
+        let Ok(value) = answer else { continue };
+        if let Ok(Some(addr)) = primary_in(value.clone(), sentinel) {
+            named.entry(addr).or_default().push(show(sentinel));
+        }
+    }
+    let sides: Vec<String> = named
         .iter()
-        .filter_map(|(sentinel, answer)| {
-            let value = answer.as_ref().ok()?.clone();
-            primary_in(value, sentinel).ok().flatten()
-        })
+        .map(|(addr, by)| format!("{} (by {})", show(addr), by.join(", ")))
         .collect();
-    named.len() > 1
+    (sides.len() > 1).then(|| sides.join(" vs "))
 }
 
 /// The address in a SENTINEL GET-MASTER-ADDR-BY-NAME answer; none: no such master.
