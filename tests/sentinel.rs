@@ -1370,3 +1370,55 @@ fn sentinels_that_disagree_before_the_report_are_named() {
     assert!(out.stderr.contains(&sides), "{}", out.stderr);
     assert!(!out.stderr.contains("no sentinel"), "{}", out.stderr);
 }
+
+/// A listener on loopback that accepts connections and never answers (a hung
+/// sentinel). Its port and how many connections it accepted.
+fn hung_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for client in listener.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(client);
+        }
+    });
+    (port, accepted)
+}
+
+/// Review r15s F5: one hung sentinel of three (accepts, never answers) held
+/// every periodic check for its 1 s bound, throttling the drain to half. A
+/// sentinel that failed a periodic check is left out of them for 10 s: in an
+/// 8 s drain it is asked at connect and at most once more, not every second.
+#[test]
+fn a_hung_sentinel_is_left_out_of_the_periodic_checks() {
+    let set = SentinelSet::start(SentinelOptions::default());
+    let mut con = set.nodes[0].connect();
+    backlog_of(&mut con, 30_000, &["exec-1"]);
+    let (hung, accepted) = hung_listener();
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{hung}/{MASTER}",
+        set.sentinels[0].port, set.sentinels[1].port
+    );
+    let args = [
+        "--url",
+        &url,
+        "--min-idle",
+        "1ms",
+        "--json",
+        "--deadline",
+        "8s",
+    ];
+    let args = [&args[..], &["--count", "1", "--scan", "1"]].concat();
+    let args = [&args[..], &["--max-batches", "1000000"]].concat();
+    let out = run_trigger(&args, &[]);
+    let asked = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(out.stderr.contains("deadline reached"), "{}", out.stderr);
+    assert!(
+        asked <= 2,
+        "the hung sentinel was asked {asked} times in 8 s\n{}",
+        out.stderr
+    );
+}
