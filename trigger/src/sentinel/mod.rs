@@ -338,12 +338,9 @@ impl Sentinel {
         };
         let current = current.clone();
         let mut url = self.url.clone();
-        url.sentinels.retain(|addr| {
-            !self
-                .failing
-                .get(addr)
-                .is_some_and(|at| at.elapsed() < SKIP_FAILED)
-        });
+        let skipped =
+            |addr: &Addr| matches!(self.failing.get(addr), Some(at) if at.elapsed() < SKIP_FAILED);
+        url.sentinels.retain(|addr| !skipped(addr));
         if url.sentinels.is_empty() {
             url.sentinels.clone_from(&self.url.sentinels);
         }

@@ -46,8 +46,7 @@ pub fn ask_all(
         });
     }
     drop(tx);
-    let mut answers: Vec<Option<(Option<String>, Result<Value, Failure>)>> =
-        url.sentinels.iter().map(|_| None).collect();
+    let mut answers: Vec<Option<Answer>> = url.sentinels.iter().map(|_| None).collect();
     while let Ok((at, answer)) = rx.recv_timeout(by.saturating_duration_since(Instant::now())) {
         answers[at] = Some(answer);
     }
@@ -82,6 +81,9 @@ fn once_each(
         .collect()
 }
 
+/// A sentinel's ID (SENTINEL MYID) and its answer.
+type Answer = (Option<String>, Result<Value, Failure>);
+
 /// One sentinel's identity (SENTINEL MYID, when it answers one) and its answer to `cmd`.
 fn ask_one(
     url: &SentinelUrl,
@@ -89,7 +91,7 @@ fn ask_one(
     password: Option<&str>,
     cmd: &redis::Cmd,
     deadline: Instant,
-) -> (Option<String>, Result<Value, Failure>) {
+) -> Answer {
     let left = match remaining(deadline) {
         Ok(left) => left,
         Err(f) => return (None, Err(f)),
