@@ -1276,6 +1276,11 @@ fn a_trickling_sentinel_is_passed_over() {
 /// SENTINEL GET-MASTER-ADDR-BY-NAME names port `first` for the first `flip_after`
 /// asks and port `then` after; anything else is +OK. Its port.
 fn flipping_sentinel(first: u16, then: u16, flip_after: usize) -> u16 {
+    naming_sentinel("127.0.0.1", first, then, flip_after)
+}
+
+/// The same, naming `host` (`localhost`, `127.0.0.1`) with the ports.
+fn naming_sentinel(host: &'static str, first: u16, then: u16, flip_after: usize) -> u16 {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -1301,7 +1306,8 @@ fn flipping_sentinel(first: u16, then: u16, flip_after: usize) -> u16 {
                         Some("GET-MASTER-ADDR-BY-NAME") => {
                             let at = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             let port = if at < flip_after { first } else { then }.to_string();
-                            format!("*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{port}\r\n", port.len())
+                            let (h, p) = (host.len(), port.len());
+                            format!("*2\r\n${h}\r\n{host}\r\n${p}\r\n{port}\r\n")
                         }
                         _ => "+OK\r\n".to_string(),
                     };
@@ -1421,4 +1427,32 @@ fn a_hung_sentinel_is_left_out_of_the_periodic_checks() {
         "the hung sentinel was asked {asked} times in 8 s\n{}",
         out.stderr
     );
+}
+
+/// Review r15s F6: two sentinels name the same primary, one as `localhost`
+/// and one as `127.0.0.1`: one node, not a tie (which ended every run at
+/// the deadline with 75).
+#[test]
+fn the_same_primary_under_two_names_is_one_vote() {
+    let set = SentinelSet::start(SentinelOptions::default());
+    let mut con = set.nodes[0].connect();
+    backlog_of(&mut con, 10_000, &["exec-1"]);
+    let primary = set.nodes[0].port.unwrap();
+    let by_name = naming_sentinel("localhost", primary, primary, usize::MAX);
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},127.0.0.1:{by_name}/{MASTER}",
+        set.sentinels[0].port
+    );
+    let args = [
+        "--url",
+        &url,
+        "--min-idle",
+        "1ms",
+        "--json",
+        "--deadline",
+        "3s",
+    ];
+    let out = run_trigger(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(ids(&out.json()["claimed"]).len(), 10_000, "{}", out.stderr);
 }

@@ -214,6 +214,7 @@ pub fn tally(
             Err(f) => failures.push(f),
         }
     }
+    let named = same_nodes_merged(named);
     let voters: usize = named.values().map(Vec::len).sum();
     if let Some((addr, _)) = named.iter().find(|(_, by)| by.len() * 2 > voters) {
         return Ok(addr.clone());
@@ -259,11 +260,37 @@ pub fn dissent(answers: &[(Addr, Result<Value, Failure>)]) -> Option<String> {
             named.entry(addr).or_default().push(show(sentinel));
         }
     }
-    let sides: Vec<String> = named
+    let sides: Vec<String> = same_nodes_merged(named)
         .iter()
         .map(|(addr, by)| format!("{} (by {})", show(addr), by.join(", ")))
         .collect();
     (sides.len() > 1).then(|| sides.join(" vs "))
+}
+
+/// When more than one address was named: addresses that resolve to the same
+/// socket address (`localhost:6379` and `127.0.0.1:6379`) are one node, under
+/// the first of them, with all the sentinels that named either.
+fn same_nodes_merged(named: BTreeMap<Addr, Vec<String>>) -> BTreeMap<Addr, Vec<String>> {
+    use std::net::ToSocketAddrs;
+    if named.len() < 2 {
+        return named;
+    }
+    let mut merged: Vec<(Vec<std::net::SocketAddr>, Addr, Vec<String>)> = Vec::new();
+    for (addr, by) in named {
+        // `localhost` may resolve to ::1 and 127.0.0.1: any address in common.
+        let resolved: Vec<_> = (addr.0.as_str(), addr.1)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        match merged
+            .iter_mut()
+            .find(|(at, _, _)| at.iter().any(|a| resolved.contains(a)))
+        {
+            Some((_, _, voters)) => voters.extend(by),
+            None => merged.push((resolved, addr, by)),
+        }
+    }
+    merged.into_iter().map(|(_, addr, by)| (addr, by)).collect()
 }
 
 /// The address in a SENTINEL GET-MASTER-ADDR-BY-NAME answer; none: no such master.
