@@ -197,20 +197,28 @@ pub fn run(
             false => ConsumerStep::Skip,
         };
         let cmd = recover_command(cli, cursor.as_deref(), step);
-        let stop = |f: Failure| {
-            let mut summary = lock();
+        // A switch found by this call (the new primary then refused): what the
+        // old one answered is set aside, as after a switch found before reporting.
+        let settle = |summary: &mut RunSummary, con: &Link| {
+            if con.is_sentinel() && con.owner_switches() != switches {
+                summary.set_aside();
+            }
             summary.settle_switch();
+        };
+        let stop = |f: Failure, con: &Link| {
+            let mut summary = lock();
+            settle(&mut summary, con);
             summary.last_call_unknown = f.reply_lost;
             summary.stopped = Some(f);
             Ok(Outcome::Done(summary.clone()))
         };
         // After earlier batches, or when the call may have run: report what is known.
         let reply = match call(con, &cmd, deadline) {
-            Err(f) if batches > 0 || f.reply_lost => return stop(f),
+            Err(f) if batches > 0 || f.reply_lost => return stop(f, con),
             reply => reply?,
         };
         let batch = match reply.and_then(reply::parse) {
-            Err(f) if batches > 0 => return stop(f),
+            Err(f) if batches > 0 => return stop(f, con),
             parsed => parsed?,
         };
         let batch = match batch {
@@ -223,14 +231,14 @@ pub fn run(
             // report those, and why it stopped.
             Outcome::Refused(m) => {
                 let mut summary = lock();
-                summary.settle_switch();
+                settle(&mut summary, con);
                 summary.sums.mode = mode_in_refusal(&m);
                 summary.interrupted = Some(Interrupted::Refused(m));
                 return Ok(Outcome::Done(summary.clone()));
             }
             Outcome::Absent(m) => {
                 let mut summary = lock();
-                summary.settle_switch();
+                settle(&mut summary, con);
                 summary.interrupted = Some(Interrupted::Absent(m));
                 return Ok(Outcome::Done(summary.clone()));
             }

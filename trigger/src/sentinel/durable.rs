@@ -5,7 +5,7 @@
 //! at the deadline with the outcome unknown.
 
 use super::url::show;
-use super::{remaining, Addr, ReplicaAcks, Sentinel, MAX_PAUSE, REPLICA_WAIT};
+use super::{remaining, Addr, ReplicaAcks, Sentinel, MAX_PAUSE, REPLICA_WAIT, SETTLE};
 use crate::failure::{self, ExitCode, Failure};
 use redis::Connection;
 use std::collections::HashMap;
@@ -40,9 +40,25 @@ impl Sentinel {
             let why = format!("{} is a {} now (deposed)", show(served), info.role);
             return self.await_successor(served, why, deadline);
         }
-        let now: Vec<Addr> = info.replicas;
+        let mut now: Vec<Addr> = info.replicas;
         if self.replicas.0.as_ref() != Some(served) {
             self.replicas = (Some(served.clone()), Vec::new());
+        }
+        // A replica promoted before the run connected is no longer listed by
+        // the old primary; the sentinels still list it (until they switch).
+        // Listed by them only, a primary may also be the deposed one they
+        // are about to convert: not a promotion for certain.
+        let mut sentinels_only = Vec::new();
+        if let Ok(known) = self.replicas(deadline) {
+            let up = known
+                .into_iter()
+                .filter(|(_, flags)| !flags.contains("down") && !flags.contains("disconnected"));
+            for (addr, _) in up {
+                if !now.contains(&addr) && !self.replicas.1.contains(&addr) {
+                    now.push(addr.clone());
+                    sentinels_only.push(addr);
+                }
+            }
         }
         let expected = self.replicas.1.len().max(now.len()) as u64;
         let left = remaining(deadline).map_err(|f| {
@@ -85,14 +101,16 @@ impl Sentinel {
             );
         }
         if acked.is_some_and(|n| n >= expected) {
-            return Ok(());
+            return self.still_named(served, Vec::new(), deadline);
         }
+        let mut doubtful = Vec::new();
         for replica in self.replicas.1.clone() {
-            let role = self
-                .node(&replica, deadline)
-                .ok()
-                .and_then(|mut con| replication(&mut con))
-                .map(|r| r.role);
+            let role = self.role_of(&replica, deadline);
+            let sentinels_only = sentinels_only.contains(&replica);
+            if role.is_none() || (sentinels_only && role.as_deref() == Some("master")) {
+                doubtful.push(replica);
+                continue;
+            }
             if role.as_deref() == Some("master") {
                 let why = format!(
                     "its replica {} did not acknowledge the run's writes and is a primary now \
@@ -102,6 +120,23 @@ impl Sentinel {
                 return self.await_successor(served, why, deadline);
             }
         }
+        // A replica that did not acknowledge and cannot be asked its role (the
+        // ACL user exists on the primary only) may be the one being promoted:
+        // the sentinels announce it within a second or two.
+        if !doubtful.is_empty() {
+            let shown: Vec<String> = doubtful.iter().map(show).collect();
+            warn!(
+                "{} did not acknowledge and cannot be asked its role (does the run's ACL user \
+                 exist there?) or is a primary the sentinels list as a replica: asking the \
+                 sentinels for up to {} s whether it was promoted",
+                shown.join(", "),
+                SETTLE.as_secs()
+            );
+        }
+        self.still_named(served, doubtful, deadline)?;
+        if self.served.as_ref() != Some(served) {
+            return Ok(());
+        }
         if let Some(n) = acked {
             warn!(
                 "only {n} of {expected} replicas of {} acknowledged the run's writes within \
@@ -110,6 +145,44 @@ impl Sentinel {
             );
         }
         Ok(())
+    }
+
+    /// A node's role (INFO replication); None when it cannot be asked.
+    fn role_of(&self, node: &Addr, deadline: Instant) -> Option<String> {
+        let mut con = self.node(node, deadline).ok()?;
+        replication(&mut con).map(|r| r.role)
+    }
+
+    /// After the WAIT: the sentinels still name `served`, asked once, or
+    /// while a `doubtful` replica (role unknown, or a primary only the
+    /// sentinels list) stays so, for up to `SETTLE`. Another primary named is
+    /// a switch; sentinels that cannot say leave `served`'s own word standing.
+    fn still_named(
+        &mut self,
+        served: &Addr,
+        mut doubtful: Vec<Addr>,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let until = Instant::now() + SETTLE;
+        loop {
+            let named = self.named_primary(deadline);
+            self.asked_at = Instant::now();
+            if let Ok(named) = named {
+                if named != *served {
+                    self.primary = None;
+                    self.note_served(named);
+                    return Ok(());
+                }
+            }
+            doubtful.retain(|replica| self.role_of(replica, deadline).as_deref() != Some("slave"));
+            let Ok(left) = remaining(deadline) else {
+                return Ok(());
+            };
+            if doubtful.is_empty() || Instant::now() >= until {
+                return Ok(());
+            }
+            std::thread::sleep(MAX_PAUSE.min(left).min(until - Instant::now()));
+        }
     }
 
     /// `served` was deposed: asks the sentinels until they name another

@@ -46,6 +46,8 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// The longest WAIT for the replicas before reporting (a healthy replica
 /// acknowledges within milliseconds).
 const REPLICA_WAIT: Duration = Duration::from_secs(1);
+/// How long a sentinel that failed a periodic check is left out of them.
+const SKIP_FAILED: Duration = Duration::from_secs(10);
 
 /// The sentinels of one master and a connection to the primary they name.
 pub struct Sentinel {
@@ -63,6 +65,9 @@ pub struct Sentinel {
     pub lost_replies: u64,
     /// A recheck found no answer (said once).
     recheck_failed: bool,
+    /// Sentinels that failed a periodic check, and when: left out of the
+    /// periodic checks for `SKIP_FAILED` (a hung one would hold each for 1 s).
+    failing: HashMap<Addr, Instant>,
     /// The replicas the primary in use (the first) listed when connected
     /// (and since): how many must acknowledge the run's writes before it reports.
     replicas: (Option<Addr>, Vec<Addr>),
@@ -139,6 +144,7 @@ impl Sentinel {
             asked_at: Instant::now(),
             lost_replies: 0,
             recheck_failed: false,
+            failing: HashMap::new(),
             replicas: (None, Vec::new()),
             acks: None,
         };
@@ -331,7 +337,21 @@ impl Sentinel {
             return;
         };
         let current = current.clone();
-        let answers = self.ask_all(&self.get_master_addr(), deadline);
+        let mut url = self.url.clone();
+        let skipped =
+            |addr: &Addr| matches!(self.failing.get(addr), Some(at) if at.elapsed() < SKIP_FAILED);
+        url.sentinels.retain(|addr| !skipped(addr));
+        if url.sentinels.is_empty() {
+            url.sentinels.clone_from(&self.url.sentinels);
+        }
+        let cmd = self.get_master_addr();
+        let answers = resolve::ask_all(&url, self.sentinel_password.as_deref(), &cmd, deadline);
+        for (addr, answer) in &answers {
+            match answer {
+                Ok(_) => self.failing.remove(addr),
+                Err(_) => self.failing.insert(addr.clone(), Instant::now()),
+            };
+        }
         let named = resolve::tally(&self.url.master, answers);
         self.asked_at = Instant::now();
         match named {
@@ -383,25 +403,33 @@ impl Sentinel {
             return Ok(());
         };
         let started = Instant::now();
+        // While they disagree: what they said last, for the message should
+        // the deadline come first (asked then, they would only say that).
+        let mut disagreed: Option<String> = None;
         let named = loop {
+            if let (Some(sides), Err(_)) = (&disagreed, remaining(deadline)) {
+                let f = Failure::new(
+                    ExitCode::Unavailable,
+                    format!(
+                        "deadline reached before the sentinels of {:?} agreed on the primary: \
+                         {sides}",
+                        self.url.master
+                    ),
+                );
+                return Err(self.unconfirmed(f, &served));
+            }
             let answers = self.ask_all(&self.get_master_addr(), deadline);
             self.asked_at = Instant::now();
             let dissent = resolve::dissent(&answers);
             let named = resolve::tally(&self.url.master, answers);
             let wait = match &named {
                 Err(no) => no.split,
-                Ok(_) => dissent && started.elapsed() < SETTLE,
+                Ok(_) => dissent.is_some() && started.elapsed() < SETTLE,
             };
             if !wait {
                 break named;
             }
-            if remaining(deadline).is_err() {
-                match named {
-                    // A majority, not yet unanimous: the majority's word.
-                    Ok(_) => break named,
-                    Err(no) => return Err(self.unconfirmed(no.failure, &served)),
-                }
-            }
+            disagreed = dissent;
             std::thread::sleep(MAX_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
         };
         match named {

@@ -16,34 +16,56 @@ use std::time::{Duration, Instant};
 const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs `cmd` on every sentinel in parallel: each one's answer or why it gave
-/// none. A sentinel is asked once however often the URL lists it: answers
-/// from the same sentinel (by SENTINEL MYID, else by address) after the first
-/// are dropped, so one cannot vote twice.
+/// none. Each exchange as a whole (connecting, MYID and the answer) is bounded
+/// by `SENTINEL_TIMEOUT`: a sentinel still answering then (a trickle of bytes,
+/// each within a read timeout) is passed over like one that failed, its thread
+/// left to end on its own. A sentinel is asked once however often the URL
+/// lists it: answers from the same sentinel (by SENTINEL MYID, else by
+/// address) after the first are dropped, so one cannot vote twice.
 pub fn ask_all(
     url: &SentinelUrl,
     password: Option<&str>,
     cmd: &redis::Cmd,
     deadline: Instant,
 ) -> Vec<(Addr, Result<Value, Failure>)> {
-    let answers: Vec<_> = std::thread::scope(|scope| {
-        let asks: Vec<_> = url
-            .sentinels
-            .iter()
-            .map(|addr| {
-                let ask = move || ask_one(url, addr, password, cmd, deadline);
-                (addr.clone(), scope.spawn(ask))
-            })
-            .collect();
-        asks.into_iter()
-            .map(|(addr, ask)| {
-                let (id, answer) = ask.join().unwrap_or_else(|_| {
-                    let f = failure::unexpected("a panic while asking a sentinel");
-                    (None, Err(f))
-                });
-                (addr, id, answer)
-            })
-            .collect()
-    });
+    let bound = match remaining(deadline) {
+        Ok(left) => left.min(SENTINEL_TIMEOUT),
+        Err(f) => {
+            let each = |addr: &Addr| (addr.clone(), Err(f.clone()));
+            return url.sentinels.iter().map(each).collect();
+        }
+    };
+    let by = Instant::now() + bound;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (at, addr) in url.sentinels.iter().enumerate() {
+        let (url, addr, tx) = (url.clone(), addr.clone(), tx.clone());
+        let (password, cmd) = (password.map(str::to_string), cmd.clone());
+        std::thread::spawn(move || {
+            let answer = ask_one(&url, &addr, password.as_deref(), &cmd, by);
+            let _ = tx.send((at, answer));
+        });
+    }
+    drop(tx);
+    let mut answers: Vec<Option<Answer>> = url.sentinels.iter().map(|_| None).collect();
+    while let Ok((at, answer)) = rx.recv_timeout(by.saturating_duration_since(Instant::now())) {
+        answers[at] = Some(answer);
+    }
+    let answers = url
+        .sentinels
+        .iter()
+        .zip(answers)
+        .map(|(addr, answer)| {
+            let (id, answer) = answer.unwrap_or_else(|| {
+                let why = format!(
+                    "sentinel {}: no whole answer within {} ms",
+                    show(addr),
+                    bound.as_millis()
+                );
+                (None, Err(Failure::new(ExitCode::Unavailable, why)))
+            });
+            (addr.clone(), id, answer)
+        })
+        .collect();
     once_each(answers)
 }
 
@@ -59,6 +81,9 @@ fn once_each(
         .collect()
 }
 
+/// A sentinel's ID (SENTINEL MYID) and its answer.
+type Answer = (Option<String>, Result<Value, Failure>);
+
 /// One sentinel's identity (SENTINEL MYID, when it answers one) and its answer to `cmd`.
 fn ask_one(
     url: &SentinelUrl,
@@ -66,9 +91,9 @@ fn ask_one(
     password: Option<&str>,
     cmd: &redis::Cmd,
     deadline: Instant,
-) -> (Option<String>, Result<Value, Failure>) {
+) -> Answer {
     let left = match remaining(deadline) {
-        Ok(left) => left.min(SENTINEL_TIMEOUT),
+        Ok(left) => left,
         Err(f) => return (None, Err(f)),
     };
     let connected = url.info(addr, false).and_then(|info| {
@@ -189,6 +214,7 @@ pub fn tally(
             Err(f) => failures.push(f),
         }
     }
+    let named = same_nodes_merged(named);
     let voters: usize = named.values().map(Vec::len).sum();
     if let Some((addr, _)) = named.iter().find(|(_, by)| by.len() * 2 > voters) {
         return Ok(addr.clone());
@@ -224,16 +250,47 @@ pub fn tally(
     Err(no(none_usable(master, failures)))
 }
 
-/// Whether the sentinels that named a primary named more than one.
-pub fn dissent(answers: &[(Addr, Result<Value, Failure>)]) -> bool {
-    let named: std::collections::BTreeSet<Addr> = answers
+/// When the sentinels that named a primary named more than one: each
+/// address with the sentinels that named it (`a (by s1, s2) vs b (by s3)`).
+pub fn dissent(answers: &[(Addr, Result<Value, Failure>)]) -> Option<String> {
+    let mut named: BTreeMap<Addr, Vec<String>> = BTreeMap::new();
+    for (sentinel, answer) in answers {
+        let Ok(value) = answer else { continue };
+        if let Ok(Some(addr)) = primary_in(value.clone(), sentinel) {
+            named.entry(addr).or_default().push(show(sentinel));
+        }
+    }
+    let sides: Vec<String> = same_nodes_merged(named)
         .iter()
-        .filter_map(|(sentinel, answer)| {
-            let value = answer.as_ref().ok()?.clone();
-            primary_in(value, sentinel).ok().flatten()
-        })
+        .map(|(addr, by)| format!("{} (by {})", show(addr), by.join(", ")))
         .collect();
-    named.len() > 1
+    (sides.len() > 1).then(|| sides.join(" vs "))
+}
+
+/// When more than one address was named: addresses that resolve to the same
+/// socket address (`localhost:6379` and `127.0.0.1:6379`) are one node, under
+/// the first of them, with all the sentinels that named either.
+fn same_nodes_merged(named: BTreeMap<Addr, Vec<String>>) -> BTreeMap<Addr, Vec<String>> {
+    use std::net::ToSocketAddrs;
+    if named.len() < 2 {
+        return named;
+    }
+    let mut merged: Vec<(Vec<std::net::SocketAddr>, Addr, Vec<String>)> = Vec::new();
+    for (addr, by) in named {
+        // `localhost` may resolve to ::1 and 127.0.0.1: any address in common.
+        let resolved: Vec<_> = (addr.0.as_str(), addr.1)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        match merged
+            .iter_mut()
+            .find(|(at, _, _)| at.iter().any(|a| resolved.contains(a)))
+        {
+            Some((_, _, voters)) => voters.extend(by),
+            None => merged.push((resolved, addr, by)),
+        }
+    }
+    merged.into_iter().map(|(_, addr, by)| (addr, by)).collect()
 }
 
 /// The address in a SENTINEL GET-MASTER-ADDR-BY-NAME answer; none: no such master.

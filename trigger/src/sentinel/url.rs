@@ -9,7 +9,7 @@ use redis::{ConnectionInfo, IntoConnectionInfo};
 pub const SENTINEL_PORT: u16 = 26379;
 
 /// What a `redis+sentinel://` URL says.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SentinelUrl {
     pub tls: bool,
     /// The data nodes' ACL user (`user@` before the hosts), if any.

@@ -144,6 +144,15 @@ fn stop_message(cli: &Cli, shown: &str, s: &RetireSummary, why: &str) -> String 
     };
     let rest = "nothing is lost: entries not moved stay pending under its name, \
                 and the next retire continues";
+    if !s.last_call_unknown && s.remaining == Some(0) {
+        return format!(
+            "retire of consumer {shown} stopped after {} calls ({why}): the last answered \
+             call left it holding no entries, but that is not confirmed (nothing leaves the \
+             group: what was not moved is pending under its name, and the next retire \
+             continues)",
+            s.calls
+        );
+    }
     if !s.last_call_unknown {
         return format!(
             "retire of consumer {shown} stopped after {} calls ({why}): it still holds {held} \
