@@ -7,7 +7,7 @@ use quantum_integration::cluster::Cluster;
 use quantum_integration::reply::{command_calls, pel, run, text};
 use quantum_integration::scenario::testnet_server;
 use quantum_integration::trigger::{metric_sum, promtool_check_metrics, run_trigger, url_of};
-use quantum_integration::{Server, TempDir};
+use quantum_integration::{Options, Server, TempDir};
 use redis::Connection;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -1759,17 +1759,16 @@ fn a_groupless_target_that_failed_is_not_also_said_to_have_no_group() {
 /// (review r15t).
 #[test]
 fn a_slow_single_server_discovery_keeps_a_share_for_the_rest() {
-    let (server, mut con) = testnet_server();
-    for chunk in 0..40 {
-        let mut pipe = redis::pipe();
-        for i in 0..10_000 {
-            pipe.cmd("SET")
-                .arg(format!("junk:{chunk}:{i}"))
-                .arg("x")
-                .ignore();
-        }
-        pipe.query::<()>(&mut con).unwrap();
-    }
+    let server = Server::with(Options {
+        config: vec![("enable-debug-command".into(), "yes".into())],
+        ..Options::default()
+    });
+    let mut con = server.connect();
+    run(&mut con, &["SET", "quantum:mode", "TESTNET"]).unwrap();
+    // 3,000,000 keys: 3,000 SCAN calls, far more than the 50 ms of a 100 ms
+    // deadline SCAN may use on any machine (400,000 keys were scanned in
+    // time by Valkey on a quiet machine, and the test saw no share run out).
+    run(&mut con, &["DEBUG", "POPULATE", "3000000", "junk"]).unwrap();
     dead_reads(&mut con, "big:1", "g", 1);
     let dir = TempDir::new("discover-share");
     let url = url_of(&server.socket());
@@ -1782,7 +1781,7 @@ fn a_slow_single_server_discovery_keeps_a_share_for_the_rest() {
             "--config",
             config.to_str().unwrap(),
             "--deadline",
-            "150ms",
+            "100ms",
             "--json",
         ],
         &[],
