@@ -105,28 +105,31 @@ impl ClaimRules {
 
 /// Plans the claim step over `pel`, entries read in ID order after the cursor;
 /// `pel_ended` says nothing follows them. Stops after COUNT moves or SCAN
-/// examined entries.
+/// examined entries. Takes the slice: each move keeps its entry's ID and
+/// owner rather than a copy (a drain plans a hundred moves a call).
 pub fn plan_claims(
-    pel: &[PendingEntry],
+    mut pel: Vec<PendingEntry>,
     rules: &ClaimRules,
     keepers: &Keepers,
     pel_ended: bool,
 ) -> ClaimPlan {
     let mut plan = ClaimPlan::default();
-    for entry in pel.iter().take(rules.scan) {
+    let mut last_moved = false;
+    for entry in pel.iter_mut().take(rules.scan) {
         if plan.moves.len() == rules.count {
             break;
         }
         plan.scanned += 1;
-        if !rules.wants(entry, keepers) {
+        last_moved = rules.wants(entry, keepers);
+        if !last_moved {
             continue;
         }
         let poisoned = rules
             .max_deliveries
             .is_some_and(|max| entry.deliveries >= max);
         plan.moves.push(Move {
-            id: entry.id.clone(),
-            owner: entry.owner.clone(),
+            id: std::mem::take(&mut entry.id),
+            owner: std::mem::take(&mut entry.owner),
             deliveries: entry.deliveries,
             destination: if poisoned {
                 Destination::Quarantine
@@ -137,7 +140,12 @@ pub fn plan_claims(
     }
     let reached_end = pel_ended && plan.scanned == pel.len();
     if !reached_end {
-        plan.cursor = plan.scanned.checked_sub(1).map(|last| pel[last].id.clone());
+        // The last examined entry: the last move, or an entry left where it is.
+        plan.cursor = match (plan.scanned.checked_sub(1), last_moved) {
+            (None, _) => None,
+            (Some(_), true) => plan.moves.last().map(|m| m.id.clone()),
+            (Some(last), false) => Some(std::mem::take(&mut pel[last].id)),
+        };
     }
     plan
 }
@@ -196,16 +204,16 @@ pub struct ClaimOutcome {
 }
 
 impl ClaimOutcome {
-    /// Splits `plan` given which of its entries no longer exist in the stream.
-    pub fn from_plan(plan: &ClaimPlan, is_gone: impl Fn(&str) -> bool) -> Self {
+    /// Splits `plan`'s IDs given which of its entries no longer exist in the stream.
+    pub fn from_plan(plan: ClaimPlan, is_gone: impl Fn(&str) -> bool) -> Self {
         let mut outcome = Self::default();
-        for m in &plan.moves {
+        for m in plan.moves {
             let list = match (is_gone(&m.id), m.destination) {
                 (true, _) => &mut outcome.dropped,
                 (false, Destination::Target) => &mut outcome.claimed,
                 (false, Destination::Quarantine) => &mut outcome.quarantined,
             };
-            list.push(m.id.clone());
+            list.push(m.id);
         }
         outcome
     }

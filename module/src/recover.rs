@@ -100,7 +100,7 @@ fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Re
     };
     let rules = claim_rules(request);
     let pel = read_pel(&group, request.cursor, &rules, &keepers)?;
-    let claim_plan = plan::plan_claims(&pel.entries, &rules, &keepers, pel.ended);
+    let claim_plan = plan::plan_claims(pel.entries, &rules, &keepers, pel.ended);
     // Before any change: the copies' entries are read and what does not fit waits.
     let copies = match &request.dead_letter {
         Some(dead_letter) => Some(dead_letter::prepare(
@@ -136,7 +136,7 @@ fn recover(ctx: &Context, argv: &[&[u8]], request: &RecoverRequest) -> Result<Re
         report.outcome = predict_claims(&group, &claim_plan)?;
         plan::consumers_after_claims(group.consumers()?, &claim_plan, &report.outcome, &keepers)
     } else {
-        report.outcome = execute_claims(&group, &claim_plan, request)?;
+        report.outcome = execute_claims(&group, claim_plan, request)?;
         if let (Some(dead_letter), Some(copies)) = (&request.dead_letter, &copies) {
             dead_letter::write(ctx, dead_letter, copies)?;
         }
@@ -270,10 +270,11 @@ fn claim_rules(request: &RecoverRequest) -> ClaimRules {
 
 fn execute_claims(
     group: &Group,
-    plan: &ClaimPlan,
+    plan: ClaimPlan,
     request: &RecoverRequest,
 ) -> Result<ClaimOutcome, RedisError> {
-    let mut moved: HashSet<String> = HashSet::new();
+    // Owned, to hand the plan's IDs on to the outcome; only a gone entry is copied.
+    let mut gone: HashSet<String> = HashSet::new();
     for (destination, consumer) in [
         (Destination::Target, &request.to),
         (Destination::Quarantine, &request.quarantine),
@@ -284,12 +285,18 @@ fn execute_claims(
         }
         // Explicitly, so replicas and the AOF get it even if every entry is gone.
         group.create_consumer(consumer)?;
-        moved.extend(group.claim(consumer, request.min_idle, &ids)?);
+        let moved = group.claim(consumer, request.min_idle, &ids)?;
+        gone.extend(
+            ids.iter()
+                .zip(moved)
+                .filter(|(_, moved)| !moved)
+                .map(|(id, _)| id.to_string()),
+        );
     }
     // XCLAIM leaves out exactly the entries it removed from the PEL because their
     // stream entry is gone: it checks existence before idle time, and every
     // planned entry was idle enough a moment ago in this same call.
-    Ok(ClaimOutcome::from_plan(plan, |id| !moved.contains(id)))
+    Ok(ClaimOutcome::from_plan(plan, |id| gone.contains(id)))
 }
 
 /// DRYRUN's view of the claim step: an entry whose stream entry is gone would be dropped.
@@ -300,7 +307,7 @@ fn predict_claims(group: &Group, plan: &ClaimPlan) -> Result<ClaimOutcome, Redis
             gone.insert(m.id.as_str());
         }
     }
-    Ok(ClaimOutcome::from_plan(plan, |id| gone.contains(id)))
+    Ok(ClaimOutcome::from_plan(plan.clone(), |id| gone.contains(id)))
 }
 
 fn reply_of(report: &Report) -> Reply<'_> {

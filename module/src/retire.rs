@@ -12,7 +12,6 @@ use crate::stats::{bump, STATS};
 use crate::{log, text};
 use quantum_protocol::key;
 use redis_module::{Context, RedisError};
-use std::collections::HashSet;
 use std::time::Instant;
 
 /// Every command a call may run, checked against the caller's ACL before the
@@ -185,7 +184,7 @@ fn claim_pages(
     let mut asked = step_plan::first_page_size(request.count);
     while !page.is_empty() {
         let ids: Vec<&str> = page.iter().map(|e| e.id.as_str()).collect();
-        let claimed: HashSet<String> = group.claim(&request.to, 0, &ids)?.into_iter().collect();
+        let claimed = group.claim(&request.to, 0, &ids)?;
         let (moved, dropped) = step_plan::split_claimed(&page, &claimed);
         pages.moved.extend(moved);
         pages.dropped.extend(dropped);

@@ -351,6 +351,11 @@ impl RunSummary {
     /// Before reporting: an ID the final primary moved too is listed there
     /// only, so each ID is reported once.
     pub fn settle_switch(&mut self) {
+        // Without a switch there is nothing to settle, and a drain's IDs
+        // (a million of them) are not worth hashing for nothing.
+        if self.claimed_before_switch.is_none() && self.quarantined_before_switch.is_none() {
+            return;
+        }
         let here: HashSet<&String> = self
             .sums
             .claimed

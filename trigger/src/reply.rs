@@ -82,7 +82,7 @@ impl Serialize for RecoverBatch {
 
 impl FromRedisValue for RecoverBatch {
     fn from_redis_value(value: Value) -> Result<Self, ParsingError> {
-        let fields = Fields::of(value)?;
+        let mut fields = Fields::of(value)?;
         let kept = match fields.find(key::KEPT_TOTAL) {
             Some(Value::Nil) => None,
             Some(total) => Some(Kept {
@@ -99,10 +99,10 @@ impl FromRedisValue for RecoverBatch {
         Ok(RecoverBatch {
             mode: fields.optional(key::MODE, text)?,
             dry_run: fields.flag(key::DRY_RUN)?,
-            claimed: fields.texts(key::CLAIMED)?,
-            quarantined: fields.texts(key::QUARANTINED)?,
-            dropped: fields.texts(key::DROPPED)?,
-            deleted: fields.texts(key::DELETED)?,
+            claimed: fields.take_texts(key::CLAIMED)?,
+            quarantined: fields.take_texts(key::QUARANTINED)?,
+            dropped: fields.take_texts(key::DROPPED)?,
+            deleted: fields.take_texts(key::DELETED)?,
             kept,
             scanned: fields.int(key::SCANNED)?,
             cursor: fields.text(key::CURSOR)?,
@@ -328,6 +328,21 @@ impl Fields {
         }
     }
 
+    /// `texts`, taking the strings out of the reply rather than copying
+    /// them: a drain's batches bring a hundred IDs each.
+    fn take_texts(&mut self, name: &str) -> Result<Vec<String>, ParsingError> {
+        let value = self
+            .0
+            .iter_mut()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| std::mem::replace(v, Value::Nil))
+            .ok_or_else(|| ParsingError::from(format!("no '{name}' in the reply")))?;
+        match value {
+            Value::Array(items) => items.into_iter().map(owned_text).collect(),
+            _ => Err(format!("'{name}' is not an array").into()),
+        }
+    }
+
     /// A value that may be nil.
     fn optional<T>(
         &self,
@@ -338,6 +353,17 @@ impl Fields {
             Value::Nil => Ok(None),
             v => read(v).map(Some),
         }
+    }
+}
+
+/// `text` of a value the caller gives up: a plain UTF-8 string keeps its bytes.
+fn owned_text(value: Value) -> Result<String, ParsingError> {
+    match value {
+        Value::BulkString(b) if !b.contains(&b'\\') => match String::from_utf8(b) {
+            Ok(text) => Ok(text),
+            Err(e) => Ok(lossless_text(e.as_bytes())),
+        },
+        other => text(&other),
     }
 }
 
@@ -354,6 +380,12 @@ fn text(value: &Value) -> Result<String, ParsingError> {
 /// names never print alike (U+FFFD would merge them) and the bytes can be
 /// typed back (`printf 'z\xff'`); a plain UTF-8 name is unchanged.
 pub fn lossless_text(bytes: &[u8]) -> String {
+    // Nearly every name and every ID: valid UTF-8 without a backslash, itself.
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if !text.contains('\\') {
+            return text.to_owned();
+        }
+    }
     let mut out = String::new();
     for chunk in bytes.utf8_chunks() {
         out.push_str(&chunk.valid().replace('\\', "\\\\"));

@@ -11,7 +11,6 @@
 //! big page is sent.
 
 use super::PendingEntry;
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// The most entries per page (XPENDING, then XCLAIM): the budget is checked
@@ -73,13 +72,16 @@ impl Remaining {
 
 /// Splits the step's entries into (moved, dropped): XCLAIM returns the IDs it
 /// moved and silently removes from the PEL those whose stream entry is gone.
-pub fn split_claimed(
-    take: &[PendingEntry],
-    claimed: &HashSet<String>,
-) -> (Vec<String>, Vec<String>) {
-    take.iter()
-        .map(|e| e.id.clone())
-        .partition(|id| claimed.contains(id))
+/// `claimed` says, for each entry of `take`, whether XCLAIM moved it.
+pub fn split_claimed(take: &[PendingEntry], claimed: &[bool]) -> (Vec<String>, Vec<String>) {
+    let (mut moved, mut dropped) = (Vec::new(), Vec::new());
+    for (entry, &claimed) in take.iter().zip(claimed) {
+        match claimed {
+            true => moved.push(entry.id.clone()),
+            false => dropped.push(entry.id.clone()),
+        }
+    }
+    (moved, dropped)
 }
 
 #[cfg(test)]
@@ -132,9 +134,8 @@ mod tests {
     #[test]
     fn unclaimed_entries_are_dropped() {
         let entries = page(3);
-        let claimed: HashSet<String> = ["1-0".to_string(), "3-0".to_string()].into();
         assert_eq!(
-            split_claimed(&entries, &claimed),
+            split_claimed(&entries, &[true, false, true]),
             (vec!["1-0".into(), "3-0".into()], vec!["2-0".into()])
         );
     }

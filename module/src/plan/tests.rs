@@ -43,7 +43,7 @@ fn moves_only_idle_entries_of_other_consumers() {
         entry(4, "quarantine", 9000, 7),
         entry(5, "dead", 1000, 2),
     ];
-    let plan = plan_claims(&pel, &rules(100, 1000), &keepers(), true);
+    let plan = plan_claims(pel.to_vec(), &rules(100, 1000), &keepers(), true);
     assert_eq!(plan.ids_to(Destination::Target), ["1-0", "5-0"]);
     assert_eq!(plan.scanned, 5);
     assert_eq!(plan.cursor, None, "fewer than SCAN entries: the PEL ended");
@@ -56,7 +56,7 @@ fn poison_entries_go_to_quarantine() {
         max_deliveries: Some(3),
         ..rules(100, 1000)
     };
-    let plan = plan_claims(&pel, &rules, &keepers(), true);
+    let plan = plan_claims(pel.to_vec(), &rules, &keepers(), true);
     assert_eq!(plan.ids_to(Destination::Quarantine), ["1-0"]);
     assert_eq!(plan.ids_to(Destination::Target), ["2-0"]);
 }
@@ -64,7 +64,7 @@ fn poison_entries_go_to_quarantine() {
 #[test]
 fn stops_at_count_and_continues_after_the_last_examined_entry() {
     let pel: Vec<_> = (1..=10).map(|i| entry(i, "dead", 5000, 1)).collect();
-    let plan = plan_claims(&pel, &rules(3, 10), &keepers(), false);
+    let plan = plan_claims(pel.to_vec(), &rules(3, 10), &keepers(), false);
     assert_eq!(plan.moves.len(), 3);
     assert_eq!(plan.scanned, 3);
     assert_eq!(plan.cursor.as_deref(), Some("3-0"));
@@ -73,7 +73,7 @@ fn stops_at_count_and_continues_after_the_last_examined_entry() {
 #[test]
 fn a_full_page_keeps_a_cursor_even_when_nothing_moved() {
     let pel: Vec<_> = (1..=4).map(|i| entry(i, "live", 0, 1)).collect();
-    let plan = plan_claims(&pel, &rules(2, 4), &keepers(), false);
+    let plan = plan_claims(pel.to_vec(), &rules(2, 4), &keepers(), false);
     assert!(plan.moves.is_empty());
     assert_eq!(plan.scanned, 4);
     assert_eq!(plan.cursor.as_deref(), Some("4-0"));
@@ -81,7 +81,7 @@ fn a_full_page_keeps_a_cursor_even_when_nothing_moved() {
 
 #[test]
 fn empty_pel_is_the_end() {
-    let plan = plan_claims(&[], &rules(1, 1), &keepers(), true);
+    let plan = plan_claims(Vec::new(), &rules(1, 1), &keepers(), true);
     assert_eq!(plan, ClaimPlan::default());
 }
 
@@ -137,8 +137,8 @@ fn kept_lists_at_most_kept_limit_names_and_counts_them_all() {
 #[test]
 fn a_keeper_is_created_even_when_every_entry_planned_for_it_is_gone() {
     let pel = [entry(1, "dead", 5000, 1)];
-    let plan = plan_claims(&pel, &rules(100, 1000), &keepers(), true);
-    let outcome = ClaimOutcome::from_plan(&plan, |_| true);
+    let plan = plan_claims(pel.to_vec(), &rules(100, 1000), &keepers(), true);
+    let outcome = ClaimOutcome::from_plan(plan.clone(), |_| true);
     let after =
         consumers_after_claims(vec![consumer("dead", 1, 9000)], &plan, &outcome, &keepers());
     assert_eq!(
@@ -158,8 +158,8 @@ fn simulated_claims_empty_the_owner_and_create_the_keepers() {
         max_deliveries: Some(5),
         ..rules(100, 1000)
     };
-    let plan = plan_claims(&pel, &rules, &keepers(), true);
-    let outcome = ClaimOutcome::from_plan(&plan, |id| id == "3-0");
+    let plan = plan_claims(pel.to_vec(), &rules, &keepers(), true);
+    let outcome = ClaimOutcome::from_plan(plan.clone(), |id| id == "3-0");
     assert_eq!(outcome.claimed, ["1-0"]);
     assert_eq!(outcome.quarantined, ["2-0"]);
     assert_eq!(outcome.dropped, ["3-0"]);
@@ -210,7 +210,7 @@ proptest! {
         let scan = count + extra_scan;
         let rules = ClaimRules { min_idle_ms, count, scan, max_deliveries };
         let page: Vec<_> = pel.iter().take(scan).cloned().collect();
-        let plan = plan_claims(&page, &rules, &keepers, pel.len() <= scan);
+        let plan = plan_claims(page.clone(), &rules, &keepers, pel.len() <= scan);
         if plan.cursor.is_none() {
             prop_assert!(plan.scanned == pel.len(), "claimed the end of the PEL before reaching it");
         }
@@ -232,7 +232,7 @@ proptest! {
             pending: pel.iter().filter(|e| e.owner == *n).count() as i64,
             idle_ms,
         }).collect();
-        let outcome = ClaimOutcome::from_plan(&plan, |id| gone.contains(&id.split('-').next().unwrap().parse().unwrap()));
+        let outcome = ClaimOutcome::from_plan(plan.clone(), |id| gone.contains(&id.split('-').next().unwrap().parse().unwrap()));
         let after = consumers_after_claims(consumers, &plan, &outcome, &keepers);
         let total: i64 = after.iter().map(|c| c.pending).sum();
         prop_assert_eq!(total, pel.len() as i64 - outcome.dropped.len() as i64, "an entry was lost");

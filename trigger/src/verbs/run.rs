@@ -83,10 +83,16 @@ pub fn run(
         true => RunResult::DryRun,
         false => RunResult::Success,
     };
-    let mut done = Done::success(result, fields, Details::Run(summary.clone()));
-    done.gauges = Some(gauges(&summary));
-    done.counted = Some(counts(&summary));
-    done.mode_known = Some(summary.sums.mode.is_some());
+    let (gauges, counted, mode_known) = (
+        gauges(&summary),
+        counts(&summary),
+        summary.sums.mode.is_some(),
+    );
+    // Moved, not cloned: a drain's summary lists every ID it moved.
+    let mut done = Done::success(result, fields, Details::Run(summary));
+    done.gauges = Some(gauges);
+    done.counted = Some(counted);
+    done.mode_known = Some(mode_known);
     // Only the metrics show it: without them, no extra pass over the consumers.
     // The drain's own replies cannot stand in for it: RECOVER answers
     // `pending`, `consumers` and the kept zombies, not the consumers by state
