@@ -268,3 +268,44 @@ fn a_recovery_never_acks_deletes_or_trims() {
         "v"
     );
 }
+
+#[test]
+fn claim_only_calls_without_the_consumer_step_log_below_notice() {
+    let (server, mut con) = testnet_group();
+    let logged = |server: &quantum_integration::Server, claimed: usize| {
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains("recovered stream=") && l.contains(&format!(" claimed={claimed} ")))
+    };
+    // A drain's intermediate batch: DELETELIMIT 0, claims only. At Redis's
+    // default `loglevel notice` (test servers log at verbose) no line ...
+    run(&mut con, &["CONFIG", "SET", "loglevel", "notice"]).unwrap();
+    idle_reads(&mut con, "exec-1", 2);
+    let skip_step = ["MINIDLE", "100", "DELETELIMIT", "0"];
+    assert_eq!(
+        recover(&mut con, STREAM, GROUP, &skip_step)
+            .unwrap()
+            .claimed
+            .len(),
+        2
+    );
+    assert!(!logged(&server, 2), "log:\n{}", server.log());
+    // ... and one at `verbose`.
+    run(&mut con, &["CONFIG", "SET", "loglevel", "verbose"]).unwrap();
+    idle_reads(&mut con, "exec-2", 3);
+    assert_eq!(
+        recover(&mut con, STREAM, GROUP, &skip_step)
+            .unwrap()
+            .claimed
+            .len(),
+        3
+    );
+    assert!(logged(&server, 3), "log:\n{}", server.log());
+    // A call with the consumer step says what it claimed at `notice`.
+    run(&mut con, &["CONFIG", "SET", "loglevel", "notice"]).unwrap();
+    idle_reads(&mut con, "exec-3", 4);
+    let r = recover(&mut con, STREAM, GROUP, &["MINIDLE", "100"]).unwrap();
+    assert_eq!(r.claimed.len(), 4);
+    assert!(logged(&server, 4), "log:\n{}", server.log());
+}

@@ -10,6 +10,11 @@ pub fn notice(ctx: &Context, line: &str) {
     ctx.log_notice(&text::log_safe(line));
 }
 
+/// Below Redis's default `loglevel notice`: written only when asked for.
+pub fn verbose(ctx: &Context, line: &str) {
+    ctx.log_verbose(&text::log_safe(line));
+}
+
 pub fn warning(ctx: &Context, line: &str) {
     ctx.log_warning(&text::log_safe(line));
 }

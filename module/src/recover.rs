@@ -307,7 +307,9 @@ fn predict_claims(group: &Group, plan: &ClaimPlan) -> Result<ClaimOutcome, Redis
             gone.insert(m.id.as_str());
         }
     }
-    Ok(ClaimOutcome::from_plan(plan.clone(), |id| gone.contains(id)))
+    Ok(ClaimOutcome::from_plan(plan.clone(), |id| {
+        gone.contains(id)
+    }))
 }
 
 fn reply_of(report: &Report) -> Reply<'_> {
@@ -385,7 +387,16 @@ fn record(ctx: &Context, request: &RecoverRequest, report: &Report, started: Ins
     {
         return;
     }
-    log::notice(
+    // A drain's intermediate batches (no consumer step) that only claimed go
+    // to `verbose`: a million-entry drain would write 10,000 notice lines, each
+    // opening and appending to the log file inside the call. Anything else,
+    // and the drain's first and closing calls, stay at `notice`.
+    let claims_only = outcome.quarantined.is_empty() && outcome.dropped.is_empty();
+    let log = match claims_only && !consumer_pass(request) {
+        true => log::verbose,
+        false => log::notice,
+    };
+    log(
         ctx,
         &format!(
             "recovered stream='{}' group='{}' claimed={} quarantined={} dropped={} deleted={} kept={} dead_lettered={} deleted_consumers=[{}]",
