@@ -35,6 +35,24 @@ fn usec_of(con: &mut Connection, commands: &[&str]) -> f64 {
         .sum()
 }
 
+/// INFO commandstats of `command` (`quantum.recover`, `xinfo|groups`): calls and total µs.
+pub fn calls_and_usec(con: &mut Connection, command: &str) -> (u64, f64) {
+    let stats = text(&run(con, &["INFO", "commandstats"]).unwrap());
+    let Some(fields) = stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:")))
+    else {
+        return (0, 0.0);
+    };
+    let field = |name: &str| {
+        fields
+            .split(',')
+            .find_map(|f| f.strip_prefix(name)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (field("calls=") as u64, field("usec="))
+}
+
 /// Runs `call` `iterations` times on a freshly restored scenario; returns the
 /// server µs per call of `commands`.
 pub fn measure(

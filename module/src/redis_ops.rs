@@ -406,17 +406,31 @@ impl<'a> Group<'a> {
         let CallReply::Array(reply) = self.write("XCLAIM", &args)? else {
             return Err(unexpected("XCLAIM"));
         };
+        // XCLAIM answers in the order asked: the next reply ID is looked for
+        // where the last one was found, and only a gap (an entry it dropped)
+        // or another server's order makes an index of the asked IDs.
         let mut next = 0;
+        let mut index: Option<HashMap<&[u8], usize>> = None;
         for item in reply.iter() {
             let item = Some(item);
             let id = key_bytes(&item).ok_or_else(|| unexpected("XCLAIM"))?;
-            // An ID not asked for, or out of order, is no XCLAIM reply we know.
-            let at = ids[next..]
-                .iter()
-                .position(|asked| asked.as_bytes() == id)
-                .ok_or_else(|| unexpected("XCLAIM"))?;
-            moved[next + at] = true;
-            next += at + 1;
+            let at = match ids.get(next) {
+                Some(asked) if asked.as_bytes() == id => Some(next),
+                // After an entry XCLAIM dropped (or in another order): by index.
+                _ => index
+                    .get_or_insert_with(|| {
+                        ids.iter()
+                            .enumerate()
+                            .map(|(i, a)| (a.as_bytes(), i))
+                            .collect()
+                    })
+                    .get(id)
+                    .copied(),
+            };
+            // An ID that was not asked for: no XCLAIM reply we know.
+            let at = at.ok_or_else(|| unexpected("XCLAIM"))?;
+            moved[at] = true;
+            next = at + 1;
         }
         Ok(moved)
     }
