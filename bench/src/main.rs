@@ -256,8 +256,8 @@ fn drain_section(
         md,
         "\n## Draining {} pending entries\n\nOne dead consumer holds them all; the trigger drains them at default settings \
          (COUNT 100, SCAN 1000, one atomic call per batch), once while another client sends PING in a loop (three \
-         processes on two cores: Redis, the trigger and the PING client compete for CPU) and {} times alone; each \
-         drain is followed by a plain `XAUTOCLAIM … COUNT 100 JUSTID` loop on the same state, and the alone column \
+         processes on two cores: Redis, the trigger and the PING client compete for CPU) and alone ({} drains); \
+         each drain is followed by a plain `XAUTOCLAIM … COUNT 100 JUSTID` loop on the same state, and the alone column \
          is the pair with the median ratio (every pair's ratio, trigger / XAUTOCLAIM, in the order run: {}; \
          the fastest drain over the fastest loop: {fastest_ratio:.2}; their intermediate batches, in the same \
          order: {}). Server times of every \
