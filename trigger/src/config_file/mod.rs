@@ -429,32 +429,27 @@ fn key_in_table(text: &str, anchor: usize, key: &str) -> Option<usize> {
     let end = text[anchor..]
         .find("\n[")
         .map_or(text.len(), |i| anchor + i);
-    let mut offset = start;
-    for line in text[start..end].split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        let name = trimmed
-            .split('=')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches('"');
-        if trimmed.contains('=') && name == key {
-            return Some(offset);
-        }
-        offset += line.len();
-    }
-    None
+    key_line_in(text, start..end, key)
 }
 
 /// Where top-level `key` is written (the start of its line), if it is: the
 /// lines before the first table header.
 fn top_level_key(text: &str, key: &str) -> Option<usize> {
-    let mut offset = 0;
+    let mut end = 0;
     for line in text.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
-            return None;
+        if line.trim_start().starts_with('[') {
+            break;
         }
+        end += line.len();
+    }
+    key_line_in(text, 0..end, key)
+}
+
+/// The start of the line in `text[range]` that sets `key` (`key = …`), if one does.
+fn key_line_in(text: &str, range: std::ops::Range<usize>, key: &str) -> Option<usize> {
+    let mut offset = range.start;
+    for line in text[range].split_inclusive('\n') {
+        let trimmed = line.trim_start();
         let name = trimmed
             .split('=')
             .next()
