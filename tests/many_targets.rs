@@ -6,7 +6,9 @@
 use quantum_integration::cluster::Cluster;
 use quantum_integration::reply::{command_calls, pel, run, text};
 use quantum_integration::scenario::testnet_server;
-use quantum_integration::trigger::{metric_sum, promtool_check_metrics, run_trigger, url_of};
+use quantum_integration::trigger::{
+    metric_sum, promtool_check_metrics, run_trigger, url_of, TriggerRun,
+};
 use quantum_integration::{Options, Server, TempDir};
 use redis::Connection;
 use serde_json::Value as Json;
@@ -40,6 +42,12 @@ fn write_config(dir: &TempDir, text: &str) -> PathBuf {
     let path = dir.path().join("stream-recover.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The trigger at `url` with `--config config`, then `more` options.
+fn with_config(url: &str, config: &Path, more: &[&str]) -> TriggerRun {
+    let head = ["--url", url, "--config", config.to_str().unwrap()];
+    run_trigger(&[&head[..], more].concat(), &[])
 }
 
 /// `(stream, group) -> object` of a `--json` array.
@@ -194,17 +202,10 @@ fn a_target_of_the_wrong_type_does_not_stop_the_others() {
     );
     let metrics = dir.path().join("m.prom");
     let url = url_of(&server.socket());
-    let out = run_trigger(
-        &[
-            "--url",
-            &url,
-            "--config",
-            config.to_str().unwrap(),
-            "--metrics-file",
-            metrics.to_str().unwrap(),
-            "--json",
-        ],
-        &[],
+    let out = with_config(
+        &url,
+        &config,
+        &["--metrics-file", metrics.to_str().unwrap(), "--json"],
     );
     let targets = by_target(&out.json());
     let broken = &targets[&("app:broken".to_string(), "exec".to_string())];
@@ -357,10 +358,7 @@ fn bad_config_files_are_usage_errors_naming_file_line_and_key_before_any_command
         let config = write_config(&dir, toml);
         run(&mut con, &["CONFIG", "RESETSTAT"]).unwrap();
         let before = connections(&mut con);
-        let out = run_trigger(
-            &["--url", &url, "--config", config.to_str().unwrap()],
-            &[],
-        );
+        let out = with_config(&url, &config, &[]);
         assert_eq!(out.code, 64, "{toml}: {}", out.stderr);
         let at = format!("{}:{line}", config.display());
         assert!(
@@ -488,16 +486,7 @@ fn cluster_discovery_recovers_streams_on_every_primary() {
         &format!("{TOP}mode-key = \"{{stream-tag}}:mode\"\n\n[[discover]]\nmatch = \"*:orders\"\n"),
     );
     let seed = cluster.seed_url();
-    let out = run_trigger(
-        &[
-            "--url",
-            &seed,
-            "--config",
-            config.to_str().unwrap(),
-            "--json",
-        ],
-        &[],
-    );
+    let out = with_config(&seed, &config, &["--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let targets = by_target(&out.json());
     assert_eq!(targets.len(), tags.len(), "{}", out.stdout);
@@ -596,18 +585,7 @@ fn a_target_that_outruns_its_share_of_the_deadline_leaves_the_rest_theirs() {
         ),
     );
     let url = url_of(&server.socket());
-    let out = run_trigger(
-        &[
-            "--url",
-            &url,
-            "--config",
-            config.to_str().unwrap(),
-            "--deadline",
-            "1s",
-            "--json",
-        ],
-        &[],
-    );
+    let out = with_config(&url, &config, &["--deadline", "1s", "--json"]);
     assert_eq!(out.code, 75, "{}", out.stderr);
     assert!(
         out.elapsed < std::time::Duration::from_millis(1_300),
@@ -1307,18 +1285,7 @@ fn a_hung_primary_fails_only_its_own_part_of_a_cluster_discovery() {
         "{line}"
     );
 
-    let out = run_trigger(
-        &[
-            "--url",
-            &seed,
-            "--config",
-            config.to_str().unwrap(),
-            "--deadline",
-            "6s",
-            "--json",
-        ],
-        &[],
-    );
+    let out = with_config(&seed, &config, &["--deadline", "6s", "--json"]);
     assert_eq!(out.code, 75, "{}", out.stderr);
     assert!(
         out.elapsed < std::time::Duration::from_millis(6_500),
@@ -1387,18 +1354,7 @@ fn a_slow_first_target_uses_the_time_cheap_targets_leave() {
         ),
     );
     let url = url_of(&server.socket());
-    let out = run_trigger(
-        &[
-            "--url",
-            &url,
-            "--config",
-            config.to_str().unwrap(),
-            "--deadline",
-            "5s",
-            "--json",
-        ],
-        &[],
-    );
+    let out = with_config(&url, &config, &["--deadline", "5s", "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let targets = by_target(&out.json());
     assert_eq!(targets.len(), cheap + 1, "{}", out.stdout);
@@ -1557,18 +1513,7 @@ fn thousands_of_cheap_targets_are_not_cut_by_a_sub_millisecond_share() {
     }
     let config = write_config(&dir, &text);
     let url = url_of(&server.socket());
-    let out = run_trigger(
-        &[
-            "--url",
-            &url,
-            "--config",
-            config.to_str().unwrap(),
-            "--deadline",
-            "3s",
-            "--json",
-        ],
-        &[],
-    );
+    let out = with_config(&url, &config, &["--deadline", "3s", "--json"]);
     let all = out.json();
     let objects = all.as_array().unwrap();
     assert_eq!(objects.len(), targets, "{}", out.stderr);
@@ -1619,19 +1564,16 @@ fn targets_the_deadline_came_before_share_one_line_on_stderr() {
     let config = write_config(&dir, &text);
     let log = dir.path().join("run.log");
     let url = url_of(&server.socket());
-    let out = run_trigger(
+    let out = with_config(
+        &url,
+        &config,
         &[
-            "--url",
-            &url,
-            "--config",
-            config.to_str().unwrap(),
             "--log-file",
             log.to_str().unwrap(),
             "--deadline",
             "1s",
             "--json",
         ],
-        &[],
     );
     let json = out.json();
     let objects = json.as_array().unwrap();
