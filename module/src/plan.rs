@@ -17,16 +17,18 @@
 //!   (`plan/dead_letter.rs`): a record for people, kept bounded in memory.
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 pub mod dead_letter;
 pub mod retire;
 pub mod states;
 
-/// One PEL entry as XPENDING's extended form reports it.
+/// One PEL entry as XPENDING's extended form reports it. The owner is
+/// shared: a page of the PEL is mostly one dead consumer's entries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingEntry {
     pub id: String,
-    pub owner: Vec<u8>,
+    pub owner: Rc<[u8]>,
     pub idle_ms: i64,
     pub deliveries: i64,
 }
@@ -71,7 +73,7 @@ pub enum Destination {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Move {
     pub id: String,
-    pub owner: Vec<u8>,
+    pub owner: Rc<[u8]>,
     /// Its delivery count (unchanged by the move).
     pub deliveries: i64,
     pub destination: Destination,

@@ -14,6 +14,7 @@ use redis_module::{
 };
 use std::collections::HashMap;
 use std::os::raw::c_int;
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 fn unexpected(command: &str) -> RedisError {
@@ -282,14 +283,24 @@ impl<'a> Group<'a> {
         let CallReply::Array(rows) = self.read("XPENDING", &args)? else {
             return Err(unexpected("XPENDING"));
         };
+        // The previous row's owner, shared with the next row it also owns.
+        let mut last_owner: Option<Rc<[u8]>> = None;
         rows.iter()
             .map(|row| match row {
-                Ok(CallReply::Array(fields)) if fields.len() == 4 => Ok(PendingEntry {
-                    id: string_at(&fields.get(0)).ok_or_else(|| unexpected("XPENDING"))?,
-                    owner: bytes_at(&fields.get(1)).ok_or_else(|| unexpected("XPENDING"))?,
-                    idle_ms: int_at(&fields.get(2)).ok_or_else(|| unexpected("XPENDING"))?,
-                    deliveries: int_at(&fields.get(3)).ok_or_else(|| unexpected("XPENDING"))?,
-                }),
+                Ok(CallReply::Array(fields)) if fields.len() == 4 => {
+                    let owner = fields.get(1);
+                    let owner = key_bytes(&owner).ok_or_else(|| unexpected("XPENDING"))?;
+                    let owner = match &last_owner {
+                        Some(last) if **last == *owner => Rc::clone(last),
+                        _ => last_owner.insert(Rc::from(owner)).clone(),
+                    };
+                    Ok(PendingEntry {
+                        id: string_at(&fields.get(0)).ok_or_else(|| unexpected("XPENDING"))?,
+                        owner,
+                        idle_ms: int_at(&fields.get(2)).ok_or_else(|| unexpected("XPENDING"))?,
+                        deliveries: int_at(&fields.get(3)).ok_or_else(|| unexpected("XPENDING"))?,
+                    })
+                }
                 _ => Err(unexpected("XPENDING")),
             })
             .collect()

@@ -127,7 +127,7 @@ impl Header {
                 (field::STREAM, stream.to_vec()),
                 (field::GROUP, group.to_vec()),
                 (field::ID, moved.id.as_bytes().to_vec()),
-                (field::CONSUMER, moved.owner.clone()),
+                (field::CONSUMER, moved.owner.to_vec()),
                 (field::DELIVERIES, moved.deliveries.to_string().into_bytes()),
                 (
                     field::REASON,
@@ -222,7 +222,7 @@ mod tests {
     fn the_header_names_stream_group_id_owner_deliveries_and_reason() {
         let moved = Move {
             id: "7-1".into(),
-            owner: b"exec-9".to_vec(),
+            owner: b"exec-9"[..].into(),
             deliveries: 4,
             destination: Destination::Quarantine,
         };
@@ -255,7 +255,7 @@ mod tests {
     fn deferred_moves_leave_the_claim_plan() {
         let moves = ["1-0", "2-0", "3-0"].map(|id| Move {
             id: id.into(),
-            owner: b"dead".to_vec(),
+            owner: b"dead"[..].into(),
             deliveries: 5,
             destination: if id == "1-0" {
                 Destination::Target

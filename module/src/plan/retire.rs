@@ -92,7 +92,7 @@ mod tests {
         (1..=n)
             .map(|i| PendingEntry {
                 id: format!("{i}-0"),
-                owner: b"exec-1".to_vec(),
+                owner: b"exec-1"[..].into(),
                 idle_ms: 0,
                 deliveries: 1,
             })

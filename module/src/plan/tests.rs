@@ -4,7 +4,7 @@ use proptest::prelude::*;
 fn entry(id: u64, owner: &str, idle_ms: i64, deliveries: i64) -> PendingEntry {
     PendingEntry {
         id: format!("{id}-0"),
-        owner: owner.as_bytes().to_vec(),
+        owner: owner.as_bytes().into(),
         idle_ms,
         deliveries,
     }
@@ -188,7 +188,7 @@ fn arb_name() -> impl Strategy<Value = Vec<u8>> {
 prop_compose! {
     fn arb_pel()(rows in prop::collection::vec((arb_name(), 0i64..3000, 0i64..6), 0..60)) -> Vec<PendingEntry> {
         rows.into_iter().enumerate().map(|(i, (owner, idle_ms, deliveries))| PendingEntry {
-            id: format!("{i}-0"), owner, idle_ms, deliveries,
+            id: format!("{i}-0"), owner: owner.into(), idle_ms, deliveries,
         }).collect()
     }
 }
@@ -220,7 +220,7 @@ proptest! {
         for m in &plan.moves {
             let e = page.iter().find(|e| e.id == m.id).unwrap();
             prop_assert!(e.idle_ms >= min_idle_ms, "moved an entry idle < MINIDLE");
-            prop_assert!(e.owner != keepers.to && e.owner != keepers.quarantine, "re-claimed a keeper's entry");
+            prop_assert!(*e.owner != *keepers.to && *e.owner != *keepers.quarantine, "re-claimed a keeper's entry");
             let poisoned = max_deliveries.is_some_and(|max| e.deliveries >= max);
             prop_assert_eq!(m.destination == Destination::Quarantine, poisoned);
         }
@@ -229,7 +229,7 @@ proptest! {
         let names = [&b"recovery"[..], b"quarantine", b"a", b"b", b"c"];
         let consumers: Vec<Consumer> = names.iter().zip(&consumer_idle).map(|(n, &idle_ms)| Consumer {
             name: n.to_vec(),
-            pending: pel.iter().filter(|e| e.owner == *n).count() as i64,
+            pending: pel.iter().filter(|e| &*e.owner == *n).count() as i64,
             idle_ms,
         }).collect();
         let outcome = ClaimOutcome::from_plan(plan.clone(), |id| gone.contains(&id.split('-').next().unwrap().parse().unwrap()));
