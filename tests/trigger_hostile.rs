@@ -943,6 +943,14 @@ fn names_that_are_not_utf8_are_escaped_not_replaced() {
     for name in ["z\\xff", "z\u{fffd}", "z\\\\xff"] {
         assert!(deleted.contains(&name), "{name:?} in {deleted:?}");
     }
+    // stderr then quotes that text as a Rust string, which doubles each `\`
+    // once more (README, review r16 F1): still one spelling per name.
+    for line in [
+        r#"deleted consumer "z\\xff""#,
+        r#"deleted consumer "z\\\\xff""#,
+    ] {
+        assert!(out.stderr.contains(line), "{line} in {}", out.stderr);
+    }
 }
 
 /// A first call whose reply never comes (writes paused past the deadline):
