@@ -35,7 +35,9 @@ pub struct Drain {
 #[derive(Default)]
 pub struct Calls {
     pub count: u64,
-    pub mean_us: f64,
+    /// None when some of the calls were under 1 ms and not logged, and so
+    /// counted with the intermediate batches (consumer-step calls).
+    pub mean_us: Option<f64>,
     /// Calls over 1 ms and over 2 ms (the drain's target is that none is).
     pub over_1ms: usize,
     pub over_2ms: usize,
@@ -48,7 +50,7 @@ impl Calls {
     fn of(count: u64, usec: f64, logged: &[u64]) -> Calls {
         Calls {
             count,
-            mean_us: usec / count.max(1) as f64,
+            mean_us: Some(usec / count.max(1) as f64),
             over_1ms: logged.len(),
             over_2ms: logged.iter().filter(|&&us| us > 2000).count(),
             longest_us: logged.iter().copied().max(),
@@ -145,7 +147,10 @@ fn recover_calls(con: &mut redis::Connection) -> (Calls, Calls) {
     let stepped_usec = stepped.iter().sum::<u64>() as f64;
     (
         Calls::of(calls - steps, usec - stepped_usec, &skipped),
-        Calls::of(steps, stepped_usec, &stepped),
+        Calls {
+            mean_us: (stepped.len() as u64 == steps).then(|| stepped_usec / steps.max(1) as f64),
+            ..Calls::of(steps, stepped_usec, &stepped)
+        },
     )
 }
 

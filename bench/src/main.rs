@@ -148,8 +148,8 @@ fn main() {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# Benchmarks\n\nWritten by `cargo build --release && cargo run --release -p quantum-bench` (about a \
-         minute and a half). Machine: {}.\n",
+        "# Benchmarks\n\nWritten by `cargo build --release && cargo run --release -p quantum-bench` (about ten \
+         minutes on this machine). Machine: {}.\n",
         report::machine()
     );
 
@@ -326,9 +326,13 @@ fn calls(c: &drain::Calls) -> String {
     let longest = c
         .longest_us
         .map_or("under 1 ms".to_string(), |us| format!("{us} µs"));
+    // Unknown when some of the calls were too quick for SLOWLOG (see `drain::Calls`).
+    let mean = c
+        .mean_us
+        .map_or("–".to_string(), |us| format!("{us:.0} µs"));
     format!(
-        "{}, {:.0} µs, {} / {}, {longest}",
-        c.count, c.mean_us, c.over_1ms, c.over_2ms
+        "{}, {mean}, {} / {}, {longest}",
+        c.count, c.over_1ms, c.over_2ms
     )
 }
 
