@@ -107,8 +107,8 @@ impl ClaimRules {
 
 /// Plans the claim step over `pel`, entries read in ID order after the cursor;
 /// `pel_ended` says nothing follows them. Stops after COUNT moves or SCAN
-/// examined entries. Takes the slice: each move keeps its entry's ID and
-/// owner rather than a copy (a drain plans a hundred moves a call).
+/// examined entries. Takes the slice: each move keeps its entry's ID, and
+/// shares its owner, rather than a copy (a drain plans a hundred moves a call).
 pub fn plan_claims(
     mut pel: Vec<PendingEntry>,
     rules: &ClaimRules,
@@ -131,7 +131,7 @@ pub fn plan_claims(
             .is_some_and(|max| entry.deliveries >= max);
         plan.moves.push(Move {
             id: std::mem::take(&mut entry.id),
-            owner: std::mem::take(&mut entry.owner),
+            owner: Rc::clone(&entry.owner),
             deliveries: entry.deliveries,
             destination: if poisoned {
                 Destination::Quarantine
