@@ -49,6 +49,21 @@ fn built_artifact(file: &str, override_var: &str) -> PathBuf {
     }
 }
 
+/// The README's `ACL SETUSER quantum-recover …` line as argv, with the
+/// password `pw` for its placeholder: the least-privilege user it documents.
+pub fn readme_acl_user() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let rule = readme
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with("ACL SETUSER quantum-recover "))
+        .expect("README shows the ACL SETUSER line");
+    rule.split_whitespace()
+        .map(|w| if w == ">CHANGE-ME" { ">pw" } else { w }.to_string())
+        .collect()
+}
+
 pub fn module_path() -> PathBuf {
     built_artifact("libquantum.so", "QUANTUM_MODULE")
 }

@@ -389,17 +389,8 @@ fn the_sentinels_and_the_data_nodes_passwords_are_kept_apart() {
     });
     let mut con = set.connect(0);
     backlog(&mut con, 10_000);
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let rule = readme
-        .lines()
-        .map(str::trim_start)
-        .find(|l| l.starts_with("ACL SETUSER quantum-recover "))
-        .expect("README shows the ACL SETUSER line");
-    let words: Vec<&str> = rule
-        .split_whitespace()
-        .map(|w| if w == ">CHANGE-ME" { ">pw" } else { w })
-        .collect();
+    let words = quantum_integration::readme_acl_user();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     // ACL users are not replicated: every data node needs its own.
     run(&mut con, &words).unwrap();
     run(&mut set.connect(1), &words).unwrap();
@@ -1122,17 +1113,8 @@ fn while_a_promotion_is_announced(args: &[&str], listed: &str) {
     let set = SentinelSet::start(SentinelOptions::default());
     let mut con = set.nodes[0].connect();
     backlog_of(&mut con, 10_000, &["exec-1"]);
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let rule = readme
-        .lines()
-        .map(str::trim_start)
-        .find(|l| l.starts_with("ACL SETUSER quantum-recover "))
-        .expect("README shows the ACL SETUSER line");
-    let words: Vec<&str> = rule
-        .split_whitespace()
-        .map(|w| if w == ">CHANGE-ME" { ">pw" } else { w })
-        .collect();
+    let words = quantum_integration::readme_acl_user();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     run(&mut con, &words).unwrap();
     set.wait_synced();
     let url = set

@@ -531,20 +531,11 @@ fn tls_urls_work_with_the_ca_from_ssl_cert_file() {
 /// The README's least-privilege ACL user can do everything the trigger does.
 #[test]
 fn the_readme_acl_user_is_enough_for_every_verb() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let rule = readme
-        .lines()
-        .map(str::trim_start)
-        .find(|l| l.starts_with("ACL SETUSER quantum-recover "))
-        .expect("README shows the ACL SETUSER line");
     let server = Server::start();
     zombie_scenario(&server);
     let mut con = server.connect();
-    let words: Vec<&str> = rule
-        .split_whitespace()
-        .map(|w| if w == ">CHANGE-ME" { ">pw" } else { w })
-        .collect();
+    let words = quantum_integration::readme_acl_user();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     run(&mut con, &words).unwrap();
     let url = format!("unix://{}?user=quantum-recover", server.socket().display());
     let dir = TempDir::new("acl-metrics");
