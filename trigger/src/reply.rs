@@ -359,10 +359,11 @@ impl Fields {
 /// `text` of a value the caller gives up: a plain UTF-8 string keeps its bytes.
 fn owned_text(value: Value) -> Result<String, ParsingError> {
     match value {
-        Value::BulkString(b) if !b.contains(&b'\\') => match String::from_utf8(b) {
-            Ok(text) => Ok(text),
-            Err(e) => Ok(lossless_text(e.as_bytes())),
-        },
+        Value::BulkString(b) => Ok(match String::from_utf8(b) {
+            Ok(text) if !text.contains('\\') => text,
+            Ok(text) => escaped(text.as_bytes()),
+            Err(e) => escaped(e.as_bytes()),
+        }),
         other => text(&other),
     }
 }
@@ -380,12 +381,15 @@ fn text(value: &Value) -> Result<String, ParsingError> {
 /// names never print alike (U+FFFD would merge them) and the bytes can be
 /// typed back (`printf 'z\xff'`); a plain UTF-8 name is unchanged.
 pub fn lossless_text(bytes: &[u8]) -> String {
-    // Nearly every name and every ID: valid UTF-8 without a backslash, itself.
-    if let Ok(text) = std::str::from_utf8(bytes) {
-        if !text.contains('\\') {
-            return text.to_owned();
-        }
+    match std::str::from_utf8(bytes) {
+        // Nearly every name and every ID: valid UTF-8 without a backslash, itself.
+        Ok(text) if !text.contains('\\') => text.to_owned(),
+        _ => escaped(bytes),
     }
+}
+
+/// `lossless_text` of bytes that are not plain: backslashes doubled, invalid bytes as `\xNN`.
+fn escaped(bytes: &[u8]) -> String {
     let mut out = String::new();
     for chunk in bytes.utf8_chunks() {
         out.push_str(&chunk.valid().replace('\\', "\\\\"));
