@@ -64,6 +64,24 @@ pub fn readme_acl_user() -> Vec<String> {
         .collect()
 }
 
+/// A stand-in server on a free loopback port (a fake or misbehaving
+/// sentinel, proxy or Redis): each accepted connection is handed to `serve`
+/// on its own thread. Its port.
+pub fn serve_on_loopback<F>(serve: F) -> u16
+where
+    F: Fn(std::net::TcpStream) + Clone + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(client));
+        }
+    });
+    port
+}
+
 pub fn module_path() -> PathBuf {
     built_artifact("libquantum.so", "QUANTUM_MODULE")
 }

@@ -1202,29 +1202,21 @@ fn a_retire_does_not_vouch_for_a_primary_deposed_during_its_wait() {
 /// link: every read gets a byte well within any per-read timeout). Its port.
 fn trickling_proxy(upstream: u16) -> u16 {
     use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(mut client) = client else { return };
-            let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
-                continue;
-            };
-            let (mut to_server, mut from_client) =
-                (server.try_clone().unwrap(), client.try_clone().unwrap());
-            std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_server));
-            std::thread::spawn(move || {
-                let mut byte = [0u8; 1];
-                while server.read_exact(&mut byte).is_ok() {
-                    std::thread::sleep(Duration::from_millis(300));
-                    if client.write_all(&byte).is_err() {
-                        return;
-                    }
-                }
-            });
+    quantum_integration::serve_on_loopback(move |mut client| {
+        let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+            return;
+        };
+        let (mut to_server, mut from_client) =
+            (server.try_clone().unwrap(), client.try_clone().unwrap());
+        std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_server));
+        let mut byte = [0u8; 1];
+        while server.read_exact(&mut byte).is_ok() {
+            std::thread::sleep(Duration::from_millis(300));
+            if client.write_all(&byte).is_err() {
+                return;
+            }
         }
-    });
-    port
+    })
 }
 
 /// Review r15s F3: one sentinel of three answers correctly but slowly (a
@@ -1268,43 +1260,34 @@ fn flipping_sentinel(first: u16, then: u16, flip_after: usize) -> u16 {
 /// The same, naming `host` (`localhost`, `127.0.0.1`) with the ports.
 fn naming_sentinel(host: &'static str, first: u16, then: u16, flip_after: usize) -> u16 {
     use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { return };
-            let asked = asked.clone();
-            std::thread::spawn(move || {
-                let mut out = client.try_clone().unwrap();
-                let mut lines = BufReader::new(client).lines();
-                while let Some(Ok(head)) = lines.next() {
-                    let n: usize = head.trim_start_matches('*').parse().unwrap_or(0);
-                    let words: Vec<String> = (0..n)
-                        .filter_map(|_| {
-                            lines.next()?.ok()?;
-                            lines.next()?.ok()
-                        })
-                        .map(|w| w.to_ascii_uppercase())
-                        .collect();
-                    let reply = match words.get(1).map(String::as_str) {
-                        Some("MYID") => "$13\r\nfake-sentinel\r\n".to_string(),
-                        Some("GET-MASTER-ADDR-BY-NAME") => {
-                            let at = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            let port = if at < flip_after { first } else { then }.to_string();
-                            let (h, p) = (host.len(), port.len());
-                            format!("*2\r\n${h}\r\n{host}\r\n${p}\r\n{port}\r\n")
-                        }
-                        _ => "+OK\r\n".to_string(),
-                    };
-                    if out.write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
+    quantum_integration::serve_on_loopback(move |client| {
+        let mut out = client.try_clone().unwrap();
+        let mut lines = BufReader::new(client).lines();
+        while let Some(Ok(head)) = lines.next() {
+            let n: usize = head.trim_start_matches('*').parse().unwrap_or(0);
+            let words: Vec<String> = (0..n)
+                .filter_map(|_| {
+                    lines.next()?.ok()?;
+                    lines.next()?.ok()
+                })
+                .map(|w| w.to_ascii_uppercase())
+                .collect();
+            let reply = match words.get(1).map(String::as_str) {
+                Some("MYID") => "$13\r\nfake-sentinel\r\n".to_string(),
+                Some("GET-MASTER-ADDR-BY-NAME") => {
+                    let at = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let port = if at < flip_after { first } else { then }.to_string();
+                    let (h, p) = (host.len(), port.len());
+                    format!("*2\r\n${h}\r\n{host}\r\n${p}\r\n{port}\r\n")
                 }
-            });
+                _ => "+OK\r\n".to_string(),
+            };
+            if out.write_all(reply.as_bytes()).is_err() {
+                return;
+            }
         }
-    });
-    port
+    })
 }
 
 /// Review r15s F4: the sentinels start to disagree between the drain and its
@@ -1366,15 +1349,14 @@ fn sentinels_that_disagree_before_the_report_are_named() {
 /// A listener on loopback that accepts connections and never answers (a hung
 /// sentinel). Its port and how many connections it accepted.
 fn hung_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = accepted.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for client in listener.incoming().flatten() {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            held.push(client);
+    let port = quantum_integration::serve_on_loopback(move |client| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Held open, never answered.
+        let _held = client;
+        loop {
+            std::thread::park();
         }
     });
     (port, accepted)

@@ -588,26 +588,19 @@ fn the_counters_need_no_info_permission() {
 /// socket read timeout, so only an absolute deadline ends the run.
 fn dripping_server() -> u16 {
     use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut con in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                if con.read(&mut buf).unwrap_or(0) == 0 {
-                    return;
-                }
-                let reply = b"*100000\r\n".iter().chain(b":1\r\n".iter().cycle());
-                for byte in reply {
-                    if con.write_all(&[*byte]).is_err() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            });
+    quantum_integration::serve_on_loopback(|mut con| {
+        let mut buf = [0u8; 4096];
+        if con.read(&mut buf).unwrap_or(0) == 0 {
+            return;
         }
-    });
-    port
+        let reply = b"*100000\r\n".iter().chain(b":1\r\n".iter().cycle());
+        for byte in reply {
+            if con.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    })
 }
 
 /// The ExecStartPre's command line (`run --env-file … --deadline`) ends
