@@ -85,10 +85,13 @@ impl FromRedisValue for RecoverBatch {
         let mut fields = Fields::of(value)?;
         let kept = match fields.find(key::KEPT_TOTAL) {
             Some(Value::Nil) => None,
-            Some(total) => Some(Kept {
-                names: fields.texts(key::KEPT)?,
-                total: int(total)?,
-            }),
+            Some(total) => {
+                let total = int(total)?;
+                Some(Kept {
+                    names: fields.texts(key::KEPT)?,
+                    total,
+                })
+            }
             // A module from before `kept-total`: its `kept` is the whole list.
             None => {
                 let names = fields.texts(key::KEPT)?;
@@ -99,18 +102,18 @@ impl FromRedisValue for RecoverBatch {
         Ok(RecoverBatch {
             mode: fields.optional(key::MODE, text)?,
             dry_run: fields.flag(key::DRY_RUN)?,
-            claimed: fields.take_texts(key::CLAIMED)?,
-            quarantined: fields.take_texts(key::QUARANTINED)?,
-            dropped: fields.take_texts(key::DROPPED)?,
-            deleted: fields.take_texts(key::DELETED)?,
+            claimed: fields.texts(key::CLAIMED)?,
+            quarantined: fields.texts(key::QUARANTINED)?,
+            dropped: fields.texts(key::DROPPED)?,
+            deleted: fields.texts(key::DELETED)?,
             kept,
             scanned: fields.int(key::SCANNED)?,
             cursor: fields.text(key::CURSOR)?,
             pending: fields.int(key::PENDING)?,
             consumers: fields.int(key::CONSUMERS)?,
-            dead_letter: match fields.find(key::DEAD_LETTERED) {
-                None => None,
-                Some(_) => Some(DeadLetter {
+            dead_letter: match fields.find(key::DEAD_LETTERED).is_some() {
+                false => None,
+                true => Some(DeadLetter {
                     copied: fields.texts(key::DEAD_LETTERED)?,
                     deferred: fields.texts(key::DEAD_LETTER_DEFERRED)?,
                 }),
@@ -133,7 +136,7 @@ pub struct RetireStep {
 
 impl FromRedisValue for RetireStep {
     fn from_redis_value(value: Value) -> Result<Self, ParsingError> {
-        let fields = Fields::of(value)?;
+        let mut fields = Fields::of(value)?;
         Ok(RetireStep {
             moved: fields.texts(key::MOVED)?,
             dropped: fields.texts(key::DROPPED)?,
@@ -304,8 +307,7 @@ impl Fields {
     }
 
     fn value(&self, name: &str) -> Result<&Value, ParsingError> {
-        self.find(name)
-            .ok_or_else(|| format!("no '{name}' in the reply").into())
+        self.find(name).ok_or_else(|| missing(name))
     }
 
     fn text(&self, name: &str) -> Result<String, ParsingError> {
@@ -321,23 +323,15 @@ impl Fields {
         Ok(self.int(name)? == 1)
     }
 
-    fn texts(&self, name: &str) -> Result<Vec<String>, ParsingError> {
-        match self.value(name)? {
-            Value::Array(items) => items.iter().map(text).collect(),
-            _ => Err(format!("'{name}' is not an array").into()),
-        }
-    }
-
-    /// `texts`, taking the strings out of the reply rather than copying
-    /// them: a drain's batches bring a hundred IDs each.
-    fn take_texts(&mut self, name: &str) -> Result<Vec<String>, ParsingError> {
-        let value = self
+    /// The strings of array `name`, taken out of the reply rather than
+    /// copied (a drain's batches bring a hundred IDs each): each is read once.
+    fn texts(&mut self, name: &str) -> Result<Vec<String>, ParsingError> {
+        let at = self
             .0
-            .iter_mut()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| std::mem::replace(v, Value::Nil))
-            .ok_or_else(|| ParsingError::from(format!("no '{name}' in the reply")))?;
-        match value {
+            .iter()
+            .position(|(k, _)| k == name)
+            .ok_or_else(|| missing(name))?;
+        match std::mem::replace(&mut self.0[at].1, Value::Nil) {
             Value::Array(items) => items.into_iter().map(owned_text).collect(),
             _ => Err(format!("'{name}' is not an array").into()),
         }
@@ -354,6 +348,10 @@ impl Fields {
             v => read(v).map(Some),
         }
     }
+}
+
+fn missing(name: &str) -> ParsingError {
+    format!("no '{name}' in the reply").into()
 }
 
 /// `text` of a value the caller gives up: a plain UTF-8 string keeps its bytes.
