@@ -102,6 +102,34 @@ fn allowed_modes_and_modekey_change_what_is_allowed_and_where() {
     assert!(err.contains("mode key 'desk:{b}:mode' is missing"), "{err}");
 }
 
+/// Fuzz seed 1795902954408818669: after `CONFIG SET quantum.allowed-modes`
+/// to a non-ASCII name, every refusal carried that name as raw bytes and
+/// clients could not parse the error line. It is escaped; the name still
+/// allows exactly its own bytes.
+#[test]
+fn non_ascii_allowed_modes_are_escaped_in_the_refusal_and_still_match() {
+    let server = Server::start();
+    let mut con = server.connect();
+    busy_group(&mut con, "LIVE");
+    run(
+        &mut con,
+        &["CONFIG", "SET", "quantum.allowed-modes", "\u{fe}, ÉTUDE"],
+    )
+    .unwrap();
+    let err = assert_refused_without_change(&mut con, &OPTIONS);
+    assert!(
+        err.ends_with("allowed modes: \\xc3\\xbe,\\xc3\\x89TUDE"),
+        "{err}"
+    );
+    let retire = ["QUANTUM.RETIRE", STREAM, GROUP, "exec-stuck"];
+    let err = run(&mut con, &retire).unwrap_err().to_string();
+    assert!(err.contains("allowed modes: \\xc3\\xbe,"), "{err}");
+    run(&mut con, &["SET", "quantum:mode", "ÉTUDE"]).unwrap();
+    let r = recover(&mut con, STREAM, GROUP, &OPTIONS).unwrap();
+    assert_eq!(r.mode.as_deref(), Some("ÉTUDE"));
+    assert!(!r.claimed.is_empty(), "{r:?}");
+}
+
 #[test]
 fn dryrun_reports_exactly_what_the_real_call_does_and_works_in_live() {
     let server = Server::start();

@@ -2,7 +2,7 @@
 //! for byte, one of the (trimmed) names in `quantum.allowed-modes`. Anything
 //! else fails closed.
 
-use crate::text::quote;
+use crate::text::{ascii, quote};
 use quantum_protocol::error;
 
 /// What the mode key holds.
@@ -44,10 +44,12 @@ pub fn check(mode: &ModeValue, allowed: &str, mode_key: &[u8]) -> Result<(), Str
         ModeValue::Value(v) => format!("is {}", quote(v)),
     };
     let allowed: Vec<&str> = allowed_list(allowed).collect();
+    // Escaped like every client-set text in a reply: an error line carrying a
+    // non-ASCII mode name reaches clients as bytes they cannot parse.
     let allowed = if allowed.is_empty() {
         "none".to_string()
     } else {
-        allowed.join(",")
+        ascii(allowed.join(",").as_bytes())
     };
     Err(format!(
         "{} refused: mode key {} {found}; allowed modes: {allowed}",
@@ -83,6 +85,16 @@ mod tests {
         );
         let err = check(&ModeValue::NotString("list"), "TESTNET", b"m").unwrap_err();
         assert!(err.contains("holds a list"), "{err}");
+    }
+
+    #[test]
+    fn the_refusal_shows_non_ascii_allowed_modes_escaped() {
+        let err = check(&value("LIVE"), "TESTNET, \u{fe}TAGING", b"m").unwrap_err();
+        assert!(err.is_ascii(), "{err}");
+        assert!(
+            err.ends_with("allowed modes: TESTNET,\\xc3\\xbeTAGING"),
+            "{err}"
+        );
     }
 
     #[test]
