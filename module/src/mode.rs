@@ -2,7 +2,7 @@
 //! for byte, one of the (trimmed) names in `quantum.allowed-modes`. Anything
 //! else fails closed.
 
-use crate::text::{ascii, quote};
+use crate::text::{printable, quote};
 use quantum_protocol::error;
 
 /// What the mode key holds.
@@ -44,12 +44,14 @@ pub fn check(mode: &ModeValue, allowed: &str, mode_key: &[u8]) -> Result<(), Str
         ModeValue::Value(v) => format!("is {}", quote(v)),
     };
     let allowed: Vec<&str> = allowed_list(allowed).collect();
-    // Escaped like every client-set text in a reply: an error line carrying a
-    // non-ASCII mode name reaches clients as bytes they cannot parse.
+    // Escaped as `quote` escapes the mode value (`\xNN`, `\\`, `\'`): an error
+    // line carrying a non-ASCII name reaches clients as bytes they cannot
+    // parse, and an unescaped `\` would print two names alike.
     let allowed = if allowed.is_empty() {
         "none".to_string()
     } else {
-        ascii(allowed.join(",").as_bytes())
+        let list = allowed.join(",");
+        printable(list.as_bytes(), list.len())
     };
     Err(format!(
         "{} refused: mode key {} {found}; allowed modes: {allowed}",
@@ -95,6 +97,9 @@ mod tests {
             err.ends_with("allowed modes: TESTNET,\\xc3\\xbeTAGING"),
             "{err}"
         );
+        // A name written with a backslash does not print as the bytes it spells.
+        let err = check(&value("LIVE"), r"a\xc3\x89", b"m").unwrap_err();
+        assert!(err.ends_with(r"allowed modes: a\\xc3\\x89"), "{err}");
     }
 
     #[test]
